@@ -1,0 +1,118 @@
+# cython: language_level=3
+"""C contract of the fan-out hub: sinks, clients, subscriber groups and the core."""
+
+cdef struct Buffer:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
+cdef struct PendingWrite:
+    int fd
+    const char* data
+    Py_ssize_t size
+    Py_ssize_t sent      # bytes the kernel took, -1 on error
+    int error            # errno when sent == -1
+
+
+cdef class Sink:
+    """Where one client's bytes go. The core only ever talks to this interface."""
+    cdef public int fd   # socket for direct writes while nothing is queued, or -1
+
+    cdef Py_ssize_t queued(self) except -1
+    cdef int write(self, const char* data, Py_ssize_t size) except -1
+    cdef int close(self, int code, str reason) except -1
+    cdef int abort(self) except -1
+
+
+cdef class MemorySink(Sink):
+    cdef readonly bytearray data
+    cdef readonly Py_ssize_t received
+    cdef readonly Py_ssize_t writes
+    cdef public Py_ssize_t backlog
+    cdef readonly int close_code
+    cdef readonly str close_reason
+    cdef readonly bint aborted
+
+
+cdef class Group:
+    cdef readonly frozenset channels
+    cdef list members
+    cdef Buffer buf
+    cdef Py_ssize_t frames
+
+
+cdef class Client:
+    cdef readonly long long id
+    cdef readonly Sink sink
+    cdef Group group
+    cdef Py_ssize_t slot
+    cdef Buffer priv
+    cdef Py_ssize_t priv_frames
+    cdef bint diverged
+    cdef readonly bint closed
+
+
+cdef class FanoutCore:
+    cdef:
+        object _loop
+        object _wake
+        object _tick_cb
+        object _queue
+        object _dumps
+        object _default
+        bint _wake_pending
+        double _next_flush
+        public double flush_interval
+        public Py_ssize_t client_budget
+        public Py_ssize_t max_batch_bytes
+        public bint release_gil
+        long long _next_id
+        dict _clients
+        dict _groups
+        dict _channel_groups
+        list _group_list
+        list _diverged
+        Py_ssize_t _tick_bytes
+        PendingWrite* _writes
+        Py_ssize_t _writes_cap
+        list _write_clients
+        # counters
+        unsigned long long n_published
+        unsigned long long n_deliveries
+        unsigned long long n_bytes
+        unsigned long long n_writes
+        unsigned long long n_queued_writes
+        unsigned long long n_ticks
+        unsigned long long n_wakeups
+        unsigned long long n_dropped_clients
+        unsigned long long n_unknown_targets
+        unsigned long long n_write_errors
+
+    cpdef publish(self, object obj, object channel=*)
+    cpdef publish_json(self, bytes payload, object channel=*)
+    cpdef send(self, long long client_id, object obj)
+    cpdef send_json(self, long long client_id, bytes payload)
+    cpdef subscribe(self, long long client_id, object channel)
+    cpdef unsubscribe(self, long long client_id, object channel)
+    cpdef long long add_client(self, Sink sink) except -1
+    cpdef remove_client(self, long long client_id)
+    cpdef close_client(self, long long client_id, int code, str reason)
+    cpdef tick(self)
+
+    cdef int _enqueue(self, tuple item) except -1
+    cdef Group _group_for(self, frozenset channels)
+    cdef int _drop_group(self, Group group) except -1
+    cdef int _change_subscription(self, long long client_id, object channel,
+                                  bint add) except -1
+    cdef int _move(self, Client client, frozenset channels) except -1
+    cdef int _diverge(self, Client client) except -1
+    cdef int _route(self, object channel, bytes payload) except -1
+    cdef int _route_direct(self, long long client_id, bytes payload) except -1
+    cdef int _write_round(self) except -1
+    cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,
+                           Py_ssize_t count, list targets) except -1
+    cdef int _finish_write(self, Client client, PendingWrite* w) except -1
+    cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1
+    cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef int _end_tick(self) except -1

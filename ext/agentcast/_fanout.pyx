@@ -1,0 +1,630 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The fan-out hub: serialize once, frame once, one write per client per tick.
+
+Callers on any thread append to a deque and wake the loop at most once per
+batch. On the loop thread, ``tick`` drains the deque, appends each frame once
+per *subscriber group* (clients with the same channel set share a buffer),
+then writes every group buffer to each member with one ``send`` per client.
+A client that received a direct message in the tick gets a private copy of its
+group's buffer from that point on, so per-client order always matches publish
+order. Bytes the kernel does not take go to the sink's transport; a client
+whose queued bytes exceed ``client_budget`` is closed with 1013.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy
+
+import collections
+import logging
+
+import orjson
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
+    int MSG_DONTWAIT
+    int MSG_NOSIGNAL
+
+cdef extern from "<errno.h>" nogil:
+    int EWOULDBLOCK
+
+cdef extern from *:
+    """
+    #ifndef AGENTCAST_SOURCE_HASH
+    #define AGENTCAST_SOURCE_HASH "unknown"
+    #endif
+    """
+    const char* AGENTCAST_SOURCE_HASH
+
+SOURCE_HASH = AGENTCAST_SOURCE_HASH.decode()
+
+log = logging.getLogger("agentcast.core")
+
+cdef enum:
+    OP_PUBLISH = 0
+    OP_DIRECT = 1
+    OP_SUBSCRIBE = 2
+    OP_UNSUBSCRIBE = 3
+    MAX_HEADER = 10
+    SHRINK_ABOVE = 4 * 1024 * 1024
+
+TRY_AGAIN_LATER = 1013
+SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
+
+cdef frozenset NO_CHANNELS = frozenset()
+
+
+cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n) noexcept nogil:
+    """RFC 6455 header of an unmasked, final text frame; returns its length."""
+    cdef int i
+    h[0] = 0x81
+    if n < 126:
+        h[1] = <unsigned char>n
+        return 2
+    if n < 65536:
+        h[1] = 126
+        h[2] = <unsigned char>(n >> 8)
+        h[3] = <unsigned char>(n & 0xFF)
+        return 4
+    h[1] = 127
+    for i in range(8):
+        h[2 + i] = <unsigned char>((<unsigned long long>n >> (56 - 8 * i)) & 0xFF)
+    return 10
+
+
+cdef int buf_reserve(Buffer* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.size + extra
+    cdef Py_ssize_t cap
+    cdef char* data
+    if need <= b.capacity:
+        return 0
+    cap = b.capacity * 2 if b.capacity else 4096
+    while cap < need:
+        cap *= 2
+    data = <char*>realloc(b.data, cap)
+    if data == NULL:
+        raise MemoryError()
+    b.data = data
+    b.capacity = cap
+    return 0
+
+
+cdef int buf_append_frame(Buffer* b, const unsigned char* header, Py_ssize_t header_size,
+                          const char* payload, Py_ssize_t size) except -1:
+    buf_reserve(b, header_size + size)
+    memcpy(b.data + b.size, header, header_size)
+    memcpy(b.data + b.size + header_size, payload, size)
+    b.size += header_size + size
+    return 0
+
+
+cdef void buf_reset(Buffer* b) noexcept:
+    """Empty the buffer; give back memory a large burst left behind."""
+    b.size = 0
+    if b.capacity > SHRINK_ABOVE:
+        free(b.data)
+        b.data = NULL
+        b.capacity = 0
+
+
+cdef void buf_free(Buffer* b) noexcept:
+    free(b.data)
+    b.data = NULL
+    b.size = b.capacity = 0
+
+
+cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
+    """One non-blocking send per client; may run with the GIL released."""
+    cdef Py_ssize_t i
+    cdef ssize_t sent
+    cdef PendingWrite* w
+    for i in range(count):
+        w = &writes[i]
+        while True:
+            sent = c_send(w.fd, w.data, <size_t>w.size, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if sent >= 0 or errno != EINTR:
+                break
+        w.sent = sent
+        w.error = errno if sent < 0 else 0
+
+
+def build_frame(bytes payload not None) -> bytes:
+    """The server frame the core writes for ``payload`` (exposed for tests and benchmarks)."""
+    cdef unsigned char header[MAX_HEADER]
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t hl = write_header(header, n)
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
+    memcpy(PyBytes_AS_STRING(frame), header, hl)
+    memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
+    return frame
+
+
+cdef class Sink:
+    def __cinit__(self):
+        self.fd = -1
+
+    cdef Py_ssize_t queued(self) except -1:
+        raise NotImplementedError
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        raise NotImplementedError
+
+    cdef int close(self, int code, str reason) except -1:
+        raise NotImplementedError
+
+    cdef int abort(self) except -1:
+        raise NotImplementedError
+
+
+cdef class MemorySink(Sink):
+    """A sink that keeps (or only counts) what it is given: for tests and benchmarks."""
+
+    def __init__(self, bint keep=True):
+        self.data = bytearray() if keep else None
+        self.close_code = 0
+
+    cdef Py_ssize_t queued(self) except -1:
+        return self.backlog
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        self.writes += 1
+        self.received += size
+        if self.data is not None:
+            self.data += data[:size]
+        return 0
+
+    cdef int close(self, int code, str reason) except -1:
+        self.close_code = code
+        self.close_reason = reason
+        return 0
+
+    cdef int abort(self) except -1:
+        self.aborted = True
+        return 0
+
+
+cdef class Group:
+    """Clients subscribed to exactly the same channels: they get the same bytes."""
+
+    def __cinit__(self, frozenset channels):
+        self.channels = channels
+        self.members = []
+
+    def __dealloc__(self):
+        buf_free(&self.buf)
+
+
+cdef class Client:
+    def __cinit__(self, long long client_id, Sink sink):
+        self.id = client_id
+        self.sink = sink
+
+    def __dealloc__(self):
+        buf_free(&self.priv)
+
+
+cdef inline void join_group(Group group, Client client):
+    client.group = group
+    client.slot = len(group.members)
+    group.members.append(client)
+
+
+cdef inline void leave_group(Group group, Client client):
+    """Swap-remove: O(1) whatever the group size."""
+    cdef Client last = group.members.pop()
+    if last is not client:
+        group.members[client.slot] = last
+        last.slot = client.slot
+
+
+cdef class FanoutCore:
+    """Registry, channels, batching and budgets. Loop-thread only, except the enqueue calls.
+
+    ``publish``, ``publish_json``, ``send``, ``send_json``, ``subscribe`` and
+    ``unsubscribe`` may be called from any thread: each is an O(1) append to
+    one ordered queue plus at most one pending wake-up of the loop. Everything
+    else runs on the loop thread.
+    """
+
+    def __init__(self, loop, *, wake=None, default=None,
+                 Py_ssize_t client_budget=4 * 1024 * 1024,
+                 Py_ssize_t max_batch_bytes=256 * 1024,
+                 double flush_interval=0.0, bint release_gil=False):
+        if client_budget <= 0:
+            raise ValueError("client_budget must be positive")
+        if max_batch_bytes <= 0:
+            raise ValueError("max_batch_bytes must be positive")
+        if flush_interval < 0:
+            raise ValueError("flush_interval must be >= 0")
+        self._loop = loop
+        self._wake = wake if wake is not None else loop.call_soon_threadsafe
+        self._tick_cb = self.tick
+        self._queue = collections.deque()
+        self._dumps = orjson.dumps
+        self._default = default
+        self.client_budget = client_budget
+        self.max_batch_bytes = max_batch_bytes
+        self.flush_interval = flush_interval
+        self.release_gil = release_gil
+        self._next_id = 1
+        self._clients = {}
+        self._groups = {}
+        self._channel_groups = {}
+        self._group_list = []
+        self._diverged = []
+        self._write_clients = []
+
+    def __dealloc__(self):
+        free(self._writes)
+
+    # ---- any thread ---------------------------------------------------------
+
+    cdef int _enqueue(self, tuple item) except -1:
+        self._queue.append(item)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.n_wakeups += 1
+            self._wake(self._tick_cb)
+        return 0
+
+    cpdef publish(self, object obj, object channel=None):
+        """Serialize ``obj`` once and queue it for every client of ``channel`` (None: all)."""
+        cdef bytes payload
+        if self._default is None:
+            payload = self._dumps(obj)
+        else:
+            payload = self._dumps(obj, default=self._default)
+        self._enqueue((OP_PUBLISH, channel, payload))
+
+    cpdef publish_json(self, bytes payload, object channel=None):
+        """Queue already-serialized JSON as is, for every client of ``channel``."""
+        if payload is None:
+            raise TypeError("payload must be bytes, not None")
+        self._enqueue((OP_PUBLISH, channel, payload))
+
+    cpdef send(self, long long client_id, object obj):
+        """Serialize ``obj`` and queue it for one client, in order with publishes."""
+        cdef bytes payload
+        if self._default is None:
+            payload = self._dumps(obj)
+        else:
+            payload = self._dumps(obj, default=self._default)
+        self._enqueue((OP_DIRECT, client_id, payload))
+
+    cpdef send_json(self, long long client_id, bytes payload):
+        if payload is None:
+            raise TypeError("payload must be bytes, not None")
+        self._enqueue((OP_DIRECT, client_id, payload))
+
+    cpdef subscribe(self, long long client_id, object channel):
+        if channel is None:
+            raise ValueError("channel must not be None")
+        hash(channel)
+        self._enqueue((OP_SUBSCRIBE, client_id, channel))
+
+    cpdef unsubscribe(self, long long client_id, object channel):
+        if channel is None:
+            raise ValueError("channel must not be None")
+        hash(channel)
+        self._enqueue((OP_UNSUBSCRIBE, client_id, channel))
+
+    @property
+    def client_count(self):
+        return len(self._clients)
+
+    @property
+    def pending(self):
+        """Queued operations not yet taken by a tick."""
+        return len(self._queue)
+
+    def stats(self):
+        """Counters since creation; readable from any thread (values may be a tick old)."""
+        return {
+            "clients": len(self._clients),
+            "groups": len(self._group_list),
+            "published": self.n_published,
+            "deliveries": self.n_deliveries,
+            "bytes": self.n_bytes,
+            "writes": self.n_writes,
+            "queued_writes": self.n_queued_writes,
+            "ticks": self.n_ticks,
+            "wakeups": self.n_wakeups,
+            "dropped_clients": self.n_dropped_clients,
+            "unknown_targets": self.n_unknown_targets,
+            "write_errors": self.n_write_errors,
+            "pending": len(self._queue),
+        }
+
+    # ---- loop thread --------------------------------------------------------
+
+    cpdef long long add_client(self, Sink sink) except -1:
+        """Register a connected sink; it receives broadcasts until it subscribes."""
+        cdef Client client = Client(self._next_id, sink)
+        self._next_id += 1
+        self._clients[client.id] = client
+        join_group(self._group_for(NO_CHANNELS), client)
+        return client.id
+
+    cpdef remove_client(self, long long client_id):
+        cdef Client client = self._clients.pop(client_id, None)
+        cdef Group group
+        if client is None:
+            return
+        client.closed = True
+        group = client.group
+        leave_group(group, client)
+        if not group.members:
+            self._drop_group(group)
+
+    def client_ids(self):
+        return list(self._clients)
+
+    def channels_of(self, long long client_id):
+        cdef Client client = self._clients.get(client_id)
+        return None if client is None else client.group.channels
+
+    cpdef close_client(self, long long client_id, int code, str reason):
+        """Stop writing to one client and close it with ``code`` after what it already has."""
+        cdef Client client = self._clients.get(client_id)
+        if client is not None and not client.closed:
+            client.closed = True
+            client.sink.close(code, reason)
+
+    def close_all(self, int code, str reason):
+        """Send a close frame to every client (after whatever is queued for it)."""
+        cdef Client client
+        for client in list(self._clients.values()):
+            if not client.closed:
+                client.closed = True
+                client.sink.close(code, reason)
+
+    def abort_all(self):
+        """Drop every connection at once (shutdown deadline passed)."""
+        cdef Client client
+        for client in list(self._clients.values()):
+            client.closed = True
+            client.sink.abort()
+
+    def flush(self):
+        """Drain the whole queue now, ignoring pacing (used on shutdown)."""
+        cdef double interval = self.flush_interval
+        self.flush_interval = 0.0
+        try:
+            while self._queue:
+                self.tick()
+        finally:
+            self.flush_interval = interval
+
+    cpdef tick(self):
+        """Drain up to ``max_batch_bytes`` of queued operations and write them out."""
+        cdef double now
+        cdef tuple item
+        cdef int op
+        queue = self._queue
+        self._wake_pending = False
+        if self.flush_interval > 0.0:
+            now = self._loop.time()
+            if now < self._next_flush:
+                self._wake_pending = True
+                self._loop.call_at(self._next_flush, self._tick_cb)
+                return
+            self._next_flush = now + self.flush_interval
+        self.n_ticks += 1
+        try:
+            while queue and self._tick_bytes < self.max_batch_bytes:
+                item = queue.popleft()
+                op = item[0]
+                if op == OP_PUBLISH:
+                    self._route(item[1], item[2])
+                elif op == OP_DIRECT:
+                    self._route_direct(item[1], item[2])
+                else:
+                    self._change_subscription(item[1], item[2], op == OP_SUBSCRIBE)
+            self._write_round()
+        finally:
+            self._end_tick()
+        if queue and not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon(self._tick_cb)
+
+    # ---- routing ------------------------------------------------------------
+
+    cdef Group _group_for(self, frozenset channels):
+        cdef Group group = self._groups.get(channels)
+        if group is None:
+            group = Group(channels)
+            self._groups[channels] = group
+            self._group_list.append(group)
+            for channel in channels:
+                self._channel_groups.setdefault(channel, []).append(group)
+        return group
+
+    cdef int _drop_group(self, Group group) except -1:
+        del self._groups[group.channels]
+        self._group_list.remove(group)
+        for channel in group.channels:
+            groups = self._channel_groups[channel]
+            groups.remove(group)
+            if not groups:
+                del self._channel_groups[channel]
+        return 0
+
+    cdef int _change_subscription(self, long long client_id, object channel,
+                                  bint add) except -1:
+        cdef Client client = self._clients.get(client_id)
+        cdef frozenset channels
+        if client is None:
+            self.n_unknown_targets += 1
+            return 0
+        channels = client.group.channels
+        if add != (channel in channels):
+            self._move(client, channels | {channel} if add else channels - {channel})
+        return 0
+
+    cdef int _move(self, Client client, frozenset channels) except -1:
+        """Move a client to another group; mid-tick it keeps its bytes so far privately."""
+        cdef Group old = client.group
+        if self._tick_bytes and not client.diverged:
+            self._diverge(client)
+        leave_group(old, client)
+        if not old.members:
+            self._drop_group(old)
+        join_group(self._group_for(channels), client)
+        return 0
+
+    cdef int _diverge(self, Client client) except -1:
+        cdef Buffer* shared = &client.group.buf
+        client.priv.size = 0
+        buf_reserve(&client.priv, shared.size)
+        if shared.size:
+            memcpy(client.priv.data, shared.data, shared.size)
+        client.priv.size = shared.size
+        client.priv_frames = client.group.frames
+        client.diverged = True
+        self._diverged.append(client)
+        return 0
+
+    cdef int _route(self, object channel, bytes payload) except -1:
+        cdef unsigned char header[MAX_HEADER]
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        cdef const char* data = PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t hl = write_header(header, size)
+        cdef Group group
+        cdef Client client
+        cdef list groups
+        self.n_published += 1
+        groups = self._group_list if channel is None else self._channel_groups.get(channel)
+        if groups is None:
+            return 0
+        for group in groups:
+            buf_append_frame(&group.buf, header, hl, data, size)
+            group.frames += 1
+        for client in self._diverged:
+            if channel is None or channel in client.group.channels:
+                buf_append_frame(&client.priv, header, hl, data, size)
+                client.priv_frames += 1
+        self._tick_bytes += hl + size
+        return 0
+
+    cdef int _route_direct(self, long long client_id, bytes payload) except -1:
+        cdef unsigned char header[MAX_HEADER]
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        cdef Py_ssize_t hl = write_header(header, size)
+        cdef Client client = self._clients.get(client_id)
+        if client is None or client.closed:
+            self.n_unknown_targets += 1
+            return 0
+        if not client.diverged:
+            self._diverge(client)
+        buf_append_frame(&client.priv, header, hl, PyBytes_AS_STRING(payload), size)
+        client.priv_frames += 1
+        self._tick_bytes += hl + size
+        return 0
+
+    # ---- writing ------------------------------------------------------------
+
+    def _reserve_writes(self, Py_ssize_t count):
+        cdef PendingWrite* writes
+        if count <= self._writes_cap:
+            return
+        writes = <PendingWrite*>realloc(self._writes, count * sizeof(PendingWrite))
+        if writes == NULL:
+            raise MemoryError()
+        self._writes = writes
+        self._writes_cap = count
+
+    cdef int _write_round(self) except -1:
+        """One send per client holding bytes; leftovers are queued on the sink."""
+        cdef Group group
+        cdef Client client
+        cdef Buffer* buf
+        cdef Py_ssize_t count = 0, i
+        cdef list targets = self._write_clients
+        if not self._tick_bytes:
+            return 0
+        self._reserve_writes(len(self._clients))
+        for group in self._group_list:
+            if not group.buf.size:
+                continue
+            for client in group.members:
+                if client.diverged or client.closed:
+                    continue
+                count = self._stage(client, &group.buf, group.frames, count, targets)
+        for client in self._diverged:
+            if not client.closed and client.priv.size:
+                count = self._stage(client, &client.priv, client.priv_frames, count, targets)
+        if self.release_gil:
+            with nogil:
+                send_all(self._writes, count)
+        else:
+            send_all(self._writes, count)
+        try:
+            for i in range(count):
+                self._finish_write(<Client>targets[i], &self._writes[i])
+        finally:
+            del targets[:]
+        return 0
+
+    cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,
+                           Py_ssize_t count, list targets) except -1:
+        """Stage a direct send, or queue on the sink when the transport already holds bytes."""
+        cdef Sink sink = client.sink
+        cdef PendingWrite* w
+        self.n_bytes += buf.size
+        self.n_deliveries += frames
+        if sink.fd < 0 or sink.queued():
+            self._queue_on_sink(client, buf.data, buf.size)
+            return count
+        w = &self._writes[count]
+        w.fd = sink.fd
+        w.data = buf.data
+        w.size = buf.size
+        targets.append(client)
+        return count + 1
+
+    cdef int _finish_write(self, Client client, PendingWrite* w) except -1:
+        cdef Py_ssize_t sent
+        self.n_writes += 1
+        if w.sent == w.size:
+            return 0
+        if w.sent < 0 and w.error != EAGAIN and w.error != EWOULDBLOCK:
+            # The peer is gone (reset, broken pipe); the transport reports it.
+            self.n_write_errors += 1
+            client.closed = True
+            client.sink.abort()
+            return 0
+        sent = w.sent if w.sent > 0 else 0
+        self._queue_on_sink(client, w.data + sent, w.size - sent)
+        return 0
+
+    cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1:
+        cdef Py_ssize_t queued
+        self.n_queued_writes += 1
+        client.sink.write(data, size)
+        queued = client.sink.queued()
+        if queued > self.client_budget:
+            self._drop_slow(client, queued)
+        return 0
+
+    cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1:
+        self.n_dropped_clients += 1
+        client.closed = True
+        log.warning("client %d closed (1013): %d bytes unsent, budget %d",
+                    client.id, queued, self.client_budget)
+        client.sink.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
+        return 0
+
+    cdef int _end_tick(self) except -1:
+        cdef Group group
+        cdef Client client
+        for group in self._group_list:
+            buf_reset(&group.buf)
+            group.frames = 0
+        for client in self._diverged:
+            buf_reset(&client.priv)
+            client.priv_frames = 0
+            client.diverged = False
+        del self._diverged[:]
+        self._tick_bytes = 0
+        return 0

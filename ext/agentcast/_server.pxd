@@ -1,0 +1,28 @@
+# cython: language_level=3
+"""C contract of the picows side: a sink over a WSTransport and the per-connection listener."""
+
+from picows.picows cimport WSFrame, WSListener, WSTransport
+
+from agentcast._fanout cimport FanoutCore, Sink
+
+
+cdef class TransportSink(Sink):
+    cdef WSTransport transport
+    cdef object _queued
+    cdef object _write
+    cdef object _loop
+    cdef double _close_grace
+
+
+cdef class ServerListener(WSListener):
+    cdef FanoutCore _core
+    cdef object _on_message
+    cdef object _on_binary
+    cdef double _close_grace
+    cdef Py_ssize_t _max_message_size
+    cdef readonly long long client_id
+    cdef bytearray _fragments
+    cdef int _fragment_type
+
+    cdef int _reject(self, WSTransport transport, int code, str reason) except -1
+    cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1

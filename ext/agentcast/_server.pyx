@@ -1,0 +1,119 @@
+# cython: language_level=3
+"""picows glue: each connection is a ``TransportSink`` in the core and a ``ServerListener``.
+
+The listener hands complete text messages to ``on_message(client_id, data)``
+on the loop thread, reassembles fragmented messages up to the size limit,
+answers close frames, and unregisters the client when the peer goes away.
+"""
+
+import logging
+
+from picows.picows cimport WSCloseCode, WSMsgType
+
+log = logging.getLogger("agentcast.server")
+
+UNSUPPORTED_DATA = 1003
+PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
+
+
+cdef class TransportSink(Sink):
+    """Writes through the picows connection's transport; exposes its socket for direct sends."""
+
+    def __cinit__(self, WSTransport transport, double close_grace):
+        underlying = transport.underlying_transport
+        self.transport = transport
+        self._queued = underlying.get_write_buffer_size
+        self._write = underlying.write
+        self._loop = transport._loop
+        self._close_grace = close_grace
+        sock = underlying.get_extra_info("socket")
+        self.fd = -1 if transport.is_secure or sock is None else sock.fileno()
+
+    cdef Py_ssize_t queued(self) except -1:
+        return self._queued()
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        self._write(data[:size])
+        return 0
+
+    cdef int close(self, int code, str reason) except -1:
+        """Close frame after the queued bytes; the socket is aborted if not gone in time."""
+        if self.transport.is_disconnected:
+            return 0
+        if not self.transport.is_close_frame_sent:
+            self.transport.send_close(<WSCloseCode>code, reason.encode())
+        self.transport.disconnect(True)
+        self._loop.call_later(self._close_grace, (<object>self.transport).disconnect, False)
+        return 0
+
+    cdef int abort(self) except -1:
+        self.transport.disconnect(False)
+        return 0
+
+
+cdef class ServerListener(WSListener):
+    def __cinit__(self, FanoutCore core, on_message, on_binary, double close_grace,
+                  Py_ssize_t max_message_size):
+        self._core = core
+        self._on_message = on_message
+        self._on_binary = on_binary
+        self._close_grace = close_grace
+        self._max_message_size = max_message_size
+        self.client_id = 0
+
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.client_id = self._core.add_client(TransportSink(transport, self._close_grace))
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        if self.client_id:
+            self._core.remove_client(self.client_id)
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        cdef int msg_type = frame.msg_type
+        if msg_type == WSMsgType.CLOSE:
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect(True)
+            return
+        if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
+            return
+        if msg_type == WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                self._reject(transport, PROTOCOL_ERROR, "continuation without a first fragment")
+                return
+        elif self._fragments is not None:
+            self._reject(transport, PROTOCOL_ERROR, "new message inside a fragmented one")
+            return
+        if frame.fin and self._fragments is None:
+            self._deliver(transport, msg_type, frame.get_payload_as_bytes())
+            return
+        if self._fragments is None:
+            self._fragments = bytearray()
+            self._fragment_type = msg_type
+        if len(self._fragments) + frame.payload_size > self._max_message_size:
+            self._fragments = None
+            self._reject(transport, MESSAGE_TOO_BIG, "message exceeds the size limit")
+            return
+        self._fragments += frame.get_payload_as_memoryview()
+        if frame.fin:
+            data = bytes(self._fragments)
+            self._fragments = None
+            self._deliver(transport, self._fragment_type, data)
+
+    cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1:
+        handler = self._on_message if msg_type == WSMsgType.TEXT else self._on_binary
+        if handler is None:
+            if msg_type != WSMsgType.TEXT:
+                self._reject(transport, UNSUPPORTED_DATA, "binary frames are not supported")
+            return 0
+        try:
+            handler(self.client_id, data)
+        except Exception:
+            log.exception("message handler failed for client %d", self.client_id)
+        return 0
+
+    cdef int _reject(self, WSTransport transport, int code, str reason) except -1:
+        log.info("client %d closed (%d): %s", self.client_id, code, reason)
+        self._core.close_client(self.client_id, code, reason)
+        return 0

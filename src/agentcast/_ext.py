@@ -1,0 +1,30 @@
+"""The compiled core, imported once, with a clear message when it is missing or stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentcast._sourcehash import source_hash
+
+_REBUILD = 'rebuild it with: pip install -e ".[test]"  (or pip install .)'
+
+try:
+    from agentcast._fanout import SOURCE_HASH, FanoutCore, MemorySink, Sink, build_frame
+    from agentcast._server import ServerListener, TransportSink
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(f"agentcast's compiled core could not be imported ({exc}); {_REBUILD}") from exc
+
+
+def check_fresh() -> None:
+    """In a source checkout (editable install), the extension must match ext/."""
+    expected = source_hash(Path(__file__).resolve().parents[2] / "ext" / "agentcast")
+    if expected is not None and expected != SOURCE_HASH:
+        raise ImportError(
+            f"agentcast's compiled core is stale (built from {SOURCE_HASH}, "
+            f"sources are {expected}); {_REBUILD}"
+        )
+
+
+check_fresh()
+
+__all__ = ["FanoutCore", "MemorySink", "ServerListener", "Sink", "TransportSink", "build_frame"]

@@ -1,0 +1,193 @@
+"""``Broadcaster``: the public face of the fan-out core, its loop thread and its server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from agentcast._ext import FanoutCore
+from agentcast.loop import LoopThread
+from agentcast.server import MessageHandler, ServerOptions, start_server
+
+log = logging.getLogger("agentcast")
+
+GOING_AWAY = 1001
+SHUTDOWN_REASON = "server shutting down"
+
+
+class _NotRunning:
+    """Stands in for the core before start() and after stop(): every use says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("the Broadcaster is not running: call start() first")
+
+
+class Broadcaster:
+    """Push JSON messages to every WebSocket client, or to a channel's subscribers.
+
+    Nothing runs until ``start()``. The publishing calls (``publish``,
+    ``publish_json``, ``send``, ``subscribe``, ``unsubscribe``) are safe from
+    any thread, never block on clients, and cost the same whatever the number
+    of clients: each is one serialization (if any) and an O(1) append to one
+    ordered queue. Messages from one thread reach each client in the order that
+    thread made the calls. A client whose unsent bytes exceed ``client_budget``
+    is closed with 1013; the others are not slowed down.
+
+    ``on_message(client_id, data)`` runs on the loop thread for every text
+    message a client sends; it must return quickly. ``on_binary`` likewise for
+    binary messages (without it, a binary message closes the client with 1003).
+    ``flush_interval`` (seconds) paces writes to at most one round per interval,
+    trading latency for CPU left to the agent. ``release_gil`` releases the GIL
+    while the kernel copies a round of sends, which pays only when the agent
+    has a core of its own.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8282,
+        on_message: MessageHandler | None = None,
+        *,
+        on_binary: MessageHandler | None = None,
+        default: Callable[[Any], Any] | None = None,
+        client_budget: int = 4 * 1024 * 1024,
+        max_batch_bytes: int = 256 * 1024,
+        flush_interval: float = 0.0,
+        release_gil: bool = False,
+        max_message_size: int = 1024 * 1024,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        handshake_timeout: float = 5.0,
+        close_grace: float = 2.0,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._on_message = on_message
+        self._on_binary = on_binary
+        self._core_options: dict[str, Any] = {
+            "default": default,
+            "client_budget": client_budget,
+            "max_batch_bytes": max_batch_bytes,
+            "flush_interval": flush_interval,
+            "release_gil": release_gil,
+        }
+        self.options = ServerOptions(
+            max_message_size=max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            handshake_timeout=handshake_timeout,
+            close_grace=close_grace,
+        )
+        self._thread = LoopThread()
+        self._core: Any = _NotRunning()
+        self._server: asyncio.AbstractServer | None = None
+        self._port: int | None = None
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Broadcaster:
+        """Start the loop thread and the server; return once listening.
+
+        Errors (port in use, bad host) are raised here, in the caller's thread.
+        """
+        if self._thread.running:
+            raise RuntimeError("the Broadcaster is already running")
+        self._thread = LoopThread()
+        self._port = self._thread.start(self._setup)
+        return self
+
+    async def _setup(self) -> int:
+        loop = asyncio.get_running_loop()
+        core = FanoutCore(loop, **self._core_options)
+        self._server = await start_server(
+            core, self.host, self._requested_port, self.options, self._on_message, self._on_binary
+        )
+        self._core = core
+        port: int = self._server.sockets[0].getsockname()[1]
+        log.info("agentcast listening on %s:%d", self.host, port)
+        return port
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every client with 1001 after what is queued for it, then stop the thread.
+
+        Returns within ``timeout`` seconds (plus a moment to join the thread);
+        clients still connected then are aborted. Calling it again does nothing.
+        """
+        self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
+        self._core = _NotRunning()
+        self._server = None
+
+    async def _shutdown(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        core, server = self._core, self._server
+        if server is not None:
+            server.close()
+        core.flush()
+        core.close_all(GOING_AWAY, SHUTDOWN_REASON)
+        while core.client_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if core.client_count:
+            log.warning("%d clients still connected at shutdown; aborting them", core.client_count)
+            core.abort_all()
+            await asyncio.sleep(0)
+
+    def __enter__(self) -> Broadcaster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        if self._port is None:
+            raise RuntimeError("the Broadcaster was never started")
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._thread.running
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop thread's event loop (None when stopped)."""
+        return self._thread.loop
+
+    # ---- publishing (any thread) -------------------------------------------
+
+    def publish(self, obj: Any, channel: Hashable | None = None) -> None:
+        """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients (None: all)."""
+        self._core.publish(obj, channel)
+
+    def publish_json(self, data: bytes, channel: Hashable | None = None) -> None:
+        """Queue already-serialized JSON bytes as they are, for ``channel``'s clients."""
+        self._core.publish_json(data, channel)
+
+    def send(self, client_id: int, obj: Any) -> None:
+        """Queue ``obj`` for one client, on the same ordered path as ``publish``."""
+        self._core.send(client_id, obj)
+
+    def send_json(self, client_id: int, data: bytes) -> None:
+        self._core.send_json(client_id, data)
+
+    def subscribe(self, client_id: int, channel: Hashable) -> None:
+        """From now on (in queue order), ``client_id`` receives ``channel``'s messages."""
+        self._core.subscribe(client_id, channel)
+
+    def unsubscribe(self, client_id: int, channel: Hashable) -> None:
+        self._core.unsubscribe(client_id, channel)
+
+    # ---- introspection -----------------------------------------------------
+
+    @property
+    def client_count(self) -> int:
+        return 0 if isinstance(self._core, _NotRunning) else int(self._core.client_count)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: published, deliveries, bytes, writes, dropped_clients, ... (see README)."""
+        if isinstance(self._core, _NotRunning):
+            return {}
+        return dict(self._core.stats())

@@ -1,0 +1,62 @@
+"""The picows WebSocket server in front of the fan-out core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from picows import WSUpgradeRequest, ws_create_server
+
+from agentcast._ext import FanoutCore, ServerListener
+
+MessageHandler = Callable[[int, bytes], None]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Connection-level settings; the defaults suit a public server."""
+
+    max_message_size: int = 1024 * 1024
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    handshake_timeout: float = 5.0
+    close_grace: float = 2.0
+    read_buffer_size: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "read_buffer_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("ping_interval", "ping_timeout", "handshake_timeout", "close_grace"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+async def start_server(
+    core: FanoutCore,
+    host: str,
+    port: int,
+    options: ServerOptions,
+    on_message: MessageHandler | None,
+    on_binary: MessageHandler | None,
+) -> asyncio.AbstractServer:
+    """Listen on ``host:port``; every connection becomes a client of ``core``."""
+
+    def listener_factory(request: WSUpgradeRequest) -> ServerListener:
+        return ServerListener(
+            core, on_message, on_binary, options.close_grace, options.max_message_size
+        )
+
+    return await ws_create_server(
+        listener_factory,
+        host,
+        port,
+        websocket_handshake_timeout=options.handshake_timeout or None,
+        enable_auto_ping=options.ping_interval > 0,
+        auto_ping_idle_timeout=options.ping_interval or 20.0,
+        auto_ping_reply_timeout=options.ping_timeout or 20.0,
+        max_frame_size=options.max_message_size,
+        read_buffer_init_size=options.read_buffer_size,
+        logger_name="agentcast.picows",
+    )

@@ -1,0 +1,103 @@
+"""Real WebSocket clients for the tests: picows and websockets, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+import websockets
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
+from picows.picows import WSFrame
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a client-side scenario on its own uvloop loop in the test's thread."""
+    return uvloop.run(coro)
+
+
+class Collector(WSListener):  # type: ignore[misc]
+    """A picows client listener that keeps every text message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.close_code: int | None = None
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            self.messages.append(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.CLOSE:
+            self.close_code = int(frame.get_close_code())
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+
+async def picows_clients(url: str, count: int) -> list[Collector]:
+    results = await asyncio.gather(*(ws_connect(Collector, url) for _ in range(count)))
+    return [listener for _, listener in results]
+
+
+async def websockets_clients(url: str, count: int, **kwargs: object) -> list[websockets.ClientConnection]:
+    return list(
+        await asyncio.gather(
+            *(websockets.connect(url, max_size=None, **kwargs) for _ in range(count))  # type: ignore[arg-type]
+        )
+    )
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll until ``condition()`` holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        await asyncio.sleep(0.005)
+
+
+def raw_upgrade(port: int, rcvbuf: int | None = None) -> socket.socket:
+    """A blocking raw socket that completes the WebSocket handshake and then reads nothing."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("server closed during the handshake")
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Split unmasked server frames into (opcode, payload); fails on a truncated tail."""
+    frames = []
+    pos = 0
+    while pos < len(data):
+        opcode = data[pos] & 0x0F
+        length = data[pos + 1] & 0x7F
+        pos += 2
+        if length == 126:
+            length = int.from_bytes(data[pos : pos + 2], "big")
+            pos += 2
+        elif length == 127:
+            length = int.from_bytes(data[pos : pos + 8], "big")
+            pos += 8
+        assert pos + length <= len(data), "truncated frame"
+        frames.append((opcode, data[pos : pos + length]))
+        pos += length
+    return frames

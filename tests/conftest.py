@@ -1,0 +1,71 @@
+"""Strict fixtures: every test fails on a leaked loop thread or fd, or an unhandled loop error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvloop
+
+from agentcast import Broadcaster
+
+# uvloop opens a process-wide pipe with its first loop; open it before any fd is counted.
+uvloop.new_event_loop().close()
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def _loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("agentcast")]
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects what an event loop logs when a callback or task fails unhandled."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def strict_resources() -> Iterator[None]:
+    handler = _ErrorRecords()
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addHandler(handler)
+    fds_before = _open_fds()
+    yield
+    asyncio_log.removeHandler(handler)
+    assert not _loop_threads(), f"leaked threads: {_loop_threads()}"
+    assert not handler.records, [r.getMessage() for r in handler.records]
+    leaked = {fd for fd in _open_fds() - fds_before if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not leaked, f"leaked fds: {[os.readlink(f'/proc/self/fd/{fd}') for fd in leaked]}"
+
+
+@pytest.fixture
+def hub_factory() -> Iterator[Callable[..., Broadcaster]]:
+    """Start Broadcasters on free ports; each is stopped at the end of the test."""
+    hubs: list[Broadcaster] = []
+
+    def start(**kwargs: object) -> Broadcaster:
+        kwargs.setdefault("port", 0)
+        hub = Broadcaster(**kwargs).start()  # type: ignore[arg-type]
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        hub.stop()
+
+
+@pytest.fixture
+def hub(hub_factory: Callable[..., Broadcaster]) -> Broadcaster:
+    return hub_factory()

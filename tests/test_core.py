@@ -1,0 +1,206 @@
+"""The Cython hub against the pure-Python oracle, with in-memory sinks (no sockets)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import uvloop
+from reference import ReferenceFanout, frame
+
+from agentcast._ext import FanoutCore, MemorySink, build_frame
+
+
+class Wakeups:
+    """Counts the core's requests to be woken; the test drives ``tick`` itself."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, callback: object) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def loop() -> Iterator[uvloop.Loop]:
+    loop = uvloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def drain(core: FanoutCore) -> None:
+    while core.pending:
+        core.tick()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 1 << 20])
+def test_frame_header_lengths(size: int) -> None:
+    payload = b"x" * size
+    assert build_frame(payload) == frame(payload)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("max_batch_bytes", [64, 4096, 1 << 20])
+def test_matches_reference_fanout(loop: uvloop.Loop, seed: int, max_batch_bytes: int) -> None:
+    rng = random.Random(seed)
+    core = FanoutCore(loop, wake=Wakeups(), max_batch_bytes=max_batch_bytes)
+    sinks = {}
+    for _ in range(12):
+        sink = MemorySink()
+        sinks[core.add_client(sink)] = sink
+    ids = list(sinks)
+    oracle = ReferenceFanout(ids)
+    channels = ["a", "b", "c", 7]
+    for step in range(600):
+        roll = rng.random()
+        payload = orjson.dumps({"step": step, "pad": "p" * rng.choice([0, 10, 200, 70000])})
+        if roll < 0.35:
+            channel = rng.choice([*channels, None])
+            core.publish_json(payload, channel)
+            oracle.publish(payload, channel)
+        elif roll < 0.5:
+            cid = rng.choice(ids)
+            core.send_json(cid, payload)
+            oracle.send(cid, payload)
+        elif roll < 0.7:
+            cid, channel = rng.choice(ids), rng.choice(channels)
+            core.subscribe(cid, channel)
+            oracle.subscribe(cid, channel)
+        elif roll < 0.85:
+            cid, channel = rng.choice(ids), rng.choice(channels)
+            core.unsubscribe(cid, channel)
+            oracle.unsubscribe(cid, channel)
+        else:
+            core.tick()
+    drain(core)
+    for cid, sink in sinks.items():
+        assert bytes(sink.data) == bytes(oracle.streams[cid]), f"client {cid}"
+    assert core.stats()["deliveries"] == sum(
+        len(_frames(oracle.streams[cid])) for cid in ids
+    )
+
+
+def _frames(stream: bytearray) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(stream):
+        n = stream[pos + 1] & 0x7F
+        pos += 2
+        if n == 126:
+            n, pos = int.from_bytes(stream[pos : pos + 2], "big"), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(stream[pos : pos + 8], "big"), pos + 8
+        out.append(bytes(stream[pos : pos + n]))
+        pos += n
+    return out
+
+
+def test_publishes_between_ticks_cause_one_wakeup(loop: uvloop.Loop) -> None:
+    wakeups = Wakeups()
+    core = FanoutCore(loop, wake=wakeups)
+    sink = MemorySink(keep=False)
+    core.add_client(sink)
+    for i in range(10_000):
+        core.publish({"i": i})
+    assert wakeups.count == 1
+    drain(core)
+    core.publish({"after": True})
+    assert wakeups.count == 2
+    drain(core)
+    assert core.stats()["deliveries"] == 10_001
+
+
+def test_lone_message_is_written_in_its_own_tick(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    sink = MemorySink()
+    core.add_client(sink)
+    core.publish({"hello": 1})
+    core.tick()
+    assert bytes(sink.data) == frame(b'{"hello":1}')
+    assert sink.writes == 1
+
+
+def test_one_write_per_client_per_tick(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    sinks = [MemorySink(keep=False) for _ in range(50)]
+    for sink in sinks:
+        core.add_client(sink)
+    for i in range(64):
+        core.publish({"i": i})
+    core.tick()
+    assert {sink.writes for sink in sinks} == {1}
+    assert core.stats()["deliveries"] == 50 * 64
+
+
+def test_client_over_budget_is_closed_with_1013_others_unaffected(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), client_budget=1000)
+    stalled, healthy = MemorySink(), MemorySink()
+    stalled.backlog = 1001
+    stalled_id = core.add_client(stalled)
+    core.add_client(healthy)
+    for i in range(10):
+        core.publish({"i": i})
+    drain(core)
+    core.publish({"i": 10})
+    drain(core)
+    assert stalled.close_code == 1013
+    assert "budget" in stalled.close_reason
+    assert stalled.writes == 1
+    assert len(_frames(healthy.data)) == 11
+    assert core.stats()["dropped_clients"] == 1
+    core.remove_client(stalled_id)
+    assert core.client_count == 1
+
+
+def test_serializes_once_whatever_the_client_count(loop: uvloop.Loop) -> None:
+    calls = []
+
+    class Opaque:
+        pass
+
+    def default(obj: object) -> str:
+        calls.append(obj)
+        return "opaque"
+
+    core = FanoutCore(loop, wake=Wakeups(), default=default)
+    for _ in range(500):
+        core.add_client(MemorySink(keep=False))
+    core.publish({"x": Opaque()})
+    drain(core)
+    assert len(calls) == 1
+    assert core.stats()["deliveries"] == 500
+
+
+def test_unknown_targets_are_counted_not_raised(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    core.send(12345, {"x": 1})
+    core.subscribe(12345, "a")
+    drain(core)
+    assert core.stats()["unknown_targets"] == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"client_budget": 0}, "client_budget"),
+        ({"max_batch_bytes": 0}, "max_batch_bytes"),
+        ({"flush_interval": -1.0}, "flush_interval"),
+    ],
+)
+def test_bad_settings_are_refused(loop: uvloop.Loop, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FanoutCore(loop, **kwargs)
+
+
+def test_bad_arguments_are_refused(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    with pytest.raises(TypeError):
+        core.publish_json("not bytes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        core.subscribe(1, None)
+    with pytest.raises(TypeError):
+        core.subscribe(1, ["unhashable"])
+    with pytest.raises(TypeError):
+        core.publish({"x": object()})
+    assert core.pending == 0
