@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 import uvloop
@@ -41,17 +42,30 @@ class Collector(WSListener):  # type: ignore[misc]
             transport.disconnect()
 
 
-async def picows_clients(url: str, count: int) -> list[Collector]:
+@contextlib.asynccontextmanager
+async def picows_clients(url: str, count: int) -> AsyncIterator[list[Collector]]:
+    """``count`` picows connections, disconnected (and waited for) on exit."""
     results = await asyncio.gather(*(ws_connect(Collector, url) for _ in range(count)))
-    return [listener for _, listener in results]
+    try:
+        yield [listener for _, listener in results]
+    finally:
+        for transport, _ in results:
+            transport.disconnect()
+        await asyncio.gather(*(transport.wait_disconnected() for transport, _ in results))
 
 
-async def websockets_clients(url: str, count: int, **kwargs: object) -> list[websockets.ClientConnection]:
-    return list(
-        await asyncio.gather(
-            *(websockets.connect(url, max_size=None, **kwargs) for _ in range(count))  # type: ignore[arg-type]
-        )
+@contextlib.asynccontextmanager
+async def websockets_clients(
+    url: str, count: int, **kwargs: Any
+) -> AsyncIterator[list[websockets.ClientConnection]]:
+    """``count`` websockets connections (no size limit), closed on exit."""
+    connections = await asyncio.gather(
+        *(websockets.connect(url, max_size=None, **kwargs) for _ in range(count))
     )
+    try:
+        yield list(connections)
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

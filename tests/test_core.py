@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import uvloop
-from reference import ReferenceFanout, frame
 
 from agentcast._ext import FanoutCore, MemorySink, build_frame
+from reference import ReferenceFanout, frame
 
 
 class Wakeups:
@@ -77,9 +77,7 @@ def test_matches_reference_fanout(loop: uvloop.Loop, seed: int, max_batch_bytes:
     drain(core)
     for cid, sink in sinks.items():
         assert bytes(sink.data) == bytes(oracle.streams[cid]), f"client {cid}"
-    assert core.stats()["deliveries"] == sum(
-        len(_frames(oracle.streams[cid])) for cid in ids
-    )
+    assert core.stats()["deliveries"] == sum(len(_frames(oracle.streams[cid])) for cid in ids)
 
 
 def _frames(stream: bytearray) -> list[bytes]:

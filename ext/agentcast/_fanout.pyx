@@ -538,7 +538,6 @@ cdef class FanoutCore:
         """One send per client holding bytes; leftovers are queued on the sink."""
         cdef Group group
         cdef Client client
-        cdef Buffer* buf
         cdef Py_ssize_t count = 0, i
         cdef list targets = self._write_clients
         if not self._tick_bytes:

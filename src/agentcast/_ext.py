@@ -12,12 +12,17 @@ try:
     from agentcast._fanout import SOURCE_HASH, FanoutCore, MemorySink, Sink, build_frame
     from agentcast._server import ServerListener, TransportSink
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError(f"agentcast's compiled core could not be imported ({exc}); {_REBUILD}") from exc
+    raise ImportError(
+        f"agentcast's compiled core could not be imported ({exc}); {_REBUILD}"
+    ) from exc
 
 
-def check_fresh() -> None:
+CHECKOUT_EXT_DIR = Path(__file__).resolve().parents[2] / "ext" / "agentcast"
+
+
+def check_fresh(ext_dir: Path = CHECKOUT_EXT_DIR) -> None:
     """In a source checkout (editable install), the extension must match ext/."""
-    expected = source_hash(Path(__file__).resolve().parents[2] / "ext" / "agentcast")
+    expected = source_hash(ext_dir)
     if expected is not None and expected != SOURCE_HASH:
         raise ImportError(
             f"agentcast's compiled core is stale (built from {SOURCE_HASH}, "

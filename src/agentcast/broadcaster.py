@@ -83,7 +83,7 @@ class Broadcaster:
         )
         self._thread = LoopThread()
         self._core: Any = _NotRunning()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._port: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------

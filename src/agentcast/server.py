@@ -40,7 +40,7 @@ async def start_server(
     options: ServerOptions,
     on_message: MessageHandler | None,
     on_binary: MessageHandler | None,
-) -> asyncio.AbstractServer:
+) -> asyncio.Server:
     """Listen on ``host:port``; every connection becomes a client of ``core``."""
 
     def listener_factory(request: WSUpgradeRequest) -> ServerListener:

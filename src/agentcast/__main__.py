@@ -1,0 +1,5 @@
+import sys
+
+from agentcast.cli import main
+
+sys.exit(main())

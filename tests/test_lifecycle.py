@@ -1,0 +1,117 @@
+"""Start, stop and the slow-consumer policy over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from agentcast import Broadcaster
+from clients import parse_frames, picows_clients, raw_upgrade, run, wait_for
+
+
+def test_start_on_a_busy_port_raises_in_the_caller() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        hub = Broadcaster(port=taken.getsockname()[1])
+        with pytest.raises(OSError, match="address already in use"):
+            hub.start()
+        assert not hub.running
+    assert not [t for t in threading.enumerate() if t.name.startswith("agentcast")]
+
+
+def test_busy_port_of_a_running_hub(hub: Broadcaster) -> None:
+    with pytest.raises(OSError):
+        Broadcaster(port=hub.port).start()
+    hub.publish({"still": "serving"})
+
+
+def test_publish_before_start_and_after_stop_is_a_clear_error() -> None:
+    hub = Broadcaster(port=0)
+    with pytest.raises(RuntimeError, match="not running"):
+        hub.publish({"x": 1})
+    with hub:
+        hub.publish({"x": 1})
+    with pytest.raises(RuntimeError, match="not running"):
+        hub.publish({"x": 1})
+    hub.stop()  # idempotent
+
+
+def test_stop_with_1000_clients_returns_in_time_and_closes_1001() -> None:
+    hub = Broadcaster(port=0).start()
+    timeout = 5.0
+
+    async def scenario() -> float:
+        async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 1000) as clients:
+            await wait_for(lambda: hub.client_count == 1000, 30, "1000 clients")
+            for i in range(50):
+                hub.publish({"i": i, "pad": "x" * 200})
+            started = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, hub.stop, timeout)
+            elapsed = time.monotonic() - started
+            await wait_for(lambda: all(c.close_code is not None for c in clients), 10, "closes")
+            assert {c.close_code for c in clients} == {1001}
+            assert all(len(c.messages) == 50 for c in clients)
+        return elapsed
+
+    elapsed = run(scenario())
+    assert elapsed < timeout + 1.0
+    assert not hub.running
+    assert not [t for t in threading.enumerate() if t.name.startswith("agentcast")]
+
+
+def test_restart_after_stop(hub_factory: Callable[..., Broadcaster]) -> None:
+    hub = hub_factory()
+    hub.stop()
+    hub.start()
+    assert hub.running
+
+    async def scenario() -> None:
+        async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 1) as (client,):
+            await wait_for(lambda: hub.client_count == 1)
+            hub.publish({"again": True})
+            await wait_for(lambda: client.messages == [b'{"again":true}'])
+
+    run(scenario())
+
+
+def test_stalled_client_is_closed_1013_others_get_everything(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    budget = 1 << 20
+    messages = 6_000
+    hub = hub_factory(client_budget=budget, close_grace=30.0)
+    stalled = raw_upgrade(hub.port, rcvbuf=4096)
+
+    async def scenario() -> None:
+        async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 100) as readers:
+            await wait_for(lambda: hub.client_count == 101, what="101 clients")
+            for seq in range(messages):
+                hub.publish({"seq": seq, "pad": "x" * 1000})
+            await wait_for(lambda: hub.stats()["dropped_clients"] == 1, 30, "the drop")
+            await wait_for(lambda: all(len(r.messages) == messages for r in readers), 30)
+            for reader in readers:
+                assert [orjson.loads(m)["seq"] for m in reader.messages] == list(range(messages))
+            assert all(r.close_code is None for r in readers)
+
+    run(scenario())
+    stalled.settimeout(10)
+    data = b""
+    while chunk := stalled.recv(1 << 20):
+        data += chunk
+    stalled.close()
+    frames = parse_frames(data)
+    opcode, payload = frames[-1]
+    assert opcode == 0x8
+    assert int.from_bytes(payload[:2], "big") == 1013
+    assert b"budget" in payload[2:]
+    received = [orjson.loads(p)["seq"] for op, p in frames[:-1]]
+    assert received == list(range(len(received)))
+    assert budget < len(data) and len(received) < messages
+    assert hub.client_count == 0 or hub.stats()["dropped_clients"] == 1

@@ -1,0 +1,62 @@
+"""The package surface: exports, the compiled core in use, clear errors when it is not."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import agentcast
+from agentcast import _ext, _fanout, _server
+
+
+def test_exports() -> None:
+    assert agentcast.__all__ == ["Broadcaster"]
+    for name in agentcast.__all__:
+        assert getattr(agentcast, name).__module__.startswith("agentcast.")
+
+
+def test_compiled_core_is_the_one_in_use() -> None:
+    for module in (_fanout, _server):
+        assert Path(module.__file__).suffix == ".so", module.__file__
+    assert _ext.FanoutCore.__module__ == "agentcast._fanout"
+    assert _ext.ServerListener.__module__ == "agentcast._server"
+
+
+def test_stubs_ship_with_the_package() -> None:
+    package = Path(agentcast.__file__).parent
+    assert (package / "py.typed").exists()
+    assert (package / "_fanout.pyi").exists()
+    assert (package / "_server.pyi").exists()
+
+
+def test_missing_extension_says_how_to_rebuild() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'agentcast._fanout':\n"
+        "            raise ImportError('simulated missing build')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import agentcast\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "compiled core could not be imported" in result.stderr
+    assert "pip install" in result.stderr
+
+
+def test_stale_extension_says_how_to_rebuild(tmp_path: Path) -> None:
+    sources = Path(_ext.CHECKOUT_EXT_DIR)
+    if not sources.exists():
+        sources = Path(__file__).resolve().parents[1] / "ext" / "agentcast"
+    for path in sources.glob("*.p[xy][xd]"):
+        shutil.copy(path, tmp_path / path.name)
+    _ext.check_fresh(tmp_path)  # identical sources: fresh
+    with (tmp_path / "_fanout.pyx").open("a") as pyx:
+        pyx.write("\n# edited after the build\n")
+    with pytest.raises(ImportError, match=r"stale.*pip install"):
+        _ext.check_fresh(tmp_path)
