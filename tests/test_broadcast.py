@@ -8,6 +8,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 import websockets
+from picows import WSMsgType
 
 from agentcast import Broadcaster
 from clients import picows_clients, run, wait_for, websockets_clients
@@ -91,18 +92,24 @@ def test_frame_lengths_arrive_intact_at_websockets(hub: Broadcaster, size: int) 
     run(scenario())
 
 
-def test_channels_and_direct_messages_route_over_sockets(hub: Broadcaster) -> None:
+def test_channels_and_direct_messages_route_over_sockets(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    ids: dict[bytes, int] = {}
+    hub = hub_factory(on_message=lambda cid, name: ids.__setitem__(name, cid))
+
     async def scenario() -> None:
         async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 3) as (a, b, idle):
-            await wait_for(lambda: hub.client_count == 3)
-            ids = sorted(hub._core.client_ids())
-            hub.subscribe(ids[0], "agent-a")
-            hub.subscribe(ids[1], "agent-b")
+            for client, name in ((a, b"a"), (b, b"b"), (idle, b"idle")):
+                client.transport.send(WSMsgType.TEXT, name)
+            await wait_for(lambda: len(ids) == 3, what="three hellos")
+            hub.subscribe(ids[b"a"], "agent-a")
+            hub.subscribe(ids[b"b"], "agent-b")
             hub.publish({"to": "a"}, channel="agent-a")
             hub.publish({"to": "b"}, channel="agent-b")
-            hub.send(ids[2], {"to": "idle"})
+            hub.send(ids[b"idle"], {"to": "idle"})
             hub.publish({"to": "all"})
-            hub.unsubscribe(ids[0], "agent-a")
+            hub.unsubscribe(ids[b"a"], "agent-a")
             hub.publish({"to": "a-again"}, channel="agent-a")
             hub.publish({"to": "end"})
             await wait_for(

@@ -115,3 +115,16 @@ def test_stalled_client_is_closed_1013_others_get_everything(
     assert received == list(range(len(received)))
     assert budget < len(data) and len(received) < messages
     assert hub.client_count == 0 or hub.stats()["dropped_clients"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ping_interval": 1.0, "ping_timeout": 2.0}, "ping_timeout must not exceed"),
+        ({"max_message_size": 0}, "max_message_size"),
+        ({"close_grace": -1}, "close_grace"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_runs(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Broadcaster(port=0, **kwargs)

@@ -31,6 +31,9 @@ class ServerOptions:
         for name in ("ping_interval", "ping_timeout", "handshake_timeout", "close_grace"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.ping_interval and self.ping_timeout > self.ping_interval:
+            # picows refuses every connection otherwise (an assertion per connection).
+            raise ValueError("ping_timeout must not exceed ping_interval")
 
 
 async def start_server(

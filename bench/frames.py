@@ -1,0 +1,89 @@
+"""Counting server WebSocket frames by their headers alone, fast enough for millions a second.
+
+Server frames are unmasked, so a header is 2, 4 or 10 bytes and says how many
+payload bytes to skip. Walking headers one by one in Python costs about 0.3 µs
+a frame, which would make the receiver slower than the server it measures. A
+fan-out stream, though, is mostly runs of frames with identical headers; so
+when a frame has the size of the previous one, ``count_frames`` checks a whole
+run at once by comparing strided slices of the header bytes (done in C) and
+doubles the run length while the check holds. Every header is still verified.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def count_frames(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    """Count the frames whose headers are complete in ``data[pos:end]``.
+
+    Returns ``(frames, next_pos)``: ``next_pos`` is where the next header
+    starts. It is past ``end`` when the last frame's payload continues in the
+    next read, and before ``end`` when the next header itself is cut off.
+    """
+    frames = 0
+    stride = 2
+    previous = 0
+    while pos + 2 <= end:
+        length = data[pos + 1]
+        if length < 126:
+            header = 2
+        elif length == 126:
+            header = 4
+            if pos + 4 > end:
+                break
+            length = data[pos + 2] << 8 | data[pos + 3]
+        else:
+            header = 10
+            if pos + 10 > end:
+                break
+            length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+        size = header + length
+        run = min(stride, (end - pos) // size) if size == previous else 1
+        previous = size
+        if run > 1 and _same_headers(data, pos, header, size, run):
+            frames += run
+            pos += run * size
+            stride *= 2
+        else:
+            frames += 1
+            pos += size
+            stride = 2
+    return frames, pos
+
+
+def _same_headers(data: bytes | bytearray, pos: int, header: int, size: int, run: int) -> bool:
+    """Whether the ``run`` frames of ``size`` bytes from ``pos`` all repeat the header at ``pos``."""
+    stop = pos + run * size
+    if data[stop - size + 1] != data[pos + 1]:  # cheap reject before slicing
+        return False
+    return all(data[i:stop:size] == data[i : i + 1] * run for i in range(pos, pos + header))
+
+
+class FrameCounter:
+    """One connection's frame count across reads that split frames anywhere."""
+
+    __slots__ = ("frames", "last_at", "skip", "tail")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.skip = 0  # payload bytes of the last counted frame still to come
+        self.tail = b""  # start of a header cut off by the end of a read
+        self.last_at = 0.0
+
+    def feed(self, data: bytes | bytearray, end: int) -> None:
+        """Account for ``data[:end]``, the next bytes of the stream."""
+        self.last_at = time.monotonic()
+        if self.tail:
+            data = self.tail + bytes(data[:end])
+            end = len(data)
+        frames, pos = count_frames(data, self.skip, end)
+        self.frames += frames
+        if pos >= end:
+            self.skip, self.tail = pos - end, b""
+        else:
+            self.skip, self.tail = 0, bytes(data[pos:end])
+
+    def has(self, total: int) -> bool:
+        """Whether ``total`` frames have arrived in full (no frame is half-read)."""
+        return self.frames >= total and not self.skip and not self.tail

@@ -1,0 +1,55 @@
+"""Fan-out throughput of agentcast and websockets, side by side in one run.
+
+A round publishes a burst of ``BURST`` 200-byte messages from this thread and
+ends when the receivers have counted the burst's last frame on every
+connection. Deliveries/s = clients x BURST / (time of that last frame - time
+of the first publish). pytest-benchmark's own timing of a round also includes
+the round-trip to the receiver process; ``extra_info`` holds the exact rate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from conftest import FanoutRound
+from peers import PEERS
+from workload import BURST, MESSAGE_BYTES, message
+
+ROUNDS = 3
+ROUND_TIMEOUT = 120.0  # per round; websockets at 1,000 clients needs a few seconds
+
+
+@pytest.mark.timeout(ROUNDS * ROUND_TIMEOUT + 120)
+@pytest.mark.parametrize("server", list(PEERS))
+@pytest.mark.parametrize("clients", [100, 1000])
+def test_fanout(benchmark, serve, fanout_rounds, server, clients):
+    peer = PEERS[server]()
+    fleet = serve(peer, clients)
+    messages = [message(seq) for seq in range(BURST)]
+    rounds = fanout_rounds.setdefault((server, clients), [])
+    expected = 0
+
+    def burst() -> None:
+        nonlocal expected
+        expected += BURST
+        started = time.monotonic()
+        for obj in messages:
+            peer.publish(obj)
+        delivery = fleet.wait_for(expected, ROUND_TIMEOUT)
+        assert delivery.complete, (
+            f"{delivery.frames:,} of {clients * BURST:,} frames arrived in {ROUND_TIMEOUT:.0f} s"
+        )
+        elapsed = delivery.last_frame_at - started
+        rounds.append(FanoutRound(clients * BURST / elapsed, delivery.cpu_seconds / elapsed))
+
+    benchmark.pedantic(burst, rounds=ROUNDS)
+    benchmark.extra_info.update(
+        clients=clients,
+        messages=BURST,
+        message_bytes=MESSAGE_BYTES,
+        deliveries_per_s=statistics.median(r.deliveries_per_s for r in rounds),
+        deliveries_per_s_rounds=[round(r.deliveries_per_s) for r in rounds],
+        receiver_cpu_share=[round(r.receiver_cpu_share, 3) for r in rounds],
+    )
