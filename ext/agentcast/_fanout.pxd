@@ -19,7 +19,7 @@ cdef class Sink:
     """Where one client's bytes go. The core only ever talks to this interface."""
     cdef public int fd   # socket for direct writes while nothing is queued, or -1
 
-    cdef Py_ssize_t queued(self) except -1
+    cdef Py_ssize_t queued(self) except -2   # -1: closing, write nothing more
     cdef int write(self, const char* data, Py_ssize_t size) except -1
     cdef int close(self, int code, str reason) except -1
     cdef int abort(self) except -1

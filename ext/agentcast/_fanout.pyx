@@ -144,7 +144,8 @@ cdef class Sink:
     def __cinit__(self):
         self.fd = -1
 
-    cdef Py_ssize_t queued(self) except -1:
+    cdef Py_ssize_t queued(self) except -2:
+        """Bytes the transport holds unsent, or -1 once it is closing."""
         raise NotImplementedError
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
@@ -164,8 +165,8 @@ cdef class MemorySink(Sink):
         self.data = bytearray() if keep else None
         self.close_code = 0
 
-    cdef Py_ssize_t queued(self) except -1:
-        return self.backlog
+    cdef Py_ssize_t queued(self) except -2:
+        return -1 if self.aborted else self.backlog
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
         self.writes += 1
@@ -570,9 +571,14 @@ cdef class FanoutCore:
         """Stage a direct send, or queue on the sink when the transport already holds bytes."""
         cdef Sink sink = client.sink
         cdef PendingWrite* w
+        cdef Py_ssize_t queued = sink.queued()
+        if queued < 0:
+            # Closing: its fd may be closed, even reused by a new connection.
+            client.closed = True
+            return count
         self.n_bytes += buf.size
         self.n_deliveries += frames
-        if sink.fd < 0 or sink.queued():
+        if sink.fd < 0 or queued:
             self._queue_on_sink(client, buf.data, buf.size)
             return count
         w = &self._writes[count]

@@ -9,6 +9,7 @@ from agentcast._fanout cimport FanoutCore, Sink
 cdef class TransportSink(Sink):
     cdef WSTransport transport
     cdef object _queued
+    cdef object _closing
     cdef object _write
     cdef object _loop
     cdef double _close_grace

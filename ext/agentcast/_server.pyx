@@ -24,13 +24,16 @@ cdef class TransportSink(Sink):
         underlying = transport.underlying_transport
         self.transport = transport
         self._queued = underlying.get_write_buffer_size
+        self._closing = underlying.is_closing
         self._write = underlying.write
         self._loop = transport._loop
         self._close_grace = close_grace
         sock = underlying.get_extra_info("socket")
         self.fd = -1 if transport.is_secure or sock is None else sock.fileno()
 
-    cdef Py_ssize_t queued(self) except -1:
+    cdef Py_ssize_t queued(self) except -2:
+        if self._closing():
+            return -1
         return self._queued()
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
@@ -72,6 +75,7 @@ cdef class ServerListener(WSListener):
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef int msg_type = frame.msg_type
         if msg_type == WSMsgType.CLOSE:
+            self._core.remove_client(self.client_id)
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect(True)
