@@ -18,7 +18,11 @@ PER_THREAD = 2_000
 TOTAL = THREADS * PER_THREAD
 
 
-def test_concurrent_publishers_reach_every_client_in_thread_order(hub: Broadcaster) -> None:
+@pytest.mark.parametrize("release_gil", [False, True])
+def test_concurrent_publishers_reach_every_client_in_thread_order(
+    hub_factory: Callable[..., Broadcaster], release_gil: bool
+) -> None:
+    hub = hub_factory(release_gil=release_gil)
     url = f"ws://127.0.0.1:{hub.port}/"
 
     def publisher(thread: int) -> None:

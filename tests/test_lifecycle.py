@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -128,3 +129,42 @@ def test_stalled_client_is_closed_1013_others_get_everything(
 def test_bad_settings_are_refused_before_anything_runs(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Broadcaster(port=0, **kwargs)
+
+
+def test_start_stop_cycles_leak_no_thread_or_fd() -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before_fds, before_threads = open_fds(), threading.active_count()
+    for _ in range(3):
+        hub = Broadcaster(port=0).start()
+
+        async def scenario(hub: Broadcaster = hub) -> None:
+            async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 20):
+                await wait_for(lambda: hub.client_count == 20)
+                hub.publish({"x": 1})
+
+        run(scenario())
+        hub.stop()
+    assert threading.active_count() == before_threads
+    assert open_fds() == before_fds
+
+
+def test_flush_interval_paces_write_rounds(hub_factory: Callable[..., Broadcaster]) -> None:
+    interval = 0.05
+    hub = hub_factory(flush_interval=interval)
+
+    async def scenario() -> float:
+        async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 5) as clients:
+            await wait_for(lambda: hub.client_count == 5)
+            started = time.monotonic()
+            for i in range(100):
+                hub.publish({"i": i})
+                await asyncio.sleep(0.005)
+            await wait_for(lambda: all(len(c.messages) == 100 for c in clients))
+            return time.monotonic() - started
+
+    elapsed = run(scenario())
+    rounds = hub.stats()["ticks"]
+    assert rounds <= elapsed / interval + 2, (rounds, elapsed)
+    assert hub.stats()["deliveries"] == 500
