@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
+
 from harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit, wait_until
 from peers import Peer
 from receivers import ReceiverFleet
+from results import FanoutRound, fanout_table
 
 CONNECT_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class FanoutRound:
-    deliveries_per_s: float
-    receiver_cpu_share: float  # receiver CPU time / round time: near 1.0 would mean it limits
-
-
 FANOUT_ROUNDS = pytest.StashKey[dict[tuple[str, int], list[FanoutRound]]]()
 PINNED = pytest.StashKey[bool]()
 
@@ -69,28 +61,16 @@ def fanout_rounds(pytestconfig: pytest.Config) -> dict[tuple[str, int], list[Fan
     return pytestconfig.stash.setdefault(FANOUT_ROUNDS, {})
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     rounds = config.stash.get(FANOUT_ROUNDS, {})
     if not rounds:
         return
-    write = terminalreporter.write_line
     terminalreporter.section("fan-out: deliveries/s, median of rounds")
-    placement = (
-        f"server on CPU {SERVER_CPU}, receivers on CPU {RECEIVER_CPU}"
-        if config.stash.get(PINNED, False)
-        else "not pinned"
-    )
-    write(placement)
-    write(f"{'clients':>7}  {'agentcast':>12}  {'websockets':>12}  {'ratio':>7}  receiver CPU")
-    for clients in sorted({clients for _, clients in rounds}):
-        medians = {}
-        shares = []
-        for server in ("agentcast", "websockets"):
-            runs = rounds.get((server, clients), [])
-            medians[server] = statistics.median(r.deliveries_per_s for r in runs) if runs else 0
-            shares.append(f"{max((r.receiver_cpu_share for r in runs), default=0):.0%}")
-        ratio = medians["agentcast"] / medians["websockets"] if medians["websockets"] else 0
-        write(
-            f"{clients:>7}  {medians['agentcast']:>12,.0f}  {medians['websockets']:>12,.0f}"
-            f"  {ratio:>6.1f}x  {' / '.join(shares)} (max)"
-        )
+    if config.stash.get(PINNED, False):
+        terminalreporter.write_line(f"server on CPU {SERVER_CPU}, receivers on CPU {RECEIVER_CPU}")
+    else:
+        terminalreporter.write_line("not pinned to CPUs")
+    for line in fanout_table(rounds):
+        terminalreporter.write_line(line)

@@ -1,4 +1,4 @@
-"""Raw WebSocket receivers in a child process, built never to be the bottleneck.
+"""Raw WebSocket receivers in a child process, as cheap per frame as Python allows.
 
 The fan-out benchmark must time the server, not its clients, so the receivers:
 
@@ -7,7 +7,10 @@ The fan-out benchmark must time the server, not its clients, so the receivers:
 - speak just enough WebSocket: a hand-written HTTP upgrade with a fixed key and
   no extensions (so no compression is negotiated with either server), then
   they only walk frame headers (``frames.count_frames``), never payloads;
-- read every connection through one selector with non-blocking sockets.
+- read every connection through one selector with non-blocking sockets, and
+  nap briefly when the server trickles frames (see ``_Counting``);
+- report their own CPU time, so a run where they were the limit shows up as a
+  receiver CPU share near 100 %.
 
 Both servers run with pings off, so every frame counted is a data frame.
 Times are ``time.monotonic()``, which is CLOCK_MONOTONIC on Linux: the same
@@ -17,6 +20,7 @@ the last-frame time reported here.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import selectors
 import socket
@@ -32,6 +36,9 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: the servers only echo
 RECV_BYTES = 256 * 1024
 STARTUP_TIMEOUT = 120.0
 REPLY_GRACE = 10.0  # how much longer than its own deadline the child may take to answer
+TRICKLE_BYTES = 4096  # reads smaller than this on average mean the server sends frame by frame
+NAP_SHARE = 0.005  # a nap is at most this share of the burst so far ...
+MAX_NAP = 0.01  # ... and at most this long (seconds)
 
 
 @dataclass(frozen=True)
@@ -88,56 +95,94 @@ def _serve(port: int, clients: int, control: Connection) -> None:
         return
     control.send(("ready", time.process_time()))
     try:
-        _count(connections, control)
+        _Counting(connections, control).run()
     finally:
         for sock, _ in connections:
             sock.close()
 
 
-def _count(connections: list[tuple[socket.socket, FrameCounter]], control: Connection) -> None:
-    """Drain every socket; answer each ("await", total, timeout) once all have ``total`` frames."""
-    counters = [counter for _, counter in connections]
-    selector = selectors.DefaultSelector()
-    for sock, counter in connections:
-        selector.register(sock, selectors.EVENT_READ, counter)
-    selector.register(control, selectors.EVENT_READ)
-    buffer = bytearray(RECV_BYTES)
-    target: int | None = None
-    deadline = 0.0
-    waiting: set[FrameCounter] = set()
-    while True:
-        timeout = None if target is None else max(0.0, deadline - time.monotonic())
-        for key, _ in selector.select(timeout):
-            counter = key.data
-            if counter is None:
-                command = control.recv()
-                if command[0] == "stop":
-                    return
-                _, target, seconds = command
-                deadline = time.monotonic() + seconds
-                waiting = {c for c in counters if not c.has(target)}
-                continue
-            try:
-                size = key.fileobj.recv_into(buffer)
-            except BlockingIOError:
-                continue
-            except ConnectionError:
-                size = 0
-            if not size:  # closed by the server: it stays in `waiting`, the run is incomplete
-                selector.unregister(key.fileobj)
-                continue
-            counter.feed(buffer, size)
-            if counter in waiting and counter.has(target):
-                waiting.discard(counter)
-        if target is not None and (not waiting or time.monotonic() >= deadline):
-            control.send((
+class _Counting:
+    """The child's loop: drain every socket, answer each ("await", total, timeout) request.
+
+    An answer is sent once every connection has ``total`` frames in full, or at
+    the deadline. Trickling traffic (a server that writes each frame to each
+    client separately) would cost one wake-up and one ``recv`` per frame, as
+    much CPU as the server spends sending it; so when a poll brings only small
+    reads, the loop naps to let frames pile up. The nap is at most
+    ``NAP_SHARE`` of the time since the burst's first bytes, which bounds what
+    it can add to the measured time.
+    """
+
+    def __init__(
+        self, connections: list[tuple[socket.socket, FrameCounter]], control: Connection
+    ) -> None:
+        self.counters = [counter for _, counter in connections]
+        self.control = control
+        self.selector = selectors.DefaultSelector()
+        for sock, counter in connections:
+            self.selector.register(sock, selectors.EVENT_READ, counter)
+        self.selector.register(control, selectors.EVENT_READ)
+        self.buffer = bytearray(RECV_BYTES)
+        self.target: int | None = None
+        self.deadline = 0.0
+        self.waiting: set[FrameCounter] = set()
+        self.first_bytes_at: float | None = None  # of the current burst
+
+    def run(self) -> None:
+        while True:
+            timeout = None if self.target is None else max(0.0, self.deadline - time.monotonic())
+            reads = read_bytes = 0
+            for key, _ in self.selector.select(timeout):
+                if key.data is None:
+                    if not self._command():
+                        return
+                    continue
+                size = self._read(key.fileobj, key.data)
+                reads += 1
+                read_bytes += size
+            if self.target is not None and (not self.waiting or time.monotonic() >= self.deadline):
+                self._report()
+            elif reads and read_bytes < reads * TRICKLE_BYTES and self.first_bytes_at is not None:
+                time.sleep(min(MAX_NAP, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
+
+    def _command(self) -> bool:
+        """Take the parent's next request; False means stop."""
+        command = self.control.recv()
+        if command[0] == "stop":
+            return False
+        _, self.target, seconds = command
+        self.deadline = time.monotonic() + seconds
+        self.waiting = {c for c in self.counters if not c.has(self.target)}
+        return True
+
+    def _read(self, sock: socket.socket, counter: FrameCounter) -> int:
+        try:
+            size = sock.recv_into(self.buffer)
+        except BlockingIOError:
+            return 0
+        except ConnectionError:
+            size = 0
+        if not size:  # closed by the server: it stays in `waiting`, the run is incomplete
+            self.selector.unregister(sock)
+            return 0
+        if self.first_bytes_at is None:
+            self.first_bytes_at = time.monotonic()
+        counter.feed(self.buffer, size)
+        if counter in self.waiting and counter.has(self.target):
+            self.waiting.discard(counter)
+        return size
+
+    def _report(self) -> None:
+        self.control.send(
+            (
                 "done",
-                not waiting,
-                sum(c.frames for c in counters),
-                max(c.last_at for c in counters),
+                not self.waiting,
+                sum(c.frames for c in self.counters),
+                max(c.last_at for c in self.counters),
                 time.process_time(),
-            ))
-            target = None
+            )
+        )
+        self.target = self.first_bytes_at = None
 
 
 class ReceiverFleet:
@@ -195,10 +240,8 @@ class ReceiverFleet:
         """Close every connection and end the child (killed if it does not exit in time)."""
         if self._process is None or self._control is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # the child may be gone already
             self._control.send(("stop",))
-        except OSError:  # the child is already gone
-            pass
         self._process.join(10.0)
         if self._process.is_alive():
             self._process.kill()
