@@ -14,7 +14,12 @@ from agentcast import _ext, _fanout, _server
 
 
 def test_exports() -> None:
-    assert agentcast.__all__ == ["Broadcaster"]
+    assert sorted(agentcast.__all__) == [
+        "AgentServer",
+        "AsyncWebSocketInterface",
+        "Broadcaster",
+        "SyncWebSocketInterface",
+    ]
     for name in agentcast.__all__:
         assert getattr(agentcast, name).__module__.startswith("agentcast.")
 

@@ -35,6 +35,13 @@ cdef class MemorySink(Sink):
     cdef readonly bint aborted
 
 
+cdef class CallbackSink(Sink):
+    cdef object _on_bytes
+    cdef object _queued
+    cdef object _close
+    cdef object _abort
+
+
 cdef class Group:
     cdef readonly frozenset channels
     cdef list members

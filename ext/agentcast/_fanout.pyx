@@ -185,6 +185,31 @@ cdef class MemorySink(Sink):
         return 0
 
 
+cdef class CallbackSink(Sink):
+    """A sink driven by Python callables: for clients the core cannot write to directly."""
+
+    def __init__(self, on_bytes, queued, close, abort):
+        self._on_bytes = on_bytes
+        self._queued = queued
+        self._close = close
+        self._abort = abort
+
+    cdef Py_ssize_t queued(self) except -2:
+        return self._queued()
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        self._on_bytes(data[:size])
+        return 0
+
+    cdef int close(self, int code, str reason) except -1:
+        self._close(code, reason)
+        return 0
+
+    cdef int abort(self) except -1:
+        self._abort()
+        return 0
+
+
 cdef class Group:
     """Clients subscribed to exactly the same channels: they get the same bytes."""
 

@@ -9,7 +9,14 @@ from agentcast._sourcehash import source_hash
 _REBUILD = 'rebuild it with: pip install -e ".[test]"  (or pip install .)'
 
 try:
-    from agentcast._fanout import SOURCE_HASH, FanoutCore, MemorySink, Sink, build_frame
+    from agentcast._fanout import (
+        SOURCE_HASH,
+        CallbackSink,
+        FanoutCore,
+        MemorySink,
+        Sink,
+        build_frame,
+    )
     from agentcast._server import ServerListener, TransportSink
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
@@ -32,4 +39,12 @@ def check_fresh(ext_dir: Path = CHECKOUT_EXT_DIR) -> None:
 
 check_fresh()
 
-__all__ = ["FanoutCore", "MemorySink", "ServerListener", "Sink", "TransportSink", "build_frame"]
+__all__ = [
+    "CallbackSink",
+    "FanoutCore",
+    "MemorySink",
+    "ServerListener",
+    "Sink",
+    "TransportSink",
+    "build_frame",
+]

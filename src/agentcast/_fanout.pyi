@@ -29,6 +29,15 @@ class MemorySink(Sink):
     @property
     def aborted(self) -> bool: ...
 
+class CallbackSink(Sink):
+    def __init__(
+        self,
+        on_bytes: Callable[[bytes], None],
+        queued: Callable[[], int],
+        close: Callable[[int, str], None],
+        abort: Callable[[], None],
+    ) -> None: ...
+
 class FanoutCore:
     flush_interval: float
     client_budget: int

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from agentcast._ext import FanoutCore
+from agentcast._ext import FanoutCore, Sink
 from agentcast.loop import LoopThread
 from agentcast.server import MessageHandler, ServerOptions, start_server
 
@@ -42,13 +43,14 @@ class Broadcaster:
     ``flush_interval`` (seconds) paces writes to at most one round per interval,
     trading latency for CPU left to the agent. ``release_gil`` releases the GIL
     while the kernel copies a round of sends, which pays only when the agent
-    has a core of its own.
+    has a core of its own. ``max_clients`` caps connections: the next one is
+    answered with HTTP 503 at upgrade.
     """
 
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 8282,
+        port: int | None = 8282,
         on_message: MessageHandler | None = None,
         *,
         on_binary: MessageHandler | None = None,
@@ -62,6 +64,7 @@ class Broadcaster:
         ping_timeout: float = 20.0,
         handshake_timeout: float = 5.0,
         close_grace: float = 2.0,
+        max_clients: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -80,6 +83,7 @@ class Broadcaster:
             ping_timeout=ping_timeout,
             handshake_timeout=handshake_timeout,
             close_grace=close_grace,
+            max_clients=max_clients,
         )
         self._thread = LoopThread()
         self._core: Any = _NotRunning()
@@ -92,6 +96,7 @@ class Broadcaster:
         """Start the loop thread and the server; return once listening.
 
         Errors (port in use, bad host) are raised here, in the caller's thread.
+        With ``port=None`` no server listens: clients come only through ``attach``.
         """
         if self._thread.running:
             raise RuntimeError("the Broadcaster is already running")
@@ -99,13 +104,15 @@ class Broadcaster:
         self._port = self._thread.start(self._setup)
         return self
 
-    async def _setup(self) -> int:
+    async def _setup(self) -> int | None:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
+        self._core = core
+        if self._requested_port is None:
+            return None
         self._server = await start_server(
             core, self.host, self._requested_port, self.options, self._on_message, self._on_binary
         )
-        self._core = core
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
         return port
@@ -144,7 +151,7 @@ class Broadcaster:
     def port(self) -> int:
         """The bound port (useful with ``port=0``)."""
         if self._port is None:
-            raise RuntimeError("the Broadcaster was never started")
+            raise RuntimeError("the Broadcaster is not listening (never started, or port=None)")
         return self._port
 
     @property
@@ -155,6 +162,20 @@ class Broadcaster:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop thread's event loop (None when stopped)."""
         return self._thread.loop
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The loop thread (None when stopped)."""
+        return self._thread.thread
+
+    def attach(self, sink: Sink) -> int:
+        """Register a client that is not one of the server's connections; returns its id."""
+        return int(self._thread.call(self._core.add_client, sink))
+
+    def detach(self, client_id: int) -> None:
+        """Forget a client registered with ``attach`` (from any thread; does not wait)."""
+        if self._thread.loop is not None:
+            self._thread.call_soon_threadsafe(self._core.remove_client, client_id)
 
     # ---- publishing (any thread) -------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``agentcast`` command line: ``agentcast serve`` runs the broadcaster until SIGINT/SIGTERM."""
+"""``agentcast`` command line: ``serve`` the MemGPT-compatible server, or be its ``client``."""
 
 from __future__ import annotations
 
@@ -8,59 +8,102 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
-import orjson
-
-from agentcast.broadcaster import Broadcaster
+from agentcast.app import AgentServer
+from agentcast.backends import DemoAgentServer, load_backend
+from agentcast.client import DEFAULT_URL, run_client
 
 log = logging.getLogger("agentcast.cli")
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, not {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors are one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentcast", description=__doc__)
+    parser = _Parser(prog="agentcast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="run a WebSocket broadcaster that relays each client's JSON to every client"
-    )
+    serve = commands.add_parser("serve", help="run the MemGPT-compatible WebSocket server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8282)
+    serve.add_argument("--port", type=_port, default=8282)
+    serve.add_argument(
+        "--backend", default=None, help="module:attr of a backend factory (default: a demo agent)"
+    )
+    serve.add_argument(
+        "--route",
+        choices=["agent", "all"],
+        default="agent",
+        help="agent: clients get the agents they talk to; all: every client gets everything",
+    )
+    serve.add_argument("--max-clients", type=_positive, default=None)
+    serve.add_argument("--workers", type=_positive, default=8, help="threads running agent steps")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    client = commands.add_parser("client", help="chat with an agent from the terminal")
+    client.add_argument("url", nargs="?", default=DEFAULT_URL)
+    client.add_argument("--agent-id", required=True)
+    client.add_argument("--retries", type=_positive, default=5, help="reconnect attempts")
+    client.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay (s)")
+    client.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     return parser
 
 
-def serve(host: str, port: int) -> int:
-    """Relay every JSON text message to all clients; answer anything else with an error frame."""
-    hub: Broadcaster
-
-    def relay(client_id: int, data: bytes) -> None:
-        try:
-            orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            hub.send(client_id, {"type": "server_error", "message": f"invalid JSON: {exc}"})
-            return
-        hub.publish_json(data)
-
-    hub = Broadcaster(host, port, on_message=relay)
+def serve(args: argparse.Namespace) -> int:
+    backend = DemoAgentServer if args.backend is None else load_backend(args.backend)
+    server = AgentServer(
+        backend,
+        args.host,
+        args.port,
+        route=args.route,
+        workers=args.workers,
+        max_clients=args.max_clients,
+    )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     try:
-        hub.start()
+        server.start()
     except OSError as exc:
-        print(f"agentcast: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"agentcast: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
-    print(f"agentcast serving ws://{host}:{hub.port}/ (Ctrl-C to stop)", flush=True)
+    print(f"agentcast serving ws://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
     stopping.wait()
-    log.info("stopping: %s", hub.stats())
-    hub.stop()
+    log.info("stopping: %s", server.hub.stats())
+    server.stop()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    if not 0 <= args.port <= 65535:
-        _parser().error(f"--port must be 0..65535, not {args.port}")
-    return serve(args.host, args.port)
+    if args.command == "client":
+        return run_client(args.url, args.agent_id, args.retries, args.backoff)
+    try:
+        return serve(args)
+    except ValueError as exc:  # a bad --backend
+        parser.error(str(exc))

@@ -69,6 +69,23 @@ class LoopThread:
             raise RuntimeError("the loop thread is not running")
         self.loop.call_soon_threadsafe(callback, *args)
 
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Call ``function(*args)`` on the loop thread and return its result (direct if there)."""
+        if threading.current_thread() is self.thread:
+            return function(*args)
+        if self.loop is None:
+            raise RuntimeError("the loop thread is not running")
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call_on_loop() -> None:
+            try:
+                result.set_result(function(*args))
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(call_on_loop)
+        return result.result()
+
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run a coroutine on the loop and wait for its result in the calling thread."""
         if self.loop is None:

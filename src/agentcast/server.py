@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
-from picows import WSUpgradeRequest, ws_create_server
+from picows import (
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
 
 from agentcast._ext import FanoutCore, ServerListener
 
@@ -23,6 +29,7 @@ class ServerOptions:
     handshake_timeout: float = 5.0
     close_grace: float = 2.0
     read_buffer_size: int = 2048
+    max_clients: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "read_buffer_size"):
@@ -31,6 +38,8 @@ class ServerOptions:
         for name in ("ping_interval", "ping_timeout", "handshake_timeout", "close_grace"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.max_clients is not None and self.max_clients < 1:
+            raise ValueError("max_clients must be at least 1")
         if self.ping_interval and self.ping_timeout > self.ping_interval:
             # picows refuses every connection otherwise (an assertion per connection).
             raise ValueError("ping_timeout must not exceed ping_interval")
@@ -46,7 +55,14 @@ async def start_server(
 ) -> asyncio.Server:
     """Listen on ``host:port``; every connection becomes a client of ``core``."""
 
-    def listener_factory(request: WSUpgradeRequest) -> ServerListener:
+    def listener_factory(
+        request: WSUpgradeRequest,
+    ) -> ServerListener | WSUpgradeResponseWithListener:
+        if options.max_clients is not None and core.client_count >= options.max_clients:
+            response = WSUpgradeResponse.create_error_response(
+                HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
+            )
+            return WSUpgradeResponseWithListener(response, None)
         return ServerListener(
             core, on_message, on_binary, options.close_grace, options.max_message_size
         )

@@ -1,0 +1,175 @@
+"""The drop-in MemGPT WebSocket server: parse, dispatch, run the agent off the loop thread.
+
+``user_message`` answers ``agent_response_start`` at once, runs the backend in
+a bounded worker pool, and queues ``agent_response_end`` after the backend
+returns: every message the step produced was queued before it on the same
+ordered path, so no ``sleep`` is needed. The requesting client is subscribed
+to the agent's channel; ``route="all"`` sends every agent to every client.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from agentcast import protocol
+from agentcast.backends import Backend, DemoAgentServer
+from agentcast.broadcaster import Broadcaster
+from agentcast.interface import Route, SyncWebSocketInterface
+
+log = logging.getLogger("agentcast.app")
+
+BackendFactory = Callable[..., Backend]
+
+
+class AgentServer:
+    """Broadcaster + interface + backend + worker pool, started and stopped as one."""
+
+    def __init__(
+        self,
+        backend: BackendFactory = DemoAgentServer,
+        host: str = "127.0.0.1",
+        port: int = 8282,
+        *,
+        route: Route = "agent",
+        workers: int = 8,
+        max_in_flight: int = 4,
+        user_id: str = "NULL",
+        **broadcaster_options: Any,
+    ) -> None:
+        if workers < 1 or max_in_flight < 1:
+            raise ValueError("workers and max_in_flight must be at least 1")
+        self.hub = Broadcaster(
+            host,
+            port,
+            on_message=self._on_message,
+            on_binary=self._on_binary,
+            **broadcaster_options,
+        )
+        self.interface = SyncWebSocketInterface(self.hub, route=route)
+        self.backend = backend(default_interface=self.interface)
+        self.route = route
+        self.user_id = user_id
+        self.max_in_flight = max_in_flight
+        self._workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def start(self) -> AgentServer:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._workers, "agentcast-worker")
+        try:
+            self.hub.start()
+        except BaseException:
+            self._pool.shutdown()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let running agent steps finish, then close clients (1001) and stop."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.hub.stop(timeout)
+
+    def __enter__(self) -> AgentServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self.hub.port
+
+    # ---- on the loop thread -------------------------------------------------
+
+    def _on_binary(self, client_id: int, data: bytes) -> None:
+        self.hub.send_json(
+            client_id, protocol.server_error("binary frames are not supported; send JSON text")
+        )
+
+    def _on_message(self, client_id: int, data: bytes) -> None:
+        try:
+            message = protocol.parse_client_message(data)
+        except protocol.ProtocolError as exc:
+            log.info("client %d: %s", client_id, exc)
+            self.hub.send_json(client_id, exc.reply)
+            return
+        if isinstance(message, protocol.Subscribe):
+            self.hub.subscribe(client_id, message.agent_id)
+            self.hub.send_json(
+                client_id, protocol.command_response(f"OK: subscribed to {message.agent_id}")
+            )
+        elif isinstance(message, protocol.Unsubscribe):
+            self.hub.unsubscribe(client_id, message.agent_id)
+            self.hub.send_json(
+                client_id, protocol.command_response(f"OK: unsubscribed from {message.agent_id}")
+            )
+        elif not self._admit(client_id):
+            self.hub.send_json(
+                client_id, protocol.server_error("busy: too many requests in flight")
+            )
+        elif isinstance(message, protocol.UserMessage):
+            if self.route == "agent":
+                self.hub.subscribe(client_id, message.agent_id)
+            self.hub.send_json(client_id, protocol.agent_response_start())
+            self._submit(client_id, self._run_step, client_id, message)
+        else:
+            self._submit(client_id, self._create_agent, client_id, message)
+
+    def _admit(self, client_id: int) -> bool:
+        with self._lock:
+            if self._in_flight[client_id] >= self.max_in_flight:
+                return False
+            self._in_flight[client_id] += 1
+            return True
+
+    def _submit(self, client_id: int, work: Callable[..., None], *args: Any) -> None:
+        pool = self._pool
+        if pool is None:
+            self._release(client_id)
+            self.hub.send_json(client_id, protocol.server_error("server is shutting down"))
+            return
+        pool.submit(self._guarded, client_id, work, *args)
+
+    # ---- on a worker thread -----------------------------------------------
+
+    def _guarded(self, client_id: int, work: Callable[..., None], *args: Any) -> None:
+        try:
+            work(*args)
+        except Exception:
+            log.exception("client %d: request failed", client_id)
+        finally:
+            self._release(client_id)
+
+    def _release(self, client_id: int) -> None:
+        with self._lock:
+            self._in_flight[client_id] -= 1
+            if self._in_flight[client_id] <= 0:
+                del self._in_flight[client_id]
+
+    def _run_step(self, client_id: int, message: protocol.UserMessage) -> None:
+        try:
+            with self.interface.serving(message.agent_id):
+                self.backend.user_message(self.user_id, message.agent_id, message.message)
+        except Exception as exc:
+            log.warning("agent %s failed: %s", message.agent_id, exc)
+            self.hub.send_json(
+                client_id, protocol.agent_response_error(f"server.user_message failed with: {exc}")
+            )
+        self.hub.send_json(client_id, protocol.agent_response_end())
+
+    def _create_agent(self, client_id: int, message: protocol.Command) -> None:
+        try:
+            self.backend.create_agent(self.user_id, agent_config=message.config)
+        except Exception as exc:
+            log.warning("create_agent failed: %s", exc)
+            status = f"Error: Failed to init agent - {exc}"
+        else:
+            status = "OK: Agent initialized"
+        self.hub.send_json(client_id, protocol.command_response(status))

@@ -1,0 +1,56 @@
+"""Agent backends: the built-in demo agent and loading one by ``module:attr``.
+
+A backend is any object with MemGPT ``SyncServer``'s two methods,
+``create_agent(user_id, agent_config)`` and ``user_message(user_id, agent_id, message)``,
+built as ``factory(default_interface=interface)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from typing import Any, Protocol
+
+from agentcast.interface import SyncWebSocketInterface
+
+
+class Backend(Protocol):
+    def create_agent(self, user_id: str, agent_config: dict[str, Any]) -> Any: ...
+    def user_message(self, user_id: str, agent_id: str, message: str) -> Any: ...
+
+
+class DemoAgentServer:
+    """An agent with no LLM and no network: each user message gets a thought, a call, a reply."""
+
+    def __init__(self, default_interface: SyncWebSocketInterface) -> None:
+        self.interface = default_interface
+        self.agents: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+
+    def create_agent(self, user_id: str, agent_config: dict[str, Any]) -> str:
+        agent_id = str(agent_config.get("name") or f"agent-{next(self._ids)}")
+        self.agents[agent_id] = dict(agent_config)
+        return agent_id
+
+    def user_message(self, user_id: str, agent_id: str, message: str) -> None:
+        self.interface.internal_monologue(f"The user said {message!r}; I will echo it back.")
+        self.interface.function_message(f"Running send_message({message!r})")
+        self.interface.assistant_message(f"You said: {message}")
+
+
+def load_backend(spec: str) -> Any:
+    """``module:attr`` -> the factory it names; ValueError with a clear message otherwise."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"backend must look like module:attr, not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import backend module {module_name!r}: {exc}") from None
+    try:
+        factory = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(factory):
+        raise ValueError(f"backend {spec!r} is not callable")
+    return factory

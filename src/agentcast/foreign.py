@@ -1,0 +1,96 @@
+"""Connections owned by another server (e.g. a ``websockets`` app), fed by the fan-out core.
+
+Old MemGPT server code calls ``interface.register_client(websocket)`` with its
+own connections. Each becomes a client of the core like any other: the core
+hands it framed bytes on the Broadcaster's thread, and this class sends the
+messages, in order, with the connection's ``async send(str)`` on the loop the
+connection lives on. That is a slower path than the core's direct writes (one
+task per connection, one ``send`` per message) but it keeps old code working;
+its unsent bytes count against the client budget like any client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from agentcast._ext import CallbackSink
+from agentcast.broadcaster import Broadcaster
+
+log = logging.getLogger("agentcast.foreign")
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """Payloads of the unmasked, unfragmented server frames the core builds."""
+    payloads = []
+    pos, end = 0, len(data)
+    while pos < end:
+        size = data[pos + 1] & 0x7F
+        pos += 2
+        if size == 126:
+            size, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif size == 127:
+            size, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        payloads.append(data[pos : pos + size])
+        pos += size
+    return payloads
+
+
+class ForeignConnection:
+    """One foreign connection registered with the core; create it on the connection's loop."""
+
+    def __init__(self, hub: Broadcaster, websocket: Any) -> None:
+        self._websocket = websocket
+        self._loop = asyncio.get_running_loop()
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._unsent = 0
+        self._sender: asyncio.Task[None] | None = None
+        self._closed = False
+        self._hub = hub
+        sink = CallbackSink(self._take, self._queued, self._close, self._abort)
+        self.client_id = hub.attach(sink)
+
+    # ---- on the Broadcaster's loop thread (called by the core) -------------
+
+    def _take(self, frames: bytes) -> None:
+        payloads = split_frames(frames)
+        self._unsent += len(frames)
+        self._loop.call_soon_threadsafe(self._push, payloads)
+
+    def _queued(self) -> int:
+        return -1 if self._closed else self._unsent
+
+    def _close(self, code: int, reason: str) -> None:
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._start_close, code, reason)
+
+    def _abort(self) -> None:
+        self._close(1011, "")
+
+    # ---- on the connection's own loop --------------------------------------
+
+    def _push(self, payloads: list[bytes]) -> None:
+        self._pending.extend(payloads)
+        if self._sender is None or self._sender.done():
+            self._sender = self._loop.create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
+        while self._pending and not self._closed:
+            payload = self._pending.popleft()
+            try:
+                await self._websocket.send(payload.decode())
+            except Exception as exc:  # the peer is gone; its server unregisters it
+                log.info("foreign client %d: send failed (%s)", self.client_id, exc)
+                self._closed = True
+            self._unsent -= len(payload)
+
+    def _start_close(self, code: int, reason: str) -> None:
+        self._pending.clear()
+        self._loop.create_task(self._websocket.close(code, reason))
+
+    def detach(self) -> None:
+        """Forget the connection (its server saw it close); callable from any thread."""
+        self._closed = True
+        self._hub.detach(self.client_id)

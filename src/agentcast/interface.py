@@ -1,0 +1,132 @@
+"""MemGPT's WebSocket agent interfaces, method for method, publishing through a Broadcaster.
+
+MemGPT's ``SyncWebSocketInterface`` sent every message with a per-client
+``asyncio.gather`` of ``send`` calls to every client. Here each call is one
+``Broadcaster.publish``: serialized once, queued in O(1), returned at once.
+Messages go to the channel of the agent being served (``serving(agent_id)``),
+so a client only sees the agents it talks to; ``route="all"`` keeps MemGPT's
+everyone-gets-everything. Each agent message carries ``agent_id`` and ``seq``,
+a per-channel counter without gaps, assigned in the order messages are queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from agentcast import protocol
+from agentcast.broadcaster import Broadcaster
+from agentcast.foreign import ForeignConnection
+
+__all__ = ["AsyncWebSocketInterface", "SyncWebSocketInterface"]
+
+log = logging.getLogger("agentcast.interface")
+
+Route = Literal["agent", "all"]
+
+_serving: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "agentcast_agent", default=None
+)
+
+
+class _WebSocketInterface:
+    """What the sync and async interfaces share: routing, seq numbers, client registry."""
+
+    def __init__(self, hub: Broadcaster | None = None, *, route: Route = "all") -> None:
+        if route not in ("agent", "all"):
+            raise ValueError(f"route must be 'agent' or 'all', not {route!r}")
+        self._owns_hub = hub is None
+        self.hub = hub if hub is not None else Broadcaster(port=None).start()
+        self.route = route
+        self._seq: dict[str | None, Iterator[int]] = {}
+        self._seq_lock = threading.Lock()
+        self._foreign: dict[int, ForeignConnection] = {}
+
+    @contextlib.contextmanager
+    def serving(self, agent_id: str) -> Iterator[None]:
+        """Within this block (in this thread or task), agent messages belong to ``agent_id``."""
+        token = _serving.set(agent_id)
+        try:
+            yield
+        finally:
+            _serving.reset(token)
+
+    def _emit(self, message_type: protocol.MessageType, msg: str) -> None:
+        agent_id = _serving.get()
+        channel = agent_id if self.route == "agent" else None
+        log.debug("%s %s: %s", agent_id, message_type, msg)
+        with self._seq_lock:  # seq order == queue order, whichever thread publishes
+            counter = self._seq.get(agent_id)
+            if counter is None:
+                counter = self._seq[agent_id] = itertools.count(1)
+            self.hub.publish_json(
+                protocol.agent_response(message_type, msg, agent_id, next(counter)), channel
+            )
+
+    def register_client(self, websocket: Any) -> None:
+        """Deliver to a connection of another server (anything with an async ``send(str)``).
+
+        Connections to the Broadcaster itself are registered when they connect;
+        passing one of their client ids is accepted and does nothing.
+        """
+        if isinstance(websocket, int):
+            return
+        connection = ForeignConnection(self.hub, websocket)
+        self._foreign[id(websocket)] = connection
+
+    def unregister_client(self, websocket: Any) -> None:
+        connection = self._foreign.pop(id(websocket), None)
+        if connection is not None:
+            connection.detach()
+
+    def user_message(self, msg: str, msg_obj: Any = None) -> None:
+        """MemGPT calls this for the user's own message; nothing is sent (as in MemGPT)."""
+        log.debug("user message: %s", msg)
+
+    def close(self) -> None:
+        """Stop the Broadcaster if this interface created it."""
+        for websocket_id in list(self._foreign):
+            self._foreign.pop(websocket_id).detach()
+        if self._owns_hub:
+            self.hub.stop()
+
+
+class SyncWebSocketInterface(_WebSocketInterface):
+    """For agent code on any thread: every call returns at once."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The Broadcaster's event loop (MemGPT's interface owned one too)."""
+        return self.hub.loop
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self.hub.thread
+
+    def internal_monologue(self, msg: str, msg_obj: Any = None) -> None:
+        self._emit("internal_monologue", msg)
+
+    def assistant_message(self, msg: str, msg_obj: Any = None) -> None:
+        self._emit("assistant_message", msg)
+
+    def function_message(self, msg: str, msg_obj: Any = None) -> None:
+        self._emit("function_message", msg)
+
+
+class AsyncWebSocketInterface(_WebSocketInterface):
+    """For agent code on an event loop: ``await`` returns once the message is queued."""
+
+    async def internal_monologue(self, msg: str, msg_obj: Any = None) -> None:
+        self._emit("internal_monologue", msg)
+
+    async def assistant_message(self, msg: str, msg_obj: Any = None) -> None:
+        self._emit("assistant_message", msg)
+
+    async def function_message(self, msg: str, msg_obj: Any = None) -> None:
+        self._emit("function_message", msg)

@@ -1,0 +1,191 @@
+"""The MemGPT WebSocket wire protocol: message builders and one validating parser.
+
+Pure functions, no I/O. Builders return the JSON bytes of one message;
+``parse_client_message`` turns a client's text into a typed message or raises
+``ProtocolError`` carrying the frame to send back. Additions to MemGPT's
+protocol (``agent_id``/``seq`` on agent responses, ``subscribe``/``unsubscribe``)
+are extra fields and types that old clients ignore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Command",
+    "ProtocolError",
+    "Subscribe",
+    "Unsubscribe",
+    "UserMessage",
+    "agent_response",
+    "agent_response_end",
+    "agent_response_error",
+    "agent_response_start",
+    "command_response",
+    "create_agent",
+    "parse_client_message",
+    "server_error",
+    "subscribe",
+    "unsubscribe",
+    "user_message",
+]
+
+MessageType = Literal["internal_monologue", "assistant_message", "function_message"]
+MESSAGE_TYPES: Final = ("internal_monologue", "assistant_message", "function_message")
+COMMANDS: Final = ("create_agent",)
+
+# ---- server -> client -------------------------------------------------------
+
+
+def server_error(message: str, **extra: Any) -> bytes:
+    return orjson.dumps({"type": "server_error", "message": message, **extra})
+
+
+def command_response(status: str) -> bytes:
+    return orjson.dumps({"type": "command_response", "status": status})
+
+
+def agent_response_error(message: str) -> bytes:
+    return orjson.dumps({"type": "agent_response_error", "message": message})
+
+
+_START: Final = orjson.dumps({"type": "agent_response_start"})
+_END: Final = orjson.dumps({"type": "agent_response_end"})
+
+
+def agent_response_start() -> bytes:
+    return _START
+
+
+def agent_response_end() -> bytes:
+    return _END
+
+
+def agent_response(
+    message_type: MessageType, message: str, agent_id: str | None = None, seq: int | None = None
+) -> bytes:
+    """An agent's message; ``agent_id`` and ``seq`` are added when known."""
+    if message_type not in MESSAGE_TYPES:
+        raise ValueError(f"message_type must be one of {MESSAGE_TYPES}, not {message_type!r}")
+    body: dict[str, Any] = {
+        "type": "agent_response",
+        "message_type": message_type,
+        "message": message,
+    }
+    if agent_id is not None:
+        body["agent_id"] = agent_id
+    if seq is not None:
+        body["seq"] = seq
+    return orjson.dumps(body)
+
+
+# ---- client -> server -------------------------------------------------------
+
+
+def user_message(message: str, agent_id: str | None = None) -> bytes:
+    return orjson.dumps({"type": "user_message", "message": message, "agent_id": agent_id})
+
+
+def create_agent(config: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": "command", "command": "create_agent", "config": config})
+
+
+def subscribe(agent_id: str, since: int | None = None) -> bytes:
+    body: dict[str, Any] = {"type": "subscribe", "agent_id": agent_id}
+    if since is not None:
+        body["since"] = since
+    return orjson.dumps(body)
+
+
+def unsubscribe(agent_id: str) -> bytes:
+    return orjson.dumps({"type": "unsubscribe", "agent_id": agent_id})
+
+
+@dataclass(frozen=True)
+class UserMessage:
+    message: str
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class Command:
+    command: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    agent_id: str
+    since: int | None = None
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    agent_id: str
+
+
+ClientMessage = UserMessage | Command | Subscribe | Unsubscribe
+
+
+class ProtocolError(ValueError):
+    """A client message that cannot be served; ``reply`` is the frame to send back."""
+
+    def __init__(self, message: str, reply_type: str = "server_error") -> None:
+        super().__init__(message)
+        self.reply_type = reply_type
+
+    @property
+    def reply(self) -> bytes:
+        return orjson.dumps({"type": self.reply_type, "message": str(self)})
+
+
+def _agent_id(body: dict[str, Any], reply_type: str) -> str:
+    agent_id = body.get("agent_id")
+    if agent_id is None:
+        raise ProtocolError("agent_id was not specified in the request", reply_type)
+    if not isinstance(agent_id, str) or not agent_id:
+        raise ProtocolError("agent_id must be a non-empty string", reply_type)
+    return agent_id
+
+
+def parse_client_message(data: bytes | str) -> ClientMessage:
+    """Validate one client text message; raise ``ProtocolError`` saying what is wrong."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        problem = "not UTF-8" if "utf-8" in str(exc).lower() else "not valid JSON"
+        raise ProtocolError(f"bad data from client: {problem} ({exc})") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(
+            f"bad data from client: expected a JSON object, got {type(body).__name__}"
+        )
+    kind = body.get("type")
+    if kind is None:
+        raise ProtocolError("bad data from client: JSON but no type")
+    if kind == "user_message":
+        message = body.get("message")
+        if not isinstance(message, str):
+            raise ProtocolError("user_message needs a string message", "agent_response_error")
+        return UserMessage(message, _agent_id(body, "agent_response_error"))
+    if kind == "command":
+        command = body.get("command")
+        if command not in COMMANDS:
+            raise ProtocolError(f"unrecognized client command type: {command!r}")
+        config = body.get("config", {})
+        if not isinstance(config, dict):
+            raise ProtocolError("command config must be a JSON object")
+        return Command(command, config)
+    if kind == "subscribe":
+        since = body.get("since")
+        if since is not None and (
+            not isinstance(since, int) or isinstance(since, bool) or since < 0
+        ):
+            raise ProtocolError("since must be a non-negative integer")
+        return Subscribe(_agent_id(body, "server_error"), since)
+    if kind == "unsubscribe":
+        return Unsubscribe(_agent_id(body, "server_error"))
+    raise ProtocolError(f"unrecognized client package data type: {kind!r}")

@@ -1,0 +1,318 @@
+"""The drop-in server end to end: MemGPT's example client, routing, every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+
+from agentcast.app import AgentServer
+from agentcast.backends import DemoAgentServer
+from agentcast.interface import SyncWebSocketInterface
+from clients import run, wait_for, websockets_clients
+
+FINAL = {"agent_response_end", "agent_response_error", "command_response", "server_error"}
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., AgentServer]]:
+    servers: list[AgentServer] = []
+
+    def start(*args: Any, **kwargs: Any) -> AgentServer:
+        kwargs.setdefault("port", 0)
+        server = AgentServer(*args, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+async def memgpt_exchange(websocket: Any, payload: Any) -> list[dict[str, Any]]:
+    """What MemGPT's example client does: send one JSON message, read until a final type."""
+    await websocket.send(
+        payload if isinstance(payload, (str, bytes)) else orjson.dumps(payload).decode()
+    )
+    replies = []
+    while True:
+        reply = orjson.loads(await websocket.recv())
+        replies.append(reply)
+        if reply["type"] in FINAL:
+            return replies
+
+
+def user_message(text: str, agent_id: str | None = "a1") -> dict[str, Any]:
+    return {"type": "user_message", "message": text, "agent_id": agent_id}
+
+
+def test_memgpt_example_client_gets_start_messages_end_every_time(
+    server_factory: Callable[..., AgentServer],
+) -> None:
+    server = server_factory()
+
+    async def scenario() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as websocket:
+            for i in range(30):
+                replies = await memgpt_exchange(websocket, user_message(f"hello {i}"))
+                assert [r["type"] for r in replies] == [
+                    "agent_response_start",
+                    "agent_response",
+                    "agent_response",
+                    "agent_response",
+                    "agent_response_end",
+                ]
+                assert [r.get("message_type") for r in replies[1:4]] == [
+                    "internal_monologue",
+                    "function_message",
+                    "assistant_message",
+                ]
+                assert replies[3]["message"] == f"You said: hello {i}"
+                assert {r["agent_id"] for r in replies[1:4]} == {"a1"}
+                assert [r["seq"] for r in replies[1:4]] == [3 * i + 1, 3 * i + 2, 3 * i + 3]
+
+    run(scenario())
+
+
+def test_create_agent_command(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory()
+
+    async def scenario() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as websocket:
+            replies = await memgpt_exchange(
+                websocket, {"type": "command", "command": "create_agent", "config": {"name": "x"}}
+            )
+            assert replies == [{"type": "command_response", "status": "OK: Agent initialized"}]
+        assert "x" in server.backend.agents
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("route", ["agent", "all"])
+def test_clients_see_their_own_agents_or_everything(
+    server_factory: Callable[..., AgentServer], route: str
+) -> None:
+    server = server_factory(route=route)
+    url = f"ws://127.0.0.1:{server.port}"
+
+    async def drain(client: Any) -> list[dict[str, Any]]:
+        extra = []
+        while True:
+            try:
+                extra.append(orjson.loads(await asyncio.wait_for(client.recv(), 0.3)))
+            except TimeoutError:
+                return extra
+
+    async def scenario() -> dict[str, list[dict[str, Any]]]:
+        async with websockets_clients(url, 2) as (alice, bob):
+            seen: dict[str, list[dict[str, Any]]] = {"alice": [], "bob": []}
+            for i in range(2):
+                got_a, got_b = await asyncio.gather(
+                    memgpt_exchange(alice, user_message(f"a{i}", "agent-a")),
+                    memgpt_exchange(bob, user_message(f"b{i}", "agent-b")),
+                )
+                seen["alice"] += got_a
+                seen["bob"] += got_b
+            seen["alice"] += await drain(alice)
+            seen["bob"] += await drain(bob)
+            return seen
+
+    seen = run(scenario())
+    for name, own, other in (("alice", "agent-a", "agent-b"), ("bob", "agent-b", "agent-a")):
+        agents = [m["agent_id"] for m in seen[name] if m["type"] == "agent_response"]
+        assert agents.count(own) == 6
+        assert agents.count(other) == (6 if route == "all" else 0)
+
+
+def test_subscribe_to_another_agent(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory()
+    url = f"ws://127.0.0.1:{server.port}"
+
+    async def scenario() -> None:
+        async with websockets_clients(url, 2) as (talker, watcher):
+            ack = await memgpt_exchange(watcher, {"type": "subscribe", "agent_id": "a1"})
+            assert ack == [{"type": "command_response", "status": "OK: subscribed to a1"}]
+            await memgpt_exchange(talker, user_message("watched"))
+            watched = [orjson.loads(await watcher.recv()) for _ in range(3)]
+            assert [m["message_type"] for m in watched] == [
+                "internal_monologue",
+                "function_message",
+                "assistant_message",
+            ]
+            await memgpt_exchange(watcher, {"type": "unsubscribe", "agent_id": "a1"})
+            await memgpt_exchange(talker, user_message("not watched"))
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(watcher.recv(), 0.3)
+
+    run(scenario())
+
+
+class FailingBackend(DemoAgentServer):
+    def user_message(self, user_id: str, agent_id: str, message: str) -> None:
+        self.interface.internal_monologue("about to fail")
+        raise RuntimeError("the model is down")
+
+
+class SlowBackend(DemoAgentServer):
+    release = threading.Event()
+
+    def user_message(self, user_id: str, agent_id: str, message: str) -> None:
+        self.release.wait(10)
+        super().user_message(user_id, agent_id, message)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reply_type", "words"),
+    [
+        ("{not json", "server_error", "not valid JSON"),
+        (b'"\xff"', "server_error", "not UTF-8"),  # sent as binary: see the binary row
+        ("[1, 2, 3]", "server_error", "expected a JSON object"),
+        ('{"message": "no type"}', "server_error", "no type"),
+        ('{"type": "dance"}', "server_error", "unrecognized client package data type"),
+        ('{"type": "command", "command": "rm -rf"}', "server_error", "unrecognized client command"),
+        ('{"type": "user_message", "message": "hi"}', "agent_response_error", "agent_id"),
+        (
+            '{"type": "user_message", "message": 42, "agent_id": "a1"}',
+            "agent_response_error",
+            "string",
+        ),
+    ],
+)
+def test_bad_input_gets_an_error_frame_and_the_connection_stays_usable(
+    server_factory: Callable[..., AgentServer], payload: str | bytes, reply_type: str, words: str
+) -> None:
+    server = server_factory()
+    url = f"ws://127.0.0.1:{server.port}"
+
+    async def scenario() -> None:
+        async with websockets_clients(url, 2) as (bad, bystander):
+            if isinstance(payload, bytes):
+                reply = await memgpt_exchange(bad, payload)
+                assert reply == [
+                    {
+                        "type": "server_error",
+                        "message": "binary frames are not supported; send JSON text",
+                    }
+                ]
+            else:
+                (reply,) = await memgpt_exchange(bad, payload)
+                assert reply["type"] == reply_type
+                assert words in reply["message"]
+            good = await memgpt_exchange(bad, user_message("still here"))
+            assert good[-1]["type"] == "agent_response_end"
+            other = await memgpt_exchange(bystander, user_message("unaffected"))
+            assert len(other) == 5
+
+    run(scenario())
+
+
+def test_invalid_utf8_text_frame_is_named(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory()
+
+    async def scenario() -> None:
+        from picows import WSMsgType, ws_connect
+
+        from clients import Collector
+
+        transport, listener = await ws_connect(Collector, f"ws://127.0.0.1:{server.port}/")
+        transport.send(WSMsgType.TEXT, b'"\xff\xfe"')
+        await wait_for(lambda: len(listener.messages) == 1)
+        reply = orjson.loads(listener.messages[0])
+        assert reply["type"] == "server_error" and "not UTF-8" in reply["message"]
+        transport.disconnect()
+        await transport.wait_disconnected()
+
+    run(scenario())
+
+
+def test_oversize_frame_is_closed_1009(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory(max_message_size=4096)
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{server.port}", 2) as (bad, good):
+            await bad.send("x" * 5000)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await bad.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+            assert len(await memgpt_exchange(good, user_message("fine"))) == 5
+
+    run(scenario())
+
+
+def test_backend_failure_is_reported_then_ended(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory(FailingBackend)
+
+    async def scenario() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as websocket:
+            for _ in range(2):  # and the server keeps serving
+                replies = await memgpt_exchange(websocket, user_message("hi"))
+                assert replies[0]["type"] == "agent_response_start"
+                assert replies[1]["message"] == "about to fail"
+                assert replies[2] == {
+                    "type": "agent_response_error",
+                    "message": "server.user_message failed with: the model is down",
+                }
+                # MemGPT's client stops at the error; the end marker still follows it.
+                assert orjson.loads(await websocket.recv()) == {"type": "agent_response_end"}
+
+    run(scenario())
+
+
+def test_flood_gets_busy_beyond_the_in_flight_bound(
+    server_factory: Callable[..., AgentServer],
+) -> None:
+    SlowBackend.release.clear()
+    server = server_factory(SlowBackend, max_in_flight=2)
+
+    async def scenario() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as websocket:
+            for i in range(5):
+                await websocket.send(orjson.dumps(user_message(f"m{i}")).decode())
+            replies = [orjson.loads(await websocket.recv()) for _ in range(5)]
+            assert [r["type"] for r in replies].count("agent_response_start") == 2
+            busy = [r for r in replies if r["type"] == "server_error"]
+            assert len(busy) == 3 and all("busy" in r["message"] for r in busy)
+            SlowBackend.release.set()
+            rest = [orjson.loads(await websocket.recv()) for _ in range(2 * 4)]
+            assert [r["type"] for r in rest].count("agent_response_end") == 2
+
+    run(scenario())
+
+
+def test_old_style_server_loop_with_register_client_still_delivers() -> None:
+    """MemGPT's ws_api/server.py pattern: a websockets server registering its connections."""
+    interface = SyncWebSocketInterface()
+    try:
+
+        async def scenario() -> None:
+            registered = asyncio.Event()
+
+            async def handle_client(websocket: Any) -> None:
+                interface.register_client(websocket)
+                registered.set()
+                try:
+                    await websocket.wait_closed()
+                finally:
+                    interface.unregister_client(websocket)
+
+            async with websockets.serve(handle_client, "127.0.0.1", 0) as old_server:
+                port = old_server.sockets[0].getsockname()[1]
+                async with websockets.connect(f"ws://127.0.0.1:{port}") as client:
+                    await registered.wait()
+                    agent = threading.Thread(
+                        target=lambda: [interface.assistant_message(f"m{i}") for i in range(100)]
+                    )
+                    agent.start()
+                    got = [orjson.loads(await client.recv()) for _ in range(100)]
+                    agent.join()
+                    assert [m["message"] for m in got] == [f"m{i}" for i in range(100)]
+                    assert {m["message_type"] for m in got} == {"assistant_message"}
+
+        run(scenario())
+    finally:
+        interface.close()

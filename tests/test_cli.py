@@ -1,0 +1,111 @@
+"""The command line as a newcomer runs it: real processes, real signals, real sockets."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+AGENTCAST = [sys.executable, "-m", "agentcast"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``agentcast serve`` on a free port, stopped with SIGTERM afterwards."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*AGENTCAST, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    banner = process.stdout.readline()
+    assert f"ws://127.0.0.1:{port}/" in banner, banner + process.stderr.read()
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=10)
+
+
+def test_serve_then_client_as_in_the_readme(served: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = served
+    result = subprocess.run(
+        [*AGENTCAST, "client", f"ws://127.0.0.1:{port}/", "--agent-id", "demo"],
+        input="hello\nhow are you\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [
+        "-- agent_response_start --",
+        "[internal_monologue] The user said 'hello'; I will echo it back.",
+        "[function_message] Running send_message('hello')",
+        "[assistant_message] You said: hello",
+        "-- agent_response_end --",
+    ]
+    assert "[assistant_message] You said: how are you" in lines[5:]
+
+
+def test_sigterm_stops_gracefully_with_exit_0(served: tuple[subprocess.Popen[str], int]) -> None:
+    process, _ = served
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+
+
+def test_busy_port_is_a_one_line_error(served: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = served
+    result = subprocess.run(
+        [*AGENTCAST, "serve", "--port", str(port)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"agentcast: cannot listen on 127.0.0.1:{port}")
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["serve", "--port", "70000"], "must be 0..65535"),
+        (["serve", "--route", "some"], "invalid choice"),
+        (["serve", "--max-clients", "0"], "must be at least 1"),
+        (["serve", "--backend", "nope"], "module:attr"),
+        (["serve", "--backend", "no_such_module_x:thing"], "cannot import"),
+        (["client"], "--agent-id"),
+        (["launch"], "invalid choice"),
+    ],
+)
+def test_argument_errors_are_one_line_with_exit_2(args: list[str], words: str) -> None:
+    result = subprocess.run([*AGENTCAST, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_client_gives_up_after_bounded_reconnects() -> None:
+    port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [*AGENTCAST, "client", f"ws://127.0.0.1:{port}/", "--agent-id", "a", "--backoff", "0.01"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("reconnecting") == 5
+    assert "giving up" in result.stderr
