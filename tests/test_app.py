@@ -13,7 +13,7 @@ import websockets
 
 from agentcast.app import AgentServer
 from agentcast.backends import DemoAgentServer
-from agentcast.interface import SyncWebSocketInterface
+from agentcast.interface import AsyncWebSocketInterface, SyncWebSocketInterface
 from clients import run, wait_for, websockets_clients
 
 FINAL = {"agent_response_end", "agent_response_error", "command_response", "server_error"}
@@ -316,3 +316,41 @@ def test_old_style_server_loop_with_register_client_still_delivers() -> None:
         run(scenario())
     finally:
         interface.close()
+
+
+def test_async_interface_returns_once_queued(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory(route="all")
+    interface = AsyncWebSocketInterface(server.hub, route="all")
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{server.port}", 3) as clients:
+            await wait_for(lambda: server.hub.client_count == 3)
+            with interface.serving("async-agent"):
+                await interface.internal_monologue("thinking")
+                await interface.function_message("calling")
+                await interface.assistant_message("done")
+            for client in clients:
+                got = [orjson.loads(await client.recv()) for _ in range(3)]
+                assert [(m["message_type"], m["seq"]) for m in got] == [
+                    ("internal_monologue", 1),
+                    ("function_message", 2),
+                    ("assistant_message", 3),
+                ]
+                assert {m["agent_id"] for m in got} == {"async-agent"}
+
+    run(scenario())
+
+
+def test_max_clients_is_answered_503_at_upgrade(server_factory: Callable[..., AgentServer]) -> None:
+    server = server_factory(max_clients=2)
+    url = f"ws://127.0.0.1:{server.port}"
+
+    async def scenario() -> None:
+        async with websockets_clients(url, 2) as (first, _):
+            await wait_for(lambda: server.hub.client_count == 2)
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url)
+            assert refused.value.response.status_code == 503
+            assert len(await memgpt_exchange(first, user_message("still served"))) == 5
+
+    run(scenario())

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]
 
@@ -59,9 +61,16 @@ def test_serve_then_client_as_in_the_readme(served: tuple[subprocess.Popen[str],
     assert "[assistant_message] You said: how are you" in lines[5:]
 
 
-def test_sigterm_stops_gracefully_with_exit_0(served: tuple[subprocess.Popen[str], int]) -> None:
-    process, _ = served
-    process.send_signal(signal.SIGTERM)
+def test_sigterm_closes_clients_1001_and_exits_0(served: tuple[subprocess.Popen[str], int]) -> None:
+    process, port = served
+    with connect(f"ws://127.0.0.1:{port}/") as client:
+        client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
+        assert "agent_response_start" in client.recv(timeout=10)
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                client.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert process.wait(timeout=15) == 0
 
 
