@@ -9,7 +9,7 @@ import orjson
 import pytest
 import uvloop
 
-from agentcast._ext import FanoutCore, MemorySink, build_frame
+from agentcast._ext import CallbackSink, FanoutCore, MemorySink, build_frame
 from reference import ReferenceFanout, frame
 
 
@@ -202,3 +202,25 @@ def test_bad_arguments_are_refused(loop: uvloop.Loop) -> None:
     with pytest.raises(TypeError):
         core.publish({"x": object()})
     assert core.pending == 0
+
+
+def test_a_failing_sink_is_dropped_not_the_round(
+    loop: uvloop.Loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(data: bytes) -> None:
+        raise OSError("sink broke")
+
+    aborted = []
+    broken = CallbackSink(explode, lambda: 0, lambda code, reason: None, lambda: aborted.append(1))
+    core = FanoutCore(loop, wake=Wakeups())
+    before, after = MemorySink(), MemorySink()
+    core.add_client(before)
+    core.add_client(broken)
+    core.add_client(after)
+    core.publish({"x": 1})
+    core.publish({"x": 2})
+    drain(core)
+    assert bytes(before.data) == bytes(after.data) == frame(b'{"x":1}') + frame(b'{"x":2}')
+    assert aborted == [1]
+    assert core.stats()["write_errors"] == 1
+    assert "sink failed" in caplog.text

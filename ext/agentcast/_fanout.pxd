@@ -122,4 +122,5 @@ cdef class FanoutCore:
     cdef int _finish_write(self, Client client, PendingWrite* w) except -1
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef int _sink_failed(self, Client client) except -1
     cdef int _end_tick(self) except -1

@@ -450,9 +450,9 @@ cdef class FanoutCore:
             self._write_round()
         finally:
             self._end_tick()
-        if queue and not self._wake_pending:
-            self._wake_pending = True
-            self._loop.call_soon(self._tick_cb)
+            if queue and not self._wake_pending:  # even after an error: nothing is stranded
+                self._wake_pending = True
+                self._loop.call_soon(self._tick_cb)
 
     # ---- routing ------------------------------------------------------------
 
@@ -519,6 +519,7 @@ cdef class FanoutCore:
         cdef Group group
         cdef Client client
         cdef list groups
+        cdef bint taken = False
         self.n_published += 1
         groups = self._group_list if channel is None else self._channel_groups.get(channel)
         if groups is None:
@@ -526,11 +527,13 @@ cdef class FanoutCore:
         for group in groups:
             buf_append_frame(&group.buf, header, hl, data, size)
             group.frames += 1
+            taken = True
         for client in self._diverged:
             if channel is None or channel in client.group.channels:
                 buf_append_frame(&client.priv, header, hl, data, size)
                 client.priv_frames += 1
-        self._tick_bytes += hl + size
+        if taken:
+            self._tick_bytes += hl + size
         return 0
 
     cdef int _route_direct(self, long long client_id, bytes payload) except -1:
@@ -575,10 +578,16 @@ cdef class FanoutCore:
             for client in group.members:
                 if client.diverged or client.closed:
                     continue
-                count = self._stage(client, &group.buf, group.frames, count, targets)
+                try:
+                    count = self._stage(client, &group.buf, group.frames, count, targets)
+                except Exception:
+                    self._sink_failed(client)
         for client in self._diverged:
             if not client.closed and client.priv.size:
-                count = self._stage(client, &client.priv, client.priv_frames, count, targets)
+                try:
+                    count = self._stage(client, &client.priv, client.priv_frames, count, targets)
+                except Exception:
+                    self._sink_failed(client)
         if self.release_gil:
             with nogil:
                 send_all(self._writes, count)
@@ -586,9 +595,24 @@ cdef class FanoutCore:
             send_all(self._writes, count)
         try:
             for i in range(count):
-                self._finish_write(<Client>targets[i], &self._writes[i])
+                client = <Client>targets[i]
+                try:
+                    self._finish_write(client, &self._writes[i])
+                except Exception:
+                    self._sink_failed(client)
         finally:
             del targets[:]
+        return 0
+
+    cdef int _sink_failed(self, Client client) except -1:
+        """A sink raised: drop that client, never the round (the others still get their bytes)."""
+        log.exception("client %d: its sink failed; dropping it", client.id)
+        self.n_write_errors += 1
+        client.closed = True
+        try:
+            client.sink.abort()
+        except Exception:
+            log.exception("client %d: abort failed too", client.id)
         return 0
 
     cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,
