@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+import orjson
+
 
 def frame(payload: bytes) -> bytes:
     n = len(payload)
@@ -21,15 +23,54 @@ def frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def stamp(payload: bytes, seq: int) -> bytes:
+    """A JSON object gets ``"seq": N`` as its last member; anything else goes as it is."""
+    if len(payload) >= 2 and payload[:1] == b"{" and payload[-1:] == b"}":
+        return payload[:-1] + (b"," if len(payload) > 2 else b"") + b'"seq":%d}' % seq
+    return payload
+
+
 class ReferenceFanout:
-    def __init__(self, client_ids: list[int]) -> None:
+    def __init__(self, client_ids: list[int], history_size: int = 1000) -> None:
         self.channels: dict[int, set[Hashable]] = {cid: set() for cid in client_ids}
         self.streams: dict[int, bytearray] = {cid: bytearray() for cid in client_ids}
+        self.history: dict[Hashable, list[tuple[int, bytes]]] = {}
+        self.last_seq: dict[Hashable, int] = {}
+        self.history_size = history_size
 
     def publish(self, payload: bytes, channel: Hashable | None = None) -> None:
+        if channel is not None:
+            seq = self.last_seq[channel] = self.last_seq.get(channel, 0) + 1
+            payload = stamp(payload, seq)
+            kept = self.history.setdefault(channel, [])
+            kept.append((seq, payload))
+            del kept[: max(0, len(kept) - self.history_size)]
         for cid, channels in self.channels.items():
             if channel is None or channel in channels:
                 self.streams[cid] += frame(payload)
+
+    def resume(self, client_id: int, channel: Hashable, since: int) -> list[int]:
+        """Subscribe and replay after ``since`` (a gap notice first if that is gone)."""
+        self.subscribe(client_id, channel)
+        kept = self.history.get(channel, [])
+        last = self.last_seq.get(channel, 0)
+        first = kept[0][0] if kept else last + 1
+        if since + 1 < first or since > last:
+            notice = {
+                "type": "server_error",
+                "code": "history_gap",
+                "agent_id": channel,
+                "message": f"messages after seq {since} are no longer kept; "
+                f"history starts at {first}",
+                "first_seq": first,
+                "last_seq": last,
+            }
+            self.streams[client_id] += frame(orjson.dumps(notice))
+            since = first - 1
+        replay = [(seq, payload) for seq, payload in kept if seq > since]
+        for _, payload in replay:
+            self.streams[client_id] += frame(payload)
+        return [seq for seq, _ in replay]
 
     def send(self, client_id: int, payload: bytes) -> None:
         self.streams[client_id] += frame(payload)

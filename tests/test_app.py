@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -319,12 +320,13 @@ def test_old_style_server_loop_with_register_client_still_delivers() -> None:
 
 
 def test_async_interface_returns_once_queued(server_factory: Callable[..., AgentServer]) -> None:
-    server = server_factory(route="all")
-    interface = AsyncWebSocketInterface(server.hub, route="all")
+    server = server_factory()
+    interface = AsyncWebSocketInterface(server.hub, route="agent")
 
     async def scenario() -> None:
         async with websockets_clients(f"ws://127.0.0.1:{server.port}", 3) as clients:
-            await wait_for(lambda: server.hub.client_count == 3)
+            for client in clients:
+                await memgpt_exchange(client, {"type": "subscribe", "agent_id": "async-agent"})
             with interface.serving("async-agent"):
                 await interface.internal_monologue("thinking")
                 await interface.function_message("calling")
@@ -354,3 +356,68 @@ def test_max_clients_is_answered_503_at_upgrade(server_factory: Callable[..., Ag
             assert len(await memgpt_exchange(first, user_message("still served"))) == 5
 
     run(scenario())
+
+
+def test_resume_after_disconnect_misses_nothing_and_repeats_nothing(
+    server_factory: Callable[..., AgentServer],
+) -> None:
+    total = 20_000
+    server = server_factory(history_size=total, history_bytes=64 << 20)
+    url = f"ws://127.0.0.1:{server.port}"
+    publishing = threading.Event()
+
+    def publisher() -> None:
+        publishing.wait(10)
+        for i in range(total):
+            server.hub.publish({"type": "agent_response", "message": f"m{i}"}, channel="stream")
+            if i % 200 == 0:
+                time.sleep(0.001)  # a stream, not one burst: the disconnect lands mid-way
+
+    async def read_until(client: Any, done: Callable[[list[int]], bool], seqs: list[int]) -> None:
+        while not done(seqs):
+            message = orjson.loads(await client.recv())
+            assert message["type"] == "agent_response", message
+            seqs.append(message["seq"])
+
+    async def scenario() -> list[int]:
+        seqs: list[int] = []
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        async with websockets.connect(url, max_queue=None) as first:
+            await memgpt_exchange(first, {"type": "subscribe", "agent_id": "stream"})  # the ack
+            publishing.set()
+            await read_until(first, lambda s: len(s) >= 7_000, seqs)
+        async with websockets.connect(url, max_queue=None) as second:
+            resume = {"type": "subscribe", "agent_id": "stream", "since": seqs[-1]}
+            acked = await memgpt_exchange(second, resume)  # the ack first, then the replay
+            assert [m["type"] for m in acked] == ["command_response"]
+            await read_until(second, lambda s: s[-1] == total, seqs)
+        thread.join()
+        return seqs
+
+    assert run(scenario()) == list(range(1, total + 1))
+
+
+def test_resume_older_than_history_gets_the_gap_notice(
+    server_factory: Callable[..., AgentServer],
+) -> None:
+    server = server_factory(history_size=10)
+    for i in range(50):
+        server.hub.publish({"type": "agent_response", "message": f"m{i}"}, channel="short")
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as client:
+            ack = await memgpt_exchange(
+                client, {"type": "subscribe", "agent_id": "short", "since": 5}
+            )
+            assert ack[0]["type"] == "command_response"
+            got = [orjson.loads(await client.recv()) for _ in range(11)]
+            server.hub.publish({"type": "agent_response", "message": "live"}, channel="short")
+            got.append(orjson.loads(await client.recv()))
+            return got
+
+    gap, *replay = run(scenario())
+    assert gap["type"] == "server_error" and gap["code"] == "history_gap"
+    assert (gap["first_seq"], gap["last_seq"]) == (41, 50)
+    assert [m["seq"] for m in replay] == list(range(41, 52))
+    assert replay[-1]["message"] == "live"

@@ -119,8 +119,8 @@ def test_channels_and_direct_messages_route_over_sockets(
             await wait_for(
                 lambda: all(c.messages and c.messages[-1] == b'{"to":"end"}' for c in (a, b, idle))
             )
-            assert a.messages == [b'{"to":"a"}', b'{"to":"all"}', b'{"to":"end"}']
-            assert b.messages == [b'{"to":"b"}', b'{"to":"all"}', b'{"to":"end"}']
+            assert a.messages == [b'{"to":"a","seq":1}', b'{"to":"all"}', b'{"to":"end"}']
+            assert b.messages == [b'{"to":"b","seq":1}', b'{"to":"all"}', b'{"to":"end"}']
             assert idle.messages == [b'{"to":"idle"}', b'{"to":"all"}', b'{"to":"end"}']
 
     run(scenario())

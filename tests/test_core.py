@@ -43,15 +43,24 @@ def test_frame_header_lengths(size: int) -> None:
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("max_batch_bytes", [64, 4096, 1 << 20])
-def test_matches_reference_fanout(loop: uvloop.Loop, seed: int, max_batch_bytes: int) -> None:
+@pytest.mark.parametrize("history_size", [1000, 5])
+def test_matches_reference_fanout(
+    loop: uvloop.Loop, seed: int, max_batch_bytes: int, history_size: int
+) -> None:
     rng = random.Random(seed)
-    core = FanoutCore(loop, wake=Wakeups(), max_batch_bytes=max_batch_bytes)
+    core = FanoutCore(
+        loop,
+        wake=Wakeups(),
+        max_batch_bytes=max_batch_bytes,
+        history_size=history_size,
+        history_bytes=1 << 30,
+    )
     sinks = {}
     for _ in range(12):
         sink = MemorySink()
         sinks[core.add_client(sink)] = sink
     ids = list(sinks)
-    oracle = ReferenceFanout(ids)
+    oracle = ReferenceFanout(ids, history_size)
     channels = ["a", "b", "c", 7]
     for step in range(600):
         roll = rng.random()
@@ -68,10 +77,15 @@ def test_matches_reference_fanout(loop: uvloop.Loop, seed: int, max_batch_bytes:
             cid, channel = rng.choice(ids), rng.choice(channels)
             core.subscribe(cid, channel)
             oracle.subscribe(cid, channel)
-        elif roll < 0.85:
+        elif roll < 0.8:
             cid, channel = rng.choice(ids), rng.choice(channels)
             core.unsubscribe(cid, channel)
             oracle.unsubscribe(cid, channel)
+        elif roll < 0.85:
+            cid, channel = rng.choice(ids), rng.choice(channels)
+            since = rng.randrange(0, oracle.last_seq.get(channel, 0) + 3)
+            core.subscribe(cid, channel, since=since)
+            oracle.resume(cid, channel, since)
         else:
             core.tick()
     drain(core)
@@ -224,3 +238,34 @@ def test_a_failing_sink_is_dropped_not_the_round(
     assert aborted == [1]
     assert core.stats()["write_errors"] == 1
     assert "sink failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("payload", "stamped"),
+    [
+        (b'{"a":1}', b'{"a":1,"seq":1}'),
+        (b"{}", b'{"seq":1}'),
+        (b"[1,2]", b"[1,2]"),
+        (b'"text"', b'"text"'),
+    ],
+)
+def test_channel_messages_carry_seq(loop: uvloop.Loop, payload: bytes, stamped: bytes) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    sink = MemorySink()
+    core.subscribe(core.add_client(sink), "c")
+    core.publish_json(payload, "c")
+    core.publish_json(payload)  # broadcasts carry no seq
+    drain(core)
+    assert bytes(sink.data) == frame(stamped) + frame(payload)
+
+
+def test_history_is_bounded_by_count_and_bytes(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), history_size=100, history_bytes=1000)
+    for i in range(500):
+        core.publish({"i": i, "pad": "x" * 80}, "c")
+    drain(core)
+    info = core.channel_info("c")
+    assert info is not None
+    assert info["last_seq"] == 500
+    assert info["bytes"] <= 1000 and info["frames"] == 500 - info["first_seq"] + 1
+    assert core.channel_info("never") is None

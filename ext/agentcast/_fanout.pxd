@@ -42,6 +42,20 @@ cdef class CallbackSink(Sink):
     cdef object _abort
 
 
+cdef class Channel:
+    cdef readonly object name
+    cdef readonly unsigned long long last_seq
+    cdef readonly unsigned long long first_seq    # seq of history[0]
+    cdef object history                           # deque of built frames
+    cdef Py_ssize_t history_bytes
+    cdef Py_ssize_t max_frames
+    cdef Py_ssize_t max_bytes
+
+    cdef bytes stamp(self, bytes payload)
+    cdef int _remember(self, bytes frame) except -1
+    cdef list frames_after(self, unsigned long long since)
+
+
 cdef class Group:
     cdef readonly frozenset channels
     cdef list members
@@ -74,6 +88,9 @@ cdef class FanoutCore:
         public Py_ssize_t client_budget
         public Py_ssize_t max_batch_bytes
         public bint release_gil
+        readonly Py_ssize_t history_size
+        readonly Py_ssize_t history_bytes
+        dict _channels
         long long _next_id
         dict _clients
         dict _groups
@@ -100,7 +117,7 @@ cdef class FanoutCore:
     cpdef publish_json(self, bytes payload, object channel=*)
     cpdef send(self, long long client_id, object obj)
     cpdef send_json(self, long long client_id, bytes payload)
-    cpdef subscribe(self, long long client_id, object channel)
+    cpdef subscribe(self, long long client_id, object channel, object since=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
@@ -112,6 +129,9 @@ cdef class FanoutCore:
     cdef int _drop_group(self, Group group) except -1
     cdef int _change_subscription(self, long long client_id, object channel,
                                   bint add) except -1
+    cdef Channel _channel(self, object name)
+    cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1
+    cdef int _append_private(self, Client client, bytes frame) except -1
     cdef int _move(self, Client client, frozenset channels) except -1
     cdef int _diverge(self, Client client) except -1
     cdef int _route(self, object channel, bytes payload) except -1

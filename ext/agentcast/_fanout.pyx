@@ -13,10 +13,12 @@ whose queued bytes exceed ``client_budget`` is closed with 1013.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdio cimport snprintf
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
 import collections
+import itertools
 import logging
 
 import orjson
@@ -46,13 +48,17 @@ cdef enum:
     OP_DIRECT = 1
     OP_SUBSCRIBE = 2
     OP_UNSUBSCRIBE = 3
+    OP_RESUME = 4
     MAX_HEADER = 10
+    MAX_SEQ_SUFFIX = 32
     SHRINK_ABOVE = 4 * 1024 * 1024
 
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
 cdef frozenset NO_CHANNELS = frozenset()
+
+HISTORY_GAP = "history_gap"
 
 
 cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n) noexcept nogil:
@@ -96,6 +102,13 @@ cdef int buf_append_frame(Buffer* b, const unsigned char* header, Py_ssize_t hea
     memcpy(b.data + b.size, header, header_size)
     memcpy(b.data + b.size + header_size, payload, size)
     b.size += header_size + size
+    return 0
+
+
+cdef int buf_append(Buffer* b, const char* data, Py_ssize_t size) except -1:
+    buf_reserve(b, size)
+    memcpy(b.data + b.size, data, size)
+    b.size += size
     return 0
 
 
@@ -210,6 +223,67 @@ cdef class CallbackSink(Sink):
         return 0
 
 
+cdef class Channel:
+    """A channel's sequence counter and its bounded history of built frames."""
+
+    def __cinit__(self, object name, Py_ssize_t max_frames, Py_ssize_t max_bytes):
+        self.name = name
+        self.history = collections.deque()
+        self.first_seq = 1
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+
+    cdef bytes stamp(self, bytes payload):
+        """Next seq, and the frame carrying it: ``,"seq":N`` goes before a JSON object's ``}``."""
+        cdef char suffix[MAX_SEQ_SUFFIX]
+        cdef unsigned char header[MAX_HEADER]
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+        cdef const char* data = PyBytes_AS_STRING(payload)
+        cdef Py_ssize_t extra = 0, body, hl
+        cdef bytes frame
+        cdef char* out
+        self.last_seq += 1
+        body = size
+        if size >= 2 and data[0] == b'{' and data[size - 1] == b'}':
+            extra = snprintf(suffix, MAX_SEQ_SUFFIX, ',"seq":%llu}' if size > 2 else '"seq":%llu}',
+                             self.last_seq)
+            body = size - 1 + extra
+        hl = write_header(header, body)
+        frame = PyBytes_FromStringAndSize(NULL, hl + body)
+        out = PyBytes_AS_STRING(frame)
+        memcpy(out, header, hl)
+        if extra:
+            memcpy(out + hl, data, size - 1)
+            memcpy(out + hl + size - 1, suffix, extra)
+        else:
+            memcpy(out + hl, data, size)
+        self._remember(frame)
+        return frame
+
+    cdef int _remember(self, bytes frame) except -1:
+        if self.max_frames <= 0:
+            self.first_seq = self.last_seq + 1
+            return 0
+        self.history.append(frame)
+        self.history_bytes += PyBytes_GET_SIZE(frame)
+        while self.history and (len(self.history) > self.max_frames
+                                or self.history_bytes > self.max_bytes):
+            self.history_bytes -= PyBytes_GET_SIZE(self.history.popleft())
+            self.first_seq += 1
+        return 0
+
+    cdef list frames_after(self, unsigned long long since):
+        """History frames with seq > ``since`` (those still kept)."""
+        cdef Py_ssize_t start = 0
+        if since + 1 > self.first_seq:
+            start = <Py_ssize_t>(since + 1 - self.first_seq)
+        return list(itertools.islice(self.history, start, None))
+
+    def info(self):
+        return {"last_seq": self.last_seq, "first_seq": self.first_seq,
+                "frames": len(self.history), "bytes": self.history_bytes}
+
+
 cdef class Group:
     """Clients subscribed to exactly the same channels: they get the same bytes."""
 
@@ -256,13 +330,19 @@ cdef class FanoutCore:
     def __init__(self, loop, *, wake=None, default=None,
                  Py_ssize_t client_budget=4 * 1024 * 1024,
                  Py_ssize_t max_batch_bytes=256 * 1024,
-                 double flush_interval=0.0, bint release_gil=False):
+                 double flush_interval=0.0, bint release_gil=False,
+                 Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
             raise ValueError("max_batch_bytes must be positive")
         if flush_interval < 0:
             raise ValueError("flush_interval must be >= 0")
+        if history_size < 0 or history_bytes < 0:
+            raise ValueError("history_size and history_bytes must be >= 0")
+        self.history_size = history_size
+        self.history_bytes = history_bytes
+        self._channels = {}
         self._loop = loop
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
@@ -323,11 +403,17 @@ cdef class FanoutCore:
             raise TypeError("payload must be bytes, not None")
         self._enqueue((OP_DIRECT, client_id, payload))
 
-    cpdef subscribe(self, long long client_id, object channel):
+    cpdef subscribe(self, long long client_id, object channel, object since=None):
+        """Subscribe; with ``since``, first replay the channel's kept messages after that seq."""
         if channel is None:
             raise ValueError("channel must not be None")
         hash(channel)
-        self._enqueue((OP_SUBSCRIBE, client_id, channel))
+        if since is None:
+            self._enqueue((OP_SUBSCRIBE, client_id, channel))
+        elif since < 0:
+            raise ValueError("since must be >= 0")
+        else:
+            self._enqueue((OP_RESUME, client_id, (channel, <unsigned long long>since)))
 
     cpdef unsubscribe(self, long long client_id, object channel):
         if channel is None:
@@ -360,7 +446,13 @@ cdef class FanoutCore:
             "unknown_targets": self.n_unknown_targets,
             "write_errors": self.n_write_errors,
             "pending": len(self._queue),
+            "channels": len(self._channels),
         }
+
+    def channel_info(self, object channel):
+        """seq and history of one channel, or None if nothing was published to it."""
+        cdef Channel state = self._channels.get(channel)
+        return None if state is None else state.info()
 
     # ---- loop thread --------------------------------------------------------
 
@@ -445,6 +537,8 @@ cdef class FanoutCore:
                     self._route(item[1], item[2])
                 elif op == OP_DIRECT:
                     self._route_direct(item[1], item[2])
+                elif op == OP_RESUME:
+                    self._resume(item[1], item[2][0], item[2][1])
                 else:
                     self._change_subscription(item[1], item[2], op == OP_SUBSCRIBE)
             self._write_round()
@@ -488,6 +582,43 @@ cdef class FanoutCore:
             self._move(client, channels | {channel} if add else channels - {channel})
         return 0
 
+    cdef Channel _channel(self, object name):
+        cdef Channel state = self._channels.get(name)
+        if state is None:
+            state = Channel(name, self.history_size, self.history_bytes)
+            self._channels[name] = state
+        return state
+
+    cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1:
+        """Subscribe, then replay what came after ``since``: at this point of the queue, so
+        the replay and the live messages meet with no gap and no duplicate."""
+        cdef Client client = self._clients.get(client_id)
+        cdef Channel state
+        cdef bytes frame
+        if client is None or client.closed:
+            self.n_unknown_targets += 1
+            return 0
+        self._change_subscription(client_id, name, True)
+        state = self._channel(name)
+        if since + 1 < state.first_seq or since > state.last_seq:
+            self._route_direct(client_id, self._dumps({
+                "type": "server_error", "code": HISTORY_GAP, "agent_id": name,
+                "message": f"messages after seq {since} are no longer kept; "
+                           f"history starts at {state.first_seq}",
+                "first_seq": state.first_seq, "last_seq": state.last_seq}))
+            since = state.first_seq - 1
+        for frame in state.frames_after(since):
+            self._append_private(client, frame)
+        return 0
+
+    cdef int _append_private(self, Client client, bytes frame) except -1:
+        if not client.diverged:
+            self._diverge(client)
+        buf_append(&client.priv, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+        client.priv_frames += 1
+        self._tick_bytes += PyBytes_GET_SIZE(frame)
+        return 0
+
     cdef int _move(self, Client client, frozenset channels) except -1:
         """Move a client to another group; mid-tick it keeps its bytes so far privately."""
         cdef Group old = client.group
@@ -520,7 +651,14 @@ cdef class FanoutCore:
         cdef Client client
         cdef list groups
         cdef bint taken = False
+        cdef bytes frame
         self.n_published += 1
+        if channel is not None:
+            # Stamped once (seq + history); every group gets the same frame bytes.
+            frame = (<Channel>self._channel(channel)).stamp(payload)
+            data = PyBytes_AS_STRING(frame)
+            size = PyBytes_GET_SIZE(frame)
+            hl = 0
         groups = self._group_list if channel is None else self._channel_groups.get(channel)
         if groups is None:
             return 0

@@ -101,10 +101,9 @@ class AgentServer:
             self.hub.send_json(client_id, exc.reply)
             return
         if isinstance(message, protocol.Subscribe):
-            self.hub.subscribe(client_id, message.agent_id)
-            self.hub.send_json(
-                client_id, protocol.command_response(f"OK: subscribed to {message.agent_id}")
-            )
+            ack = protocol.command_response(f"OK: subscribed to {message.agent_id}")
+            self.hub.send_json(client_id, ack)  # then the replay (if since), then live
+            self.hub.subscribe(client_id, message.agent_id, message.since)
         elif isinstance(message, protocol.Unsubscribe):
             self.hub.unsubscribe(client_id, message.agent_id)
             self.hub.send_json(

@@ -45,6 +45,11 @@ class Broadcaster:
     while the kernel copies a round of sends, which pays only when the agent
     has a core of its own. ``max_clients`` caps connections: the next one is
     answered with HTTP 503 at upgrade.
+
+    Every message published to a channel gets ``"seq": N`` (a per-channel
+    counter from 1, no gaps, in queue order) added to its JSON object, and the
+    last ``history_size`` frames (at most ``history_bytes``) are kept, so a
+    client can ``subscribe(..., since=N)`` after a reconnect and miss nothing.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class Broadcaster:
         handshake_timeout: float = 5.0,
         close_grace: float = 2.0,
         max_clients: int | None = None,
+        history_size: int = 1000,
+        history_bytes: int = 1024 * 1024,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -76,6 +83,8 @@ class Broadcaster:
             "max_batch_bytes": max_batch_bytes,
             "flush_interval": flush_interval,
             "release_gil": release_gil,
+            "history_size": history_size,
+            "history_bytes": history_bytes,
         }
         self.options = ServerOptions(
             max_message_size=max_message_size,
@@ -194,9 +203,15 @@ class Broadcaster:
     def send_json(self, client_id: int, data: bytes) -> None:
         self._core.send_json(client_id, data)
 
-    def subscribe(self, client_id: int, channel: Hashable) -> None:
-        """From now on (in queue order), ``client_id`` receives ``channel``'s messages."""
-        self._core.subscribe(client_id, channel)
+    def subscribe(self, client_id: int, channel: Hashable, since: int | None = None) -> None:
+        """From now on (in queue order), ``client_id`` receives ``channel``'s messages.
+
+        With ``since``, it first gets the kept messages with a larger seq, then the live
+        ones, with no gap and no duplicate at the seam. If messages after ``since`` are
+        no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
+        "first_seq": F, ...}`` and then everything from ``F``.
+        """
+        self._core.subscribe(client_id, channel, since)
 
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
         self._core.unsubscribe(client_id, channel)
@@ -206,6 +221,13 @@ class Broadcaster:
     @property
     def client_count(self) -> int:
         return 0 if isinstance(self._core, _NotRunning) else int(self._core.client_count)
+
+    def channel_info(self, channel: Hashable) -> dict[str, int] | None:
+        """``last_seq``, ``first_seq`` (oldest kept), kept ``frames`` and ``bytes`` of a channel."""
+        if isinstance(self._core, _NotRunning):
+            return None
+        info = self._core.channel_info(channel)
+        return None if info is None else dict(info)
 
     def stats(self) -> dict[str, int]:
         """Counters: published, deliveries, bytes, writes, dropped_clients, ... (see README)."""

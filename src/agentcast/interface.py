@@ -5,8 +5,9 @@ MemGPT's ``SyncWebSocketInterface`` sent every message with a per-client
 ``Broadcaster.publish``: serialized once, queued in O(1), returned at once.
 Messages go to the channel of the agent being served (``serving(agent_id)``),
 so a client only sees the agents it talks to; ``route="all"`` keeps MemGPT's
-everyone-gets-everything. Each agent message carries ``agent_id`` and ``seq``,
-a per-channel counter without gaps, assigned in the order messages are queued.
+everyone-gets-everything. Each agent message carries ``agent_id``; on an agent
+channel the core adds ``seq``, a per-channel counter without gaps, in queue order
+(``route="all"`` publishes to everyone, so there it has no ``seq``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -44,8 +44,6 @@ class _WebSocketInterface:
         self._owns_hub = hub is None
         self.hub = hub if hub is not None else Broadcaster(port=None).start()
         self.route = route
-        self._seq: dict[str | None, Iterator[int]] = {}
-        self._seq_lock = threading.Lock()
         self._foreign: dict[int, ForeignConnection] = {}
 
     @contextlib.contextmanager
@@ -61,13 +59,7 @@ class _WebSocketInterface:
         agent_id = _serving.get()
         channel = agent_id if self.route == "agent" else None
         log.debug("%s %s: %s", agent_id, message_type, msg)
-        with self._seq_lock:  # seq order == queue order, whichever thread publishes
-            counter = self._seq.get(agent_id)
-            if counter is None:
-                counter = self._seq[agent_id] = itertools.count(1)
-            self.hub.publish_json(
-                protocol.agent_response(message_type, msg, agent_id, next(counter)), channel
-            )
+        self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), channel)
 
     def register_client(self, websocket: Any) -> None:
         """Deliver to a connection of another server (anything with an async ``send(str)``).
