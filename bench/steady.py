@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import multiprocessing
 import statistics
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -122,7 +123,10 @@ def main() -> None:
     parser.add_argument("--flush-interval", type=float, default=0.0)
     parser.add_argument("--max-batch-bytes", type=int, default=256 * 1024)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval")
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     raise_fd_limit()
     pin_to_cpu(SERVER_CPU)
     for release in args.release_gil:
