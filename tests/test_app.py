@@ -421,3 +421,30 @@ def test_resume_older_than_history_gets_the_gap_notice(
     assert (gap["first_seq"], gap["last_seq"]) == (41, 50)
     assert [m["seq"] for m in replay] == list(range(41, 52))
     assert replay[-1]["message"] == "live"
+
+
+def test_client_resumes_the_agent_stream_after_a_reconnect(
+    server_factory: Callable[..., AgentServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentcast import protocol
+    from agentcast.client import _Stream
+
+    server = server_factory()
+    url = f"ws://127.0.0.1:{server.port}"
+    stream = _Stream("demo")
+
+    async def scenario() -> None:
+        async with websockets.connect(url) as websocket:
+            await stream.exchange(websocket, protocol.user_message("one", "demo"))
+        assert stream.last_seq == 3
+        with server.interface.serving("demo"):  # the agent speaks while the client is away
+            server.interface.assistant_message("while you were away")
+        async with websockets.connect(url) as websocket:
+            await stream.resume(websocket)
+            await stream.exchange(websocket, protocol.user_message("two", "demo"))
+
+    run(scenario())
+    out = capsys.readouterr().out.splitlines()
+    assert "[assistant_message] while you were away" in out
+    assert out.count("[assistant_message] You said: one") == 1
+    assert stream.last_seq == 7

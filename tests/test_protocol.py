@@ -83,6 +83,11 @@ def test_client_builders_round_trip_through_the_parser() -> None:
         (b'{"type": "subscribe"}', "server_error", "agent_id"),
         (b'{"type": "subscribe", "agent_id": "a", "since": -1}', "server_error", "since"),
         (b'{"type": "subscribe", "agent_id": "a", "since": true}', "server_error", "since"),
+        (
+            b'{"type": "subscribe", "agent_id": "a", "since": 9223372036854775808}',
+            "server_error",
+            "since",
+        ),
     ],
 )
 def test_bad_input_is_named_in_the_reply(data: bytes, reply_type: str, words: str) -> None:

@@ -1,7 +1,9 @@
 """An interactive client like MemGPT's example: send a line, print replies until the end marker.
 
 Reconnects up to ``retries`` times in a row with exponential backoff when the
-connection drops, then gives up with exit code 1.
+connection drops, then gives up with exit code 1. After a reconnect it resumes
+the agent's stream from the last ``seq`` it printed (``subscribe`` with
+``since``), so nothing the agent said meanwhile is lost while it is kept.
 """
 
 from __future__ import annotations
@@ -29,23 +31,42 @@ def describe(reply: dict[str, object]) -> str:
     return f"[{kind}] {reply.get('message') or reply.get('status') or ''}"
 
 
-async def _exchange(websocket: websockets.ClientConnection, line: str, agent_id: str) -> None:
-    await websocket.send(protocol.user_message(line, agent_id).decode())
-    while True:
-        reply = orjson.loads(await websocket.recv())
-        print(describe(reply), flush=True)
-        if reply.get("type") in FINAL_TYPES:
-            return
+class _Stream:
+    """Prints replies and remembers the agent's last seq, to resume from after a reconnect."""
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.last_seq: int | None = None
+
+    async def exchange(self, websocket: websockets.ClientConnection, request: bytes) -> None:
+        """Send one request; print every reply up to and including a final one."""
+        await websocket.send(request.decode())
+        while True:
+            reply = orjson.loads(await websocket.recv())
+            seq = reply.get("seq")
+            if reply.get("agent_id") == self.agent_id and isinstance(seq, int):
+                if self.last_seq is not None and seq <= self.last_seq:
+                    continue  # already printed before the reconnect
+                self.last_seq = seq
+            print(describe(reply), flush=True)
+            if reply.get("type") in FINAL_TYPES:
+                return
+
+    async def resume(self, websocket: websockets.ClientConnection) -> None:
+        if self.last_seq is not None:
+            await self.exchange(websocket, protocol.subscribe(self.agent_id, self.last_seq))
 
 
 async def _session(url: str, agent_id: str, retries: int, backoff: float) -> int:
     loop = asyncio.get_running_loop()
+    stream = _Stream(agent_id)
     pending: str | None = None
     failures = 0
     while True:
         try:
             async with websockets.connect(url) as websocket:
                 failures = 0
+                await stream.resume(websocket)
                 while True:
                     if pending is None:
                         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -55,7 +76,7 @@ async def _session(url: str, agent_id: str, retries: int, backoff: float) -> int
                         if not pending:
                             pending = None
                             continue
-                    await _exchange(websocket, pending, agent_id)
+                    await stream.exchange(websocket, protocol.user_message(pending, agent_id))
                     pending = None
         except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake) as exc:
             failures += 1

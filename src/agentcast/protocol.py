@@ -37,6 +37,7 @@ __all__ = [
 MessageType = Literal["internal_monologue", "assistant_message", "function_message"]
 MESSAGE_TYPES: Final = ("internal_monologue", "assistant_message", "function_message")
 COMMANDS: Final = ("create_agent",)
+MAX_SEQ: Final = 2**63 - 1
 
 # ---- server -> client -------------------------------------------------------
 
@@ -182,9 +183,9 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
     if kind == "subscribe":
         since = body.get("since")
         if since is not None and (
-            not isinstance(since, int) or isinstance(since, bool) or since < 0
+            not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SEQ
         ):
-            raise ProtocolError("since must be a non-negative integer")
+            raise ProtocolError(f"since must be an integer from 0 to {MAX_SEQ}")
         return Subscribe(_agent_id(body, "server_error"), since)
     if kind == "unsubscribe":
         return Unsubscribe(_agent_id(body, "server_error"))
