@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import orjson
 import pytest
+import websockets
 from picows import ws_connect
 
 from agentcast import Broadcaster
@@ -79,3 +81,37 @@ def test_reset_peers_mid_burst_leave_the_others_whole(
         run(scenario())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) <= len(resetters), [r.getMessage() for r in errors]
+
+
+def test_flooding_client_is_closed_1008_others_unaffected(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    got: list[int] = []
+    hub = hub_factory(max_message_rate=50, on_message=lambda cid, data: got.append(cid))
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{hub.port}/", 2) as (flood, calm):
+            for _ in range(500):
+                await flood.send("x")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await flood.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            for _ in range(10):
+                await calm.send("hello")
+            await wait_for(lambda: len(got) >= 60, 5)
+            hub.publish({"calm": "served"})
+            assert await calm.recv() == '{"calm":"served"}'
+
+    run(scenario())
+    assert 50 <= len(got) - 10 <= 60, "the flood got about one bucket of messages through"
+
+
+def test_connection_that_never_upgrades_is_dropped(hub_factory: Callable[..., Broadcaster]) -> None:
+    hub = hub_factory(handshake_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", hub.port)) as idle:
+        idle.settimeout(5)
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):  # FIN or RST: either way, gone
+            assert idle.recv(1024) == b""
+        assert time.monotonic() - started < 3
+    assert hub.client_count == 0

@@ -24,6 +24,10 @@ cdef class ServerListener(WSListener):
     cdef readonly long long client_id
     cdef bytearray _fragments
     cdef int _fragment_type
+    cdef double _rate
+    cdef double _tokens
+    cdef double _refilled_at
 
+    cdef bint _over_rate(self) noexcept
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1

@@ -9,12 +9,20 @@ answers close frames, and unregisters the client when the peer goes away.
 import logging
 
 from picows.picows cimport WSCloseCode, WSMsgType
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 log = logging.getLogger("agentcast.server")
 
 UNSUPPORTED_DATA = 1003
 PROTOCOL_ERROR = 1002
+POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+
+
+cdef inline double monotonic() noexcept:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec + now.tv_nsec * 1e-9
 
 
 cdef class TransportSink(Sink):
@@ -41,12 +49,13 @@ cdef class TransportSink(Sink):
         return 0
 
     cdef int close(self, int code, str reason) except -1:
-        """Close frame after the queued bytes; the socket is aborted if not gone in time."""
+        """Close frame after the queued bytes, then wait for the peer's close frame (RFC 6455
+        7.1.1: closing TCP first would reset a peer still sending, losing our close frame);
+        a peer that has not answered within the grace period is aborted."""
         if self.transport.is_disconnected:
             return 0
         if not self.transport.is_close_frame_sent:
             self.transport.send_close(<WSCloseCode>code, reason.encode())
-        self.transport.disconnect(True)
         self._loop.call_later(self._close_grace, (<object>self.transport).disconnect, False)
         return 0
 
@@ -57,7 +66,10 @@ cdef class TransportSink(Sink):
 
 cdef class ServerListener(WSListener):
     def __cinit__(self, FanoutCore core, on_message, on_binary, double close_grace,
-                  Py_ssize_t max_message_size):
+                  Py_ssize_t max_message_size, double max_message_rate=0.0):
+        self._rate = max_message_rate
+        self._tokens = max_message_rate
+        self._refilled_at = monotonic()
         self._core = core
         self._on_message = on_message
         self._on_binary = on_binary
@@ -82,6 +94,8 @@ cdef class ServerListener(WSListener):
             return
         if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
             return
+        if transport.is_close_frame_sent:
+            return  # closing: what the peer still sends is not served
         if msg_type == WSMsgType.CONTINUATION:
             if self._fragments is None:
                 self._reject(transport, PROTOCOL_ERROR, "continuation without a first fragment")
@@ -105,7 +119,23 @@ cdef class ServerListener(WSListener):
             self._fragments = None
             self._deliver(transport, self._fragment_type, data)
 
+    cdef bint _over_rate(self) noexcept:
+        """Token bucket: ``rate`` messages a second, bursts up to ``rate`` messages."""
+        cdef double now
+        if self._rate <= 0.0:
+            return False
+        now = monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        if self._tokens < 1.0:
+            return True
+        self._tokens -= 1.0
+        return False
+
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1:
+        if self._over_rate():
+            self._reject(transport, POLICY_VIOLATION, "message rate limit exceeded")
+            return 0
         handler = self._on_message if msg_type == WSMsgType.TEXT else self._on_binary
         if handler is None:
             if msg_type != WSMsgType.TEXT:

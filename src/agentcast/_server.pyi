@@ -18,4 +18,5 @@ class ServerListener(WSListener):
         on_binary: Callable[[int, bytes], None] | None,
         close_grace: float,
         max_message_size: int,
+        max_message_rate: float = 0.0,
     ) -> None: ...

@@ -44,7 +44,9 @@ class Broadcaster:
     trading latency for CPU left to the agent. ``release_gil`` releases the GIL
     while the kernel copies a round of sends, which pays only when the agent
     has a core of its own. ``max_clients`` caps connections: the next one is
-    answered with HTTP 503 at upgrade.
+    answered with HTTP 503 at upgrade. A client sending more than
+    ``max_message_rate`` messages a second (bursts up to that many) is closed
+    with 1008; 0 disables the limit.
 
     Every message published to a channel gets ``"seq": N`` (a per-channel
     counter from 1, no gaps, in queue order) added to its JSON object, and the
@@ -70,6 +72,7 @@ class Broadcaster:
         handshake_timeout: float = 5.0,
         close_grace: float = 2.0,
         max_clients: int | None = None,
+        max_message_rate: float = 100.0,
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
     ) -> None:
@@ -93,6 +96,7 @@ class Broadcaster:
             handshake_timeout=handshake_timeout,
             close_grace=close_grace,
             max_clients=max_clients,
+            max_message_rate=max_message_rate,
         )
         self._thread = LoopThread()
         self._core: Any = _NotRunning()

@@ -30,6 +30,7 @@ class ServerOptions:
     close_grace: float = 2.0
     read_buffer_size: int = 2048
     max_clients: int | None = None
+    max_message_rate: float = 100.0
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "read_buffer_size"):
@@ -38,6 +39,8 @@ class ServerOptions:
         for name in ("ping_interval", "ping_timeout", "handshake_timeout", "close_grace"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.max_message_rate < 0:
+            raise ValueError("max_message_rate must be >= 0 (0: no limit)")
         if self.max_clients is not None and self.max_clients < 1:
             raise ValueError("max_clients must be at least 1")
         if self.ping_interval and self.ping_timeout > self.ping_interval:
@@ -64,7 +67,12 @@ async def start_server(
             )
             return WSUpgradeResponseWithListener(response, None)
         return ServerListener(
-            core, on_message, on_binary, options.close_grace, options.max_message_size
+            core,
+            on_message,
+            on_binary,
+            options.close_grace,
+            options.max_message_size,
+            options.max_message_rate,
         )
 
     return await ws_create_server(
