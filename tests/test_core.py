@@ -269,3 +269,31 @@ def test_history_is_bounded_by_count_and_bytes(loop: uvloop.Loop) -> None:
     assert info["last_seq"] == 500
     assert info["bytes"] <= 1000 and info["frames"] == 500 - info["first_seq"] + 1
     assert core.channel_info("never") is None
+
+
+def test_skip_policy_drops_while_behind_then_names_the_gap(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), client_budget=1000, slow_consumer="skip")
+    slow, healthy = MemorySink(), MemorySink()
+    slow_id = core.add_client(slow)
+    core.subscribe(slow_id, "a")
+    core.subscribe(core.add_client(healthy), "a")
+    core.publish({"n": 1}, "a")
+    drain(core)
+    slow.backlog = 5000  # its transport now holds more than the budget
+    core.publish({"n": 2}, "a")
+    drain(core)  # written (it was not known to be behind), then skipping starts
+    for n in (3, 4, 5):
+        core.publish({"n": n}, "a")
+        drain(core)
+    slow.backlog = 0  # drained
+    core.publish({"n": 6}, "a")
+    drain(core)
+    frames = [orjson.loads(f) for f in _frames(slow.data)]
+    assert [f.get("n") for f in frames] == [1, 2, None, 6]
+    notice = frames[2]
+    assert notice["code"] == "skipped" and notice["skipped"] == 3
+    assert notice["ranges"] == [{"agent_id": "a", "from_seq": 3, "to_seq": 5}]
+    assert slow.close_code == 0
+    assert [orjson.loads(f)["n"] for f in _frames(healthy.data)] == [1, 2, 3, 4, 5, 6]
+    stats = core.stats()
+    assert (stats["skip_episodes"], stats["skipped_frames"], stats["dropped_clients"]) == (1, 3, 0)

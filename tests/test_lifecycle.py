@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -98,13 +99,19 @@ def test_stalled_client_is_closed_1013_others_get_everything(
             await wait_for(lambda: hub.client_count == 101, what="101 clients")
             for seq in range(messages):
                 hub.publish({"seq": seq, "pad": "x" * 1000})
+                if seq % 100 == 99:  # a stream the readers can follow; the stalled one cannot
+                    await asyncio.sleep(0.002)
             await wait_for(lambda: hub.stats()["dropped_clients"] == 1, 30, "the drop")
             await wait_for(lambda: all(len(r.messages) == messages for r in readers), 30)
             for reader in readers:
                 assert [orjson.loads(m)["seq"] for m in reader.messages] == list(range(messages))
             assert all(r.close_code is None for r in readers)
 
-    run(scenario())
+    try:
+        run(scenario())
+    except BaseException:
+        stalled.close()
+        raise
     stalled.settimeout(10)
     data = b""
     while not data.endswith(b"slow consumer: over byte budget"):  # the close frame's reason
@@ -173,3 +180,52 @@ def test_flush_interval_paces_write_rounds(hub_factory: Callable[..., Broadcaste
     rounds = hub.stats()["ticks"]
     assert rounds <= elapsed / interval + 2, (rounds, elapsed)
     assert hub.stats()["deliveries"] == 500
+
+
+def test_skip_policy_stalled_client_gets_a_gap_notice_others_everything(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    messages = 10_000
+    hub = hub_factory(client_budget=1 << 20, slow_consumer="skip", history_size=0)
+    stalled = raw_upgrade(hub.port, rcvbuf=4096)
+
+    async def scenario() -> None:
+        async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 99) as readers:
+            await wait_for(lambda: hub.client_count == 100, what="100 clients")
+            for cid in hub._core.client_ids():
+                hub.subscribe(cid, "agent")
+            for seq in range(messages):
+                hub.publish({"i": seq, "pad": "x" * 800}, "agent")
+                if seq % 100 == 99:  # a stream the readers can follow; the stalled one cannot
+                    await asyncio.sleep(0.002)
+            await wait_for(lambda: all(len(r.messages) == messages for r in readers), 60)
+            for reader in readers:
+                assert [orjson.loads(m)["seq"] for m in reader.messages] == list(
+                    range(1, messages + 1)
+                )
+            assert hub.stats()["skip_episodes"] == 1
+
+    try:
+        run(scenario())
+    except BaseException:
+        stalled.close()
+        raise
+    stalled.settimeout(0.5)
+    data = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := stalled.recv(1 << 20):  # drain what was sent before the skip
+            data += chunk
+    hub.publish({"marker": True}, "agent")  # the next message brings the gap notice
+    stalled.settimeout(10)
+    while b'"marker"' not in data:
+        data += stalled.recv(1 << 20)
+    stalled.close()
+    frames = [orjson.loads(payload) for _, payload in parse_frames(data)]
+    notices = [f for f in frames if f.get("code") == "skipped"]
+    assert len(notices) == 1
+    (gap,) = notices[0]["ranges"]
+    delivered = [f["seq"] for f in frames if "seq" in f]
+    missed = list(range(gap["from_seq"], gap["to_seq"] + 1))
+    assert sorted(delivered + missed) == list(range(1, messages + 2))
+    assert delivered[-1] == messages + 1 and notices[0]["skipped"] == len(missed)
+    assert hub.stats()["dropped_clients"] == 0

@@ -51,7 +51,11 @@ cdef class Channel:
     cdef Py_ssize_t max_frames
     cdef Py_ssize_t max_bytes
 
-    cdef bytes stamp(self, bytes payload)
+    cdef unsigned long long tick_base             # last_seq when this tick began
+    cdef unsigned long long stamped_tick
+
+    cdef unsigned long long seq_before(self, unsigned long long tick) noexcept
+    cdef bytes stamp(self, bytes payload, unsigned long long tick)
     cdef int _remember(self, bytes frame) except -1
     cdef list frames_after(self, unsigned long long since)
 
@@ -72,6 +76,8 @@ cdef class Client:
     cdef Py_ssize_t priv_frames
     cdef bint diverged
     cdef readonly bint closed
+    cdef dict skipped_from                     # channel -> first skipped seq, while skipping
+    cdef Py_ssize_t skipped_frames
 
 
 cdef class FanoutCore:
@@ -88,6 +94,7 @@ cdef class FanoutCore:
         public Py_ssize_t client_budget
         public Py_ssize_t max_batch_bytes
         public bint release_gil
+        readonly bint skip_slow
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
         dict _channels
@@ -112,6 +119,8 @@ cdef class FanoutCore:
         unsigned long long n_dropped_clients
         unsigned long long n_unknown_targets
         unsigned long long n_write_errors
+        unsigned long long n_skip_episodes
+        unsigned long long n_skipped_frames
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -142,5 +151,6 @@ cdef class FanoutCore:
     cdef int _finish_write(self, Client client, PendingWrite* w) except -1
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef Py_ssize_t _end_skip(self, Client client) except -2
     cdef int _sink_failed(self, Client client) except -1
     cdef int _end_tick(self) except -1

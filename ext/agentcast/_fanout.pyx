@@ -59,6 +59,7 @@ SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 cdef frozenset NO_CHANNELS = frozenset()
 
 HISTORY_GAP = "history_gap"
+SKIPPED = "skipped"
 
 
 cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n) noexcept nogil:
@@ -233,7 +234,11 @@ cdef class Channel:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
 
-    cdef bytes stamp(self, bytes payload):
+    cdef unsigned long long seq_before(self, unsigned long long tick) noexcept:
+        """The last seq stamped before tick ``tick`` began."""
+        return self.tick_base if self.stamped_tick == tick else self.last_seq
+
+    cdef bytes stamp(self, bytes payload, unsigned long long tick):
         """Next seq, and the frame carrying it: ``,"seq":N`` goes before a JSON object's ``}``."""
         cdef char suffix[MAX_SEQ_SUFFIX]
         cdef unsigned char header[MAX_HEADER]
@@ -242,6 +247,9 @@ cdef class Channel:
         cdef Py_ssize_t extra = 0, body, hl
         cdef bytes frame
         cdef char* out
+        if self.stamped_tick != tick:
+            self.stamped_tick = tick
+            self.tick_base = self.last_seq
         self.last_seq += 1
         body = size
         if size >= 2 and data[0] == b'{' and data[size - 1] == b'}':
@@ -331,13 +339,17 @@ cdef class FanoutCore:
                  Py_ssize_t client_budget=4 * 1024 * 1024,
                  Py_ssize_t max_batch_bytes=256 * 1024,
                  double flush_interval=0.0, bint release_gil=False,
-                 Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024):
+                 Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
+                 str slow_consumer="close"):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
             raise ValueError("max_batch_bytes must be positive")
         if flush_interval < 0:
             raise ValueError("flush_interval must be >= 0")
+        if slow_consumer not in ("close", "skip"):
+            raise ValueError(f"slow_consumer must be 'close' or 'skip', not {slow_consumer!r}")
+        self.skip_slow = slow_consumer == "skip"
         if history_size < 0 or history_bytes < 0:
             raise ValueError("history_size and history_bytes must be >= 0")
         self.history_size = history_size
@@ -447,6 +459,8 @@ cdef class FanoutCore:
             "write_errors": self.n_write_errors,
             "pending": len(self._queue),
             "channels": len(self._channels),
+            "skip_episodes": self.n_skip_episodes,
+            "skipped_frames": self.n_skipped_frames,
         }
 
     def channel_info(self, object channel):
@@ -655,7 +669,7 @@ cdef class FanoutCore:
         self.n_published += 1
         if channel is not None:
             # Stamped once (seq + history); every group gets the same frame bytes.
-            frame = (<Channel>self._channel(channel)).stamp(payload)
+            frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
             data = PyBytes_AS_STRING(frame)
             size = PyBytes_GET_SIZE(frame)
             hl = 0
@@ -763,6 +777,15 @@ cdef class FanoutCore:
             # Closing: its fd may be closed, even reused by a new connection.
             client.closed = True
             return count
+        if client.skipped_from is not None:
+            if queued > self.client_budget // 2:
+                self.n_skipped_frames += frames
+                client.skipped_frames += frames
+                return count
+            queued = self._end_skip(client)
+            if queued < 0:
+                client.closed = True
+                return count
         self.n_bytes += buf.size
         self.n_deliveries += frames
         if sink.fd < 0 or queued:
@@ -800,12 +823,44 @@ cdef class FanoutCore:
         return 0
 
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1:
+        """The slow-consumer policy: close with 1013, or skip until it drains ("skip")."""
+        cdef Channel state
+        if self.skip_slow:
+            if client.skipped_from is None:
+                self.n_skip_episodes += 1
+                log.info("client %d fell behind (%d bytes unsent): skipping", client.id, queued)
+                client.skipped_from = {}
+                for name in client.group.channels:
+                    state = self._channel(name)
+                    client.skipped_from[name] = state.last_seq + 1
+            return 0
         self.n_dropped_clients += 1
         client.closed = True
         log.warning("client %d closed (1013): %d bytes unsent, budget %d",
                     client.id, queued, self.client_budget)
         client.sink.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
         return 0
+
+    cdef Py_ssize_t _end_skip(self, Client client) except -2:
+        """The client drained: tell it what it missed (then it is served live again)."""
+        cdef Channel state
+        cdef unsigned long long last
+        ranges = []
+        for name, first in client.skipped_from.items():
+            state = self._channel(name)
+            last = state.seq_before(self.n_ticks)
+            if last >= first:
+                ranges.append({"agent_id": name, "from_seq": first, "to_seq": last})
+        notice = self._dumps({
+            "type": "server_error", "code": SKIPPED, "skipped": client.skipped_frames,
+            "message": f"you fell behind: {client.skipped_frames} messages were not sent; "
+                       "resubscribe with since to fetch those still kept",
+            "ranges": ranges})
+        client.skipped_from = None
+        client.skipped_frames = 0
+        frame = build_frame(notice)
+        client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+        return client.sink.queued()
 
     cdef int _end_tick(self) except -1:
         cdef Group group

@@ -8,6 +8,7 @@ SOURCE_HASH: str
 TRY_AGAIN_LATER: int
 SLOW_CONSUMER_REASON: str
 HISTORY_GAP: str
+SKIPPED: str
 
 def build_frame(payload: bytes) -> bytes: ...
 
@@ -56,6 +57,7 @@ class FanoutCore:
         release_gil: bool = False,
         history_size: int = 1000,
         history_bytes: int = ...,
+        slow_consumer: str = "close",
     ) -> None: ...
     def publish(self, obj: Any, channel: Hashable | None = None) -> None: ...
     def publish_json(self, payload: bytes, channel: Hashable | None = None) -> None: ...

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Literal
 
 from agentcast._ext import FanoutCore, Sink
 from agentcast.loop import LoopThread
@@ -35,7 +35,10 @@ class Broadcaster:
     of clients: each is one serialization (if any) and an O(1) append to one
     ordered queue. Messages from one thread reach each client in the order that
     thread made the calls. A client whose unsent bytes exceed ``client_budget``
-    is closed with 1013; the others are not slowed down.
+    is closed with 1013 (``slow_consumer="close"``); with ``"skip"`` it gets
+    nothing more until it has drained to half its budget, then, with the next
+    message, a ``{"type": "server_error", "code": "skipped", "ranges": [...]}``
+    notice naming the seqs it missed per channel. The others are not slowed down.
 
     ``on_message(client_id, data)`` runs on the loop thread for every text
     message a client sends; it must return quickly. ``on_binary`` likewise for
@@ -75,6 +78,7 @@ class Broadcaster:
         max_message_rate: float = 100.0,
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
+        slow_consumer: Literal["close", "skip"] = "close",
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -88,6 +92,7 @@ class Broadcaster:
             "release_gil": release_gil,
             "history_size": history_size,
             "history_bytes": history_bytes,
+            "slow_consumer": slow_consumer,
         }
         self.options = ServerOptions(
             max_message_size=max_message_size,
