@@ -118,3 +118,15 @@ def test_client_gives_up_after_bounded_reconnects() -> None:
     assert result.returncode == 1
     assert result.stderr.count("reconnecting") == 5
     assert "giving up" in result.stderr
+
+
+def test_bad_setting_values_are_one_line_with_exit_2() -> None:
+    result = subprocess.run(
+        [*AGENTCAST, "serve", "--port", "0", "--history", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "history_size" in lines[0], result.stderr

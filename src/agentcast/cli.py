@@ -1,4 +1,5 @@
-"""``agentcast`` command line: ``serve`` the MemGPT-compatible server, or be its ``client``."""
+"""``agentcast`` command line: ``serve`` the MemGPT-compatible server, be its ``client``,
+or ``bench`` client scaling against other servers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import NoReturn
 from agentcast.app import AgentServer
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
+from agentcast.loadgen import cli as bench_cli
 
 log = logging.getLogger("agentcast.cli")
 
@@ -54,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         help="agent: clients get the agents they talk to; all: every client gets everything",
     )
     serve.add_argument("--max-clients", type=_positive, default=None)
+    serve.add_argument(
+        "--slow-consumer",
+        choices=["close", "skip"],
+        default="close",
+        help="a client over its byte budget: close it (1013) or skip messages and say so",
+    )
+    serve.add_argument(
+        "--history", type=int, default=1000, help="messages kept per agent for resume (since)"
+    )
     serve.add_argument("--workers", type=_positive, default=8, help="threads running agent steps")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     client = commands.add_parser("client", help="chat with an agent from the terminal")
@@ -64,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument(
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    bench = commands.add_parser(
+        "bench", help="measure fan-out as clients grow, against other servers"
+    )
+    bench_cli.add_arguments(bench)
     return parser
 
 
@@ -76,6 +91,8 @@ def serve(args: argparse.Namespace) -> int:
         route=args.route,
         workers=args.workers,
         max_clients=args.max_clients,
+        slow_consumer=args.slow_consumer,
+        history_size=args.history,
     )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -103,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "client":
         return run_client(args.url, args.agent_id, args.retries, args.backoff)
+    if args.command == "bench":
+        return bench_cli.run(args, parser)
     try:
         return serve(args)
-    except ValueError as exc:  # a bad --backend
+    except ValueError as exc:  # a bad --backend or setting
         parser.error(str(exc))
