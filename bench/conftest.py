@@ -7,9 +7,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit, wait_until
-from peers import Peer
-from receivers import ReceiverFleet
+from agentcast.loadgen.harness import (
+    RECEIVER_CPU,
+    SERVER_CPU,
+    pin_to_cpu,
+    raise_fd_limit,
+    wait_until,
+)
+from agentcast.loadgen.peers import Peer
+from agentcast.loadgen.receivers import ReceiverFleet
 from results import FanoutRound, fanout_table
 
 CONNECT_TIMEOUT = 60.0
@@ -46,7 +52,7 @@ def serve() -> Iterator[Callable[[Peer, int], ReceiverFleet | None]]:
         wait_until(
             lambda: peer.client_count == clients,
             CONNECT_TIMEOUT,
-            f"{peer.name} to register {clients} clients",
+            f"{type(peer).__name__} to register {clients} clients",
         )
         return fleet
 

@@ -25,9 +25,16 @@ import orjson
 from picows import WSListener, WSMsgType, ws_connect
 
 from agentcast import Broadcaster
-from harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit, wait_until
-from receivers import ReceiverFleet
-from workload import message
+from agentcast.loadgen.harness import (
+    RECEIVER_CPU,
+    SERVER_CPU,
+    pin_to_cpu,
+    raise_fd_limit,
+    wait_until,
+)
+from agentcast.loadgen.messages import message
+from agentcast.loadgen.publisher import agent_rate
+from agentcast.loadgen.receivers import ReceiverFleet
 
 
 class _Probe(WSListener):  # type: ignore[misc]
@@ -56,15 +63,6 @@ def _probe(port: int, control: Connection) -> None:
     asyncio.run(main())
 
 
-def _agent_rate(seconds: float, stop: threading.Event | None = None) -> float:
-    """Pure-Python work units per second for ``seconds`` (a stand-in for an agent's step)."""
-    units, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline and not (stop and stop.is_set()):
-        sum(i * i for i in range(200))
-        units += 1
-    return units / seconds
-
-
 def run(clients: int, rate: float, seconds: float, **settings: object) -> dict[str, float]:
     hub = Broadcaster(port=0, ping_interval=0, **settings).start()  # type: ignore[arg-type]
     fleet = ReceiverFleet(hub.port, clients - 1).start()
@@ -75,7 +73,7 @@ def run(clients: int, rate: float, seconds: float, **settings: object) -> dict[s
     assert control.poll(30) and control.recv() == "ready"
     wait_until(lambda: hub.client_count == clients, 60, "clients")
     try:
-        idle = _agent_rate(2.0)
+        idle = agent_rate(2.0)
         stalls: list[float] = []
         count = int(rate * seconds)
 
@@ -93,7 +91,7 @@ def run(clients: int, rate: float, seconds: float, **settings: object) -> dict[s
 
         thread = threading.Thread(target=publisher)
         thread.start()
-        busy = _agent_rate(seconds)
+        busy = agent_rate(seconds)
         thread.join()
         delivery = fleet.wait_for(count, 30)
         control.send("stop")

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import orjson
 
 from agentcast._ext import FanoutCore, MemorySink, build_frame
-from workload import MESSAGE_BYTES, message
+from agentcast.loadgen.messages import MESSAGE_BYTES, message
 
 PAYLOAD = orjson.dumps(message(0))
 FRAME_BYTES = len(build_frame(PAYLOAD))

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from peers import PEERS
-from results import FanoutRound
-from workload import BURST, MESSAGE_BYTES, message
+from agentcast.loadgen.messages import BURST, MESSAGE_BYTES, message
+from agentcast.loadgen.peers import create
+from results import SERVERS, FanoutRound
 
 ROUNDS = 3
 WARMUP_ROUNDS = 1  # the first burst also grows TCP windows and buffers: not reported
@@ -24,10 +24,10 @@ ROUND_TIMEOUT = 120.0  # per round; websockets at 1,000 clients needs a few seco
 
 
 @pytest.mark.timeout((WARMUP_ROUNDS + ROUNDS) * ROUND_TIMEOUT + 120)
-@pytest.mark.parametrize("server", list(PEERS))
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("clients", [100, 1000])
 def test_fanout(benchmark, serve, fanout_rounds, server, clients):
-    peer = PEERS[server]()
+    peer = create(server)
     fleet = serve(peer, clients)
     messages = [message(seq) for seq in range(BURST)]
     bursts: list[FanoutRound] = []

@@ -1,0 +1,173 @@
+"""``agentcast bench``: flags, checks, and the run from sweep to table, JSON and plot.
+
+Kept apart from ``agentcast.cli`` so that ``agentcast serve`` never imports
+the benchmark's peers; this module itself imports only the standard library
+until ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from agentcast.loadgen.harness import CpuPlan, plan_cpus, raise_fd_limit
+from agentcast.loadgen.peers import NAMES
+from agentcast.loadgen.workloads import WORKLOADS, Settings, Workload
+
+FD_MARGIN = 128  # descriptors a process needs besides its clients' sockets
+MIN_SIZE, MAX_SIZE = 100, 1 << 20
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def _size(text: str) -> int:
+    value = int(text)
+    if not MIN_SIZE <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be {MIN_SIZE}..{MAX_SIZE}, not {value}")
+    return value
+
+
+def _servers(text: str) -> list[str]:
+    names = list(dict.fromkeys(name.strip() for name in text.split(",")))
+    unknown = [name for name in names if name not in NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown server {','.join(unknown)!r}; choose from {','.join(NAMES)}"
+        )
+    return names
+
+
+def _client_counts(text: str) -> list[int]:
+    try:
+        counts = [_positive_int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected counts like 10,100,1000, not {text!r}"
+        ) from None
+    return list(dict.fromkeys(counts))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``bench`` subcommand's flags."""
+    parser.add_argument(
+        "--servers",
+        type=_servers,
+        default=None,
+        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets)",
+    )
+    parser.add_argument("--clients", type=_client_counts, default=[10, 100, 1000], help="sweep")
+    parser.add_argument("--messages", type=_positive_int, default=2000, help="per burst")
+    parser.add_argument("--size", type=_size, default=200, help="message bytes")
+    parser.add_argument("--rate", type=_positive_float, default=1000.0, help="msg/s (latency)")
+    parser.add_argument(
+        "--duration", type=_positive_float, default=5.0, help="seconds (latency, headroom)"
+    )
+    parser.add_argument(
+        "--workload", choices=[*WORKLOADS, "all"], default="burst", help="what to measure"
+    )
+    parser.add_argument("--rounds", type=_positive_int, default=3, help="report the median")
+    parser.add_argument(
+        "--receivers", type=_positive_int, default=None, help="receiver processes (cores - 1)"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH")
+    parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="PNG")
+    parser.add_argument(
+        "--url", default=None, help="count frames from an already running server (burst only)"
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Flag combinations argparse cannot check; each is a one-line error, exit 2."""
+    if args.url is not None:
+        if args.servers is not None:
+            parser.error("--url and --servers exclude each other")
+        if args.workload != "burst":
+            parser.error(
+                "--url supports only --workload burst (frame counting): the other workloads "
+                "need a server that agentcast bench starts"
+            )
+        from agentcast.loadgen.observe import parse_url
+
+        try:
+            parse_url(args.url)
+        except ValueError as exc:
+            parser.error(f"--url: {exc}")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'agentcast[bench]'")
+
+
+def _placement(plan: CpuPlan, clients: int) -> list[str]:
+    """Where things run, and a note when the open-file limit is too low for ``clients``."""
+    lines = []
+    if plan.pinned:
+        cpus = ",".join(str(cpu) for cpu in dict.fromkeys(plan.receivers))
+        lines.append(
+            f"server on CPU {plan.server}, {len(plan.receivers)} receiver process(es) on CPU {cpus}"
+        )
+    else:
+        lines.append("one CPU: server and receivers are not pinned and share it")
+    limit = raise_fd_limit()
+    if limit < clients + FD_MARGIN:
+        lines.append(
+            f"note: the open-file limit is {limit:,} (hard limit); {clients:,} clients need "
+            f"about {clients + FD_MARGIN:,} per process: raise it (ulimit -Hn) or lower --clients"
+        )
+    return lines
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the sweep; exit status 1 when any cell failed, else 0."""
+    _check(args, parser)
+    from agentcast.loadgen import report
+    from agentcast.loadgen.sweep import run_sweep
+
+    settings = Settings(
+        messages=args.messages,
+        size=args.size,
+        rate=args.rate,
+        duration=args.duration,
+        rounds=args.rounds,
+    )
+    plan = plan_cpus(args.receivers)
+    for line in _placement(plan, max(args.clients)):
+        print(line, file=sys.stderr)
+    if args.url is not None:
+        from agentcast.loadgen.observe import observe
+
+        workloads: dict[str, Workload] = {"observe": observe}
+        servers = [args.url]
+    else:
+        names = list(WORKLOADS) if args.workload == "all" else [args.workload]
+        workloads = {name: WORKLOADS[name] for name in names}
+        servers = args.servers or ["agentcast", "websockets"]
+    sweep = run_sweep(workloads, servers, args.clients, settings, plan)
+    for line in report.tables(sweep, settings):
+        print(line)
+    if notes := report.notes(sweep):
+        print()
+        print("\n".join(notes))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        document = report.document(sweep, settings, plan, sys.argv)
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    if args.plot is not None:
+        report.plot(sweep, args.plot)
+    return 1 if any(cell.error is not None for cell in sweep.cells) else 0

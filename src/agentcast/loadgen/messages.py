@@ -1,0 +1,26 @@
+"""What the benchmarks publish: small JSON events, like an agent streaming its progress."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MESSAGE_BYTES = 200
+BURST = 2000
+_WORDS = "the agent thinks about the next step and streams it to every viewer "
+
+
+def message(seq: int, size: int = MESSAGE_BYTES, sent_at: float | None = None) -> dict[str, Any]:
+    """An event that serializes (compact, as orjson does) to exactly ``size`` bytes.
+
+    With ``sent_at`` (a ``time.monotonic()`` reading) the event starts with
+    ``"t"``, which the sampled receivers read without parsing the JSON; the
+    padding is shortened to keep the size.
+    """
+    event: dict[str, Any] = {} if sent_at is None else {"t": sent_at}
+    event.update(type="token", agent="planner", seq=seq, text="")
+    room = size - len(json.dumps(event, separators=(",", ":")))
+    if room < 0:
+        raise ValueError(f"a message cannot be smaller than {size - room} bytes")
+    event["text"] = (_WORDS * (room // len(_WORDS) + 1))[:room]
+    return event

@@ -1,0 +1,55 @@
+"""``--url``: watch a server that is already running, by counting the frames its clients get.
+
+The benchmark cannot publish into another process, so this does not time
+bursts: it connects the receivers and reports what they receive during
+``duration`` seconds, whatever the server's own agents publish. Every frame
+counts, pings included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from agentcast.loadgen.harness import CpuPlan
+from agentcast.loadgen.receivers import ReceiverFleet
+from agentcast.loadgen.workloads import Round, Settings
+
+
+def parse_url(url: str) -> tuple[str, int, str]:
+    """``ws://host[:port][/path]`` -> (host, port, path); ValueError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or not parts.hostname:
+        raise ValueError(f"expected ws://host[:port]/path, not {url!r} (wss:// is not supported)")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or 80, path
+
+
+def observe(
+    url: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+) -> list[Round]:
+    """Frames/s and MB/s over all ``clients`` connections, one ``duration`` window per round."""
+    host, port, path = parse_url(url)
+    fleet = ReceiverFleet(
+        port, clients, host=host, path=path, processes=len(plan.receivers), cpus=plan.receivers
+    ).start()
+    rounds: list[Round] = []
+    try:
+        for _ in range(settings.rounds):
+            before = fleet.snapshot()
+            time.sleep(settings.duration)
+            after = fleet.snapshot()
+            wall = after.at - before.at
+            busiest = max(b - a for a, b in zip(before.cpu_seconds, after.cpu_seconds, strict=True))
+            rounds.append(
+                {
+                    "deliveries_per_s": (after.frames - before.frames) / wall,
+                    "mb_per_s": (after.bytes - before.bytes) / wall / 1e6,
+                    "receiver_cpu": busiest / wall,
+                }
+            )
+            done()
+    finally:
+        fleet.stop()
+    return rounds

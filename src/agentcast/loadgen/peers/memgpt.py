@@ -1,0 +1,63 @@
+"""MemGPT's original WebSocket fan-out, the pattern agentcast replaces.
+
+MemGPT's ``SyncWebSocketInterface`` kept a set of ``websockets`` connections
+and, for every message, scheduled from the agent's thread with
+``run_coroutine_threadsafe`` an ``asyncio.gather`` of one ``send(json.dumps(msg))``
+per client: one serialization, one coroutine and one write per client per
+message. This peer does exactly that on websockets' current asyncio server
+(the legacy one MemGPT used is deprecated), on asyncio's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from agentcast.loadgen.peers import HOST
+from agentcast.loadgen.peers._loop import LoopServer
+
+
+class MemgptPeer:
+    """A registry of clients and a per-message ``gather`` of per-client sends."""
+
+    def __init__(self) -> None:
+        self._loop = LoopServer(asyncio.new_event_loop, "memgpt-peer")
+        self._server: Server | None = None
+        self.clients: set[ServerConnection] = set()
+
+    def start(self) -> int:
+        return self._loop.start(self._serve)
+
+    async def _serve(self) -> int:
+        self._server = await serve(self._handler, HOST, 0, ping_interval=None, compression=None)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _handler(self, connection: ServerConnection) -> None:
+        self.clients.add(connection)
+        try:
+            await connection.wait_closed()
+        finally:
+            self.clients.discard(connection)
+
+    def publish(self, obj: Any) -> None:
+        assert self._loop.loop is not None, "start() first"
+        asyncio.run_coroutine_threadsafe(self._send_to_all_clients(obj), self._loop.loop)
+
+    async def _send_to_all_clients(self, obj: Any) -> None:
+        await asyncio.gather(*(client.send(json.dumps(obj)) for client in self.clients))
+
+    @property
+    def client_count(self) -> int:
+        return len(self.clients)
+
+    def stop(self) -> None:
+        self._loop.stop(self._close)
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()

@@ -1,0 +1,75 @@
+"""What runs in the server's process besides the server: a publisher and an "agent".
+
+Each function runs in a thread of the server process, the way an agent
+publishes from its own thread, so serialization and the publish call's cost
+land where they would in production: on the server's CPU, under its GIL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from agentcast.loadgen.messages import message
+from agentcast.loadgen.peers import Peer
+
+AGENT_STEP = 200  # squares summed per work unit: a few microseconds of pure Python
+
+
+def burst(peer: Peer, count: int, size: int) -> float:
+    """Publish ``count`` prebuilt messages back to back; return when the first was published."""
+    messages = [message(seq, size) for seq in range(count)]
+    started = time.monotonic()
+    for obj in messages:
+        peer.publish(obj)
+    return started
+
+
+def paced(peer: Peer, count: int, size: int, rate: float) -> float:
+    """Publish ``count`` timestamped messages at ``rate`` per second; return the start time.
+
+    The schedule is absolute (message i at start + i / rate), so a late
+    message does not push back the ones after it.
+    """
+    started = time.monotonic()
+    for seq in range(count):
+        pause = started + seq / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        peer.publish(message(seq, size, sent_at=time.monotonic()))
+    return started
+
+
+def publish_costs(peer: Peer, count: int, size: int) -> list[float]:
+    """Seconds each of ``count`` back-to-back ``publish`` calls took in this thread."""
+    messages = [message(seq, size) for seq in range(count)]
+    costs = []
+    clock = time.perf_counter
+    for obj in messages:
+        before = clock()
+        peer.publish(obj)
+        costs.append(clock() - before)
+    return costs
+
+
+def agent_rate(seconds: float, stop: threading.Event | None = None) -> float:
+    """Pure-Python work units per second for ``seconds``: a stand-in for an agent's steps."""
+    units, started = 0, time.monotonic()
+    deadline = started + seconds
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
+        sum(i * i for i in range(AGENT_STEP))
+        units += 1
+    return units / (time.monotonic() - started)
+
+
+def headroom(peer: Peer, seconds: float, size: int, rate: float) -> tuple[float, int]:
+    """The agent's work rate while another thread publishes at ``rate`` for ``seconds``.
+
+    Returns the rate and how many messages were published.
+    """
+    count = max(1, round(rate * seconds))
+    publisher = threading.Thread(target=paced, args=(peer, count, size, rate), name="publisher")
+    publisher.start()
+    busy = agent_rate(seconds)
+    publisher.join()
+    return busy, count

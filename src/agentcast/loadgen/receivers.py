@@ -1,0 +1,425 @@
+"""Raw WebSocket receivers in child processes, as cheap per frame as Python allows.
+
+A benchmark must time the server, not its clients, so the receivers:
+
+- live in their own processes (spawned, so no copy of the parent's threads),
+  each pinned to a CPU the server does not use, with the clients split
+  between them;
+- speak just enough WebSocket: a hand-written HTTP upgrade with a fixed key and
+  no extensions (so no compression is negotiated), then they only walk frame
+  headers (``frames.count_frames``), never payloads, except on the sampled
+  connections that measure latency (``frames.StampCounter``), which get a
+  process of their own so that they never wait behind the others;
+- read every connection through one selector with non-blocking sockets and,
+  for bursts, nap briefly while the server trickles frames (see ``_Counting``);
+- report their own CPU time, added up per CPU (several children may share
+  one), so a run where they were the limit shows up as a receiver CPU share
+  near 100 %.
+
+Servers run with pings off, so every frame counted is a data frame. Times are
+``time.monotonic()``, which is CLOCK_MONOTONIC on Linux: the same clock in
+every process, so the parent can subtract the server's first-publish time from
+the last-frame time reported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import selectors
+import socket
+import time
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from agentcast.loadgen.frames import FrameCounter, StampCounter
+from agentcast.loadgen.harness import RECEIVER_CPU, pin_to_cpu, raise_fd_limit
+
+HOST = "127.0.0.1"
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: servers only echo its digest
+RECV_BYTES = 256 * 1024
+STARTUP_TIMEOUT = 120.0
+REPLY_GRACE = 10.0  # how much longer than its own deadline a child may take to answer
+TRICKLE_BYTES = 4096  # reads smaller than this on average mean the server sends frame by frame
+NAP_SHARE = 0.005  # a nap is at most this share of the burst so far ...
+MAX_NAP = 0.01  # ... and at most this long (seconds)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What the receivers saw for one ``ReceiverFleet.wait_for`` call."""
+
+    complete: bool  # every connection got all the frames asked for before the deadline
+    frames: int  # frames counted over all connections since the previous call
+    bytes: int  # bytes received (headers included) over all connections since the previous call
+    last_frame_at: float  # time.monotonic() when the last of them arrived
+    cpu_seconds: float  # receiver CPU time on the busiest receiver CPU since the previous call
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Running totals over all connections, for watching a server the benchmark does not drive."""
+
+    frames: int
+    bytes: int
+    cpu_seconds: tuple[float, ...]  # receiver CPU time on each receiver CPU, since they started
+    at: float  # time.monotonic()
+
+
+def open_websocket(
+    port: int, host: str = HOST, path: str = "/", timeout: float = 10.0
+) -> tuple[socket.socket, bytes]:
+    """Connect and upgrade by hand; returns the non-blocking socket and any early frame bytes."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("the server closed the connection during the upgrade")
+            response += chunk
+        head, _, early = response.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if status.split(b" ")[1:2] != [b"101"]:
+            raise ConnectionError(f"upgrade refused: {status.decode(errors='replace')}")
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock, early
+
+
+@dataclass(frozen=True)
+class _Share:
+    """What one child connects to, how it reads, and where it runs."""
+
+    host: str
+    port: int
+    path: str
+    stamped: bool  # its connections measure latency
+    cpu: int | None
+    nap: bool
+
+
+def _serve(share: _Share, control: Connection) -> None:
+    """Child process: open connections when told to ("connect", n), then count until "stop"."""
+    pin_to_cpu(share.cpu)
+    raise_fd_limit()
+    latencies: array[float] = array("d")
+    connections: list[tuple[socket.socket, FrameCounter]] = []
+    control.send(("spawned",))
+    try:
+        while (command := control.recv())[0] == "connect":
+            try:
+                for _ in range(command[1]):
+                    sock, early = open_websocket(share.port, share.host, share.path)
+                    counter = StampCounter(latencies) if share.stamped else FrameCounter()
+                    counter.feed(early, len(early))
+                    connections.append((sock, counter))
+            except OSError as exc:
+                control.send(("error", f"{type(exc).__name__}: {exc}"))
+                return
+            control.send(("connected", time.process_time()))
+        if command[0] == "count":
+            _Counting(connections, control, latencies, share.nap).run()
+    finally:
+        for sock, _ in connections:
+            sock.close()
+
+
+class _Counting:
+    """A child's loop: drain every socket, answer the parent's requests.
+
+    ``("await", total, seconds)`` is answered once every connection has
+    ``total`` frames in full, or at the deadline. Trickling traffic (a server
+    that writes each frame to each client separately) would cost one wake-up
+    and one ``recv`` per frame, as much CPU as the server spends sending it; so
+    with ``nap`` set, when a poll brings only small reads, the loop naps to let
+    frames pile up. The nap is at most ``NAP_SHARE`` of the time since the
+    burst's first bytes, which bounds what it can add to a burst's measured
+    time. The child holding the sampled connections never naps (a nap would
+    be measured as latency) and reads them in the order they became readable.
+    """
+
+    def __init__(
+        self,
+        connections: list[tuple[socket.socket, FrameCounter]],
+        control: Connection,
+        latencies: array[float],
+        nap: bool,
+    ) -> None:
+        self.counters = [counter for _, counter in connections]
+        self.control = control
+        self.latencies = latencies
+        self.selector = selectors.DefaultSelector()
+        for sock, counter in connections:
+            self.selector.register(sock, selectors.EVENT_READ, counter)
+        self.selector.register(control, selectors.EVENT_READ)
+        self.buffer = bytearray(RECV_BYTES)
+        self.bytes = 0
+        self.target: int | None = None
+        self.deadline = 0.0
+        self.nap = nap
+        self.waiting: set[FrameCounter] = set()
+        self.first_bytes_at: float | None = None  # of the current burst
+
+    def run(self) -> None:
+        while True:
+            timeout = None if self.target is None else max(0.0, self.deadline - time.monotonic())
+            reads = read_bytes = 0
+            for key, _ in self.selector.select(timeout):
+                if key.data is None:
+                    if not self._command():
+                        return
+                    continue
+                size = self._read(key.fileobj, key.data)  # type: ignore[arg-type]
+                reads += 1
+                read_bytes += size
+            if self.target is not None and (not self.waiting or time.monotonic() >= self.deadline):
+                self._report()
+            elif (
+                self.nap
+                and reads
+                and read_bytes < reads * TRICKLE_BYTES
+                and self.first_bytes_at is not None
+            ):
+                time.sleep(min(MAX_NAP, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
+
+    def _command(self) -> bool:
+        """Take the parent's next request; False means stop."""
+        command = self.control.recv()
+        if command[0] == "stop":
+            return False
+        if command[0] == "latencies":
+            self.control.send(("latencies", self.latencies.tobytes()))
+            del self.latencies[:]
+        elif command[0] == "snapshot":
+            frames = sum(c.frames for c in self.counters)
+            self.control.send(("snapshot", frames, self.bytes, time.process_time()))
+        else:
+            _, self.target, seconds = command
+            self.deadline = time.monotonic() + seconds
+            self.waiting = {c for c in self.counters if not c.has(self.target)}
+        return True
+
+    def _read(self, sock: socket.socket, counter: FrameCounter) -> int:
+        try:
+            size = sock.recv_into(self.buffer)
+        except BlockingIOError:
+            return 0
+        except ConnectionError:
+            size = 0
+        if not size:  # closed by the server: it stays in `waiting`, the run is incomplete
+            self.selector.unregister(sock)
+            return 0
+        if self.first_bytes_at is None:
+            self.first_bytes_at = time.monotonic()
+        self.bytes += size
+        counter.feed(self.buffer, size)
+        if counter in self.waiting and counter.has(self.target):  # type: ignore[arg-type]
+            self.waiting.discard(counter)
+        return size
+
+    def _report(self) -> None:
+        self.control.send(
+            (
+                "done",
+                not self.waiting,
+                sum(c.frames for c in self.counters),
+                max(c.last_at for c in self.counters),
+                self.bytes,
+                time.process_time(),
+            )
+        )
+        self.target = self.first_bytes_at = None
+        self.waiting = set()
+
+
+def sampled_connections(clients: int, every: int) -> list[bool]:
+    """Which connections measure latency: every ``every``-th and the last to connect.
+
+    The last connection matters most: servers write clients in connection
+    order, so it gets each message last. ``every=0`` samples none.
+    """
+    if not every:
+        return [False] * clients
+    return [i % every == 0 or i == clients - 1 for i in range(clients)]
+
+
+class _Child:
+    """The parent's handle on one receiver process."""
+
+    def __init__(self, share: _Share) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.control, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(share, child_end), name="receivers", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        self.cpu_key = share.cpu if share.cpu is not None else id(self)  # unpinned: on its own
+        self.frames = self.bytes = 0
+        self.cpu = 0.0
+
+    def ask(self, *command: Any, timeout: float) -> tuple[Any, ...]:
+        self.control.send(command)
+        return self.reply(timeout)
+
+    def reply(self, timeout: float) -> tuple[Any, ...]:
+        if not self.control.poll(timeout):
+            raise TimeoutError(f"a receiver process did not answer within {timeout:.0f} s")
+        try:
+            reply: tuple[Any, ...] = self.control.recv()
+        except EOFError:
+            self.process.join(1.0)
+            raise RuntimeError(
+                f"a receiver process died (exit code {self.process.exitcode})"
+            ) from None
+        if reply[0] == "error":
+            raise RuntimeError(f"the receivers could not connect: {reply[1]}")
+        return reply
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # the child may be gone already
+            self.control.send(("stop",))
+        self.process.join(10.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.control.close()
+
+
+class ReceiverFleet:
+    """``clients`` raw WebSocket connections to ``host:port``, held by ``processes`` children.
+
+    The parent tells the children in turn how many connections to open, so
+    the order in which the server sees them (and usually writes them) is the
+    fleet's plan: blocks of consecutive clients per child. ``sample_every`` > 0
+    makes every n-th connection, and the last, record latencies (see
+    ``latencies``); they are held by one more child, which never naps, and
+    opened in their place in the order. ``nap`` lets the other children batch
+    trickling reads.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        clients: int,
+        *,
+        host: str = HOST,
+        path: str = "/",
+        processes: int = 1,
+        cpus: Sequence[int | None] = (RECEIVER_CPU,),
+        sample_every: int = 0,
+        nap: bool = True,
+    ) -> None:
+        self.port, self.host, self.path = port, host, path
+        self.clients = clients
+        self.processes = processes
+        self.cpus = cpus
+        self.sample_every = sample_every
+        self.nap = nap
+        self._children: list[_Child] = []
+
+    def _plan(self) -> tuple[list[_Share], list[tuple[int, int]]]:
+        """The children, and the connection order as (child index, how many) runs."""
+        sampled = sampled_connections(self.clients, self.sample_every)
+        unsampled = self.clients - sum(sampled)
+        bulk = min(self.processes, unsampled)  # every child holds at least one connection
+        shares = [
+            _Share(self.host, self.port, self.path, False, self._cpu(i), self.nap)
+            for i in range(bulk)
+        ]
+        if any(sampled):
+            shares.append(_Share(self.host, self.port, self.path, True, self._cpu(bulk), False))
+        per_child, extra = divmod(unsampled, max(bulk, 1))
+        quotas = [per_child + (i < extra) for i in range(bulk)]
+        runs: list[tuple[int, int]] = []
+        child = 0
+        for is_sampled in sampled:
+            if is_sampled:
+                owner = bulk
+            else:
+                while not quotas[child]:
+                    child += 1
+                quotas[child] -= 1
+                owner = child
+            if runs and runs[-1][0] == owner:
+                runs[-1] = (owner, runs[-1][1] + 1)
+            else:
+                runs.append((owner, 1))
+        return shares, runs
+
+    def _cpu(self, index: int) -> int | None:
+        return self.cpus[index % len(self.cpus)] if self.cpus else None
+
+    def start(self) -> ReceiverFleet:
+        """Spawn the children together, open the connections in order; return once all are up."""
+        shares, runs = self._plan()
+        try:
+            self._children = [_Child(share) for share in shares]
+            for child in self._children:
+                child.reply(STARTUP_TIMEOUT)  # spawned
+            for index, count in runs:
+                child = self._children[index]
+                child.cpu = child.ask("connect", count, timeout=STARTUP_TIMEOUT)[1]
+            for child in self._children:
+                child.control.send(("count",))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for(self, total: int, timeout: float) -> Delivery:
+        """Block until every connection has received ``total`` frames since it connected.
+
+        Gives up after ``timeout`` seconds with ``complete=False``. Frames that
+        arrived before the call count too: the children remember when the last did.
+        """
+        for child in self._children:
+            child.control.send(("await", total, timeout))
+        complete, frames, size, last_at = True, 0, 0, 0.0
+        per_cpu: dict[int, float] = {}
+        for child in self._children:
+            _, done, child_frames, child_last_at, child_bytes, cpu = child.reply(
+                timeout + REPLY_GRACE
+            )
+            complete = complete and done
+            frames += child_frames - child.frames
+            size += child_bytes - child.bytes
+            last_at = max(last_at, child_last_at)
+            per_cpu[child.cpu_key] = per_cpu.get(child.cpu_key, 0.0) + cpu - child.cpu
+            child.frames, child.bytes, child.cpu = child_frames, child_bytes, cpu
+        return Delivery(complete, frames, size, last_at, max(per_cpu.values()))
+
+    def latencies(self) -> list[float]:
+        """Publish-to-receive latencies (s) the sampled connections saw since the last call."""
+        samples: array[float] = array("d")
+        for child in self._children:
+            samples.frombytes(child.ask("latencies", timeout=REPLY_GRACE)[1])
+        return samples.tolist()
+
+    def snapshot(self) -> Snapshot:
+        """Frames and bytes received so far over all connections."""
+        frames = size = 0
+        per_cpu: dict[int, float] = {}
+        for child in self._children:
+            _, child_frames, child_bytes, cpu = child.ask("snapshot", timeout=REPLY_GRACE)
+            frames += child_frames
+            size += child_bytes
+            per_cpu[child.cpu_key] = per_cpu.get(child.cpu_key, 0.0) + cpu
+        return Snapshot(frames, size, tuple(per_cpu.values()), time.monotonic())
+
+    def stop(self) -> None:
+        """Close every connection and end the children (killed if they do not exit in time)."""
+        for child in self._children:
+            child.stop()
+        self._children = []

@@ -1,0 +1,177 @@
+"""The sweep's results as a terminal table, a JSON document and a PNG plot."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+from agentcast.loadgen.harness import CpuPlan
+from agentcast.loadgen.sweep import Cell, Sweep
+from agentcast.loadgen.workloads import Round, Settings
+
+SATURATED = 0.9  # receiver CPU time / wall time at which the receivers may be the limit
+
+# workload -> (summary key, column header, format) in table order
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "burst": [
+        ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+        ("mb_per_s", "MB/s", "{:,.1f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "latency": [
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("p999_ms", "p99.9 ms", "{:,.2f}"),
+        ("max_ms", "max ms", "{:,.2f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "publish": [
+        ("idle_median_us", "median us (0)", "{:,.2f}"),
+        ("idle_p99_us", "p99 us (0)", "{:,.2f}"),
+        ("median_us", "median us", "{:,.2f}"),
+        ("p99_us", "p99 us", "{:,.2f}"),
+        ("lost", "lost", "{:,.0f}"),
+    ],
+    "headroom": [
+        ("headroom", "agent headroom", "{:.0%}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "memory": [
+        ("kib_per_client", "KiB/client", "{:,.1f}"),
+        ("idle_rss_mb", "RSS, no clients MB", "{:,.1f}"),
+    ],
+    "observe": [
+        ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+        ("mb_per_s", "MB/s", "{:,.1f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+}
+TITLES = {
+    "burst": "burst: {messages:,} x {size} B published back to back",
+    "latency": "latency: {rate:,g} msg/s of {size} B for {duration:g} s",
+    "publish": "publish: one publish() call, {messages:,} back to back; (0): no clients",
+    "headroom": "headroom: agent work rate at {rate:,g} msg/s over its idle rate",
+    "memory": "memory: server RSS per connected idle client",
+    "observe": "observe (--url): frames received in {duration:g} s windows, as the server sends",
+}
+
+
+def _cell_text(cell: Cell, key: str, form: str) -> str:
+    if cell.error is not None:
+        return "error"
+    value = cell.summary().get(key)
+    return "-" if value is None or math.isnan(value) else form.format(value)
+
+
+def tables(sweep: Sweep, settings: Settings) -> list[str]:
+    """One table per workload: a row per server and client count, medians of the rounds."""
+    lines: list[str] = []
+    for workload, columns in COLUMNS.items():
+        cells = [c for c in sweep.cells if c.workload == workload]
+        if not cells:
+            continue
+        server_width = max(len("server"), *(len(c.server) for c in cells))
+        widths = [max(len(header), 10) for _, header, _ in columns]
+        lines += ["", TITLES[workload].format(**vars(settings))]
+        header = "  ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths, strict=True))
+        lines.append(f"{'server'.ljust(server_width)}  {'clients':>7}  {header}  rounds")
+        for cell in cells:
+            values = "  ".join(
+                _cell_text(cell, key, form).rjust(width)
+                for (key, _, form), width in zip(columns, widths, strict=True)
+            )
+            lines.append(
+                f"{cell.server.ljust(server_width)}  {cell.clients:>7,}  {values}"
+                f"  {len(cell.rounds)}/{settings.rounds}"
+            )
+    return lines
+
+
+def notes(sweep: Sweep) -> list[str]:
+    """Errors, skipped servers, and cells whose receivers were saturated."""
+    lines = [f"skipped {server}: {why}" for server, why in sweep.skipped.items()]
+    for cell in sweep.cells:
+        where = f"{cell.workload} {cell.server} x {cell.clients:,}"
+        if cell.error is not None:
+            lines.append(f"error in {where}: {cell.error}")
+        elif cell.summary().get("receiver_cpu", 0.0) >= SATURATED:
+            lines.append(
+                f"warning: the receivers were saturated in {where} "
+                f"(a receiver CPU {cell.summary()['receiver_cpu']:.0%} busy): they may have set "
+                "the pace, so this row measures them as much as the server"
+            )
+    return lines
+
+
+def _json_safe(values: Round) -> dict[str, float | None]:
+    """NaN (no samples) becomes null: JSON has no NaN."""
+    return {key: None if math.isnan(value) else value for key, value in values.items()}
+
+
+def document(sweep: Sweep, settings: Settings, plan: CpuPlan, command: list[str]) -> dict[str, Any]:
+    """Everything needed to compare runs later: settings, placement, every round."""
+    return {
+        "command": command,
+        "settings": vars(settings),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "server_cpu": plan.server,
+            "receiver_cpus": list(plan.receivers),
+        },
+        "results": [
+            {
+                "workload": c.workload,
+                "server": c.server,
+                "clients": c.clients,
+                "summary": _json_safe(c.summary()),
+                "rounds": [_json_safe(r) for r in c.rounds],
+                "error": c.error,
+            }
+            for c in sweep.cells
+        ],
+        "skipped": sweep.skipped,
+    }
+
+
+def plot(sweep: Sweep, path: Path) -> None:
+    """Deliveries/s and p99 latency against clients, one line per server (needs matplotlib).
+
+    matplotlib is optional (``pip install 'agentcast[bench]'``) and imported
+    by name, so the package type-checks and runs without it.
+    """
+    matplotlib = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    pyplot = importlib.import_module("matplotlib.pyplot")
+    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.5))
+    panels = [
+        (("burst", "observe"), "deliveries_per_s", "deliveries/s", axes[0]),
+        (("latency",), "p99_ms", "latency: p99 (ms)", axes[1]),
+    ]
+    for workloads, key, title, ax in panels:
+        ax.set_title(title)
+        ax.set_xlabel("clients")
+        cells = [c for c in sweep.cells if c.workload in workloads and c.error is None]
+        if not cells:
+            ax.text(0.5, 0.5, f"not measured (--workload {workloads[0]})", ha="center", va="center")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        for server in dict.fromkeys(c.server for c in cells):
+            points = sorted((c.clients, c.summary()[key]) for c in cells if c.server == server)
+            clients, values = zip(*points, strict=True)
+            ax.plot(clients, values, marker="o", label=server)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)

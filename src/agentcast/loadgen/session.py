@@ -1,0 +1,78 @@
+"""One server process and its receivers, and how many frames each client is owed."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from agentcast.loadgen.harness import CpuPlan, wait_until
+from agentcast.loadgen.receivers import Delivery, ReceiverFleet
+from agentcast.loadgen.server_process import ServerProcess
+
+CONNECT_TIMEOUT = 120.0
+
+
+class Session:
+    """``with Session(peer, plan) as session``: the server runs, then ``connect`` adds clients.
+
+    Every client gets every message, so "owed" is one number: the messages
+    published since the clients connected. ``drain`` waits until each client
+    has them all, or the deadline, and counts what is missing as lost.
+    Receivers are stopped before the server, so the server never waits on
+    clients to close.
+    """
+
+    def __init__(self, peer: str, plan: CpuPlan) -> None:
+        self.peer = peer
+        self.plan = plan
+        self.server = ServerProcess(peer, plan.server)
+        self.fleet: ReceiverFleet | None = None
+        self.clients = 0
+        self.owed = 0  # messages published to every connected client
+        self.received = 0  # frames counted over all clients
+
+    def __enter__(self) -> Session:
+        self.server.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()
+        self.server.stop()
+
+    def connect(self, clients: int, *, sample_every: int = 0, nap: bool = True) -> None:
+        """Open ``clients`` receivers; return once the server counts every one."""
+        self.fleet = ReceiverFleet(
+            self.server.port,
+            clients,
+            processes=len(self.plan.receivers),
+            cpus=self.plan.receivers,
+            sample_every=sample_every,
+            nap=nap,
+        ).start()
+        self.clients = clients
+        wait_until(
+            lambda: self.server.client_count == clients,
+            CONNECT_TIMEOUT,
+            f"{self.peer} to register {clients} clients",
+        )
+
+    def published(self, count: int) -> None:
+        self.owed += count
+
+    def drain(self, timeout: float) -> tuple[Delivery, int]:
+        """Wait until every client has every message published so far; also return how many
+        deliveries are still missing at the deadline."""
+        assert self.fleet is not None, "connect() first"
+        delivery = self.fleet.wait_for(self.owed, timeout)
+        self.received += delivery.frames
+        return delivery, self.owed * self.clients - self.received
+
+    def latencies(self) -> list[float]:
+        """Latencies the sampled connections measured since the last call (s)."""
+        assert self.fleet is not None, "connect() first"
+        return self.fleet.latencies()

@@ -1,0 +1,226 @@
+"""The five measurements, each a function of (server, clients, settings) returning its rounds.
+
+Each workload starts its own server process and receivers, so a backlog or a
+grown heap from one never skews the next. A round that loses messages ends
+the workload's rounds for that server and client count: its backlog would
+spill into the next round.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agentcast.loadgen.harness import CpuPlan
+from agentcast.loadgen.session import Session
+
+Round = dict[str, float]
+
+DELIVERY_FLOOR = 10_000.0  # deliveries/s below which a burst is given up on
+DRAIN_GRACE = 10.0  # seconds after the last steady-rate publish to deliver everything
+SERVER_GRACE = 30.0  # seconds a server command may take beyond its own length
+SETTLE = 0.5  # seconds for a server's memory to settle before reading it
+IDLE_AGENT_SECONDS = 2.0  # at most, for the agent's idle work rate
+LATENCY_SAMPLE_EVERY = 10  # every 10th connection (and the last) reads timestamps
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every workload is told (the command line's flags)."""
+
+    messages: int = 2000
+    size: int = 200
+    rate: float = 1000.0
+    duration: float = 5.0
+    rounds: int = 3
+
+
+def _burst_timeout(deliveries: int) -> float:
+    return SERVER_GRACE + deliveries / DELIVERY_FLOOR
+
+
+def _repeat(
+    settings: Settings, measure: Callable[[], Round], done: Callable[[], None]
+) -> list[Round]:
+    rounds: list[Round] = []
+    for _ in range(settings.rounds):
+        rounds.append(measure())
+        done()
+        if rounds[-1].get("lost"):
+            break
+    return rounds
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    """Nearest-rank percentile of sorted values (NaN when there are none)."""
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def burst(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+) -> list[Round]:
+    """``messages`` published back to back; time from the first publish to the last frame.
+
+    A quarter-size warm-up burst first grows TCP windows and buffers.
+    """
+    with Session(peer, plan) as session:
+        session.connect(clients)
+
+        def round_of(count: int) -> Round:
+            timeout = _burst_timeout(clients * count)
+            started = session.server.call("burst", count, settings.size, timeout=timeout)
+            session.published(count)
+            delivery, lost = session.drain(timeout)
+            elapsed = max(delivery.last_frame_at - started, 1e-9)
+            return {
+                "deliveries_per_s": delivery.frames / elapsed,
+                "mb_per_s": delivery.bytes / elapsed / 1e6,
+                "lost": lost,
+                "receiver_cpu": delivery.cpu_seconds / elapsed,
+            }
+
+        if round_of(max(1, settings.messages // 4))["lost"]:
+            raise RuntimeError("the warm-up burst was not delivered in full")
+        return _repeat(settings, lambda: round_of(settings.messages), done)
+
+
+def latency(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+) -> list[Round]:
+    """``rate`` timestamped messages/s for ``duration``; publish-to-receive latency on a sample."""
+    count = max(1, round(settings.rate * settings.duration))
+    with Session(peer, plan) as session:
+        session.connect(clients, sample_every=LATENCY_SAMPLE_EVERY)
+
+        def one_round() -> Round:
+            started = session.server.call(
+                "paced",
+                count,
+                settings.size,
+                settings.rate,
+                timeout=settings.duration + SERVER_GRACE,
+            )
+            session.published(count)
+            delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
+            ordered = sorted(session.latencies())
+            elapsed = max(delivery.last_frame_at - started, settings.duration)
+            return {
+                "p50_ms": _percentile(ordered, 0.5) * 1e3,
+                "p99_ms": _percentile(ordered, 0.99) * 1e3,
+                "p999_ms": _percentile(ordered, 0.999) * 1e3,
+                "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
+                "lost": lost,
+                "receiver_cpu": delivery.cpu_seconds / elapsed,
+            }
+
+        return _repeat(settings, one_round, done)
+
+
+def publish(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+) -> list[Round]:
+    """µs per ``publish()`` call in the publisher thread: first with no clients, then ``clients``.
+
+    Each phase starts with a warm-up run that is not reported.
+
+    With clients connected, the server fans out during the calls, on the same
+    CPU and GIL: that contention is part of what an agent's thread pays.
+    """
+
+    def costs(session: Session) -> tuple[float, float]:
+        ordered = sorted(
+            session.server.call(
+                "publish_costs", settings.messages, settings.size, timeout=SERVER_GRACE
+            )
+        )
+        return _percentile(ordered, 0.5) * 1e6, _percentile(ordered, 0.99) * 1e6
+
+    with Session(peer, plan) as session:
+        costs(session)  # warm-up: the first calls also grow the process's heap and caches
+        idle = iter([costs(session) for _ in range(settings.rounds)])
+        session.connect(clients)
+        timeout = _burst_timeout(clients * settings.messages)
+        costs(session)  # warm-up with clients: TCP windows, buffers
+        session.published(settings.messages)
+        session.drain(timeout)
+
+        def one_round() -> Round:
+            idle_median, idle_p99 = next(idle)
+            median, p99 = costs(session)
+            session.published(settings.messages)
+            _, lost = session.drain(timeout)
+            return {
+                "idle_median_us": idle_median,
+                "idle_p99_us": idle_p99,
+                "median_us": median,
+                "p99_us": p99,
+                "lost": lost,
+            }
+
+        return _repeat(settings, one_round, done)
+
+
+def headroom(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+) -> list[Round]:
+    """An agent thread's work rate while ``rate`` messages/s fan out, over its idle rate.
+
+    Both rates are taken in the server's process with the clients connected;
+    the idle one first, for at most ``IDLE_AGENT_SECONDS``.
+    """
+    idle_seconds = min(settings.duration, IDLE_AGENT_SECONDS)
+    with Session(peer, plan) as session:
+        session.connect(clients, nap=False)
+
+        def one_round() -> Round:
+            idle = session.server.call("agent_rate", idle_seconds, timeout=SERVER_GRACE)
+            started = time.monotonic()
+            busy, count = session.server.call(
+                "headroom",
+                settings.duration,
+                settings.size,
+                settings.rate,
+                timeout=settings.duration + SERVER_GRACE,
+            )
+            session.published(count)
+            delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
+            elapsed = max(delivery.last_frame_at - started, settings.duration)
+            return {
+                "headroom": busy / idle,
+                "lost": lost,
+                "receiver_cpu": delivery.cpu_seconds / elapsed,
+            }
+
+        return _repeat(settings, one_round, done)
+
+
+def memory(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+) -> list[Round]:
+    """The server process's RSS growth per connected, idle client; a fresh server each round."""
+
+    def one_round() -> Round:
+        with Session(peer, plan) as session:
+            time.sleep(SETTLE)
+            before = session.server.rss_bytes()
+            session.connect(clients)
+            time.sleep(SETTLE)
+            after = session.server.rss_bytes()
+        return {"kib_per_client": (after - before) / clients / 1024, "idle_rss_mb": before / 1e6}
+
+    return _repeat(settings, one_round, done)
+
+
+Workload = Callable[[str, int, Settings, CpuPlan, Callable[[], None]], list[Round]]
+
+WORKLOADS: dict[str, Workload] = {
+    "burst": burst,
+    "latency": latency,
+    "publish": publish,
+    "headroom": headroom,
+    "memory": memory,
+}
