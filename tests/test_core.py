@@ -297,3 +297,14 @@ def test_skip_policy_drops_while_behind_then_names_the_gap(loop: uvloop.Loop) ->
     assert [orjson.loads(f)["n"] for f in _frames(healthy.data)] == [1, 2, 3, 4, 5, 6]
     stats = core.stats()
     assert (stats["skip_episodes"], stats["skipped_frames"], stats["dropped_clients"]) == (1, 3, 0)
+
+
+def test_close_all_aborts_clients_over_budget(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), client_budget=1000)
+    behind, fine = MemorySink(), MemorySink()
+    core.add_client(behind)
+    core.add_client(fine)
+    behind.backlog = 1001
+    core.close_all(1001, "bye")
+    assert behind.aborted and behind.close_code == 0
+    assert not fine.aborted and (fine.close_code, fine.close_reason) == (1001, "bye")

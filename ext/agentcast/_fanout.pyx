@@ -504,11 +504,18 @@ cdef class FanoutCore:
             client.sink.close(code, reason)
 
     def close_all(self, int code, str reason):
-        """Send a close frame to every client (after whatever is queued for it)."""
+        """Close every client after what is queued for it; abort those over budget now
+        (a shutdown does not wait for clients that were not keeping up anyway)."""
         cdef Client client
+        cdef Py_ssize_t queued
         for client in list(self._clients.values()):
-            if not client.closed:
-                client.closed = True
+            if client.closed:
+                continue
+            client.closed = True
+            queued = client.sink.queued()
+            if queued > self.client_budget or client.skipped_from is not None:
+                client.sink.abort()
+            elif queued >= 0:
                 client.sink.close(code, reason)
 
     def abort_all(self):
