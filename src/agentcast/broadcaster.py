@@ -79,6 +79,7 @@ class Broadcaster:
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
         slow_consumer: Literal["close", "skip"] = "close",
+        transport: Literal["uvloop", "aiofastnet"] = "uvloop",
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -102,6 +103,7 @@ class Broadcaster:
             close_grace=close_grace,
             max_clients=max_clients,
             max_message_rate=max_message_rate,
+            transport=transport,
         )
         self._thread = LoopThread()
         self._core: Any = _NotRunning()
