@@ -10,6 +10,7 @@ import pytest
 import uvloop
 
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink, build_frame
+from clients import parse_frames
 from reference import ReferenceFanout, frame
 
 
@@ -94,18 +95,9 @@ def test_matches_reference_fanout(
     assert core.stats()["deliveries"] == sum(len(_frames(oracle.streams[cid])) for cid in ids)
 
 
-def _frames(stream: bytearray) -> list[bytes]:
-    out, pos = [], 0
-    while pos < len(stream):
-        n = stream[pos + 1] & 0x7F
-        pos += 2
-        if n == 126:
-            n, pos = int.from_bytes(stream[pos : pos + 2], "big"), pos + 2
-        elif n == 127:
-            n, pos = int.from_bytes(stream[pos : pos + 8], "big"), pos + 8
-        out.append(bytes(stream[pos : pos + n]))
-        pos += n
-    return out
+def _frames(stream: bytearray | None) -> list[bytes]:
+    assert stream is not None
+    return [payload for _, payload in parse_frames(bytes(stream))]
 
 
 def test_publishes_between_ticks_cause_one_wakeup(loop: uvloop.Loop) -> None:
