@@ -118,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if args.log_level != "DEBUG":  # picows logs every connect and disconnect at INFO
+        logging.getLogger("picows").setLevel(logging.WARNING)
     if args.command == "client":
         return run_client(args.url, args.agent_id, args.retries, args.backoff)
     if args.command == "bench":
