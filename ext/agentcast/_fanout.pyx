@@ -492,10 +492,6 @@ cdef class FanoutCore:
     def client_ids(self):
         return list(self._clients)
 
-    def channels_of(self, long long client_id):
-        cdef Client client = self._clients.get(client_id)
-        return None if client is None else client.group.channels
-
     cpdef close_client(self, long long client_id, int code, str reason):
         """Stop writing to one client and close it with ``code`` after what it already has."""
         cdef Client client = self._clients.get(client_id)
