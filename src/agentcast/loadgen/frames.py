@@ -19,6 +19,17 @@ import time
 from array import array
 
 
+def read_header(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int] | None:
+    """(header size, payload length) of the server frame at ``pos``; None if its header
+    is cut off by ``end`` (the caller guarantees its first two bytes are there)."""
+    length = data[pos + 1]
+    if length < 126:
+        return 2, length
+    if length == 126:
+        return (4, data[pos + 2] << 8 | data[pos + 3]) if pos + 4 <= end else None
+    return (10, int.from_bytes(data[pos + 2 : pos + 10], "big")) if pos + 10 <= end else None
+
+
 def count_frames(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     """Count the frames whose headers are complete in ``data[pos:end]``.
 
@@ -28,19 +39,10 @@ def count_frames(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]
     """
     frames = 0
     while pos + 2 <= end:
-        length = data[pos + 1]
-        if length < 126:
-            header = 2
-        elif length == 126:
-            header = 4
-            if pos + 4 > end:
-                break
-            length = data[pos + 2] << 8 | data[pos + 3]
-        else:
-            header = 10
-            if pos + 10 > end:
-                break
-            length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+        parsed = read_header(data, pos, end)
+        if parsed is None:
+            break
+        header, length = parsed
         size = header + length
         if not frames:  # first frame of the read: try the fast path once
             run = (end - pos) // size
@@ -115,18 +117,10 @@ class StampCounter(FrameCounter):
         buffer += memoryview(data)[:end]
         pos, size = 0, len(buffer)
         while pos + 2 <= size:
-            length = buffer[pos + 1]
-            header = 2
-            if length == 126:
-                header = 4
-                if pos + 4 > size:
-                    break
-                length = buffer[pos + 2] << 8 | buffer[pos + 3]
-            elif length == 127:
-                header = 10
-                if pos + 10 > size:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+            parsed = read_header(buffer, pos, size)
+            if parsed is None:
+                break
+            header, length = parsed
             start, pos_next = pos + header, pos + header + length
             if pos_next > size:
                 break
