@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+import orjson
 import uvloop
 import websockets
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
@@ -115,3 +116,31 @@ def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((opcode, data[pos : pos + length]))
         pos += length
     return frames
+
+
+FINAL = {"agent_response_end", "agent_response_error", "command_response", "server_error"}
+# What the demo agent answers to one user message, frame by frame.
+DEMO_STEP = [
+    "agent_response_start",
+    "agent_response",
+    "agent_response",
+    "agent_response",
+    "agent_response_end",
+]
+
+
+async def memgpt_exchange(websocket: Any, payload: Any) -> list[dict[str, Any]]:
+    """What MemGPT's example client does: send one JSON message, read until a final type."""
+    await websocket.send(
+        payload if isinstance(payload, (str, bytes)) else orjson.dumps(payload).decode()
+    )
+    replies = []
+    while True:
+        reply = orjson.loads(await websocket.recv())
+        replies.append(reply)
+        if reply["type"] in FINAL:
+            return replies
+
+
+def user_message(text: str, agent_id: str | None = "a1") -> dict[str, Any]:
+    return {"type": "user_message", "message": text, "agent_id": agent_id}

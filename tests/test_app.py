@@ -11,13 +11,22 @@ from typing import Any
 import orjson
 import pytest
 import websockets
+from picows import WSMsgType, ws_connect
 
+from agentcast import protocol
 from agentcast.app import AgentServer
 from agentcast.backends import DemoAgentServer
+from agentcast.client import _Stream
 from agentcast.interface import AsyncWebSocketInterface, SyncWebSocketInterface
-from clients import run, wait_for, websockets_clients
-
-FINAL = {"agent_response_end", "agent_response_error", "command_response", "server_error"}
+from clients import (
+    DEMO_STEP,
+    Collector,
+    memgpt_exchange,
+    run,
+    user_message,
+    wait_for,
+    websockets_clients,
+)
 
 
 @pytest.fixture
@@ -35,23 +44,6 @@ def server_factory() -> Iterator[Callable[..., AgentServer]]:
         server.stop()
 
 
-async def memgpt_exchange(websocket: Any, payload: Any) -> list[dict[str, Any]]:
-    """What MemGPT's example client does: send one JSON message, read until a final type."""
-    await websocket.send(
-        payload if isinstance(payload, (str, bytes)) else orjson.dumps(payload).decode()
-    )
-    replies = []
-    while True:
-        reply = orjson.loads(await websocket.recv())
-        replies.append(reply)
-        if reply["type"] in FINAL:
-            return replies
-
-
-def user_message(text: str, agent_id: str | None = "a1") -> dict[str, Any]:
-    return {"type": "user_message", "message": text, "agent_id": agent_id}
-
-
 def test_memgpt_example_client_gets_start_messages_end_every_time(
     server_factory: Callable[..., AgentServer],
 ) -> None:
@@ -61,13 +53,7 @@ def test_memgpt_example_client_gets_start_messages_end_every_time(
         async with websockets.connect(f"ws://127.0.0.1:{server.port}") as websocket:
             for i in range(30):
                 replies = await memgpt_exchange(websocket, user_message(f"hello {i}"))
-                assert [r["type"] for r in replies] == [
-                    "agent_response_start",
-                    "agent_response",
-                    "agent_response",
-                    "agent_response",
-                    "agent_response_end",
-                ]
+                assert [r["type"] for r in replies] == DEMO_STEP
                 assert [r.get("message_type") for r in replies[1:4]] == [
                     "internal_monologue",
                     "function_message",
@@ -216,10 +202,6 @@ def test_invalid_utf8_text_frame_is_named(server_factory: Callable[..., AgentSer
     server = server_factory()
 
     async def scenario() -> None:
-        from picows import WSMsgType, ws_connect
-
-        from clients import Collector
-
         transport, listener = await ws_connect(Collector, f"ws://127.0.0.1:{server.port}/")
         transport.send(WSMsgType.TEXT, b'"\xff\xfe"')
         await wait_for(lambda: len(listener.messages) == 1)
@@ -426,9 +408,6 @@ def test_resume_older_than_history_gets_the_gap_notice(
 def test_client_resumes_the_agent_stream_after_a_reconnect(
     server_factory: Callable[..., AgentServer], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agentcast import protocol
-    from agentcast.client import _Stream
-
     server = server_factory()
     url = f"ws://127.0.0.1:{server.port}"
     stream = _Stream("demo")

@@ -9,11 +9,22 @@ import threading
 from collections.abc import Callable
 
 import orjson
+import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from picows import WSMsgType, ws_connect
 
 from agentcast import Broadcaster
-from clients import picows_clients, run, wait_for
+from agentcast.app import AgentServer
+from clients import (
+    DEMO_STEP,
+    Collector,
+    memgpt_exchange,
+    picows_clients,
+    run,
+    user_message,
+    wait_for,
+)
 
 THREADS = 8
 PER_THREAD = 5_000
@@ -86,8 +97,6 @@ raw_chunks = st.binary(min_size=1, max_size=64)
 
 def test_hostile_input_never_hurts_the_control_client() -> None:
     """Random bytes, JSON, truncated/oversized/fragmented frames over many connections."""
-    from agentcast.app import AgentServer
-
     server = AgentServer(port=0, max_message_size=4096).start()
     url = f"ws://127.0.0.1:{server.port}/"
     rss: list[int] = []
@@ -107,12 +116,9 @@ def test_hostile_input_never_hurts_the_control_client() -> None:
     assert max(rss[half:]) - max(rss[:half]) < 20 * 1024, rss
 
 
-async def _attack(url: str, payloads: list[bytes], garbage: bytes, oversize: bool, server) -> None:
-    import websockets
-    from picows import WSMsgType, ws_connect
-
-    from clients import Collector
-
+async def _attack(
+    url: str, payloads: list[bytes], garbage: bytes, oversize: bool, server: AgentServer
+) -> None:
     host, port = url.split("//")[1].rstrip("/").split(":")
     # 1. raw garbage on a TCP connection that never completes a handshake
     _reader, writer = await asyncio.open_connection(host, int(port))
@@ -132,17 +138,6 @@ async def _attack(url: str, payloads: list[bytes], garbage: bytes, oversize: boo
     await transport.wait_disconnected()
     # 3. the control client is served correctly throughout
     async with websockets.connect(url) as control:
-        await control.send(
-            orjson.dumps({"type": "user_message", "message": "ok?", "agent_id": "c"}).decode()
-        )
-        replies = []
-        while not replies or replies[-1]["type"] != "agent_response_end":
-            replies.append(orjson.loads(await asyncio.wait_for(control.recv(), 5)))
-        assert [r["type"] for r in replies] == [
-            "agent_response_start",
-            "agent_response",
-            "agent_response",
-            "agent_response",
-            "agent_response_end",
-        ]
+        replies = await asyncio.wait_for(memgpt_exchange(control, user_message("ok?", "c")), 5)
+        assert [r["type"] for r in replies] == DEMO_STEP
     await wait_for(lambda: server.hub.client_count == 0, 5, "attackers gone")
