@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
 from agentcast._ext import FanoutCore, MemorySink, build_frame
 from agentcast.loadgen.messages import MESSAGE_BYTES, message
@@ -18,16 +19,18 @@ PAYLOAD = orjson.dumps(message(0))
 FRAME_BYTES = len(build_frame(PAYLOAD))
 TICK_MESSAGES = 64
 TICK_CLIENTS = 1000
+CHANNELS = 100
+CHANNEL_CLIENTS = 10
 
 
 def _noop(*_: object) -> None:
     """Wake-ups and callbacks go nowhere: the benchmark calls ``tick`` itself."""
 
 
-def make_core() -> FanoutCore:
+def make_core(**options: object) -> FanoutCore:
     """A core on a stand-in loop: only ``time``, ``call_soon`` and ``call_soon_threadsafe``."""
     loop = SimpleNamespace(call_soon=_noop, call_soon_threadsafe=_noop, time=lambda: 0.0)
-    return FanoutCore(loop, wake=_noop)
+    return FanoutCore(loop, wake=_noop, **options)
 
 
 def test_build_frame(benchmark):
@@ -51,7 +54,8 @@ def test_publish_json_enqueue(benchmark):
 
 
 def test_tick_fanout(benchmark):
-    core = make_core()
+    """64 broadcasts to 1,000 clients: 64,000 deliveries, no channel, no seq, no history."""
+    core = make_core(max_batch_bytes=1 << 30)
     sinks = [MemorySink(keep=False) for _ in range(TICK_CLIENTS)]
     for sink in sinks:
         core.add_client(sink)
@@ -64,3 +68,35 @@ def test_tick_fanout(benchmark):
     assert core.stats()["pending"] == 0
     assert all(sink.received == sink.writes * TICK_MESSAGES * FRAME_BYTES for sink in sinks)
     benchmark.extra_info["deliveries_per_tick"] = TICK_CLIENTS * TICK_MESSAGES
+
+
+@pytest.mark.parametrize("features", ["off", "on"])
+def test_tick_channel_features(benchmark, features):
+    """What channels, ``seq`` and history cost the core per message.
+
+    Both sides route 6,400 messages to 10 clients each (64,000 deliveries a
+    tick). "off": 10 clients, plain broadcasts. "on": 100 channels of 10
+    clients each, every message stamped with its channel's ``seq`` and kept in
+    its history (the defaults), 64 per channel.
+    """
+    core = make_core(max_batch_bytes=1 << 30)
+    clients = CHANNEL_CLIENTS * (CHANNELS if features == "on" else 1)
+    sinks = [MemorySink(keep=False) for _ in range(clients)]
+    for index, sink in enumerate(sinks):
+        client_id = core.add_client(sink)
+        if features == "on":
+            core.subscribe(client_id, index % CHANNELS)
+    core.flush()
+    targets = list(range(CHANNELS)) if features == "on" else [None] * CHANNELS
+
+    def queue_messages() -> None:
+        for _ in range(TICK_MESSAGES):
+            for channel in targets:
+                core.publish_json(PAYLOAD, channel)
+
+    benchmark.pedantic(core.tick, setup=queue_messages, rounds=300, warmup_rounds=10)
+    assert core.stats()["pending"] == 0
+    assert sum(sink.writes for sink in sinks) == clients * 310
+    if features == "on":
+        assert core.channel_info(0)["last_seq"] == 310 * TICK_MESSAGES
+    benchmark.extra_info["deliveries_per_tick"] = CHANNELS * TICK_MESSAGES * CHANNEL_CLIENTS

@@ -46,7 +46,9 @@ cdef class Channel:
     cdef readonly object name
     cdef readonly unsigned long long last_seq
     cdef readonly unsigned long long first_seq    # seq of history[0]
-    cdef object history                           # deque of built frames
+    cdef list ring                                # built frames; ring[head] has first_seq
+    cdef Py_ssize_t head
+    cdef Py_ssize_t count
     cdef Py_ssize_t history_bytes
     cdef Py_ssize_t max_frames
     cdef Py_ssize_t max_bytes
@@ -57,6 +59,8 @@ cdef class Channel:
     cdef unsigned long long seq_before(self, unsigned long long tick) noexcept
     cdef bytes stamp(self, bytes payload, unsigned long long tick)
     cdef int _remember(self, bytes frame) except -1
+    cdef int _grow(self) except -1
+    cdef void _forget_oldest(self) noexcept
     cdef list frames_after(self, unsigned long long since)
 
 
@@ -86,6 +90,8 @@ cdef class FanoutCore:
         object _wake
         object _tick_cb
         object _queue
+        object _queue_append
+        object _queue_popleft
         object _dumps
         object _default
         bint _wake_pending

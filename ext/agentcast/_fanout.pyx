@@ -13,12 +13,10 @@ whose queued bytes exceed ``client_budget`` is closed with 1013.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdio cimport snprintf
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
 import collections
-import itertools
 import logging
 
 import orjson
@@ -224,12 +222,32 @@ cdef class CallbackSink(Sink):
         return 0
 
 
+cdef inline Py_ssize_t write_decimal(char* out, unsigned long long n) noexcept nogil:
+    """``n`` in decimal at ``out`` (at most 20 digits); returns the digit count."""
+    cdef char digits[20]
+    cdef Py_ssize_t count = 0, i
+    while True:
+        digits[count] = <char>(48 + n % 10)
+        count += 1
+        n //= 10
+        if n == 0:
+            break
+    for i in range(count):
+        out[i] = digits[count - 1 - i]
+    return count
+
+
 cdef class Channel:
-    """A channel's sequence counter and its bounded history of built frames."""
+    """A channel's sequence counter and its bounded history of built frames.
+
+    The history is a ring over a list (slot ``head`` holds seq ``first_seq``):
+    a frame is kept with two pointer stores, no Python method call. The ring
+    doubles up to ``max_frames`` as needed, so a quiet channel stays small.
+    """
 
     def __cinit__(self, object name, Py_ssize_t max_frames, Py_ssize_t max_bytes):
         self.name = name
-        self.history = collections.deque()
+        self.ring = []
         self.first_seq = 1
         self.max_frames = max_frames
         self.max_bytes = max_bytes
@@ -253,8 +271,14 @@ cdef class Channel:
         self.last_seq += 1
         body = size
         if size >= 2 and data[0] == b'{' and data[size - 1] == b'}':
-            extra = snprintf(suffix, MAX_SEQ_SUFFIX, ',"seq":%llu}' if size > 2 else '"seq":%llu}',
-                             self.last_seq)
+            if size > 2:
+                suffix[0] = b','
+                extra = 1
+            memcpy(suffix + extra, b'"seq":', 6)
+            extra += 6
+            extra += write_decimal(suffix + extra, self.last_seq)
+            suffix[extra] = b'}'
+            extra += 1
             body = size - 1 + extra
         hl = write_header(header, body)
         frame = PyBytes_FromStringAndSize(NULL, hl + body)
@@ -269,27 +293,57 @@ cdef class Channel:
         return frame
 
     cdef int _remember(self, bytes frame) except -1:
+        cdef Py_ssize_t slot
         if self.max_frames <= 0:
             self.first_seq = self.last_seq + 1
             return 0
-        self.history.append(frame)
+        if self.count == len(self.ring):
+            if self.count < self.max_frames:
+                self._grow()
+            else:
+                self._forget_oldest()
+        slot = self.head + self.count
+        if slot >= len(self.ring):
+            slot -= len(self.ring)
+        self.ring[slot] = frame
+        self.count += 1
         self.history_bytes += PyBytes_GET_SIZE(frame)
-        while self.history and (len(self.history) > self.max_frames
-                                or self.history_bytes > self.max_bytes):
-            self.history_bytes -= PyBytes_GET_SIZE(self.history.popleft())
-            self.first_seq += 1
+        while self.count and self.history_bytes > self.max_bytes:
+            self._forget_oldest()
         return 0
 
+    cdef int _grow(self) except -1:
+        cdef list frames = self.frames_after(self.first_seq - 1)
+        cdef Py_ssize_t capacity = min(self.max_frames, max(16, 2 * len(self.ring)))
+        self.ring = frames + [None] * (capacity - len(frames))
+        self.head = 0
+        return 0
+
+    cdef void _forget_oldest(self) noexcept:
+        self.history_bytes -= PyBytes_GET_SIZE(<bytes>self.ring[self.head])
+        self.ring[self.head] = None
+        self.head += 1
+        if self.head == len(self.ring):
+            self.head = 0
+        self.count -= 1
+        self.first_seq += 1
+
     cdef list frames_after(self, unsigned long long since):
-        """History frames with seq > ``since`` (those still kept)."""
-        cdef Py_ssize_t start = 0
+        """History frames with seq > ``since`` (those still kept), oldest first."""
+        cdef Py_ssize_t start = 0, i, slot
+        cdef list frames = []
         if since + 1 > self.first_seq:
             start = <Py_ssize_t>(since + 1 - self.first_seq)
-        return list(itertools.islice(self.history, start, None))
+        for i in range(start, self.count):
+            slot = self.head + i
+            if slot >= len(self.ring):
+                slot -= len(self.ring)
+            frames.append(self.ring[slot])
+        return frames
 
     def info(self):
         return {"last_seq": self.last_seq, "first_seq": self.first_seq,
-                "frames": len(self.history), "bytes": self.history_bytes}
+                "frames": self.count, "bytes": self.history_bytes}
 
 
 cdef class Group:
@@ -359,6 +413,9 @@ cdef class FanoutCore:
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
         self._queue = collections.deque()
+        # Bound once: a deque method looked up by name per message costs more than the rest.
+        self._queue_append = self._queue.append
+        self._queue_popleft = self._queue.popleft
         self._dumps = orjson.dumps
         self._default = default
         self.client_budget = client_budget
@@ -379,7 +436,7 @@ cdef class FanoutCore:
     # ---- any thread ---------------------------------------------------------
 
     cdef int _enqueue(self, tuple item) except -1:
-        self._queue.append(item)
+        self._queue_append(item)
         if not self._wake_pending:
             self._wake_pending = True
             self.n_wakeups += 1
@@ -548,7 +605,7 @@ cdef class FanoutCore:
         self.n_ticks += 1
         try:
             while queue and self._tick_bytes < self.max_batch_bytes:
-                item = queue.popleft()
+                item = self._queue_popleft()
                 op = item[0]
                 if op == OP_PUBLISH:
                     self._route(item[1], item[2])
