@@ -62,10 +62,31 @@ def test_latency_reports_percentiles_and_no_loss(tmp_path: Path) -> None:
     assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
 
 
+def test_headroom_with_a_paced_agentcast_reports_latency_too(tmp_path: Path) -> None:
+    out = tmp_path / "headroom.json"
+    spec = "agentcast:flush_interval=0.01"
+    result = bench(
+        "--servers", f"agentcast,{spec}", "--clients", "12", "--workload", "headroom",
+        "--rate", "200", "--duration", "0.5", "--rounds", "1", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cells = results(out)
+    assert set(cells) == {("agentcast", 12), (spec, 12)}
+    for cell in cells.values():
+        summary = cell["summary"]
+        assert cell["error"] is None and summary["lost"] == 0
+        assert summary["headroom"] > 0
+        assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert spec in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
         (["--servers", "agentcast,nginx"], "unknown server 'nginx'"),
+        (["--servers", "websockets:flush_interval=1"], "websockets does not take 'flush_interval'"),
+        (["--servers", "agentcast:flush_interval=soon"], "flush_interval must be float"),
+        (["--servers", "agentcast:pings=1"], "takes flush_interval, max_batch_bytes"),
         (["--clients", "10,0"], "must be at least 1"),
         (["--clients", "ten"], "expected counts like"),
         (["--workload", "soak"], "invalid choice"),

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from agentcast.loadgen.harness import CpuPlan, plan_cpus, raise_fd_limit
-from agentcast.loadgen.peers import NAMES
+from agentcast.loadgen.peers import NAMES, parse_spec
 from agentcast.loadgen.workloads import WORKLOADS, Settings, Workload
 
 FD_MARGIN = 128  # descriptors a process needs besides its clients' sockets
@@ -43,13 +43,13 @@ def _size(text: str) -> int:
 
 
 def _servers(text: str) -> list[str]:
-    names = list(dict.fromkeys(name.strip() for name in text.split(",")))
-    unknown = [name for name in names if name not in NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown server {','.join(unknown)!r}; choose from {','.join(NAMES)}"
-        )
-    return names
+    specs = list(dict.fromkeys(spec.strip() for spec in text.split(",")))
+    for spec in specs:
+        try:
+            parse_spec(spec)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return specs
 
 
 def _client_counts(text: str) -> list[int]:
@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--servers",
         type=_servers,
         default=None,
-        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets)",
+        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets);"
+        " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536",
     )
     parser.add_argument("--clients", type=_client_counts, default=[10, 100, 1000], help="sweep")
     parser.add_argument("--messages", type=_positive_int, default=2000, help="per burst")

@@ -39,6 +39,9 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "headroom": [
         ("headroom", "agent headroom", "{:.0%}"),
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("max_ms", "max ms", "{:,.2f}"),
         ("lost", "lost", "{:,.0f}"),
         ("receiver_cpu", "recv CPU", "{:.0%}"),
     ],

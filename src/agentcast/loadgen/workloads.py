@@ -88,6 +88,17 @@ def burst(
         return _repeat(settings, lambda: round_of(settings.messages), done)
 
 
+def _latency_ms(latencies: list[float]) -> Round:
+    """p50, p99, p99.9 and max of the sampled publish-to-receive latencies, in ms."""
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": _percentile(ordered, 0.5) * 1e3,
+        "p99_ms": _percentile(ordered, 0.99) * 1e3,
+        "p999_ms": _percentile(ordered, 0.999) * 1e3,
+        "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
+    }
+
+
 def latency(
     peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
 ) -> list[Round]:
@@ -106,13 +117,9 @@ def latency(
             )
             session.published(count)
             delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
-            ordered = sorted(session.latencies())
             elapsed = max(delivery.last_frame_at - started, settings.duration)
             return {
-                "p50_ms": _percentile(ordered, 0.5) * 1e3,
-                "p99_ms": _percentile(ordered, 0.99) * 1e3,
-                "p999_ms": _percentile(ordered, 0.999) * 1e3,
-                "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
+                **_latency_ms(session.latencies()),
                 "lost": lost,
                 "receiver_cpu": delivery.cpu_seconds / elapsed,
             }
@@ -170,11 +177,13 @@ def headroom(
     """An agent thread's work rate while ``rate`` messages/s fan out, over its idle rate.
 
     Both rates are taken in the server's process with the clients connected;
-    the idle one first, for at most ``IDLE_AGENT_SECONDS``.
+    the idle one first, for at most ``IDLE_AGENT_SECONDS``. The latency of the
+    same messages is sampled as in ``latency``: what the agent's work costs
+    the clients, and what the fan-out costs the agent, in one measurement.
     """
     idle_seconds = min(settings.duration, IDLE_AGENT_SECONDS)
     with Session(peer, plan) as session:
-        session.connect(clients, nap=False)
+        session.connect(clients, sample_every=LATENCY_SAMPLE_EVERY, nap=False)
 
         def one_round() -> Round:
             idle = session.server.call("agent_rate", idle_seconds, timeout=SERVER_GRACE)
@@ -191,6 +200,7 @@ def headroom(
             elapsed = max(delivery.last_frame_at - started, settings.duration)
             return {
                 "headroom": busy / idle,
+                **_latency_ms(session.latencies()),
                 "lost": lost,
                 "receiver_cpu": delivery.cpu_seconds / elapsed,
             }

@@ -26,6 +26,12 @@ _REGISTRY = {
 }
 NAMES = tuple(_REGISTRY)
 
+# Settings a server spec may carry ("agentcast:flush_interval=0.02"): agentcast's own knobs,
+# so that a run can set two configurations of it side by side.
+SETTINGS: dict[str, dict[str, type]] = {
+    "agentcast": {"flush_interval": float, "max_batch_bytes": int, "release_gil": int},
+}
+
 
 class Peer(Protocol):
     """A server under test, as its publisher thread sees it."""
@@ -46,8 +52,33 @@ class PeerUnavailable(Exception):
     """The peer's library cannot be imported here: it is skipped, not failed."""
 
 
-def create(name: str) -> Peer:
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"agentcast:flush_interval=0.02"`` -> ``("agentcast", {"flush_interval": 0.02})``.
+
+    Raises ValueError naming what is wrong: an unknown server, or a setting
+    that server does not take, or a value of the wrong type.
+    """
+    name, *assignments = spec.split(":")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown server {name!r}; choose from {','.join(NAMES)}")
+    allowed = SETTINGS.get(name, {})
+    settings: dict[str, Any] = {}
+    for assignment in assignments:
+        key, _, text = assignment.partition("=")
+        if key not in allowed:
+            takes = ", ".join(allowed) or "no settings"
+            raise ValueError(f"{name} does not take {key!r} (it takes {takes})")
+        try:
+            settings[key] = allowed[key](text)
+        except ValueError:
+            kind = allowed[key].__name__
+            raise ValueError(f"{name}: {key} must be {kind}, not {text!r}") from None
+    return name, settings
+
+
+def create(spec: str) -> Peer:
     """A new, not yet started peer; ``PeerUnavailable`` when its library is missing."""
+    name, settings = parse_spec(spec)
     module_name, class_name = _REGISTRY[name]
     try:
         module = importlib.import_module(f"{__name__}.{module_name}")
@@ -55,4 +86,4 @@ def create(name: str) -> Peer:
         raise PeerUnavailable(
             f"{name} is not available here ({exc}); pip install 'agentcast[bench]'"
         ) from exc
-    return cast(Peer, getattr(module, class_name)())
+    return cast(Peer, getattr(module, class_name)(**settings))

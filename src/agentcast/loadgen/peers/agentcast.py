@@ -1,4 +1,4 @@
-"""agentcast itself: a ``Broadcaster`` with its defaults, except pings."""
+"""agentcast itself: a ``Broadcaster`` with its defaults, except pings and what the spec sets."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from agentcast.loadgen.peers import HOST
 class AgentcastPeer:
     """``hub.publish`` from the publisher thread; the hub fans out on its own uvloop thread."""
 
-    def __init__(self) -> None:
-        self.hub = Broadcaster(HOST, port=0, ping_interval=0)
+    def __init__(self, **settings: Any) -> None:
+        self.hub = Broadcaster(HOST, port=0, ping_interval=0, **settings)
 
     def start(self) -> int:
         return self.hub.start().port
