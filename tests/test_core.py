@@ -300,3 +300,55 @@ def test_close_all_aborts_clients_over_budget(loop: uvloop.Loop) -> None:
     core.close_all(1001, "bye")
     assert behind.aborted and behind.close_code == 0
     assert not fine.aborted and (fine.close_code, fine.close_reason) == (1001, "bye")
+
+
+def _stamped(seq: int) -> tuple[int, bytes]:
+    """A frame as a backplane numbers it: the seq is already in the JSON."""
+    return seq, orjson.dumps({"n": seq, "seq": seq})
+
+
+def test_accepted_frames_are_kept_deduplicated_and_gaps_announced(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), history_size=100)
+    sink = MemorySink()
+    client = core.add_client(sink)
+    core.subscribe(client, "c")
+    core.accept("c", [_stamped(5), _stamped(6)])  # a late joiner: the channel starts at 5
+    core.accept("c", [_stamped(6), _stamped(7)])  # 6 again: dropped
+    core.accept("c", [_stamped(10)])  # 8 and 9 never came
+    drain(core)
+    received = [orjson.loads(f) for f in _frames(sink.data)]
+    assert [m.get("seq") for m in received] == [5, 6, 7, None, 10]
+    gap = received[3]
+    assert gap["code"] == "history_gap" and (gap["from_seq"], gap["to_seq"]) == (8, 9)
+    assert core.stats()["duplicates"] == 1 and core.stats()["gaps"] == 1
+    kept = len(frame(_stamped(10)[1]))
+    assert core.channel_info("c") == {"last_seq": 10, "first_seq": 10, "frames": 1, "bytes": kept}
+
+    late = MemorySink()
+    core.subscribe(core.add_client(late), "c", since=9)  # resume from the accepted history
+    drain(core)
+    assert [orjson.loads(f)["seq"] for f in _frames(late.data)] == [10]
+
+
+def test_restart_forgets_history_and_tells_subscribers(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    sink = MemorySink()
+    core.subscribe(core.add_client(sink), "c")
+    core.accept("c", [_stamped(1), _stamped(2)])
+    core.restart("c")
+    core.accept("c", [_stamped(1)])  # numbering starts again: not a duplicate
+    drain(core)
+    received = [orjson.loads(f) for f in _frames(sink.data)]
+    assert [m.get("seq") for m in received] == [1, 2, None, 1]
+    assert received[2]["restarted"] is True and received[2]["from_seq"] == 3
+    assert core.channel_info("c")["last_seq"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "frames", [[(0, b"{}")], [(1, "text")], [(1,)], ["x"]], ids=["seq0", "str", "short", "str-item"]
+)
+def test_accept_refuses_bad_frames_in_the_callers_thread(loop: uvloop.Loop, frames: list) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    with pytest.raises((ValueError, TypeError)):
+        core.accept("c", frames)
+    assert core.pending == 0

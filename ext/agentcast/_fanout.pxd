@@ -55,9 +55,13 @@ cdef class Channel:
 
     cdef unsigned long long tick_base             # last_seq when this tick began
     cdef unsigned long long stamped_tick
+    cdef bint started                             # accepted a backplane frame
 
     cdef unsigned long long seq_before(self, unsigned long long tick) noexcept
     cdef bytes stamp(self, bytes payload, unsigned long long tick)
+    cdef void _note_tick(self, unsigned long long tick) noexcept
+    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1
+    cdef int restart(self, unsigned long long last_seq) except -1
     cdef int _remember(self, bytes frame) except -1
     cdef int _grow(self) except -1
     cdef void _forget_oldest(self) noexcept
@@ -127,6 +131,8 @@ cdef class FanoutCore:
         unsigned long long n_write_errors
         unsigned long long n_skip_episodes
         unsigned long long n_skipped_frames
+        unsigned long long n_duplicates
+        unsigned long long n_gaps
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -134,6 +140,8 @@ cdef class FanoutCore:
     cpdef send_json(self, long long client_id, bytes payload)
     cpdef subscribe(self, long long client_id, object channel, object since=*)
     cpdef unsubscribe(self, long long client_id, object channel)
+    cpdef accept(self, object channel, list frames)
+    cpdef restart(self, object channel)
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
     cpdef close_client(self, long long client_id, int code, str reason)
@@ -150,6 +158,11 @@ cdef class FanoutCore:
     cdef int _move(self, Client client, frozenset channels) except -1
     cdef int _diverge(self, Client client) except -1
     cdef int _route(self, object channel, bytes payload) except -1
+    cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,
+                  const char* data, Py_ssize_t size) except -1
+    cdef int _accept(self, object channel, list frames) except -1
+    cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
+    cdef int _restart(self, object channel) except -1
     cdef int _route_direct(self, long long client_id, bytes payload) except -1
     cdef int _write_round(self) except -1
     cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,

@@ -47,6 +47,8 @@ cdef enum:
     OP_SUBSCRIBE = 2
     OP_UNSUBSCRIBE = 3
     OP_RESUME = 4
+    OP_ACCEPT = 5
+    OP_RESTART = 6
     MAX_HEADER = 10
     MAX_SEQ_SUFFIX = 32
     SHRINK_ABOVE = 4 * 1024 * 1024
@@ -98,7 +100,8 @@ cdef int buf_reserve(Buffer* b, Py_ssize_t extra) except -1:
 cdef int buf_append_frame(Buffer* b, const unsigned char* header, Py_ssize_t header_size,
                           const char* payload, Py_ssize_t size) except -1:
     buf_reserve(b, header_size + size)
-    memcpy(b.data + b.size, header, header_size)
+    if header_size:
+        memcpy(b.data + b.size, header, header_size)
     memcpy(b.data + b.size + header_size, payload, size)
     b.size += header_size + size
     return 0
@@ -265,9 +268,7 @@ cdef class Channel:
         cdef Py_ssize_t extra = 0, body, hl
         cdef bytes frame
         cdef char* out
-        if self.stamped_tick != tick:
-            self.stamped_tick = tick
-            self.tick_base = self.last_seq
+        self._note_tick(tick)
         self.last_seq += 1
         body = size
         if size >= 2 and data[0] == b'{' and data[size - 1] == b'}':
@@ -291,6 +292,28 @@ cdef class Channel:
             memcpy(out + hl, data, size)
         self._remember(frame)
         return frame
+
+    cdef void _note_tick(self, unsigned long long tick) noexcept:
+        if self.stamped_tick != tick:
+            self.stamped_tick = tick
+            self.tick_base = self.last_seq
+
+    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1:
+        """Keep a frame numbered elsewhere (a backplane): ``seq`` must be ``last_seq + 1``."""
+        self._note_tick(tick)
+        self.last_seq = seq
+        self._remember(frame)
+        return 0
+
+    cdef int restart(self, unsigned long long last_seq) except -1:
+        """Forget the history; the next frame kept will be ``last_seq + 1``."""
+        cdef Py_ssize_t i
+        for i in range(len(self.ring)):
+            self.ring[i] = None
+        self.head = self.count = self.history_bytes = 0
+        self.last_seq = self.tick_base = last_seq
+        self.first_seq = last_seq + 1
+        return 0
 
     cdef int _remember(self, bytes frame) except -1:
         cdef Py_ssize_t slot
@@ -484,6 +507,42 @@ cdef class FanoutCore:
         else:
             self._enqueue((OP_RESUME, client_id, (channel, <unsigned long long>since)))
 
+    cpdef accept(self, object channel, list frames):
+        """Queue frames numbered elsewhere (a backplane): ``[(seq, payload), ...]`` in seq order,
+        each payload's JSON already carrying its ``"seq"``.
+
+        In queue order each is kept in the channel's history and sent to its
+        subscribers. A seq already seen is dropped (counted as ``duplicates``).
+        The first frame a channel ever gets sets where it starts; after that a
+        jump in seq sends the subscribers a ``history_gap`` notice first.
+        """
+        cdef object seq, payload
+        if channel is None:
+            raise ValueError("channel must not be None")
+        hash(channel)
+        for seq, payload in frames:
+            if type(payload) is not bytes or seq < 1:
+                raise ValueError(f"frames must be (seq >= 1, bytes) pairs, not ({seq!r}, ...)")
+        self._enqueue((OP_ACCEPT, channel, frames))
+
+    cpdef restart(self, object channel):
+        """Queue: the channel's numbering starts again at 1 (its backplane lost its state).
+
+        Its history is forgotten and its subscribers get a ``history_gap`` notice.
+        """
+        if channel is None:
+            raise ValueError("channel must not be None")
+        hash(channel)
+        self._enqueue((OP_RESTART, channel, None))
+
+    def subscriber_count(self, object channel):
+        """Clients subscribed to ``channel`` now (loop thread)."""
+        cdef Group group
+        cdef Py_ssize_t count = 0
+        for group in self._channel_groups.get(channel, ()):
+            count += len(group.members)
+        return count
+
     cpdef unsubscribe(self, long long client_id, object channel):
         if channel is None:
             raise ValueError("channel must not be None")
@@ -518,6 +577,8 @@ cdef class FanoutCore:
             "channels": len(self._channels),
             "skip_episodes": self.n_skip_episodes,
             "skipped_frames": self.n_skipped_frames,
+            "duplicates": self.n_duplicates,
+            "gaps": self.n_gaps,
         }
 
     def channel_info(self, object channel):
@@ -613,6 +674,10 @@ cdef class FanoutCore:
                     self._route_direct(item[1], item[2])
                 elif op == OP_RESUME:
                     self._resume(item[1], item[2][0], item[2][1])
+                elif op == OP_ACCEPT:
+                    self._accept(item[1], item[2])
+                elif op == OP_RESTART:
+                    self._restart(item[1])
                 else:
                     self._change_subscription(item[1], item[2], op == OP_SUBSCRIBE)
             self._write_round()
@@ -721,18 +786,22 @@ cdef class FanoutCore:
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
         cdef const char* data = PyBytes_AS_STRING(payload)
         cdef Py_ssize_t hl = write_header(header, size)
+        cdef bytes frame
+        self.n_published += 1
+        if channel is None:
+            return self._fan(channel, header, hl, data, size)
+        # Stamped once (seq + history); every group gets the same frame bytes.
+        frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
+        return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+
+    cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,
+                  const char* data, Py_ssize_t size) except -1:
+        """Append one frame (``header`` + ``data``) to every group and diverged client of
+        ``channel`` (None: everyone)."""
         cdef Group group
         cdef Client client
         cdef list groups
         cdef bint taken = False
-        cdef bytes frame
-        self.n_published += 1
-        if channel is not None:
-            # Stamped once (seq + history); every group gets the same frame bytes.
-            frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
-            data = PyBytes_AS_STRING(frame)
-            size = PyBytes_GET_SIZE(frame)
-            hl = 0
         groups = self._group_list if channel is None else self._channel_groups.get(channel)
         if groups is None:
             return 0
@@ -747,6 +816,47 @@ cdef class FanoutCore:
         if taken:
             self._tick_bytes += hl + size
         return 0
+
+    cdef int _accept(self, object channel, list frames) except -1:
+        cdef Channel state = self._channel(channel)
+        cdef unsigned long long seq
+        cdef bytes payload, frame
+        for seq, payload in frames:
+            if not state.started:
+                state.started = True
+                state.restart(seq - 1)
+            elif seq <= state.last_seq:
+                self.n_duplicates += 1
+                continue
+            elif seq != state.last_seq + 1:
+                self._announce_gap(channel, state, seq)
+            frame = build_frame(payload)
+            state.keep(seq, frame, self.n_ticks)
+            self.n_published += 1
+            self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+        return 0
+
+    cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1:
+        """Tell ``channel``'s subscribers that seqs before ``seq`` will never come."""
+        cdef bytes frame = build_frame(self._dumps({
+            "type": "server_error", "code": HISTORY_GAP, "agent_id": channel,
+            "message": f"messages {state.last_seq + 1} to {seq - 1} were lost by the backplane",
+            "from_seq": state.last_seq + 1, "to_seq": seq - 1, "first_seq": seq}))
+        self.n_gaps += 1
+        log.warning("channel %r: seqs %d..%d lost", channel, state.last_seq + 1, seq - 1)
+        state.restart(seq - 1)
+        return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+
+    cdef int _restart(self, object channel) except -1:
+        cdef Channel state = self._channel(channel)
+        cdef bytes frame = build_frame(self._dumps({
+            "type": "server_error", "code": HISTORY_GAP, "agent_id": channel,
+            "message": f"the backplane lost this channel's state after seq {state.last_seq}; "
+                       "numbering starts again at 1",
+            "from_seq": state.last_seq + 1, "first_seq": 1, "restarted": True}))
+        self.n_gaps += 1
+        state.restart(0)
+        return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _route_direct(self, long long client_id, bytes payload) except -1:
         cdef unsigned char header[MAX_HEADER]
