@@ -6,11 +6,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import uvloop
 
 from agentcast import Broadcaster
+from redis_server import RedisServer
 
 # uvloop opens a process-wide pipe with its first loop; open it before any fd is counted.
 uvloop.new_event_loop().close()
@@ -68,3 +70,11 @@ def hub_factory() -> Iterator[Callable[..., Broadcaster]]:
 @pytest.fixture
 def hub(hub_factory: Callable[..., Broadcaster]) -> Broadcaster:
     return hub_factory()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A persistent redis-server of this test's own, stopped at its end."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

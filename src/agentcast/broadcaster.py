@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
+import orjson
+
 from agentcast._ext import FanoutCore, Sink
 from agentcast.loop import LoopThread
 from agentcast.server import MessageHandler, ServerOptions, start_server
@@ -55,6 +57,13 @@ class Broadcaster:
     counter from 1, no gaps, in queue order) added to its JSON object, and the
     last ``history_size`` frames (at most ``history_bytes``) are kept, so a
     client can ``subscribe(..., since=N)`` after a reconnect and miss nothing.
+
+    With ``backplane="redis://host:port/db"`` every node started with the same
+    URL delivers every channel's messages to its own subscribers: Redis numbers
+    them (``seq`` is contiguous across nodes), keeps ``history_size`` of them
+    for ``since``, and announces them; channels are then strings (agent ids).
+    ``start`` raises if Redis cannot be reached; later outages are ridden out
+    (publishes wait in a queue of ``backplane_max_pending``, then catch up).
     """
 
     def __init__(
@@ -80,6 +89,8 @@ class Broadcaster:
         history_bytes: int = 1024 * 1024,
         slow_consumer: Literal["close", "skip"] = "close",
         transport: Literal["uvloop", "aiofastnet"] = "uvloop",
+        backplane: str | None = None,
+        backplane_max_pending: int = 100_000,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -105,8 +116,13 @@ class Broadcaster:
             max_message_rate=max_message_rate,
             transport=transport,
         )
+        self.backplane_url = backplane
+        self._backplane_max_pending = backplane_max_pending
+        self._default = default
         self._thread = LoopThread()
         self._core: Any = _NotRunning()
+        self._ops: Any = _NotRunning()  # the core, or the backplane in front of it
+        self._backplane: Any = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
 
@@ -127,7 +143,18 @@ class Broadcaster:
     async def _setup(self) -> int | None:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
-        self._core = core
+        self._core = self._ops = core
+        if self.backplane_url is not None:
+            from agentcast.backplane.redis import RedisBackplane  # needs the redis extra
+
+            backplane = RedisBackplane(
+                self.backplane_url,
+                core,
+                history_size=self._core_options["history_size"],
+                max_pending=self._backplane_max_pending,
+            )
+            await backplane.start()
+            self._backplane = self._ops = backplane
         if self._requested_port is None:
             return None
         self._server = await start_server(
@@ -144,7 +171,8 @@ class Broadcaster:
         clients still connected then are aborted. Calling it again does nothing.
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
-        self._core = _NotRunning()
+        self._core = self._ops = _NotRunning()
+        self._backplane = None
         self._server = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -152,6 +180,8 @@ class Broadcaster:
         core, server = self._core, self._server
         if server is not None:
             server.close()
+        if self._backplane is not None:
+            await self._backplane.stop(timeout / 2)
         core.flush()
         core.close_all(GOING_AWAY, SHUTDOWN_REASON)
         while core.client_count and time.monotonic() < deadline:
@@ -201,18 +231,21 @@ class Broadcaster:
 
     def publish(self, obj: Any, channel: Hashable | None = None) -> None:
         """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients (None: all)."""
-        self._core.publish(obj, channel)
+        if self._backplane is None:
+            self._core.publish(obj, channel)
+        else:
+            self._backplane.publish_json(orjson.dumps(obj, default=self._default), channel)
 
     def publish_json(self, data: bytes, channel: Hashable | None = None) -> None:
         """Queue already-serialized JSON bytes as they are, for ``channel``'s clients."""
-        self._core.publish_json(data, channel)
+        self._ops.publish_json(data, channel)
 
     def send(self, client_id: int, obj: Any) -> None:
         """Queue ``obj`` for one client, on the same ordered path as ``publish``."""
-        self._core.send(client_id, obj)
+        self._ops.send_json(client_id, orjson.dumps(obj, default=self._default))
 
     def send_json(self, client_id: int, data: bytes) -> None:
-        self._core.send_json(client_id, data)
+        self._ops.send_json(client_id, data)
 
     def subscribe(self, client_id: int, channel: Hashable, since: int | None = None) -> None:
         """From now on (in queue order), ``client_id`` receives ``channel``'s messages.
@@ -222,10 +255,10 @@ class Broadcaster:
         no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
         "first_seq": F, ...}`` and then everything from ``F``.
         """
-        self._core.subscribe(client_id, channel, since)
+        self._ops.subscribe(client_id, channel, since)
 
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
-        self._core.unsubscribe(client_id, channel)
+        self._ops.unsubscribe(client_id, channel)
 
     # ---- introspection -----------------------------------------------------
 
@@ -244,4 +277,7 @@ class Broadcaster:
         """Counters: published, deliveries, bytes, writes, dropped_clients, ... (see README)."""
         if isinstance(self._core, _NotRunning):
             return {}
-        return dict(self._core.stats())
+        stats = dict(self._core.stats())
+        if self._backplane is not None:
+            stats.update(self._backplane.stats())
+        return stats

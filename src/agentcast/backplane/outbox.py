@@ -1,0 +1,177 @@
+"""Publishes from any thread to Redis: pipelined batches, in order, exactly once.
+
+``put`` is what an agent's thread pays: one deque append and, at most once per
+batch, a wake-up of the event loop that owns the connection. The loop sends
+everything queued as one pipeline of script calls; Redis runs a connection's
+commands in order, so each publisher's messages keep its order. A batch that
+fails (broker down, reply lost) is sent again after a backoff: the script
+skips indexes it already applied, so a retry never doubles a message. While
+the broker is away the queue is bounded: beyond ``max_pending`` a publish is
+dropped, counted and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from agentcast.backplane import script
+
+log = logging.getLogger("agentcast.backplane")
+
+BATCH = 1024  # publishes per pipeline
+BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0  # seconds between attempts while the broker is away
+DROP_LOG_EVERY = 10.0  # seconds between "dropping" warnings
+
+# (index, channel or None for everyone, payload)
+Item = tuple[int, str | None, bytes]
+# (index, channel, seq) for each applied publish; seq 0: a broadcast, or already applied
+Ack = tuple[int, str | None, int]
+
+
+class Outbox:
+    """The publishing half of a backplane connection; runs on one event loop."""
+
+    def __init__(
+        self,
+        redis: Any,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        history_size: int,
+        max_pending: int = 100_000,
+        on_ack: Callable[[list[Ack]], None] | None = None,
+    ) -> None:
+        self.publisher = uuid.uuid4().hex
+        self._publisher_bytes = self.publisher.encode()
+        self._redis = redis
+        self._loop = loop
+        self._maxlen = max(1, history_size)
+        self._max_pending = max_pending
+        self._on_ack = on_ack
+        self._items: collections.deque[Item] = collections.deque()
+        self._indexes = itertools.count(1)
+        self._order = threading.Lock()  # an index and its place in the queue go together
+        self._thread_last = threading.local()
+        self._wake = asyncio.Event()
+        self._wake_pending = False
+        self._sha: str | None = None
+        self.last_index = 0  # the last index handed out
+        self.acked = 0  # every index up to this one is applied
+        self.dropped = 0
+        self.reconnects = 0
+        self._dropped_logged_at = 0.0
+
+    # ---- any thread ---------------------------------------------------------
+
+    def put(self, channel: str | None, payload: bytes) -> int:
+        """Queue one publish; returns its index (0 when dropped: the queue is full)."""
+        if len(self._items) >= self._max_pending:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._dropped_logged_at > DROP_LOG_EVERY:
+                self._dropped_logged_at = now
+                log.warning("backplane queue full (%d): %d publishes dropped so far",
+                            self._max_pending, self.dropped)  # fmt: skip
+            return 0
+        with self._order:
+            index = next(self._indexes)
+            self._items.append((index, channel, payload))
+            self.last_index = index
+        self._thread_last.index = index
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake.set)
+        return index
+
+    def last_of_this_thread(self) -> int:
+        """The index of the calling thread's last publish (0: none)."""
+        return getattr(self._thread_last, "index", 0)
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    # ---- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send what is queued, batch after batch, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._wake_pending = False
+            while self._items:
+                batch = [self._items.popleft() for _ in range(min(BATCH, len(self._items)))]
+                await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Item]) -> None:
+        """Send ``batch`` until Redis has applied it (backing off while it is away)."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                acks = await self._send(batch)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                self.reconnects += 1
+                log.warning("backplane: publishing failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            except redis_errors.NoScriptError:
+                self._sha = None  # the broker restarted and forgot the script: load it again
+                continue
+            self.acked = batch[-1][0]
+            if self._on_ack is not None:
+                self._on_ack(acks)
+            return
+
+    async def _send(self, batch: list[Item]) -> list[Ack]:
+        if self._sha is None:
+            self._sha = await self._redis.script_load(script.PUBLISH)
+        pipe = self._redis.pipeline(transaction=False)
+        for index, channel, payload in batch:
+            if channel is None:
+                pipe.execute_command(
+                    "PUBLISH", script.ALL, b"%s %d %s" % (self._publisher_bytes, index, payload)
+                )
+            else:
+                pipe.execute_command(
+                    "EVALSHA",
+                    self._sha,
+                    3,
+                    script.meta_key(channel),
+                    script.log_key(channel),
+                    script.publisher_key(channel, self.publisher),
+                    payload,
+                    self._maxlen,
+                    script.pubsub_key(channel),
+                    index,
+                    script.PUBLISHER_TTL,
+                )
+        results = await pipe.execute(raise_on_error=False)
+        acks: list[Ack] = []
+        for (index, channel, _), result in zip(batch, results):
+            if isinstance(result, redis_errors.NoScriptError):
+                raise result
+            if isinstance(result, Exception):
+                # Not retried: the same command would fail the same way (e.g. a wrong key type).
+                log.error("backplane: publish %d to %r failed: %s", index, channel, result)
+                acks.append((index, channel, 0))
+            else:
+                acks.append((index, channel, 0 if channel is None else int(result)))
+        return acks
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until everything queued so far is applied (at most ``timeout`` s)."""
+        target = self.last_index
+        deadline = self._loop.time() + timeout
+        while self.acked < target and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        return self.acked >= target

@@ -1,0 +1,418 @@
+"""A node's side of the Redis backplane: subscribe, sync, catch up, keep local order.
+
+A publish leaves through the ``Outbox`` and comes back, numbered, on pub/sub;
+the node hands each channel's frames to the core with ``accept`` (which drops
+a seq it has seen). A channel is *synced* before its first local subscriber
+is added: the node subscribes on pub/sub, waits for Redis to confirm, then
+reads the retained window from the stream, so history and live messages meet
+with no gap. The same sync runs for every channel after the pub/sub
+connection comes back, from the last seq delivered; and for one channel when
+a live message skips a seq. What the stream no longer has, the core announces
+to the subscribers as a ``history_gap``; a channel whose counter restarted
+(new epoch: the broker lost its data) is restarted in the core, with notice.
+
+Local operations keep the caller's order against its publishes: a direct
+send waits until the publishes its thread made before it are applied and, on
+channels this node delivers, delivered; a subscribe waits for its channel's
+sync. They run from one FIFO on the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from agentcast.backplane import script
+from agentcast.backplane.outbox import BACKOFF_FIRST, BACKOFF_MAX, Ack, Outbox
+
+log = logging.getLogger("agentcast.backplane")
+
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 1.0  # seconds a pub/sub read waits before looking at the node's own state
+SWEEP_INTERVAL = 1.0  # seconds between looks for channels with no local subscriber left
+BROKER_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+@dataclass
+class _Channel:
+    """What the node knows of one channel it delivers."""
+
+    epoch: bytes | None = None
+    last_seq: int = 0  # the last seq handed to the core
+    live: bool = False  # False: not synced; live messages wait in ``held``
+    syncing: bool = False
+    again: bool = False  # sync once more when the running one ends
+    held: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    idle_sweeps: int = 0
+
+
+@dataclass
+class _Send:
+    client_id: int
+    payload: bytes
+    after: int  # outbox index that must be settled first
+
+
+@dataclass
+class _Subscribe:
+    client_id: int
+    channel: str
+    since: int | None
+
+
+@dataclass
+class _Unsubscribe:
+    client_id: int
+    channel: str
+
+
+_LocalOp = _Send | _Subscribe | _Unsubscribe
+
+
+class RedisBackplane:
+    """Connects a ``FanoutCore`` to the other nodes through Redis; lives on the core's loop."""
+
+    def __init__(self, url: str, core: Any, *, history_size: int, max_pending: int = 100_000):
+        self.url = url
+        self._core = core
+        self._history_size = max(1, history_size)
+        self._max_pending = max_pending
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._redis: Any = None
+        self.outbox: Outbox | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._local: collections.deque[_LocalOp] = collections.deque()
+        self._unsettled: collections.deque[Ack] = collections.deque()
+        self._own_broadcast_seen = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pubsub: Any = None
+        self.resyncs = 0
+        self.reconnects = 0
+
+    # ---- lifecycle (loop thread) ---------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (raising here if Redis cannot be reached), then run in the background."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._redis = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=0
+        )
+        try:
+            await asyncio.wait_for(self._redis.ping(), CONNECT_TIMEOUT)
+        except BaseException:
+            await self._redis.aclose()
+            raise
+        self.outbox = Outbox(
+            self._redis,
+            loop,
+            history_size=self._history_size,
+            max_pending=self._max_pending,
+            on_ack=self._on_ack,
+        )
+        self._tasks = [
+            loop.create_task(self.outbox.run(), name="agentcast-backplane-publish"),
+            loop.create_task(self._read(), name="agentcast-backplane-read"),
+            loop.create_task(self._sweep(), name="agentcast-backplane-sweep"),
+        ]
+
+    async def stop(self, timeout: float) -> None:
+        """Send what is queued and deliver it here (at most ``timeout`` s), then disconnect."""
+        assert self._loop is not None
+        deadline = self._loop.time() + timeout
+        if self.outbox is not None and not await self.outbox.drained(timeout):
+            log.warning("backplane: %d publishes not sent at shutdown", self.outbox.pending)
+        while self._local and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._pubsub is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._pubsub.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # ---- any thread ------------------------------------------------------------
+
+    def publish_json(self, payload: bytes, channel: object = None) -> None:
+        name = None if channel is None else script.channel_name(channel)
+        assert self.outbox is not None, "start() first"
+        self.outbox.put(name, payload)
+
+    def send_json(self, client_id: int, payload: bytes) -> None:
+        assert self.outbox is not None and self._loop is not None, "start() first"
+        op = _Send(client_id, payload, self.outbox.last_of_this_thread())
+        self._loop.call_soon_threadsafe(self._add_local, op)
+
+    def subscribe(self, client_id: int, channel: object, since: int | None = None) -> None:
+        if since is not None and since < 0:
+            raise ValueError("since must be >= 0")
+        op = _Subscribe(client_id, script.channel_name(channel), since)
+        assert self._loop is not None, "start() first"
+        self._loop.call_soon_threadsafe(self._add_local, op)
+
+    def unsubscribe(self, client_id: int, channel: object) -> None:
+        op = _Unsubscribe(client_id, script.channel_name(channel))
+        assert self._loop is not None, "start() first"
+        self._loop.call_soon_threadsafe(self._add_local, op)
+
+    def stats(self) -> dict[str, int]:
+        outbox = self.outbox
+        return {
+            "backplane_pending": outbox.pending if outbox else 0,
+            "backplane_acked": outbox.acked if outbox else 0,
+            "backplane_dropped": outbox.dropped if outbox else 0,
+            "backplane_publish_retries": outbox.reconnects if outbox else 0,
+            "backplane_reconnects": self.reconnects,
+            "backplane_resyncs": self.resyncs,
+            "backplane_channels": len(self._channels),
+        }
+
+    # ---- local order (loop thread) ---------------------------------------------
+
+    def _add_local(self, op: _LocalOp) -> None:
+        if isinstance(op, _Subscribe) and op.channel not in self._channels:
+            self._channels[op.channel] = _Channel()
+            self._listen(op.channel)
+        self._local.append(op)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Run the local operations whose turn has come, in order."""
+        settled = self._settled_upto()
+        while self._local:
+            op = self._local[0]
+            if isinstance(op, _Send):
+                if op.after > settled:
+                    return
+                self._core.send_json(op.client_id, op.payload)
+            elif isinstance(op, _Subscribe):
+                state = self._channels.get(op.channel)
+                if state is None:  # swept meanwhile: sync it again
+                    self._channels[op.channel] = _Channel()
+                    self._listen(op.channel)
+                    return
+                if not state.live:
+                    return
+                state.idle_sweeps = 0
+                self._core.subscribe(op.client_id, op.channel, op.since)
+            else:
+                self._core.unsubscribe(op.client_id, op.channel)
+            self._local.popleft()
+
+    def _on_ack(self, acks: list[Ack]) -> None:
+        self._unsettled.extend(acks)
+        self._pump()
+
+    def _settled_upto(self) -> int:
+        """Every publish up to this outbox index is applied and, where it matters, delivered."""
+        unsettled = self._unsettled
+        while unsettled:
+            index, channel, seq = unsettled[0]
+            if channel is None:
+                if self._own_broadcast_seen < index:
+                    break
+            elif seq:
+                state = self._channels.get(channel)
+                if state is not None and state.last_seq < seq:
+                    break
+            unsettled.popleft()
+        if unsettled:
+            return unsettled[0][0] - 1
+        return self.outbox.acked if self.outbox is not None else 0
+
+    # ---- pub/sub (loop thread) ---------------------------------------------------
+
+    def _listen(self, channel: str) -> None:
+        """Subscribe on pub/sub; the sync starts when Redis confirms."""
+        if self._pubsub is not None:
+            assert self._loop is not None
+            self._loop.create_task(self._subscribe_quietly(script.pubsub_key(channel)))
+
+    async def _subscribe_quietly(self, key: bytes) -> None:
+        with contextlib.suppress(*BROKER_ERRORS):  # the reader reconnects and subscribes again
+            await self._pubsub.subscribe(key)
+
+    async def _read(self) -> None:
+        """Read pub/sub forever; on a lost connection reconnect with backoff and resync."""
+        delay = BACKOFF_FIRST
+        client = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),  # a drop must surface here: it means catching up
+            health_check_interval=0,
+        )
+        try:
+            while True:
+                try:
+                    await self._subscribe_all(client)
+                    delay = BACKOFF_FIRST
+                    while True:
+                        message = await self._pubsub.get_message(timeout=READ_TIMEOUT)
+                        if message is not None:
+                            self._on_pubsub(message)
+                except BROKER_ERRORS as exc:
+                    self.reconnects += 1
+                    log.warning("backplane: pub/sub lost (%s); reconnecting in %.2f s", exc, delay)
+                    await self._drop_pubsub()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+        finally:
+            await self._drop_pubsub()
+            await client.aclose()
+
+    async def _subscribe_all(self, client: Any) -> None:
+        """A fresh pub/sub connection with every channel; each resyncs when confirmed."""
+        pubsub = client.pubsub()
+        for state in self._channels.values():
+            state.live = False
+        channels = list(self._channels)
+        await pubsub.subscribe(script.ALL, *(script.pubsub_key(c) for c in channels))
+        self._pubsub = pubsub
+        added = [c for c in self._channels if c not in channels]  # during the await
+        if added:
+            await pubsub.subscribe(*(script.pubsub_key(c) for c in added))
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await pubsub.aclose()
+
+    def _on_pubsub(self, message: dict[str, Any]) -> None:
+        kind, key, data = message["type"], message["channel"], message["data"]
+        if key == script.ALL:
+            if kind == "message":
+                self._on_broadcast(data)
+            return
+        channel = script.channel_of(key)
+        if kind == "subscribe":
+            self._start_sync(channel)
+        elif kind == "message":
+            epoch, seq, payload = data.split(b" ", 2)
+            self._on_frame(channel, epoch, int(seq), payload)
+
+    def _on_broadcast(self, data: bytes) -> None:
+        publisher, index, payload = data.split(b" ", 2)
+        self._core.publish_json(payload, None)
+        if self.outbox is not None and publisher == self.outbox.publisher.encode():
+            self._own_broadcast_seen = int(index)
+            self._pump()
+
+    def _on_frame(self, channel: str, epoch: bytes, seq: int, payload: bytes) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            return  # unsubscribed meanwhile
+        if not state.live:
+            state.held.append((epoch, seq, payload))
+            return
+        if epoch != state.epoch or seq > state.last_seq + 1:
+            # A new epoch (the broker lost its data) or a missed seq: read the stream first.
+            state.live = False
+            state.held.append((epoch, seq, payload))
+            self._start_sync(channel)
+            return
+        if seq <= state.last_seq:
+            return
+        state.last_seq = seq
+        self._core.accept(channel, [(seq, payload)])
+        if self._unsettled:
+            self._pump()
+
+    # ---- sync (loop thread) ------------------------------------------------------
+
+    def _start_sync(self, channel: str) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        state.live = False
+        if state.syncing:
+            state.again = True  # the running sync may have read too early: read again after it
+            return
+        state.syncing = True
+        assert self._loop is not None
+        self._loop.create_task(self._sync(channel, state))
+
+    async def _sync(self, channel: str, state: _Channel) -> None:
+        """Bring ``channel`` up to date from the stream, then let its held frames through."""
+        self.resyncs += 1
+        try:
+            epoch, entries = await self._read_stream(channel, state.last_seq)
+            if state.epoch is not None and epoch != state.epoch:
+                # No epoch: the broker lost the channel; another one: it numbers from 1 again.
+                log.warning("backplane: %r lost its numbering at the broker; restarting", channel)
+                self._core.restart(channel)
+                state.epoch, state.last_seq = None, 0
+                epoch, entries = await self._read_stream(channel, 0)
+        except BROKER_ERRORS as exc:
+            state.syncing = state.again = False
+            log.warning("backplane: sync of %r failed (%s); retried on reconnect", channel, exc)
+            return
+        state.syncing = False
+        if self._channels.get(channel) is not state:
+            return  # swept meanwhile
+        state.epoch = epoch
+        frames = [(seq, payload) for seq, payload in entries if seq > state.last_seq]
+        last = frames[-1][0] if frames else state.last_seq
+        later = []
+        for held_epoch, seq, payload in state.held:
+            if held_epoch != epoch:
+                later.append((held_epoch, seq, payload))  # numbered after this read
+            elif seq > last:
+                frames.append((seq, payload))
+                last = seq
+        state.held = later
+        if frames:
+            self._core.accept(channel, frames)
+            state.last_seq = last
+        if later or state.again:
+            state.again = False
+            self._start_sync(channel)
+            return
+        state.live = True
+        self._pump()
+
+    async def _read_stream(self, channel: str, after: int) -> tuple[bytes | None, list[Any]]:
+        """The channel's epoch and its kept entries with seq > ``after`` (all kept if 0)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(script.meta_key(channel), "epoch")
+        if after:
+            pipe.xrange(script.log_key(channel), min=f"{after + 1}-0")
+        else:
+            pipe.xrevrange(script.log_key(channel), count=self._history_size)
+        epoch, raw = await pipe.execute()
+        if not after:
+            raw.reverse()
+        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"d"]) for entry_id, fields in raw]
+        return epoch, entries
+
+    # ---- housekeeping ---------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Stop listening to channels that have had no local subscriber for a while."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            waiting = {op.channel for op in self._local if isinstance(op, _Subscribe)}
+            for channel, state in list(self._channels.items()):
+                if channel in waiting or self._core.subscriber_count(channel):
+                    state.idle_sweeps = 0
+                    continue
+                state.idle_sweeps += 1
+                if state.idle_sweeps >= 2 and self._pubsub is not None:
+                    del self._channels[channel]
+                    self._core.restart(channel)  # forget its history: no one here reads it
+                    with contextlib.suppress(*BROKER_ERRORS):
+                        await self._pubsub.unsubscribe(script.pubsub_key(channel))
