@@ -51,7 +51,8 @@ class Broadcaster:
     has a core of its own. ``max_clients`` caps connections: the next one is
     answered with HTTP 503 at upgrade. A client sending more than
     ``max_message_rate`` messages a second (bursts up to that many) is closed
-    with 1008; 0 disables the limit.
+    with 1008; 0 disables the limit. ``reuse_port`` lets several processes
+    listen on one port (SO_REUSEPORT: the kernel spreads the connections).
 
     Every message published to a channel gets ``"seq": N`` (a per-channel
     counter from 1, no gaps, in queue order) added to its JSON object, and the
@@ -91,6 +92,7 @@ class Broadcaster:
         transport: Literal["uvloop", "aiofastnet"] = "uvloop",
         backplane: str | None = None,
         backplane_max_pending: int = 100_000,
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -115,6 +117,7 @@ class Broadcaster:
             max_clients=max_clients,
             max_message_rate=max_message_rate,
             transport=transport,
+            reuse_port=reuse_port,
         )
         self.backplane_url = backplane
         self._backplane_max_pending = backplane_max_pending

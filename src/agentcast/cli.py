@@ -15,6 +15,7 @@ from agentcast.app import AgentServer
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.loadgen import cli as bench_cli
+from agentcast.workers import Supervisor
 
 log = logging.getLogger("agentcast.cli")
 
@@ -65,7 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--history", type=int, default=1000, help="messages kept per agent for resume (since)"
     )
-    serve.add_argument("--workers", type=_positive, default=8, help="threads running agent steps")
+    serve.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="Redis backplane (redis://host:port/db): every node serves every agent",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help="let other processes share it")
+    serve.add_argument(
+        "--agent-threads", type=_positive, default=8, help="threads running agent steps"
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     client = commands.add_parser("client", help="chat with an agent from the terminal")
     client.add_argument("url", nargs="?", default=DEFAULT_URL)
@@ -82,6 +98,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _worker_argv(argv: Sequence[str]) -> list[str]:
+    """The command line of one worker: this one, as a single process sharing the port."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return [sys.executable, "-m", "agentcast", *kept, "--workers", "1", "--reuse-port"]
+
+
+def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    print(
+        f"agentcast: {args.workers} workers on ws://{args.host}:{args.port}/ (Ctrl-C to stop)",
+        flush=True,
+    )
+    return Supervisor(_worker_argv(argv), args.workers).run()
+
+
 def serve(args: argparse.Namespace) -> int:
     backend = DemoAgentServer if args.backend is None else load_backend(args.backend)
     server = AgentServer(
@@ -89,16 +127,21 @@ def serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         route=args.route,
-        workers=args.workers,
+        workers=args.agent_threads,
         max_clients=args.max_clients,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
+        backplane=args.redis,
+        reuse_port=args.reuse_port,
     )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     try:
         server.start()
+    except ConnectionError as exc:  # the backplane's Redis does not answer
+        print(f"agentcast: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"agentcast: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
@@ -114,6 +157,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -124,6 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_client(args.url, args.agent_id, args.retries, args.backoff)
     if args.command == "bench":
         return bench_cli.run(args, parser)
+    if args.workers > 1:
+        if args.redis is None:
+            parser.error(
+                f"--workers {args.workers} needs --redis URL: without a backplane, clients on"
+                " one worker would not see the agents running on another"
+            )
+        if args.port == 0:
+            parser.error("--workers needs a fixed --port: each worker would pick its own")
+        return supervise(args, argv)
     try:
         return serve(args)
     except ValueError as exc:  # a bad --backend or setting

@@ -23,12 +23,14 @@ from typing import Any, Literal
 from agentcast import protocol
 from agentcast.broadcaster import Broadcaster
 from agentcast.foreign import ForeignConnection
+from agentcast.publisher import AsyncPublisher, Publisher
 
 __all__ = ["AsyncWebSocketInterface", "SyncWebSocketInterface"]
 
 log = logging.getLogger("agentcast.interface")
 
 Route = Literal["agent", "all"]
+Hub = Broadcaster | Publisher | AsyncPublisher
 
 _serving: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "agentcast_agent", default=None
@@ -38,11 +40,11 @@ _serving: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 class _WebSocketInterface:
     """What the sync and async interfaces share: routing, seq numbers, client registry."""
 
-    def __init__(self, hub: Broadcaster | None = None, *, route: Route = "all") -> None:
+    def __init__(self, hub: Hub | None = None, *, route: Route = "all") -> None:
         if route not in ("agent", "all"):
             raise ValueError(f"route must be 'agent' or 'all', not {route!r}")
         self._owns_hub = hub is None
-        self.hub = hub if hub is not None else Broadcaster(port=None).start()
+        self.hub: Hub = hub if hub is not None else Broadcaster(port=None).start()
         self.route = route
         self._foreign: dict[int, ForeignConnection] = {}
 
@@ -69,6 +71,8 @@ class _WebSocketInterface:
         """
         if isinstance(websocket, int):
             return
+        if not isinstance(self.hub, Broadcaster):
+            raise TypeError("a Publisher holds no clients: connect them to a Broadcaster node")
         connection = ForeignConnection(self.hub, websocket)
         self._foreign[id(websocket)] = connection
 
@@ -85,7 +89,7 @@ class _WebSocketInterface:
         """Stop the Broadcaster if this interface created it."""
         for websocket_id in list(self._foreign):
             self._foreign.pop(websocket_id).detach()
-        if self._owns_hub:
+        if self._owns_hub and isinstance(self.hub, Broadcaster):
             self.hub.stop()
 
 
@@ -95,11 +99,11 @@ class SyncWebSocketInterface(_WebSocketInterface):
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The Broadcaster's event loop (MemGPT's interface owned one too)."""
-        return self.hub.loop
+        return None if isinstance(self.hub, AsyncPublisher) else self.hub.loop
 
     @property
     def thread(self) -> threading.Thread | None:
-        return self.hub.thread
+        return None if isinstance(self.hub, AsyncPublisher) else self.hub.thread
 
     def internal_monologue(self, msg: str, msg_obj: Any = None) -> None:
         self._emit("internal_monologue", msg)

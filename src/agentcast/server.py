@@ -30,6 +30,7 @@ class ServerOptions:
     handshake_timeout: float = 5.0
     close_grace: float = 2.0
     read_buffer_size: int = 2048
+    reuse_port: bool = False  # SO_REUSEPORT: several processes serve one port
     max_clients: int | None = None
     max_message_rate: float = 100.0
     # uvloop's own TCP transports: 9.1 KiB RSS per idle client against 14.9 KiB with
@@ -93,4 +94,5 @@ async def start_server(
         read_buffer_init_size=options.read_buffer_size,
         use_aiofastnet=options.transport == "aiofastnet",
         logger_name="agentcast.picows",
+        reuse_port=options.reuse_port or None,
     )

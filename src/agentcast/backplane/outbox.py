@@ -157,7 +157,7 @@ class Outbox:
                 )
         results = await pipe.execute(raise_on_error=False)
         acks: list[Ack] = []
-        for (index, channel, _), result in zip(batch, results):
+        for (index, channel, _), result in zip(batch, results, strict=True):
             if isinstance(result, redis_errors.NoScriptError):
                 raise result
             if isinstance(result, Exception):

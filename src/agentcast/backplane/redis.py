@@ -78,6 +78,18 @@ class _Unsubscribe:
 _LocalOp = _Send | _Subscribe | _Unsubscribe
 
 
+async def reach(client: Any, url: str) -> None:
+    """Ping ``client``; if Redis does not answer, close it and raise ``ConnectionError``."""
+    try:
+        await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
+    except (*BROKER_ERRORS, asyncio.TimeoutError) as exc:
+        await client.aclose()
+        raise ConnectionError(f"cannot reach Redis at {url}: {exc}") from exc
+    except BaseException:
+        await client.aclose()
+        raise
+
+
 class RedisBackplane:
     """Connects a ``FanoutCore`` to the other nodes through Redis; lives on the core's loop."""
 
@@ -107,11 +119,7 @@ class RedisBackplane:
         self._redis = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=0
         )
-        try:
-            await asyncio.wait_for(self._redis.ping(), CONNECT_TIMEOUT)
-        except BaseException:
-            await self._redis.aclose()
-            raise
+        await reach(self._redis, self.url)
         self.outbox = Outbox(
             self._redis,
             loop,
