@@ -69,12 +69,16 @@ async def websockets_clients(
         await asyncio.gather(*(c.close() for c in connections))
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll until ``condition()`` holds; fail with ``what`` after ``timeout`` seconds."""
+async def wait_for(
+    condition: Callable[[], bool], timeout: float = 10.0, what: str | Callable[[], str] = ""
+) -> None:
+    """Poll until ``condition()`` holds; fail with ``what`` (or what it returns) after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {said or condition}")
         await asyncio.sleep(0.005)
 
 

@@ -357,18 +357,24 @@ class RedisBackplane:
     async def _sync(self, channel: str, state: _Channel) -> None:
         """Bring ``channel`` up to date from the stream, then let its held frames through."""
         self.resyncs += 1
-        try:
-            epoch, entries = await self._read_stream(channel, state.last_seq)
-            if state.epoch is not None and epoch != state.epoch:
-                # No epoch: the broker lost the channel; another one: it numbers from 1 again.
-                log.warning("backplane: %r lost its numbering at the broker; restarting", channel)
-                self._core.restart(channel)
-                state.epoch, state.last_seq = None, 0
-                epoch, entries = await self._read_stream(channel, 0)
-        except BROKER_ERRORS as exc:
-            state.syncing = state.again = False
-            log.warning("backplane: sync of %r failed (%s); retried on reconnect", channel, exc)
-            return
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                epoch, entries = await self._read_stream(channel, state.last_seq)
+                if state.epoch is not None and epoch != state.epoch:
+                    # No epoch: the broker lost the channel; another: it numbers from 1 again.
+                    log.warning("backplane: %r lost its numbering at the broker", channel)
+                    self._core.restart(channel)
+                    state.epoch, state.last_seq = None, 0
+                    epoch, entries = await self._read_stream(channel, 0)
+                break
+            except BROKER_ERRORS as exc:
+                if self._channels.get(channel) is not state:
+                    state.syncing = False
+                    return
+                log.warning("backplane: sync %r failed (%s); again in %.2f s", channel, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
         state.syncing = False
         if self._channels.get(channel) is not state:
             return  # swept meanwhile

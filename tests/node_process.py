@@ -1,0 +1,68 @@
+"""A backplane node or a Publisher in a process of its own, driven over stdin/stdout.
+
+    python tests/node_process.py node URL NAME       # prints "port N"
+    python tests/node_process.py publisher URL NAME  # prints "ready"
+
+Then each line on stdin is a command: ``publish COUNT CHANNELS [RATE]``
+publishes ``{"pub": NAME, "n": k}`` for k in 0..COUNT-1 round-robin over
+channels ``a0..a{CHANNELS-1}`` (at RATE messages/s, or as fast as possible)
+and answers "published"; ``stop`` (or end of input) stops. Clients of a node
+subscribe by sending ``{"type": "subscribe", "agent_id": ..., "since": ...}``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from agentcast import Broadcaster, Publisher, protocol
+
+HISTORY = 5000
+
+
+def publish(target: Broadcaster | Publisher, name: str, count: int, channels: int, rate: float):
+    start = time.monotonic()
+    for k in range(count):
+        if rate:
+            pause = start + k / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        target.publish({"pub": name, "n": k}, f"a{k % channels}")
+
+
+def main(role: str, url: str, name: str) -> None:
+    box: list[Broadcaster] = []
+
+    def on_message(client_id: int, data: bytes) -> None:
+        message = protocol.parse_client_message(data)
+        if isinstance(message, protocol.Subscribe):
+            box[0].subscribe(client_id, message.agent_id, message.since)
+
+    if role == "node":
+        target: Broadcaster | Publisher = Broadcaster(
+            port=0, backplane=url, on_message=on_message, history_size=HISTORY, ping_interval=0
+        ).start()
+        box.append(target)
+        print(f"port {target.port}", flush=True)
+    else:
+        target = Publisher(url, history_size=HISTORY).start()
+        print("ready", flush=True)
+    try:
+        for line in sys.stdin:
+            command, *args = line.split()
+            if command == "stop":
+                break
+            count, channels, rate = int(args[0]), int(args[1]), float(args[2] if args[2:] else 0)
+            publish(target, name, count, channels, rate)
+            if isinstance(target, Publisher):
+                target.flush(30)
+            print("published", flush=True)
+    finally:
+        if isinstance(target, Publisher):
+            target.close()
+        else:
+            target.stop()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
