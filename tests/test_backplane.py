@@ -9,10 +9,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agentcast import Broadcaster, protocol
+from agentcast import AgentServer, Broadcaster, Publisher, protocol
 from backplane_nodes import Follower, Process
-from clients import picows_clients, run, wait_for
-from redis_server import RedisServer
+from clients import (
+    DEMO_STEP,
+    memgpt_exchange,
+    picows_clients,
+    run,
+    user_message,
+    wait_for,
+    websockets_clients,
+)
+from redis_server import RedisServer, free_port
 
 
 def subscriber(hub_box: list[Broadcaster]) -> Callable[[int, bytes], None]:
@@ -55,6 +63,46 @@ def test_two_nodes_share_a_channel_numbered_once(
                 assert evens == sorted(evens)  # each node's publishes in its order
 
     run(scenario())
+
+
+def test_the_memgpt_exchange_keeps_its_order_through_redis(redis_server: RedisServer) -> None:
+    """The step's messages go round Redis; start and end markers stay local: the end
+    marker must still come after them, every time."""
+    with AgentServer(port=0, backplane=redis_server.url) as server:
+
+        async def scenario() -> None:
+            async with websockets_clients(f"ws://127.0.0.1:{server.port}/", 4) as clients:
+                for attempt in range(10):
+                    replies = await asyncio.gather(
+                        *(memgpt_exchange(c, user_message(f"hi {attempt}", f"agent{i}"))
+                          for i, c in enumerate(clients))
+                    )  # fmt: skip
+                    for reply in replies:
+                        assert [r["type"] for r in reply] == DEMO_STEP
+
+        run(scenario())
+
+
+def test_bad_uses_fail_clearly(hub_factory: Callable[..., Broadcaster]) -> None:
+    port = free_port()  # no Redis there
+    with pytest.raises(ConnectionError, match="cannot reach Redis"):
+        Broadcaster(port=0, backplane=f"redis://127.0.0.1:{port}/0").start()
+    with pytest.raises(ConnectionError, match="cannot reach Redis"):
+        Publisher(f"redis://127.0.0.1:{port}/0").start()
+
+
+def test_channels_must_be_strings_with_a_backplane(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    hub = hub_factory(backplane=redis_server.url)
+    with pytest.raises(TypeError, match="channels are strings"):
+        hub.publish({"a": 1}, 42)
+    with Publisher(redis_server.url) as publisher:
+        with pytest.raises(TypeError, match="channels are strings"):
+            publisher.publish({"a": 1}, ("tuple",))
+        publisher.publish({"a": 1}, "fine")
+        assert publisher.flush(5)
+        assert publisher.stats()["acked"] == 1
 
 
 CHANNELS = 20

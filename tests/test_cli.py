@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,13 +11,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from redis_server import free_port
+
 AGENTCAST = [sys.executable, "-m", "agentcast"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -97,6 +92,8 @@ def test_busy_port_is_a_one_line_error(served: tuple[subprocess.Popen[str], int]
         (["serve", "--backend", "no_such_module_x:thing"], "cannot import"),
         (["client"], "--agent-id"),
         (["launch"], "invalid choice"),
+        (["serve", "--workers", "2"], "--workers 2 needs --redis URL"),
+        (["serve", "--workers", "2", "--redis", "redis://x", "--port", "0"], "fixed --port"),
     ],
 )
 def test_argument_errors_are_one_line_with_exit_2(args: list[str], words: str) -> None:
@@ -104,6 +101,22 @@ def test_argument_errors_are_one_line_with_exit_2(args: list[str], words: str) -
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_unreachable_redis_is_a_one_line_error_with_exit_1() -> None:
+    port = free_port()  # no Redis there
+    result = subprocess.run(
+        [*AGENTCAST, "serve", "--port", "0", "--redis", f"redis://127.0.0.1:{port}/0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"agentcast: cannot reach Redis at redis://127.0.0.1:{port}/0")
+    ), result.stderr
 
 
 def test_client_gives_up_after_bounded_reconnects() -> None:

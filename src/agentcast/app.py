@@ -117,7 +117,11 @@ class AgentServer:
             if self.route == "agent":
                 self.hub.subscribe(client_id, message.agent_id)
             self.hub.send_json(client_id, protocol.agent_response_start())
-            self._submit(client_id, self._run_step, client_id, message)
+            # The step starts once the subscription is in effect (with a backplane that
+            # takes a round trip), so the client gets everything the agent says.
+            self.hub.after_pending(
+                lambda: self._submit(client_id, self._run_step, client_id, message)
+            )
         else:
             self._submit(client_id, self._create_agent, client_id, message)
 

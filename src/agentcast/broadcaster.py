@@ -263,6 +263,16 @@ class Broadcaster:
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
         self._ops.unsubscribe(client_id, channel)
 
+    def after_pending(self, function: Callable[[], object]) -> None:
+        """Call ``function`` on the loop thread once the subscribes and sends made before
+        have taken effect. Without a backplane that is at once; with one, a subscribe to
+        a channel new to this node waits a round trip to Redis, and what an agent
+        publishes before it took effect would not reach that subscriber."""
+        if self._backplane is None:
+            self._thread.call_soon_threadsafe(function)
+        else:
+            self._backplane.after_pending(function)
+
     # ---- introspection -----------------------------------------------------
 
     @property

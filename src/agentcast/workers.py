@@ -10,6 +10,7 @@ worker drains its clients, then waits for them.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import subprocess
@@ -23,6 +24,13 @@ POLL = 0.1  # seconds between looks at the workers
 CRASH_WINDOW = 10.0  # a worker dying within this many seconds of its start counts as a crash
 MAX_CRASHES = 5  # crashes in a row before the supervisor gives up
 DRAIN_TIMEOUT = 15.0  # seconds the workers get to drain after SIGTERM
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In a new worker: SIGTERM it if the supervisor dies (even by SIGKILL), never orphan it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:
@@ -59,7 +67,7 @@ class Supervisor:
             self._drain()
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], float]:
-        process = subprocess.Popen(self.command)
+        process = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
         log.info("worker %d started", process.pid)
         return process, time.monotonic()
 

@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,12 @@ class _Unsubscribe:
     channel: str
 
 
-_LocalOp = _Send | _Subscribe | _Unsubscribe
+@dataclass
+class _Call:
+    function: Callable[[], object]
+
+
+_LocalOp = _Send | _Subscribe | _Unsubscribe | _Call
 
 
 async def reach(client: Any, url: str) -> None:
@@ -177,6 +183,11 @@ class RedisBackplane:
         assert self._loop is not None, "start() first"
         self._loop.call_soon_threadsafe(self._add_local, op)
 
+    def after_pending(self, function: Callable[[], object]) -> None:
+        """Call ``function`` on the loop once the local operations queued before it ran."""
+        assert self._loop is not None, "start() first"
+        self._loop.call_soon_threadsafe(self._add_local, _Call(function))
+
     def stats(self) -> dict[str, int]:
         outbox = self.outbox
         return {
@@ -217,8 +228,13 @@ class RedisBackplane:
                     return
                 state.idle_sweeps = 0
                 self._core.subscribe(op.client_id, op.channel, op.since)
-            else:
+            elif isinstance(op, _Unsubscribe):
                 self._core.unsubscribe(op.client_id, op.channel)
+            else:
+                try:
+                    op.function()
+                except Exception:
+                    log.exception("backplane: a call after pending operations failed")
             self._local.popleft()
 
     def _on_ack(self, acks: list[Ack]) -> None:
