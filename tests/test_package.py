@@ -16,8 +16,10 @@ from agentcast import _ext, _fanout, _server
 def test_exports() -> None:
     assert sorted(agentcast.__all__) == [
         "AgentServer",
+        "AsyncPublisher",
         "AsyncWebSocketInterface",
         "Broadcaster",
+        "Publisher",
         "SyncWebSocketInterface",
     ]
     for name in agentcast.__all__:
