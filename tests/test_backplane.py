@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import orjson
 import pytest
 
 from agentcast import AgentServer, Broadcaster, Publisher, protocol
+from agentcast._ext import MemorySink
+from agentcast.backplane import script
 from backplane_nodes import Follower, Process
 from clients import (
     DEMO_STEP,
     memgpt_exchange,
+    parse_frames,
     picows_clients,
     run,
     user_message,
@@ -21,6 +25,10 @@ from clients import (
     websockets_clients,
 )
 from redis_server import RedisServer, free_port
+
+
+def frames_of(sink: MemorySink) -> list[bytes]:
+    return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
 
 
 def subscriber(hub_box: list[Broadcaster]) -> Callable[[int, bytes], None]:
@@ -103,6 +111,33 @@ def test_channels_must_be_strings_with_a_backplane(
         publisher.publish({"a": 1}, "fine")
         assert publisher.flush(5)
         assert publisher.stats()["acked"] == 1
+
+
+def test_announcements_split_back_into_their_payloads() -> None:
+    payloads = [b'{"a":"x y: 12:3"}', b"", b"9:" * 40, "\u00e9t\u00e9".encode()]
+    body = b"".join(b"%d:%s" % (len(p), p) for p in payloads)
+    assert script.split_announcement(b"1795 42 " + body) == (b"1795", 42, payloads)
+
+
+def test_a_publishers_channel_messages_and_broadcasts_keep_its_order(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+    client = hub.attach(sink)
+    hub.subscribe(client, "a")
+    hub.after_pending(lambda: None)
+    with Publisher(redis_server.url) as publisher:
+        time.sleep(0.2)  # the subscription is in effect
+        for i in range(300):
+            publisher.publish({"i": i}, "a" if i % 3 else None)
+        assert publisher.flush(10)
+
+    async def delivered() -> None:
+        await wait_for(lambda: sink.data is not None and sink.data.count(b'"i"') == 300)
+
+    run(delivered())
+    assert [orjson.loads(f)["i"] for f in frames_of(sink)] == list(range(300))
 
 
 CHANNELS = 20

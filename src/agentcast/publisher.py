@@ -98,6 +98,7 @@ class AsyncPublisher:
             "pending": outbox.pending,
             "acked": outbox.acked,
             "dropped": outbox.dropped,
+            "failed": outbox.failed,
             "publish_retries": outbox.reconnects,
         }
 

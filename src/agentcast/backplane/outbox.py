@@ -1,9 +1,9 @@
-"""Publishes from any thread to Redis: pipelined batches, in order, exactly once.
+"""Publishes from any thread to Redis: batched script calls, in order, exactly once.
 
 ``put`` is what an agent's thread pays: one deque append and, at most once per
 batch, a wake-up of the event loop that owns the connection. The loop sends
-everything queued as one pipeline of script calls; Redis runs a connection's
-commands in order, so each publisher's messages keep its order. A batch that
+what is queued in batches, each one script call that numbers, stores and
+announces its messages in order, so each publisher keeps its order. A batch that
 fails (broker down, reply lost) is sent again after a backoff: the script
 skips indexes it already applied, so a retry never doubles a message. While
 the broker is away the queue is bounded: beyond ``max_pending`` a publish is
@@ -28,7 +28,7 @@ from agentcast.backplane import script
 
 log = logging.getLogger("agentcast.backplane")
 
-BATCH = 1024  # publishes per pipeline
+BATCH = 256  # publishes per script call (Redis runs one call at a time: keep it short)
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0  # seconds between attempts while the broker is away
 DROP_LOG_EVERY = 10.0  # seconds between "dropping" warnings
 
@@ -66,7 +66,8 @@ class Outbox:
         self._sha: str | None = None
         self.last_index = 0  # the last index handed out
         self.acked = 0  # every index up to this one is applied
-        self.dropped = 0
+        self.dropped = 0  # the queue was full
+        self.failed = 0  # Redis refused them
         self.reconnects = 0
         self._dropped_logged_at = 0.0
 
@@ -127,46 +128,25 @@ class Outbox:
             except redis_errors.NoScriptError:
                 self._sha = None  # the broker restarted and forgot the script: load it again
                 continue
+            except redis_errors.ResponseError as exc:
+                # Sending it again would fail the same way (e.g. a key of another type).
+                self.failed += len(batch)
+                log.error("backplane: Redis refused %d publishes: %s", len(batch), exc)
+                acks = [(index, channel, 0) for index, channel, _ in batch]
             self.acked = batch[-1][0]
             if self._on_ack is not None:
                 self._on_ack(acks)
             return
 
     async def _send(self, batch: list[Item]) -> list[Ack]:
+        """One script call for the whole batch: a round trip, not one per message."""
         if self._sha is None:
             self._sha = await self._redis.script_load(script.PUBLISH)
-        pipe = self._redis.pipeline(transaction=False)
+        args: list[bytes | str | int] = [self.publisher, self._maxlen, script.PUBLISHER_TTL]
         for index, channel, payload in batch:
-            if channel is None:
-                pipe.execute_command(
-                    "PUBLISH", script.ALL, b"%s %d %s" % (self._publisher_bytes, index, payload)
-                )
-            else:
-                pipe.execute_command(
-                    "EVALSHA",
-                    self._sha,
-                    3,
-                    script.meta_key(channel),
-                    script.log_key(channel),
-                    script.publisher_key(channel, self.publisher),
-                    payload,
-                    self._maxlen,
-                    script.pubsub_key(channel),
-                    index,
-                    script.PUBLISHER_TTL,
-                )
-        results = await pipe.execute(raise_on_error=False)
-        acks: list[Ack] = []
-        for (index, channel, _), result in zip(batch, results, strict=True):
-            if isinstance(result, redis_errors.NoScriptError):
-                raise result
-            if isinstance(result, Exception):
-                # Not retried: the same command would fail the same way (e.g. a wrong key type).
-                log.error("backplane: publish %d to %r failed: %s", index, channel, result)
-                acks.append((index, channel, 0))
-            else:
-                acks.append((index, channel, 0 if channel is None else int(result)))
-        return acks
+            args += (index, channel or "", payload)
+        seqs = await self._redis.evalsha(self._sha, 0, *args)
+        return [(i, channel, int(seq)) for (i, channel, _), seq in zip(batch, seqs, strict=True)]
 
     async def drained(self, timeout: float) -> bool:
         """Wait until everything queued so far is applied (at most ``timeout`` s)."""

@@ -194,6 +194,7 @@ class RedisBackplane:
             "backplane_pending": outbox.pending if outbox else 0,
             "backplane_acked": outbox.acked if outbox else 0,
             "backplane_dropped": outbox.dropped if outbox else 0,
+            "backplane_failed": outbox.failed if outbox else 0,
             "backplane_publish_retries": outbox.reconnects if outbox else 0,
             "backplane_reconnects": self.reconnects,
             "backplane_resyncs": self.resyncs,
@@ -326,8 +327,8 @@ class RedisBackplane:
         if kind == "subscribe":
             self._start_sync(channel)
         elif kind == "message":
-            epoch, seq, payload = data.split(b" ", 2)
-            self._on_frame(channel, epoch, int(seq), payload)
+            epoch, first, payloads = script.split_announcement(data)
+            self._on_frames(channel, epoch, first, payloads)
 
     def _on_broadcast(self, data: bytes) -> None:
         publisher, index, payload = data.split(b" ", 2)
@@ -336,23 +337,27 @@ class RedisBackplane:
             self._own_broadcast_seen = int(index)
             self._pump()
 
-    def _on_frame(self, channel: str, epoch: bytes, seq: int, payload: bytes) -> None:
+    def _on_frames(self, channel: str, epoch: bytes, first: int, payloads: list[bytes]) -> None:
+        """Consecutive frames of ``channel`` numbered from ``first``, as announced."""
         state = self._channels.get(channel)
         if state is None:
             return  # unsubscribed meanwhile
+        numbered = [(epoch, first + i, payload) for i, payload in enumerate(payloads)]
         if not state.live:
-            state.held.append((epoch, seq, payload))
+            state.held += numbered
             return
-        if epoch != state.epoch or seq > state.last_seq + 1:
+        if state.epoch is None and first == state.last_seq + 1:
+            state.epoch = epoch  # the first numbering this node sees after an empty stream
+        if epoch != state.epoch or first > state.last_seq + 1:
             # A new epoch (the broker lost its data) or a missed seq: read the stream first.
-            state.live = False
-            state.held.append((epoch, seq, payload))
+            state.held += numbered
             self._start_sync(channel)
             return
-        if seq <= state.last_seq:
+        frames = [(seq, payload) for _, seq, payload in numbered if seq > state.last_seq]
+        if not frames:
             return
-        state.last_seq = seq
-        self._core.accept(channel, [(seq, payload)])
+        state.last_seq = frames[-1][0]
+        self._core.accept(channel, frames)
         if self._unsettled:
             self._pump()
 

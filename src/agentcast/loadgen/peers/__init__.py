@@ -11,6 +11,7 @@ until its peer is chosen.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any, Protocol, cast
 
 HOST = "127.0.0.1"
@@ -29,8 +30,15 @@ NAMES = tuple(_REGISTRY)
 # Settings a server spec may carry ("agentcast:flush_interval=0.02"): agentcast's own knobs,
 # so that a run can set two configurations of it side by side.
 SETTINGS: dict[str, dict[str, type]] = {
-    "agentcast": {"flush_interval": float, "max_batch_bytes": int, "release_gil": int},
+    "agentcast": {
+        "flush_interval": float,
+        "max_batch_bytes": int,
+        "release_gil": int,
+        "backplane": str,  # a Redis URL: every message goes round Redis
+        "workers": int,  # > 1: that many processes on one port, joined by the backplane
+    },
 }
+_SETTING = re.compile(r":(?=[a-z_]+=)")  # a ':' that starts a setting, not one inside a URL
 
 
 class Peer(Protocol):
@@ -58,7 +66,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     Raises ValueError naming what is wrong: an unknown server, or a setting
     that server does not take, or a value of the wrong type.
     """
-    name, *assignments = spec.split(":")
+    name, *assignments = _SETTING.split(spec)
     if name not in _REGISTRY:
         raise ValueError(f"unknown server {name!r}; choose from {','.join(NAMES)}")
     allowed = SETTINGS.get(name, {})
@@ -73,6 +81,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         except ValueError:
             kind = allowed[key].__name__
             raise ValueError(f"{name}: {key} must be {kind}, not {text!r}") from None
+    if settings.get("workers", 1) > 1 and "backplane" not in settings:
+        raise ValueError(f"{name}: workers > 1 needs backplane=redis://...")
     return name, settings
 
 
@@ -80,6 +90,10 @@ def create(spec: str) -> Peer:
     """A new, not yet started peer; ``PeerUnavailable`` when its library is missing."""
     name, settings = parse_spec(spec)
     module_name, class_name = _REGISTRY[name]
+    workers = settings.pop("workers", 1)
+    if workers > 1:
+        module_name, class_name = "workers", "WorkersPeer"
+        settings["workers"] = workers
     try:
         module = importlib.import_module(f"{__name__}.{module_name}")
     except (ImportError, OSError) as exc:  # OSError: a bundled native library that fails to load
