@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from agentcast import AgentServer, Broadcaster, Publisher, protocol
 from agentcast._ext import MemorySink
@@ -138,6 +139,30 @@ def test_a_publishers_channel_messages_and_broadcasts_keep_its_order(
 
     run(delivered())
     assert [orjson.loads(f)["i"] for f in frames_of(sink)] == list(range(300))
+
+
+def test_publishes_wait_bounded_while_redis_is_away_then_land(redis_server: RedisServer) -> None:
+    with Publisher(redis_server.url, max_pending=10) as publisher:
+        redis_server.stop()
+        for i in range(100):
+            publisher.publish({"i": i}, "a")  # never blocks, never raises
+        assert publisher.stats()["dropped"] >= 89  # one batch may be out, waiting to retry
+        assert not publisher.flush(0.5)
+        redis_server.start()
+        assert publisher.flush(15)
+        assert publisher.stats()["failed"] == 0
+        kept = 100 - publisher.stats()["dropped"]
+    entries = run(_stream(redis_server.url, "a"))
+    assert [orjson.loads(e)["i"] for e in entries] == list(range(kept))
+
+
+async def _stream(url: str, channel: str) -> list[bytes]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        raw = await client.xrange(script.log_key(channel))
+    finally:
+        await client.aclose()
+    return [fields[b"d"] for _, fields in raw]
 
 
 CHANNELS = 20

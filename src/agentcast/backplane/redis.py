@@ -115,6 +115,7 @@ class RedisBackplane:
         self._pubsub: Any = None
         self.resyncs = 0
         self.reconnects = 0
+        self.local_dropped = 0
 
     # ---- lifecycle (loop thread) ---------------------------------------------
 
@@ -195,6 +196,7 @@ class RedisBackplane:
             "backplane_acked": outbox.acked if outbox else 0,
             "backplane_dropped": outbox.dropped if outbox else 0,
             "backplane_failed": outbox.failed if outbox else 0,
+            "backplane_sends_dropped": self.local_dropped,
             "backplane_publish_retries": outbox.reconnects if outbox else 0,
             "backplane_reconnects": self.reconnects,
             "backplane_resyncs": self.resyncs,
@@ -204,6 +206,12 @@ class RedisBackplane:
     # ---- local order (loop thread) ---------------------------------------------
 
     def _add_local(self, op: _LocalOp) -> None:
+        if isinstance(op, _Send) and len(self._local) >= self._max_pending:
+            self.local_dropped += 1  # Redis has been away long enough to fill the queue
+            if self.local_dropped == 1 or self.local_dropped % 1000 == 0:
+                log.warning("backplane: %d direct sends dropped while Redis is away",
+                            self.local_dropped)  # fmt: skip
+            return
         if isinstance(op, _Subscribe) and op.channel not in self._channels:
             self._channels[op.channel] = _Channel()
             self._listen(op.channel)
