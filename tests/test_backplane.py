@@ -227,6 +227,35 @@ def test_three_node_processes_and_two_publishers_deliver_exactly_once_in_order(
             assert got[name] == expected_ns(follower.channel, per_publisher, CHANNELS)
 
 
+def disrupted_stream(
+    publisher: Process,
+    count: int,
+    channels: int,
+    followers: list[Follower],
+    disrupt: Callable[[], None],
+    done: Callable[[], bool],
+    processes: list[Process],
+) -> None:
+    """Publish ``count`` messages at 1,500/s; ``disrupt()`` once every follower has 50 of
+    them; wait until ``done()`` (and a moment for duplicates); stop the processes."""
+
+    async def scenario() -> None:
+        tasks = await follow(followers)
+        publishing = asyncio.create_task(publisher.publish(count, channels, rate=1500))
+        await wait_for(lambda: all(len(f.messages) >= 50 for f in followers), 30)
+        await asyncio.to_thread(disrupt)
+        await publishing
+        await wait_for(done, 30, lambda: progress(followers))
+        await asyncio.sleep(0.3)
+        await stop(tasks)
+
+    try:
+        run(scenario())
+    finally:
+        for process in processes:
+            process.stop()
+
+
 def test_clients_of_a_killed_node_resume_on_another_without_loss_or_duplicate(
     redis_server: RedisServer,
 ) -> None:
@@ -235,25 +264,15 @@ def test_clients_of_a_killed_node_resume_on_another_without_loss_or_duplicate(
     count, channels = 3000, 5
     followers = [Follower([n.url for n in nodes], f"a{i % channels}", i % 3) for i in range(60)]
 
-    async def scenario() -> None:
-        tasks = await follow(followers)
-        publishing = asyncio.create_task(publisher.publish(count, channels, rate=1500))
-        await wait_for(lambda: all(len(f.messages) >= 50 for f in followers), 30)
-        nodes[0].kill()  # mid-stream: about a third of the clients lose their node
-        await publishing
-        await wait_for(
-            lambda: all(len(f.messages) >= count // channels for f in followers),
-            30,
-            lambda: progress(followers),
-        )
-        await asyncio.sleep(0.3)
-        await stop(tasks)
-
-    try:
-        run(scenario())
-    finally:
-        for process in [*nodes, publisher]:
-            process.stop()
+    disrupted_stream(
+        publisher,
+        count,
+        channels,
+        followers,
+        disrupt=nodes[0].kill,  # mid-stream: about a third of the clients lose their node
+        done=lambda: all(len(f.messages) >= count // channels for f in followers),
+        processes=[*nodes, publisher],
+    )
     assert sum(f.moves for f in followers) >= 20  # those of node 0 moved
     for follower in followers:
         assert [m["seq"] for m in follower.messages] == list(range(1, count // channels + 1))
@@ -277,21 +296,17 @@ def test_redis_restart_mid_stream(tmp_path: Path, persistent: bool) -> None:
             for f in followers
         )
 
-    async def scenario() -> None:
-        tasks = await follow(followers)
-        publishing = asyncio.create_task(publisher.publish(count, channels, rate=1500))
-        await wait_for(lambda: all(len(f.messages) >= 50 for f in followers), 30)
-        await asyncio.to_thread(redis_server.restart)
-        await publishing
-        await wait_for(received_all, 30, lambda: progress(followers))
-        await asyncio.sleep(0.3)
-        await stop(tasks)
-
     try:
-        run(scenario())
+        disrupted_stream(
+            publisher,
+            count,
+            channels,
+            followers,
+            disrupt=redis_server.restart,
+            done=received_all,
+            processes=[*nodes, publisher],
+        )
     finally:
-        for process in [*nodes, publisher]:
-            process.stop()
         redis_server.stop()
     for follower in followers:
         ns = follower.by_publisher()["pub0"]
