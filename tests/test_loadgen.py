@@ -19,6 +19,7 @@ import pytest
 from agentcast.loadgen.frames import StampCounter
 from agentcast.loadgen.messages import message
 from agentcast.loadgen.receivers import sampled_connections
+from redis_server import RedisServer
 from reference import frame
 
 BENCH = [sys.executable, "-m", "agentcast", "bench"]
@@ -80,6 +81,25 @@ def test_headroom_with_a_paced_agentcast_reports_latency_too(tmp_path: Path) -> 
     assert spec in result.stdout
 
 
+def test_scaled_out_agentcast_is_benchmarked_through_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    out = tmp_path / "scaleout.json"
+    specs = [
+        f"agentcast:backplane={redis_server.url}",
+        f"agentcast:backplane={redis_server.url}:workers=2",
+    ]
+    result = bench(
+        "--servers", ",".join(specs), "--clients", "12", "--messages", "200",
+        "--workload", "burst", "--rounds", "1", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cells = results(out)
+    assert set(cells) == {(spec, 12) for spec in specs}
+    for cell in cells.values():
+        assert cell["error"] is None and cell["summary"]["lost"] == 0
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -87,6 +107,7 @@ def test_headroom_with_a_paced_agentcast_reports_latency_too(tmp_path: Path) -> 
         (["--servers", "websockets:flush_interval=1"], "websockets does not take 'flush_interval'"),
         (["--servers", "agentcast:flush_interval=soon"], "flush_interval must be float"),
         (["--servers", "agentcast:pings=1"], "takes flush_interval, max_batch_bytes"),
+        (["--servers", "agentcast:workers=2"], "workers > 1 needs backplane"),
         (["--clients", "10,0"], "must be at least 1"),
         (["--clients", "ten"], "expected counts like"),
         (["--workload", "soak"], "invalid choice"),

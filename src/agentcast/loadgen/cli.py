@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_servers,
         default=None,
         help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets);"
-        " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536",
+        " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
+        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2",
     )
     parser.add_argument("--clients", type=_client_counts, default=[10, 100, 1000], help="sweep")
     parser.add_argument("--messages", type=_positive_int, default=2000, help="per burst")
