@@ -11,7 +11,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from agentcast import AgentServer, Broadcaster, Publisher, protocol
+from agentcast import (
+    AgentServer,
+    AsyncPublisher,
+    AsyncWebSocketInterface,
+    Broadcaster,
+    Publisher,
+    protocol,
+)
 from agentcast._ext import MemorySink
 from agentcast.backplane import script
 from backplane_nodes import Follower, Process
@@ -163,6 +170,56 @@ async def _stream(url: str, channel: str) -> list[bytes]:
     finally:
         await client.aclose()
     return [fields[b"d"] for _, fields in raw]
+
+
+def test_async_publisher_with_the_memgpt_interface_reaches_a_node(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+    hub.subscribe(hub.attach(sink), "agent-7")
+
+    async def agent_fleet() -> None:
+        async with AsyncPublisher(redis_server.url) as publisher:
+            interface = AsyncWebSocketInterface(publisher, route="agent")
+            await asyncio.sleep(0.2)  # the node's subscription is in effect
+            with interface.serving("agent-7"):
+                await interface.internal_monologue("thinking")
+                await interface.assistant_message("hello")
+            assert await publisher.flush(5)
+        await wait_for(lambda: len(frames_of(sink)) == 2)
+
+    run(agent_fleet())
+    received = [orjson.loads(f) for f in frames_of(sink)]
+    assert [(m["message_type"], m["message"], m["seq"]) for m in received] == [
+        ("internal_monologue", "thinking", 1),
+        ("assistant_message", "hello", 2),
+    ]
+    assert {m["agent_id"] for m in received} == {"agent-7"}
+
+
+def test_a_node_leaves_a_channel_its_last_client_left(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    client = hub.attach(MemorySink())
+    hub.subscribe(client, "passing")
+
+    async def channels_then_none() -> None:
+        await wait_for(lambda: hub.stats()["backplane_channels"] == 1)
+        hub.detach(client)
+        await wait_for(lambda: hub.stats()["backplane_channels"] == 0, 10)
+
+    run(channels_then_none())
+    assert run(_pubsub_channels(redis_server.url)) == [b"agentcast:all"]
+
+
+async def _pubsub_channels(url: str) -> list[bytes]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return list(await client.pubsub_channels())
+    finally:
+        await client.aclose()
 
 
 CHANNELS = 20
