@@ -153,7 +153,8 @@ def test_publishes_wait_bounded_while_redis_is_away_then_land(redis_server: Redi
         redis_server.stop()
         for i in range(100):
             publisher.publish({"i": i}, "a")  # never blocks, never raises
-        assert publisher.stats()["dropped"] >= 89  # one batch may be out, waiting to retry
+        # Held: 10 queued, plus at most the 10 of a batch already out and being retried.
+        assert publisher.stats()["dropped"] >= 80
         assert not publisher.flush(0.5)
         redis_server.start()
         assert publisher.flush(15)

@@ -141,6 +141,31 @@ def test_on_message_receives_client_text(hub_factory: Callable[..., Broadcaster]
     run(scenario())
 
 
+def test_on_connect_can_subscribe_each_new_client(hub_factory: Callable[..., Broadcaster]) -> None:
+    connected: list[int] = []
+    box: list[Broadcaster] = []
+
+    def on_connect(client_id: int) -> None:
+        connected.append(client_id)
+        box[0].subscribe(client_id, f"agent-{len(connected) % 2}")
+        if len(connected) == 3:
+            raise RuntimeError("a buggy hook: logged, the client stays")
+
+    hub = hub_factory(on_connect=on_connect)
+    box.append(hub)
+
+    async def scenario() -> None:
+        async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 4) as clients:
+            await wait_for(lambda: len(connected) == 4)
+            assert sorted(connected) == sorted(hub._core.client_ids())
+            hub.publish({"to": 0}, "agent-0")
+            hub.publish({"to": 1}, "agent-1")
+            await wait_for(lambda: all(len(c.messages) == 1 for c in clients))
+            assert sorted(orjson.loads(c.messages[0])["to"] for c in clients) == [0, 0, 1, 1]
+
+    run(scenario())
+
+
 def test_failing_handler_keeps_connection(hub_factory: Callable[..., Broadcaster]) -> None:
     def handler(cid: int, data: bytes) -> None:
         raise RuntimeError("handler bug")

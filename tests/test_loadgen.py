@@ -81,6 +81,17 @@ def test_headroom_with_a_paced_agentcast_reports_latency_too(tmp_path: Path) -> 
     assert spec in result.stdout
 
 
+def test_agentcast_over_channels_delivers_every_stream(tmp_path: Path) -> None:
+    out = tmp_path / "channels.json"
+    result = bench(
+        "--servers", "agentcast:channels=4", "--clients", "12", "--messages", "100",
+        "--workload", "burst", "--rounds", "1", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cell = results(out)["agentcast:channels=4", 12]
+    assert cell["error"] is None and cell["summary"]["lost"] == 0
+
+
 def test_scaled_out_agentcast_is_benchmarked_through_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:

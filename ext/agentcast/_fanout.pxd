@@ -114,7 +114,8 @@ cdef class FanoutCore:
         dict _channel_groups
         list _group_list
         list _diverged
-        Py_ssize_t _tick_bytes
+        Py_ssize_t _tick_bytes                    # appended to all buffers this tick
+        Py_ssize_t _tick_peak                     # the largest buffer this tick
         PendingWrite* _writes
         Py_ssize_t _writes_cap
         list _write_clients
@@ -164,6 +165,7 @@ cdef class FanoutCore:
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
     cdef int _restart(self, object channel) except -1
     cdef int _route_direct(self, long long client_id, bytes payload) except -1
+    cdef void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept
     cdef int _write_round(self) except -1
     cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,
                            Py_ssize_t count, list targets) except -1

@@ -52,6 +52,7 @@ cdef enum:
     MAX_HEADER = 10
     MAX_SEQ_SUFFIX = 32
     SHRINK_ABOVE = 4 * 1024 * 1024
+    TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
 
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
@@ -665,7 +666,8 @@ cdef class FanoutCore:
             self._next_flush = now + self.flush_interval
         self.n_ticks += 1
         try:
-            while queue and self._tick_bytes < self.max_batch_bytes:
+            while (queue and self._tick_peak < self.max_batch_bytes
+                   and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
                 item = self._queue_popleft()
                 op = item[0]
                 if op == OP_PUBLISH:
@@ -755,7 +757,7 @@ cdef class FanoutCore:
             self._diverge(client)
         buf_append(&client.priv, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
         client.priv_frames += 1
-        self._tick_bytes += PyBytes_GET_SIZE(frame)
+        self._count_tick_bytes(PyBytes_GET_SIZE(frame), client.priv.size)
         return 0
 
     cdef int _move(self, Client client, frozenset channels) except -1:
@@ -801,21 +803,28 @@ cdef class FanoutCore:
         cdef Group group
         cdef Client client
         cdef list groups
-        cdef bint taken = False
         groups = self._group_list if channel is None else self._channel_groups.get(channel)
         if groups is None:
             return 0
         for group in groups:
             buf_append_frame(&group.buf, header, hl, data, size)
             group.frames += 1
-            taken = True
+            self._count_tick_bytes(hl + size, group.buf.size)
         for client in self._diverged:
             if channel is None or channel in client.group.channels:
                 buf_append_frame(&client.priv, header, hl, data, size)
                 client.priv_frames += 1
-        if taken:
-            self._tick_bytes += hl + size
+                self._count_tick_bytes(hl + size, client.priv.size)
         return 0
+
+    cdef inline void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept:
+        """A tick stops draining when one client's bytes reach ``max_batch_bytes`` (a
+        broadcast: after that many bytes of messages; 100 channels: after about 100 times
+        as many, so each send still carries as much) or all buffers together reach
+        ``TICK_MEMORY_FACTOR`` times it."""
+        self._tick_bytes += added
+        if buffer_size > self._tick_peak:
+            self._tick_peak = buffer_size
 
     cdef int _accept(self, object channel, list frames) except -1:
         cdef Channel state = self._channel(channel)
@@ -870,7 +879,7 @@ cdef class FanoutCore:
             self._diverge(client)
         buf_append_frame(&client.priv, header, hl, PyBytes_AS_STRING(payload), size)
         client.priv_frames += 1
-        self._tick_bytes += hl + size
+        self._count_tick_bytes(hl + size, client.priv.size)
         return 0
 
     # ---- writing ------------------------------------------------------------
@@ -1043,5 +1052,5 @@ cdef class FanoutCore:
             client.priv_frames = 0
             client.diverged = False
         del self._diverged[:]
-        self._tick_bytes = 0
+        self._tick_bytes = self._tick_peak = 0
         return 0

@@ -45,6 +45,8 @@ class Broadcaster:
     ``on_message(client_id, data)`` runs on the loop thread for every text
     message a client sends; it must return quickly. ``on_binary`` likewise for
     binary messages (without it, a binary message closes the client with 1003).
+    ``on_connect(client_id)`` runs there once a new client is registered (to
+    subscribe it to a default channel, say).
     ``flush_interval`` (seconds) paces writes to at most one round per interval,
     trading latency for CPU left to the agent. ``release_gil`` releases the GIL
     while the kernel copies a round of sends, which pays only when the agent
@@ -74,6 +76,7 @@ class Broadcaster:
         on_message: MessageHandler | None = None,
         *,
         on_binary: MessageHandler | None = None,
+        on_connect: Callable[[int], None] | None = None,
         default: Callable[[Any], Any] | None = None,
         client_budget: int = 4 * 1024 * 1024,
         max_batch_bytes: int = 256 * 1024,
@@ -98,6 +101,7 @@ class Broadcaster:
         self._requested_port = port
         self._on_message = on_message
         self._on_binary = on_binary
+        self._on_connect = on_connect
         self._core_options: dict[str, Any] = {
             "default": default,
             "client_budget": client_budget,
@@ -161,7 +165,13 @@ class Broadcaster:
         if self._requested_port is None:
             return None
         self._server = await start_server(
-            core, self.host, self._requested_port, self.options, self._on_message, self._on_binary
+            core,
+            self.host,
+            self._requested_port,
+            self.options,
+            self._on_message,
+            self._on_binary,
+            self._on_connect,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Literal
+from typing import Any, Literal
 
 from picows import (
     WSUpgradeRequest,
@@ -18,6 +19,8 @@ from picows import (
 from agentcast._ext import FanoutCore, ServerListener
 
 MessageHandler = Callable[[int, bytes], None]
+
+log = logging.getLogger("agentcast.server")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,23 @@ class ServerOptions:
             raise ValueError("ping_timeout must not exceed ping_interval")
 
 
+ConnectHandler = Callable[[int], None]
+
+
+class _AnnouncingListener(ServerListener):
+    """A listener that also calls ``on_connect(client_id)`` once the client is registered
+    (a separate class, so that servers without the callback pay nothing for it)."""
+
+    _on_connect: ConnectHandler
+
+    def on_ws_connected(self, transport: Any) -> None:
+        super().on_ws_connected(transport)
+        try:
+            self._on_connect(self.client_id)
+        except Exception:
+            log.exception("client %d: on_connect failed", self.client_id)
+
+
 async def start_server(
     core: FanoutCore,
     host: str,
@@ -62,6 +82,7 @@ async def start_server(
     options: ServerOptions,
     on_message: MessageHandler | None,
     on_binary: MessageHandler | None,
+    on_connect: ConnectHandler | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port``; every connection becomes a client of ``core``."""
 
@@ -73,7 +94,7 @@ async def start_server(
                 HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
             )
             return WSUpgradeResponseWithListener(response, None)
-        return ServerListener(
+        settings = (
             core,
             on_message,
             on_binary,
@@ -81,6 +102,11 @@ async def start_server(
             options.max_message_size,
             options.max_message_rate,
         )
+        if on_connect is None:
+            return ServerListener(*settings)
+        listener = _AnnouncingListener(*settings)  # the compiled base takes no more arguments
+        listener._on_connect = on_connect
+        return listener
 
     return await ws_create_server(
         listener_factory,

@@ -36,6 +36,7 @@ SETTINGS: dict[str, dict[str, type]] = {
         "release_gil": int,
         "backplane": str,  # a Redis URL: every message goes round Redis
         "workers": int,  # > 1: that many processes on one port, joined by the backplane
+        "channels": int,  # > 0: clients spread over that many agent channels (seq, history)
     },
 }
 _SETTING = re.compile(r":(?=[a-z_]+=)")  # a ':' that starts a setting, not one inside a URL

@@ -9,16 +9,31 @@ from agentcast.loadgen.peers import HOST
 
 
 class AgentcastPeer:
-    """``hub.publish`` from the publisher thread; the hub fans out on its own uvloop thread."""
+    """``hub.publish`` from the publisher thread; the hub fans out on its own uvloop thread.
 
-    def __init__(self, **settings: Any) -> None:
-        self.hub = Broadcaster(HOST, port=0, ping_interval=0, **settings)
+    With ``channels=N`` each client is subscribed at connect to one of N agent
+    channels (round-robin) and every message is published to each channel: every
+    client gets the same stream as with a broadcast, but through channels, ``seq``
+    and history, as N agents publishing at that rate would cause.
+    """
+
+    def __init__(self, channels: int = 0, **settings: Any) -> None:
+        self.channels = [f"agent-{i}" for i in range(channels)]
+        on_connect = self._assign if channels else None
+        self.hub = Broadcaster(HOST, port=0, ping_interval=0, on_connect=on_connect, **settings)
+
+    def _assign(self, client_id: int) -> None:
+        self.hub.subscribe(client_id, self.channels[client_id % len(self.channels)])
 
     def start(self) -> int:
         return self.hub.start().port
 
     def publish(self, obj: Any) -> None:
-        self.hub.publish(obj)
+        if not self.channels:
+            self.hub.publish(obj)
+            return
+        for channel in self.channels:
+            self.hub.publish(obj, channel)
 
     @property
     def client_count(self) -> int:
