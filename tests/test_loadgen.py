@@ -35,20 +35,27 @@ def results(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["server"], r["clients"]): r for r in document["results"]}
 
 
-def test_burst_sweep_writes_every_cell(tmp_path: Path) -> None:
+def burst(
+    tmp_path: Path, servers: str, clients: str, messages: str
+) -> tuple[dict[tuple[str, int], dict[str, Any]], str]:
+    """One burst round per cell; the cells from the JSON file and the terminal output."""
     out = tmp_path / "burst.json"
     result = bench(
-        "--servers", "agentcast,websockets", "--clients", "5,20", "--messages", "50",
+        "--servers", servers, "--clients", clients, "--messages", messages,
         "--workload", "burst", "--rounds", "1", "--json", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    cells = results(out)
+    return results(out), result.stdout
+
+
+def test_burst_sweep_writes_every_cell(tmp_path: Path) -> None:
+    cells, stdout = burst(tmp_path, "agentcast,websockets", "5,20", "50")
     assert set(cells) == {(s, c) for s in ("agentcast", "websockets") for c in (5, 20)}
     for cell in cells.values():
         assert cell["workload"] == "burst" and cell["error"] is None
         assert cell["summary"]["deliveries_per_s"] > 0
         assert cell["summary"]["lost"] == 0
-    assert "deliveries/s" in result.stdout
+    assert "deliveries/s" in stdout
 
 
 def test_latency_reports_percentiles_and_no_loss(tmp_path: Path) -> None:
@@ -82,30 +89,19 @@ def test_headroom_with_a_paced_agentcast_reports_latency_too(tmp_path: Path) -> 
 
 
 def test_agentcast_over_channels_delivers_every_stream(tmp_path: Path) -> None:
-    out = tmp_path / "channels.json"
-    result = bench(
-        "--servers", "agentcast:channels=4", "--clients", "12", "--messages", "100",
-        "--workload", "burst", "--rounds", "1", "--json", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    cell = results(out)["agentcast:channels=4", 12]
+    cells, _ = burst(tmp_path, "agentcast:channels=4", "12", "100")
+    cell = cells["agentcast:channels=4", 12]
     assert cell["error"] is None and cell["summary"]["lost"] == 0
 
 
 def test_scaled_out_agentcast_is_benchmarked_through_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    out = tmp_path / "scaleout.json"
     specs = [
         f"agentcast:backplane={redis_server.url}",
         f"agentcast:backplane={redis_server.url}:workers=2",
     ]
-    result = bench(
-        "--servers", ",".join(specs), "--clients", "12", "--messages", "200",
-        "--workload", "burst", "--rounds", "1", "--json", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    cells = results(out)
+    cells, _ = burst(tmp_path, ",".join(specs), "12", "200")
     assert set(cells) == {(spec, 12) for spec in specs}
     for cell in cells.values():
         assert cell["error"] is None and cell["summary"]["lost"] == 0
