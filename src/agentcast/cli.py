@@ -7,7 +7,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -18,6 +17,8 @@ from agentcast.loadgen import cli as bench_cli
 from agentcast.workers import Supervisor
 
 log = logging.getLogger("agentcast.cli")
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _port(text: str) -> int:
@@ -134,9 +135,10 @@ def serve(args: argparse.Namespace) -> int:
         backplane=args.redis,
         reuse_port=args.reuse_port,
     )
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    # Blocked before any thread starts, so every thread inherits the mask and the signal
+    # waits for sigwait() below. Left to a handler, a SIGTERM delivered to another thread
+    # would not wake a main thread blocked on a lock, and the server would never stop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         server.start()
     except ConnectionError as exc:  # the backplane's Redis does not answer
@@ -149,7 +151,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"agentcast serving ws://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
-    stopping.wait()
+    signal.sigwait(STOP_SIGNALS)
     log.info("stopping: %s", server.hub.stats())
     server.stop()
     return 0
