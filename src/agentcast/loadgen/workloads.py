@@ -88,14 +88,20 @@ def burst(
         return _repeat(settings, lambda: round_of(settings.messages), done)
 
 
-def _latency_ms(latencies: list[float]) -> Round:
-    """p50, p99, p99.9 and max of the sampled publish-to-receive latencies, in ms."""
-    ordered = sorted(latencies)
+def _paced_outcome(session: Session, count: int, started: float, settings: Settings) -> Round:
+    """After ``count`` paced messages sent from ``started``: wait for them, then the sampled
+    publish-to-receive latencies (p50, p99, p99.9, max in ms), losses and receiver CPU."""
+    session.published(count)
+    delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
+    elapsed = max(delivery.last_frame_at - started, settings.duration)
+    ordered = sorted(session.latencies())
     return {
         "p50_ms": _percentile(ordered, 0.5) * 1e3,
         "p99_ms": _percentile(ordered, 0.99) * 1e3,
         "p999_ms": _percentile(ordered, 0.999) * 1e3,
         "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
+        "lost": lost,
+        "receiver_cpu": delivery.cpu_seconds / elapsed,
     }
 
 
@@ -115,14 +121,7 @@ def latency(
                 settings.rate,
                 timeout=settings.duration + SERVER_GRACE,
             )
-            session.published(count)
-            delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
-            elapsed = max(delivery.last_frame_at - started, settings.duration)
-            return {
-                **_latency_ms(session.latencies()),
-                "lost": lost,
-                "receiver_cpu": delivery.cpu_seconds / elapsed,
-            }
+            return _paced_outcome(session, count, started, settings)
 
         return _repeat(settings, one_round, done)
 
@@ -195,15 +194,7 @@ def headroom(
                 settings.rate,
                 timeout=settings.duration + SERVER_GRACE,
             )
-            session.published(count)
-            delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
-            elapsed = max(delivery.last_frame_at - started, settings.duration)
-            return {
-                "headroom": busy / idle,
-                **_latency_ms(session.latencies()),
-                "lost": lost,
-                "receiver_cpu": delivery.cpu_seconds / elapsed,
-            }
+            return {"headroom": busy / idle, **_paced_outcome(session, count, started, settings)}
 
         return _repeat(settings, one_round, done)
 
