@@ -255,7 +255,10 @@ class Broadcaster:
 
     def send(self, client_id: int, obj: Any) -> None:
         """Queue ``obj`` for one client, on the same ordered path as ``publish``."""
-        self._ops.send_json(client_id, orjson.dumps(obj, default=self._default))
+        if self._backplane is None:
+            self._core.send(client_id, obj)
+        else:
+            self._backplane.send_json(client_id, orjson.dumps(obj, default=self._default))
 
     def send_json(self, client_id: int, data: bytes) -> None:
         self._ops.send_json(client_id, data)
