@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -160,17 +161,17 @@ def test_publishes_wait_bounded_while_redis_is_away_then_land(redis_server: Redi
         assert publisher.flush(15)
         assert publisher.stats()["failed"] == 0
         kept = 100 - publisher.stats()["dropped"]
-    entries = run(_stream(redis_server.url, "a"))
-    assert [orjson.loads(e)["i"] for e in entries] == list(range(kept))
+    entries = run(ask_redis(redis_server.url, "XRANGE", script.log_key("a"), "-", "+"))
+    assert [orjson.loads(fields[b"d"])["i"] for _, fields in entries] == list(range(kept))
 
 
-async def _stream(url: str, channel: str) -> list[bytes]:
+async def ask_redis(url: str, *command: str | bytes) -> Any:
+    """One command on a connection of its own, closed after."""
     client = aioredis.Redis.from_url(url)
     try:
-        raw = await client.xrange(script.log_key(channel))
+        return await client.execute_command(*command)
     finally:
         await client.aclose()
-    return [fields[b"d"] for _, fields in raw]
 
 
 def test_async_publisher_with_the_memgpt_interface_reaches_a_node(
@@ -212,15 +213,7 @@ def test_a_node_leaves_a_channel_its_last_client_left(
         await wait_for(lambda: hub.stats()["backplane_channels"] == 0, 10)
 
     run(channels_then_none())
-    assert run(_pubsub_channels(redis_server.url)) == [b"agentcast:all"]
-
-
-async def _pubsub_channels(url: str) -> list[bytes]:
-    client = aioredis.Redis.from_url(url)
-    try:
-        return list(await client.pubsub_channels())
-    finally:
-        await client.aclose()
+    assert run(ask_redis(redis_server.url, "PUBSUB", "CHANNELS")) == [b"agentcast:all"]
 
 
 CHANNELS = 20

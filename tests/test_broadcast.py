@@ -181,15 +181,22 @@ def test_failing_handler_keeps_connection(hub_factory: Callable[..., Broadcaster
     run(scenario())
 
 
+async def closed_while_others_served(
+    hub: Broadcaster, bad: websockets.ClientConnection, good: websockets.ClientConnection, code: int
+) -> None:
+    """``bad`` is closed with ``code``; ``good``, on the same server, still gets a broadcast."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await bad.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+    hub.publish({"ok": 1})
+    assert await good.recv() == '{"ok":1}'
+
+
 def test_binary_without_handler_is_closed_1003(hub: Broadcaster) -> None:
     async def scenario() -> None:
         async with websockets_clients(f"ws://127.0.0.1:{hub.port}/", 2) as (bad, good):
             await bad.send(b"\x00\x01")
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await bad.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
-            hub.publish({"ok": 1})
-            assert await good.recv() == '{"ok":1}'
+            await closed_while_others_served(hub, bad, good, 1003)
 
     run(scenario())
 
@@ -203,10 +210,6 @@ def test_oversize_message_is_closed_1009(
     async def scenario() -> None:
         async with websockets_clients(f"ws://127.0.0.1:{hub.port}/", 2) as (bad, good):
             await bad.send(["x" * 600, "y" * 600] if fragmented else "x" * 1001)
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await bad.recv()
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-            hub.publish({"ok": 1})
-            assert await good.recv() == '{"ok":1}'
+            await closed_while_others_served(hub, bad, good, 1009)
 
     run(scenario())

@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from agentcast.loadgen.harness import wait_until
 from clients import DEMO_STEP, user_message
 from redis_server import RedisServer, free_port
 
@@ -66,14 +66,6 @@ def server_pid_of(client: ClientConnection, workers: set[int]) -> int:
     return next(pid for pid in workers if inode in _socket_inodes(pid))
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def two_workers(redis_server: RedisServer) -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
@@ -87,6 +79,7 @@ def two_workers(redis_server: RedisServer) -> Iterator[tuple[subprocess.Popen[st
             len(workers_of(parent.pid)) == 2
             and all(listening(pid, port) for pid in workers_of(parent.pid))
         ),
+        TIMEOUT,
         "two listening workers",
     )
     yield parent, port
@@ -135,9 +128,12 @@ def test_a_crashed_worker_is_restarted_and_sigterm_drains_both(
     os.kill(victim, signal.SIGKILL)
     wait_until(
         lambda: len(workers_of(parent.pid)) == 2 and victim not in workers_of(parent.pid),
+        TIMEOUT,
         "a new worker in place of the killed one",
     )
-    wait_until(lambda: all(listening(p, port) for p in workers_of(parent.pid)), "it listens")
+    wait_until(
+        lambda: all(listening(p, port) for p in workers_of(parent.pid)), TIMEOUT, "it listens"
+    )
     workers = workers_of(parent.pid)
     with clients_of(port, 20) as clients:
         assert {server_pid_of(c, workers) for c in clients} == workers
