@@ -54,8 +54,9 @@ def test_burst_sweep_writes_every_cell(tmp_path: Path) -> None:
     for cell in cells.values():
         assert cell["workload"] == "burst" and cell["error"] is None
         assert cell["summary"]["deliveries_per_s"] > 0
+        assert cell["summary"]["server_ns"] > 0  # the server's CPU per delivery
         assert cell["summary"]["lost"] == 0
-    assert "deliveries/s" in stdout
+    assert "deliveries/s" in stdout and "server ns/deliv" in stdout
 
 
 def test_latency_reports_percentiles_and_no_loss(tmp_path: Path) -> None:

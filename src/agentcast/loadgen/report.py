@@ -19,6 +19,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "burst": [
         ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
         ("mb_per_s", "MB/s", "{:,.1f}"),
+        ("server_ns", "server ns/deliv", "{:,.1f}"),
         ("lost", "lost", "{:,.0f}"),
         ("receiver_cpu", "recv CPU", "{:.0%}"),
     ],
@@ -108,6 +109,7 @@ def notes(sweep: Sweep) -> list[str]:
                 f"warning: the receivers were saturated in {where} "
                 f"(a receiver CPU {cell.summary()['receiver_cpu']:.0%} busy): they may have set "
                 "the pace, so this row measures them as much as the server"
+                + ("; compare servers by server ns/deliv" if cell.workload == "burst" else "")
             )
     return lines
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -38,6 +39,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "headroom": publisher.headroom,
     "agent_rate": lambda _peer, seconds: publisher.agent_rate(seconds),
     "client_count": _client_count,
+    "cpu_seconds": lambda _peer: time.process_time(),  # every thread of the server process
 }
 
 

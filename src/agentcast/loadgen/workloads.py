@@ -65,6 +65,11 @@ def burst(
 ) -> list[Round]:
     """``messages`` published back to back; time from the first publish to the last frame.
 
+    Also the server process's CPU time per delivery (publisher thread
+    included), from just before the burst until every frame arrived: when the
+    receivers set the pace, deliveries/s stops ranking the servers, but what
+    each delivery cost the server's core still does.
+
     A quarter-size warm-up burst first grows TCP windows and buffers.
     """
     with Session(peer, plan) as session:
@@ -72,13 +77,16 @@ def burst(
 
         def round_of(count: int) -> Round:
             timeout = _burst_timeout(clients * count)
+            cpu_before = session.server.call("cpu_seconds", timeout=SERVER_GRACE)
             started = session.server.call("burst", count, settings.size, timeout=timeout)
             session.published(count)
             delivery, lost = session.drain(timeout)
+            cpu = session.server.call("cpu_seconds", timeout=SERVER_GRACE) - cpu_before
             elapsed = max(delivery.last_frame_at - started, 1e-9)
             return {
                 "deliveries_per_s": delivery.frames / elapsed,
                 "mb_per_s": delivery.bytes / elapsed / 1e6,
+                "server_ns": cpu / max(delivery.frames, 1) * 1e9,
                 "lost": lost,
                 "receiver_cpu": delivery.cpu_seconds / elapsed,
             }
