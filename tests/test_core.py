@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import sys
 from collections.abc import Iterator
 
 import orjson
@@ -113,6 +115,39 @@ def test_publishes_between_ticks_cause_one_wakeup(loop: uvloop.Loop) -> None:
     assert wakeups.count == 2
     drain(core)
     assert core.stats()["deliveries"] == 10_001
+
+
+def test_queue_keeps_order_when_it_grows_while_wrapped(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), max_batch_bytes=1)  # one message per tick
+    sink = MemorySink()
+    core.add_client(sink)
+    for i in range(50):
+        core.publish({"i": i})
+    for _ in range(40):  # the oldest 10 now sit in the middle of the ring
+        core.tick()
+    for i in range(50, 300):  # wraps past the end, then grows twice
+        core.publish({"i": i})
+    drain(core)
+    assert [orjson.loads(p)["i"] for _, p in parse_frames(bytes(sink.data))] == list(range(300))
+
+
+def test_queued_payloads_are_released_once_written_or_dropped(loop: uvloop.Loop) -> None:
+    payload = orjson.dumps({"unique": random.random()})
+    channel = f"agent-{random.random()}"
+    held = sys.getrefcount(payload), sys.getrefcount(channel)
+    core = FanoutCore(loop, wake=Wakeups())
+    core.add_client(MemorySink(keep=False))
+    for _ in range(1000):
+        core.publish_json(payload)
+        core.publish_json(payload, channel)
+    drain(core)
+    kept = 2  # the channel's state: its key in the core's table, and its name
+    assert (sys.getrefcount(payload), sys.getrefcount(channel)) == (held[0], held[1] + kept)
+    for _ in range(1000):  # never taken by a tick: the core's end releases them
+        core.publish_json(payload, channel)
+    del core
+    gc.collect()  # the core holds its own bound tick: a cycle
+    assert (sys.getrefcount(payload), sys.getrefcount(channel)) == held
 
 
 def test_lone_message_is_written_in_its_own_tick(loop: uvloop.Loop) -> None:

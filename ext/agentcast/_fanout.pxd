@@ -7,6 +7,24 @@ cdef struct Buffer:
     Py_ssize_t capacity
 
 
+from cpython.ref cimport PyObject
+
+
+cdef struct Op:
+    int kind
+    long long client_id
+    unsigned long long since
+    PyObject* target     # channel or None: an owned reference
+    PyObject* payload    # bytes, a list of frames, or None: an owned reference
+
+
+cdef struct OpQueue:
+    Op* items            # a ring: items[head] is the oldest of count
+    Py_ssize_t head
+    Py_ssize_t count
+    Py_ssize_t capacity
+
+
 cdef struct PendingWrite:
     int fd
     const char* data
@@ -93,9 +111,7 @@ cdef class FanoutCore:
         object _loop
         object _wake
         object _tick_cb
-        object _queue
-        object _queue_append
-        object _queue_popleft
+        OpQueue _ops
         object _dumps
         object _default
         bint _wake_pending
@@ -148,7 +164,9 @@ cdef class FanoutCore:
     cpdef close_client(self, long long client_id, int code, str reason)
     cpdef tick(self)
 
-    cdef int _enqueue(self, tuple item) except -1
+    cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
+                      unsigned long long since=*) except -1
+    cdef int _apply(self, Op* op) except -1
     cdef Group _group_for(self, frozenset channels)
     cdef int _drop_group(self, Group group) except -1
     cdef int _change_subscription(self, long long client_id, object channel,

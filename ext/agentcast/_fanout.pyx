@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The fan-out hub: serialize once, frame once, one write per client per tick.
 
-Callers on any thread append to a deque and wake the loop at most once per
-batch. On the loop thread, ``tick`` drains the deque, appends each frame once
+Callers on any thread append to a C ring of operations and wake the loop at
+most once per batch. On the loop thread, ``tick`` drains it, appends each frame once
 per *subscriber group* (clients with the same channel set share a buffer),
 then writes every group buffer to each member with one ``send`` per client.
 A client that received a direct message in the tick gets a private copy of its
@@ -13,10 +13,10 @@ whose queued bytes exceed ``client_budget`` is closed with 1013.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdlib cimport free, realloc
+from cpython.ref cimport Py_INCREF, PyObject
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
-import collections
 import logging
 
 import orjson
@@ -28,6 +28,9 @@ cdef extern from "<sys/socket.h>" nogil:
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
+
+cdef extern from "Python.h":
+    void release_ref "Py_DECREF"(PyObject* o)
 
 cdef extern from *:
     """
@@ -52,6 +55,7 @@ cdef enum:
     MAX_HEADER = 10
     MAX_SEQ_SUFFIX = 32
     SHRINK_ABOVE = 4 * 1024 * 1024
+    SHRINK_OPS = 64 * 1024
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
 
 TRY_AGAIN_LATER = 1013
@@ -143,6 +147,76 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
                 break
         w.sent = sent
         w.error = errno if sent < 0 else 0
+
+
+cdef int ops_push(OpQueue* q, int kind, long long client_id, object target, object payload,
+                  unsigned long long since) except -1:
+    """Append one operation, holding references to ``target`` and ``payload``.
+
+    No Python code runs between reading and updating the ring, so callers on
+    any thread are serialized by the GIL alone, as a deque append would be,
+    without a tuple (and the garbage collector's attention) per message.
+    """
+    cdef Py_ssize_t tail
+    cdef Op* op
+    if q.count == q.capacity:
+        ops_grow(q)
+    tail = q.head + q.count
+    if tail >= q.capacity:
+        tail -= q.capacity
+    op = &q.items[tail]
+    op.kind = kind
+    op.client_id = client_id
+    op.since = since
+    Py_INCREF(target)
+    op.target = <PyObject*>target
+    Py_INCREF(payload)
+    op.payload = <PyObject*>payload
+    q.count += 1
+    return 0
+
+
+cdef int ops_grow(OpQueue* q) except -1:
+    """Double the ring, oldest operation first in the new one."""
+    cdef Py_ssize_t capacity = max(64, 2 * q.capacity)
+    cdef Py_ssize_t first = min(q.count, q.capacity - q.head)
+    cdef Op* items = <Op*>malloc(capacity * sizeof(Op))
+    if items == NULL:
+        raise MemoryError()
+    if q.count:
+        memcpy(items, q.items + q.head, first * sizeof(Op))
+        memcpy(items + first, q.items, (q.count - first) * sizeof(Op))
+    free(q.items)
+    q.items = items
+    q.capacity = capacity
+    q.head = 0
+    return 0
+
+
+cdef inline void ops_pop(OpQueue* q, Op* out) noexcept:
+    """Move the oldest operation (and its references) to ``out``."""
+    out[0] = q.items[q.head]
+    q.head += 1
+    if q.head == q.capacity:
+        q.head = 0
+    q.count -= 1
+
+
+cdef void ops_clear(OpQueue* q) noexcept:
+    cdef Op op
+    while q.count:
+        ops_pop(q, &op)
+        release_ref(op.target)
+        release_ref(op.payload)
+    free(q.items)
+    q.items = NULL
+    q.capacity = q.head = 0
+
+
+cdef void ops_shrink(OpQueue* q) noexcept:
+    """An empty ring that grew past ``SHRINK_OPS`` is given back (a burst is over)."""
+    if q.count == 0 and q.capacity > SHRINK_OPS:
+        ops_clear(q)
 
 
 def build_frame(bytes payload not None) -> bytes:
@@ -436,10 +510,6 @@ cdef class FanoutCore:
         self._loop = loop
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
-        self._queue = collections.deque()
-        # Bound once: a deque method looked up by name per message costs more than the rest.
-        self._queue_append = self._queue.append
-        self._queue_popleft = self._queue.popleft
         self._dumps = orjson.dumps
         self._default = default
         self.client_budget = client_budget
@@ -456,11 +526,13 @@ cdef class FanoutCore:
 
     def __dealloc__(self):
         free(self._writes)
+        ops_clear(&self._ops)
 
     # ---- any thread ---------------------------------------------------------
 
-    cdef int _enqueue(self, tuple item) except -1:
-        self._queue_append(item)
+    cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
+                      unsigned long long since=0) except -1:
+        ops_push(&self._ops, kind, client_id, target, payload, since)
         if not self._wake_pending:
             self._wake_pending = True
             self.n_wakeups += 1
@@ -474,13 +546,13 @@ cdef class FanoutCore:
             payload = self._dumps(obj)
         else:
             payload = self._dumps(obj, default=self._default)
-        self._enqueue((OP_PUBLISH, channel, payload))
+        self._enqueue(OP_PUBLISH, 0, channel, payload)
 
     cpdef publish_json(self, bytes payload, object channel=None):
         """Queue already-serialized JSON as is, for every client of ``channel``."""
         if payload is None:
             raise TypeError("payload must be bytes, not None")
-        self._enqueue((OP_PUBLISH, channel, payload))
+        self._enqueue(OP_PUBLISH, 0, channel, payload)
 
     cpdef send(self, long long client_id, object obj):
         """Serialize ``obj`` and queue it for one client, in order with publishes."""
@@ -489,12 +561,12 @@ cdef class FanoutCore:
             payload = self._dumps(obj)
         else:
             payload = self._dumps(obj, default=self._default)
-        self._enqueue((OP_DIRECT, client_id, payload))
+        self._enqueue(OP_DIRECT, client_id, None, payload)
 
     cpdef send_json(self, long long client_id, bytes payload):
         if payload is None:
             raise TypeError("payload must be bytes, not None")
-        self._enqueue((OP_DIRECT, client_id, payload))
+        self._enqueue(OP_DIRECT, client_id, None, payload)
 
     cpdef subscribe(self, long long client_id, object channel, object since=None):
         """Subscribe; with ``since``, first replay the channel's kept messages after that seq."""
@@ -502,11 +574,11 @@ cdef class FanoutCore:
             raise ValueError("channel must not be None")
         hash(channel)
         if since is None:
-            self._enqueue((OP_SUBSCRIBE, client_id, channel))
+            self._enqueue(OP_SUBSCRIBE, client_id, channel, None)
         elif since < 0:
             raise ValueError("since must be >= 0")
         else:
-            self._enqueue((OP_RESUME, client_id, (channel, <unsigned long long>since)))
+            self._enqueue(OP_RESUME, client_id, channel, None, <unsigned long long>since)
 
     cpdef accept(self, object channel, list frames):
         """Queue frames numbered elsewhere (a backplane): ``[(seq, payload), ...]`` in seq order,
@@ -524,7 +596,7 @@ cdef class FanoutCore:
         for seq, payload in frames:
             if type(payload) is not bytes or seq < 1:
                 raise ValueError(f"frames must be (seq >= 1, bytes) pairs, not ({seq!r}, ...)")
-        self._enqueue((OP_ACCEPT, channel, frames))
+        self._enqueue(OP_ACCEPT, 0, channel, frames)
 
     cpdef restart(self, object channel):
         """Queue: the channel's numbering starts again at 1 (its backplane lost its state).
@@ -534,7 +606,7 @@ cdef class FanoutCore:
         if channel is None:
             raise ValueError("channel must not be None")
         hash(channel)
-        self._enqueue((OP_RESTART, channel, None))
+        self._enqueue(OP_RESTART, 0, channel, None)
 
     def subscriber_count(self, object channel):
         """Clients subscribed to ``channel`` now (loop thread)."""
@@ -548,7 +620,7 @@ cdef class FanoutCore:
         if channel is None:
             raise ValueError("channel must not be None")
         hash(channel)
-        self._enqueue((OP_UNSUBSCRIBE, client_id, channel))
+        self._enqueue(OP_UNSUBSCRIBE, client_id, channel, None)
 
     @property
     def client_count(self):
@@ -557,7 +629,7 @@ cdef class FanoutCore:
     @property
     def pending(self):
         """Queued operations not yet taken by a tick."""
-        return len(self._queue)
+        return self._ops.count
 
     def stats(self):
         """Counters since creation; readable from any thread (values may be a tick old)."""
@@ -574,7 +646,7 @@ cdef class FanoutCore:
             "dropped_clients": self.n_dropped_clients,
             "unknown_targets": self.n_unknown_targets,
             "write_errors": self.n_write_errors,
-            "pending": len(self._queue),
+            "pending": self._ops.count,
             "channels": len(self._channels),
             "skip_episodes": self.n_skip_episodes,
             "skipped_frames": self.n_skipped_frames,
@@ -645,7 +717,7 @@ cdef class FanoutCore:
         cdef double interval = self.flush_interval
         self.flush_interval = 0.0
         try:
-            while self._queue:
+            while self._ops.count:
                 self.tick()
         finally:
             self.flush_interval = interval
@@ -653,9 +725,7 @@ cdef class FanoutCore:
     cpdef tick(self):
         """Drain up to ``max_batch_bytes`` of queued operations and write them out."""
         cdef double now
-        cdef tuple item
-        cdef int op
-        queue = self._queue
+        cdef Op op
         self._wake_pending = False
         if self.flush_interval > 0.0:
             now = self._loop.time()
@@ -666,28 +736,39 @@ cdef class FanoutCore:
             self._next_flush = now + self.flush_interval
         self.n_ticks += 1
         try:
-            while (queue and self._tick_peak < self.max_batch_bytes
+            while (self._ops.count and self._tick_peak < self.max_batch_bytes
                    and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
-                item = self._queue_popleft()
-                op = item[0]
-                if op == OP_PUBLISH:
-                    self._route(item[1], item[2])
-                elif op == OP_DIRECT:
-                    self._route_direct(item[1], item[2])
-                elif op == OP_RESUME:
-                    self._resume(item[1], item[2][0], item[2][1])
-                elif op == OP_ACCEPT:
-                    self._accept(item[1], item[2])
-                elif op == OP_RESTART:
-                    self._restart(item[1])
-                else:
-                    self._change_subscription(item[1], item[2], op == OP_SUBSCRIBE)
+                ops_pop(&self._ops, &op)
+                self._apply(&op)
             self._write_round()
         finally:
             self._end_tick()
-            if queue and not self._wake_pending:  # even after an error: nothing is stranded
-                self._wake_pending = True
-                self._loop.call_soon(self._tick_cb)
+            if self._ops.count:
+                if not self._wake_pending:  # even after an error: nothing is stranded
+                    self._wake_pending = True
+                    self._loop.call_soon(self._tick_cb)
+            else:
+                ops_shrink(&self._ops)
+
+    cdef int _apply(self, Op* op) except -1:
+        """Carry out one popped operation; its references are released even if it fails."""
+        cdef object target = <object>op.target
+        cdef object payload = <object>op.payload
+        release_ref(op.target)  # the locals hold them now
+        release_ref(op.payload)
+        if op.kind == OP_PUBLISH:
+            self._route(target, payload)
+        elif op.kind == OP_DIRECT:
+            self._route_direct(op.client_id, payload)
+        elif op.kind == OP_RESUME:
+            self._resume(op.client_id, target, op.since)
+        elif op.kind == OP_ACCEPT:
+            self._accept(target, payload)
+        elif op.kind == OP_RESTART:
+            self._restart(target)
+        else:
+            self._change_subscription(op.client_id, target, op.kind == OP_SUBSCRIBE)
+        return 0
 
     # ---- routing ------------------------------------------------------------
 

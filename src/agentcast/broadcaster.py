@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 
 from agentcast._ext import FanoutCore, Sink
+from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.loop import LoopThread
 from agentcast.server import MessageHandler, ServerOptions, start_server
 
@@ -67,6 +68,11 @@ class Broadcaster:
     for ``since``, and announces them; channels are then strings (agent ids).
     ``start`` raises if Redis cannot be reached; later outages are ridden out
     (publishes wait in a queue of ``backplane_max_pending``, then catch up).
+
+    ``start`` sets glibc's heap trim threshold to ``heap_trim_threshold``
+    (process-wide; see ``agentcast.heap``): a tick frees many messages at once,
+    and trimming would hand those pages to the kernel only to fault them back
+    in for the next ones. ``None`` leaves the allocator as it is.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class Broadcaster:
         backplane: str | None = None,
         backplane_max_pending: int = 100_000,
         reuse_port: bool = False,
+        heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -126,6 +133,7 @@ class Broadcaster:
         self.backplane_url = backplane
         self._backplane_max_pending = backplane_max_pending
         self._default = default
+        self._heap_trim_threshold = heap_trim_threshold
         self._thread = LoopThread()
         self._core: Any = _NotRunning()
         self._ops: Any = _NotRunning()  # the core, or the backplane in front of it
@@ -143,6 +151,8 @@ class Broadcaster:
         """
         if self._thread.running:
             raise RuntimeError("the Broadcaster is already running")
+        if self._heap_trim_threshold is not None:
+            keep_heap(self._heap_trim_threshold)
         self._thread = LoopThread()
         self._port = self._thread.start(self._setup)
         return self
