@@ -14,27 +14,20 @@ import asyncio
 import json
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
-from agentcast.loadgen.peers import HOST
-from agentcast.loadgen.peers._loop import LoopServer
+from agentcast.loadgen.peers._websockets_server import WebsocketsServer
 
 
 class MemgptPeer:
     """A registry of clients and a per-message ``gather`` of per-client sends."""
 
     def __init__(self) -> None:
-        self._loop = LoopServer(asyncio.new_event_loop, "memgpt-peer")
-        self._server: Server | None = None
+        self._websockets = WebsocketsServer(self._handler, "memgpt-peer")
         self.clients: set[ServerConnection] = set()
 
     def start(self) -> int:
-        return self._loop.start(self._serve)
-
-    async def _serve(self) -> int:
-        self._server = await serve(self._handler, HOST, 0, ping_interval=None, compression=None)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._websockets.start()
 
     async def _handler(self, connection: ServerConnection) -> None:
         self.clients.add(connection)
@@ -44,8 +37,9 @@ class MemgptPeer:
             self.clients.discard(connection)
 
     def publish(self, obj: Any) -> None:
-        assert self._loop.loop is not None, "start() first"
-        asyncio.run_coroutine_threadsafe(self._send_to_all_clients(obj), self._loop.loop)
+        loop = self._websockets.loop.loop
+        assert loop is not None, "start() first"
+        asyncio.run_coroutine_threadsafe(self._send_to_all_clients(obj), loop)
 
     async def _send_to_all_clients(self, obj: Any) -> None:
         await asyncio.gather(*(client.send(json.dumps(obj)) for client in self.clients))
@@ -55,9 +49,4 @@ class MemgptPeer:
         return len(self.clients)
 
     def stop(self) -> None:
-        self._loop.stop(self._close)
-
-    async def _close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        self._websockets.stop()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast
 
-from agentcast.loadgen.peers import HOST
-from agentcast.loadgen.peers._loop import LoopServer
+from agentcast.loadgen.peers._websockets_server import WebsocketsServer
 
 
 class WebsocketsPeer:
@@ -21,41 +19,27 @@ class WebsocketsPeer:
     """
 
     def __init__(self) -> None:
-        self._loop = LoopServer(asyncio.new_event_loop, "websockets-peer")
-        self._server: Server | None = None
+        self._websockets = WebsocketsServer(_hold_open, "websockets-peer")
 
     def start(self) -> int:
-        return self._loop.start(self._serve)
-
-    async def _serve(self) -> int:
-        # Raw receivers offer no extensions; compression=None makes "no deflate" explicit.
-        self._server = await serve(_hold_open, HOST, 0, ping_interval=None, compression=None)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return self._websockets.start()
 
     def publish(self, obj: Any) -> None:
-        self._loop.call_soon(self._broadcast, json.dumps(obj, separators=(",", ":")))
+        self._websockets.loop.call_soon(self._broadcast, json.dumps(obj, separators=(",", ":")))
 
     def _broadcast(self, text: str) -> None:
-        assert self._server is not None
-        broadcast(self._server.connections, text)
+        broadcast(self._websockets.server.connections, text)
 
     @property
     def client_count(self) -> int:
         """Counted on the loop thread: ``Server.connections`` walks a dict the loop mutates."""
-        return self._loop.run(self._count())
+        return self._websockets.loop.run(self._count())
 
     async def _count(self) -> int:
-        assert self._server is not None
-        return len(self._server.connections)
+        return len(self._websockets.server.connections)
 
     def stop(self) -> None:
-        self._loop.stop(self._close)
-
-    async def _close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        self._websockets.stop()
 
 
 async def _hold_open(connection: ServerConnection) -> None:
