@@ -1,13 +1,13 @@
 # cython: language_level=3
 """C contract of the fan-out hub: sinks, clients, subscriber groups and the core."""
 
+from cpython.ref cimport PyObject
+
+
 cdef struct Buffer:
     char* data
     Py_ssize_t size
     Py_ssize_t capacity
-
-
-from cpython.ref cimport PyObject
 
 
 cdef struct Op:
