@@ -41,9 +41,14 @@ def extension(name: str) -> Extension:
     )
 
 
+# One extension per .pyx; they share code by cimport through their .pxd files
+# (_buffer.pxd is inline helpers only, compiled into the modules that use it).
+MODULES = ["_sink", "_opqueue", "_history", "_fanout", "_server"]
+
+
 setup(
     ext_modules=cythonize(
-        [extension("_fanout"), extension("_server")],
+        [extension(name) for name in MODULES],
         include_path=["ext"],
         annotate=ANNOTATE,
         compiler_directives={

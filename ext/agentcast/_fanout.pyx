@@ -11,11 +11,38 @@ order. Bytes the kernel does not take go to the sink's transport; a client
 whose queued bytes exceed ``client_budget`` is closed with 1013.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
-from cpython.ref cimport Py_INCREF, PyObject
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+
+from agentcast._buffer cimport (
+    MAX_HEADER,
+    Buffer,
+    buf_append,
+    buf_append_frame,
+    buf_free,
+    buf_reserve,
+    buf_reset,
+    write_header,
+)
+from agentcast._history cimport Channel
+from agentcast._opqueue cimport (
+    OP_ACCEPT,
+    OP_DIRECT,
+    OP_PUBLISH,
+    OP_RESTART,
+    OP_RESUME,
+    OP_SUBSCRIBE,
+    OP_UNSUBSCRIBE,
+    Op,
+    ops_clear,
+    ops_pop,
+    ops_push,
+    ops_shrink,
+    release_ref,
+)
+from agentcast._sink cimport Sink
 
 import logging
 
@@ -28,9 +55,6 @@ cdef extern from "<sys/socket.h>" nogil:
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
-
-cdef extern from "Python.h":
-    void release_ref "Py_DECREF"(PyObject* o)
 
 cdef extern from *:
     """
@@ -45,17 +69,6 @@ SOURCE_HASH = AGENTCAST_SOURCE_HASH.decode()
 log = logging.getLogger("agentcast.core")
 
 cdef enum:
-    OP_PUBLISH = 0
-    OP_DIRECT = 1
-    OP_SUBSCRIBE = 2
-    OP_UNSUBSCRIBE = 3
-    OP_RESUME = 4
-    OP_ACCEPT = 5
-    OP_RESTART = 6
-    MAX_HEADER = 10
-    MAX_SEQ_SUFFIX = 32
-    SHRINK_ABOVE = 4 * 1024 * 1024
-    SHRINK_OPS = 64 * 1024
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
 
 TRY_AGAIN_LATER = 1013
@@ -65,73 +78,6 @@ cdef frozenset NO_CHANNELS = frozenset()
 
 HISTORY_GAP = "history_gap"
 SKIPPED = "skipped"
-
-
-cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n) noexcept nogil:
-    """RFC 6455 header of an unmasked, final text frame; returns its length."""
-    cdef int i
-    h[0] = 0x81
-    if n < 126:
-        h[1] = <unsigned char>n
-        return 2
-    if n < 65536:
-        h[1] = 126
-        h[2] = <unsigned char>(n >> 8)
-        h[3] = <unsigned char>(n & 0xFF)
-        return 4
-    h[1] = 127
-    for i in range(8):
-        h[2 + i] = <unsigned char>((<unsigned long long>n >> (56 - 8 * i)) & 0xFF)
-    return 10
-
-
-cdef int buf_reserve(Buffer* b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t need = b.size + extra
-    cdef Py_ssize_t cap
-    cdef char* data
-    if need <= b.capacity:
-        return 0
-    cap = b.capacity * 2 if b.capacity else 4096
-    while cap < need:
-        cap *= 2
-    data = <char*>realloc(b.data, cap)
-    if data == NULL:
-        raise MemoryError()
-    b.data = data
-    b.capacity = cap
-    return 0
-
-
-cdef int buf_append_frame(Buffer* b, const unsigned char* header, Py_ssize_t header_size,
-                          const char* payload, Py_ssize_t size) except -1:
-    buf_reserve(b, header_size + size)
-    if header_size:
-        memcpy(b.data + b.size, header, header_size)
-    memcpy(b.data + b.size + header_size, payload, size)
-    b.size += header_size + size
-    return 0
-
-
-cdef int buf_append(Buffer* b, const char* data, Py_ssize_t size) except -1:
-    buf_reserve(b, size)
-    memcpy(b.data + b.size, data, size)
-    b.size += size
-    return 0
-
-
-cdef void buf_reset(Buffer* b) noexcept:
-    """Empty the buffer; give back memory a large burst left behind."""
-    b.size = 0
-    if b.capacity > SHRINK_ABOVE:
-        free(b.data)
-        b.data = NULL
-        b.capacity = 0
-
-
-cdef void buf_free(Buffer* b) noexcept:
-    free(b.data)
-    b.data = NULL
-    b.size = b.capacity = 0
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -149,76 +95,6 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
         w.error = errno if sent < 0 else 0
 
 
-cdef int ops_push(OpQueue* q, int kind, long long client_id, object target, object payload,
-                  unsigned long long since) except -1:
-    """Append one operation, holding references to ``target`` and ``payload``.
-
-    No Python code runs between reading and updating the ring, so callers on
-    any thread are serialized by the GIL alone, as a deque append would be,
-    without a tuple (and the garbage collector's attention) per message.
-    """
-    cdef Py_ssize_t tail
-    cdef Op* op
-    if q.count == q.capacity:
-        ops_grow(q)
-    tail = q.head + q.count
-    if tail >= q.capacity:
-        tail -= q.capacity
-    op = &q.items[tail]
-    op.kind = kind
-    op.client_id = client_id
-    op.since = since
-    Py_INCREF(target)
-    op.target = <PyObject*>target
-    Py_INCREF(payload)
-    op.payload = <PyObject*>payload
-    q.count += 1
-    return 0
-
-
-cdef int ops_grow(OpQueue* q) except -1:
-    """Double the ring, oldest operation first in the new one."""
-    cdef Py_ssize_t capacity = max(64, 2 * q.capacity)
-    cdef Py_ssize_t first = min(q.count, q.capacity - q.head)
-    cdef Op* items = <Op*>malloc(capacity * sizeof(Op))
-    if items == NULL:
-        raise MemoryError()
-    if q.count:
-        memcpy(items, q.items + q.head, first * sizeof(Op))
-        memcpy(items + first, q.items, (q.count - first) * sizeof(Op))
-    free(q.items)
-    q.items = items
-    q.capacity = capacity
-    q.head = 0
-    return 0
-
-
-cdef inline void ops_pop(OpQueue* q, Op* out) noexcept:
-    """Move the oldest operation (and its references) to ``out``."""
-    out[0] = q.items[q.head]
-    q.head += 1
-    if q.head == q.capacity:
-        q.head = 0
-    q.count -= 1
-
-
-cdef void ops_clear(OpQueue* q) noexcept:
-    cdef Op op
-    while q.count:
-        ops_pop(q, &op)
-        release_ref(op.target)
-        release_ref(op.payload)
-    free(q.items)
-    q.items = NULL
-    q.capacity = q.head = 0
-
-
-cdef void ops_shrink(OpQueue* q) noexcept:
-    """An empty ring that grew past ``SHRINK_OPS`` is given back (a burst is over)."""
-    if q.count == 0 and q.capacity > SHRINK_OPS:
-        ops_clear(q)
-
-
 def build_frame(bytes payload not None) -> bytes:
     """The server frame the core writes for ``payload`` (exposed for tests and benchmarks)."""
     cdef unsigned char header[MAX_HEADER]
@@ -228,220 +104,6 @@ def build_frame(bytes payload not None) -> bytes:
     memcpy(PyBytes_AS_STRING(frame), header, hl)
     memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
     return frame
-
-
-cdef class Sink:
-    def __cinit__(self):
-        self.fd = -1
-
-    cdef Py_ssize_t queued(self) except -2:
-        """Bytes the transport holds unsent, or -1 once it is closing."""
-        raise NotImplementedError
-
-    cdef int write(self, const char* data, Py_ssize_t size) except -1:
-        raise NotImplementedError
-
-    cdef int close(self, int code, str reason) except -1:
-        raise NotImplementedError
-
-    cdef int abort(self) except -1:
-        raise NotImplementedError
-
-
-cdef class MemorySink(Sink):
-    """A sink that keeps (or only counts) what it is given: for tests and benchmarks."""
-
-    def __init__(self, bint keep=True):
-        self.data = bytearray() if keep else None
-        self.close_code = 0
-
-    cdef Py_ssize_t queued(self) except -2:
-        return -1 if self.aborted else self.backlog
-
-    cdef int write(self, const char* data, Py_ssize_t size) except -1:
-        self.writes += 1
-        self.received += size
-        if self.data is not None:
-            self.data += data[:size]
-        return 0
-
-    cdef int close(self, int code, str reason) except -1:
-        self.close_code = code
-        self.close_reason = reason
-        return 0
-
-    cdef int abort(self) except -1:
-        self.aborted = True
-        return 0
-
-
-cdef class CallbackSink(Sink):
-    """A sink driven by Python callables: for clients the core cannot write to directly."""
-
-    def __init__(self, on_bytes, queued, close, abort):
-        self._on_bytes = on_bytes
-        self._queued = queued
-        self._close = close
-        self._abort = abort
-
-    cdef Py_ssize_t queued(self) except -2:
-        return self._queued()
-
-    cdef int write(self, const char* data, Py_ssize_t size) except -1:
-        self._on_bytes(data[:size])
-        return 0
-
-    cdef int close(self, int code, str reason) except -1:
-        self._close(code, reason)
-        return 0
-
-    cdef int abort(self) except -1:
-        self._abort()
-        return 0
-
-
-cdef inline Py_ssize_t write_decimal(char* out, unsigned long long n) noexcept nogil:
-    """``n`` in decimal at ``out`` (at most 20 digits); returns the digit count."""
-    cdef char digits[20]
-    cdef Py_ssize_t count = 0, i
-    while True:
-        digits[count] = <char>(48 + n % 10)
-        count += 1
-        n //= 10
-        if n == 0:
-            break
-    for i in range(count):
-        out[i] = digits[count - 1 - i]
-    return count
-
-
-cdef class Channel:
-    """A channel's sequence counter and its bounded history of built frames.
-
-    The history is a ring over a list (slot ``head`` holds seq ``first_seq``):
-    a frame is kept with two pointer stores, no Python method call. The ring
-    doubles up to ``max_frames`` as needed, so a quiet channel stays small.
-    """
-
-    def __cinit__(self, object name, Py_ssize_t max_frames, Py_ssize_t max_bytes):
-        self.name = name
-        self.ring = []
-        self.first_seq = 1
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-
-    cdef unsigned long long seq_before(self, unsigned long long tick) noexcept:
-        """The last seq stamped before tick ``tick`` began."""
-        return self.tick_base if self.stamped_tick == tick else self.last_seq
-
-    cdef bytes stamp(self, bytes payload, unsigned long long tick):
-        """Next seq, and the frame carrying it: ``,"seq":N`` goes before a JSON object's ``}``."""
-        cdef char suffix[MAX_SEQ_SUFFIX]
-        cdef unsigned char header[MAX_HEADER]
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-        cdef const char* data = PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t extra = 0, body, hl
-        cdef bytes frame
-        cdef char* out
-        self._note_tick(tick)
-        self.last_seq += 1
-        body = size
-        if size >= 2 and data[0] == b'{' and data[size - 1] == b'}':
-            if size > 2:
-                suffix[0] = b','
-                extra = 1
-            memcpy(suffix + extra, b'"seq":', 6)
-            extra += 6
-            extra += write_decimal(suffix + extra, self.last_seq)
-            suffix[extra] = b'}'
-            extra += 1
-            body = size - 1 + extra
-        hl = write_header(header, body)
-        frame = PyBytes_FromStringAndSize(NULL, hl + body)
-        out = PyBytes_AS_STRING(frame)
-        memcpy(out, header, hl)
-        if extra:
-            memcpy(out + hl, data, size - 1)
-            memcpy(out + hl + size - 1, suffix, extra)
-        else:
-            memcpy(out + hl, data, size)
-        self._remember(frame)
-        return frame
-
-    cdef void _note_tick(self, unsigned long long tick) noexcept:
-        if self.stamped_tick != tick:
-            self.stamped_tick = tick
-            self.tick_base = self.last_seq
-
-    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1:
-        """Keep a frame numbered elsewhere (a backplane): ``seq`` must be ``last_seq + 1``."""
-        self._note_tick(tick)
-        self.last_seq = seq
-        self._remember(frame)
-        return 0
-
-    cdef int restart(self, unsigned long long last_seq) except -1:
-        """Forget the history; the next frame kept will be ``last_seq + 1``."""
-        cdef Py_ssize_t i
-        for i in range(len(self.ring)):
-            self.ring[i] = None
-        self.head = self.count = self.history_bytes = 0
-        self.last_seq = self.tick_base = last_seq
-        self.first_seq = last_seq + 1
-        return 0
-
-    cdef int _remember(self, bytes frame) except -1:
-        cdef Py_ssize_t slot
-        if self.max_frames <= 0:
-            self.first_seq = self.last_seq + 1
-            return 0
-        if self.count == len(self.ring):
-            if self.count < self.max_frames:
-                self._grow()
-            else:
-                self._forget_oldest()
-        slot = self.head + self.count
-        if slot >= len(self.ring):
-            slot -= len(self.ring)
-        self.ring[slot] = frame
-        self.count += 1
-        self.history_bytes += PyBytes_GET_SIZE(frame)
-        while self.count and self.history_bytes > self.max_bytes:
-            self._forget_oldest()
-        return 0
-
-    cdef int _grow(self) except -1:
-        cdef list frames = self.frames_after(self.first_seq - 1)
-        cdef Py_ssize_t capacity = min(self.max_frames, max(16, 2 * len(self.ring)))
-        self.ring = frames + [None] * (capacity - len(frames))
-        self.head = 0
-        return 0
-
-    cdef void _forget_oldest(self) noexcept:
-        self.history_bytes -= PyBytes_GET_SIZE(<bytes>self.ring[self.head])
-        self.ring[self.head] = None
-        self.head += 1
-        if self.head == len(self.ring):
-            self.head = 0
-        self.count -= 1
-        self.first_seq += 1
-
-    cdef list frames_after(self, unsigned long long since):
-        """History frames with seq > ``since`` (those still kept), oldest first."""
-        cdef Py_ssize_t start = 0, i, slot
-        cdef list frames = []
-        if since + 1 > self.first_seq:
-            start = <Py_ssize_t>(since + 1 - self.first_seq)
-        for i in range(start, self.count):
-            slot = self.head + i
-            if slot >= len(self.ring):
-                slot -= len(self.ring)
-            frames.append(self.ring[slot])
-        return frames
-
-    def info(self):
-        return {"last_seq": self.last_seq, "first_seq": self.first_seq,
-                "frames": self.count, "bytes": self.history_bytes}
 
 
 cdef class Group:

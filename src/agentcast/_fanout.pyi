@@ -4,6 +4,8 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from agentcast._sink import Sink
+
 SOURCE_HASH: str
 TRY_AGAIN_LATER: int
 SLOW_CONSUMER_REASON: str
@@ -11,34 +13,6 @@ HISTORY_GAP: str
 SKIPPED: str
 
 def build_frame(payload: bytes) -> bytes: ...
-
-class Sink:
-    fd: int
-
-class MemorySink(Sink):
-    backlog: int
-    def __init__(self, keep: bool = True) -> None: ...
-    @property
-    def data(self) -> bytearray | None: ...
-    @property
-    def received(self) -> int: ...
-    @property
-    def writes(self) -> int: ...
-    @property
-    def close_code(self) -> int: ...
-    @property
-    def close_reason(self) -> str | None: ...
-    @property
-    def aborted(self) -> bool: ...
-
-class CallbackSink(Sink):
-    def __init__(
-        self,
-        on_bytes: Callable[[bytes], None],
-        queued: Callable[[], int],
-        close: Callable[[int, str], None],
-        abort: Callable[[], None],
-    ) -> None: ...
 
 class FanoutCore:
     flush_interval: float
