@@ -43,6 +43,7 @@ cdef class FanoutCore:
         OpQueue _ops
         object _dumps
         object _default
+        object _notices                           # builds the notices; the core frames them
         bint _wake_pending
         double _next_flush
         public double flush_interval

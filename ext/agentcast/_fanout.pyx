@@ -48,6 +48,8 @@ import logging
 
 import orjson
 
+from agentcast.protocol import NOTICES
+
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
     int MSG_DONTWAIT
@@ -75,9 +77,6 @@ TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
 cdef frozenset NO_CHANNELS = frozenset()
-
-HISTORY_GAP = "history_gap"
-SKIPPED = "skipped"
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -147,6 +146,11 @@ cdef class FanoutCore:
     ``unsubscribe`` may be called from any thread: each is an O(1) append to
     one ordered queue plus at most one pending wake-up of the loop. Everything
     else runs on the loop thread.
+
+    The notices the core sends (a resume's history gap, a backplane's gap or
+    restart, a slow client's skipped messages) are built by ``notices``
+    (``agentcast.protocol.NOTICES`` by default): the core frames them, it does
+    not speak the protocol.
     """
 
     def __init__(self, loop, *, wake=None, default=None,
@@ -154,7 +158,7 @@ cdef class FanoutCore:
                  Py_ssize_t max_batch_bytes=256 * 1024,
                  double flush_interval=0.0, bint release_gil=False,
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
-                 str slow_consumer="close"):
+                 str slow_consumer="close", notices=None):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
@@ -173,6 +177,7 @@ cdef class FanoutCore:
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
         self._dumps = orjson.dumps
+        self._notices = NOTICES if notices is None else notices
         self._default = default
         self.client_budget = client_budget
         self.max_batch_bytes = max_batch_bytes
@@ -485,11 +490,8 @@ cdef class FanoutCore:
         self._change_subscription(client_id, name, True)
         state = self._channel(name)
         if since + 1 < state.first_seq or since > state.last_seq:
-            self._route_direct(client_id, self._dumps({
-                "type": "server_error", "code": HISTORY_GAP, "agent_id": name,
-                "message": f"messages after seq {since} are no longer kept; "
-                           f"history starts at {state.first_seq}",
-                "first_seq": state.first_seq, "last_seq": state.last_seq}))
+            self._route_direct(client_id, self._notices.history_gap(
+                name, since, state.first_seq, state.last_seq))
             since = state.first_seq - 1
         for frame in state.frames_after(since):
             self._append_private(client, frame)
@@ -590,10 +592,8 @@ cdef class FanoutCore:
 
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1:
         """Tell ``channel``'s subscribers that seqs before ``seq`` will never come."""
-        cdef bytes frame = build_frame(self._dumps({
-            "type": "server_error", "code": HISTORY_GAP, "agent_id": channel,
-            "message": f"messages {state.last_seq + 1} to {seq - 1} were lost by the backplane",
-            "from_seq": state.last_seq + 1, "to_seq": seq - 1, "first_seq": seq}))
+        cdef bytes frame = build_frame(
+            self._notices.backplane_gap(channel, state.last_seq + 1, seq - 1))
         self.n_gaps += 1
         log.warning("channel %r: seqs %d..%d lost", channel, state.last_seq + 1, seq - 1)
         state.restart(seq - 1)
@@ -601,11 +601,7 @@ cdef class FanoutCore:
 
     cdef int _restart(self, object channel) except -1:
         cdef Channel state = self._channel(channel)
-        cdef bytes frame = build_frame(self._dumps({
-            "type": "server_error", "code": HISTORY_GAP, "agent_id": channel,
-            "message": f"the backplane lost this channel's state after seq {state.last_seq}; "
-                       "numbering starts again at 1",
-            "from_seq": state.last_seq + 1, "first_seq": 1, "restarted": True}))
+        cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
@@ -772,12 +768,8 @@ cdef class FanoutCore:
             state = self._channel(name)
             last = state.seq_before(self.n_ticks)
             if last >= first:
-                ranges.append({"agent_id": name, "from_seq": first, "to_seq": last})
-        notice = self._dumps({
-            "type": "server_error", "code": SKIPPED, "skipped": client.skipped_frames,
-            "message": f"you fell behind: {client.skipped_frames} messages were not sent; "
-                       "resubscribe with since to fetch those still kept",
-            "ranges": ranges})
+                ranges.append((name, first, last))
+        notice = self._notices.skipped(client.skipped_frames, ranges)
         client.skipped_from = None
         client.skipped_frames = 0
         frame = build_frame(notice)

@@ -5,12 +5,11 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from agentcast._sink import Sink
+from agentcast.protocol import Notices
 
 SOURCE_HASH: str
 TRY_AGAIN_LATER: int
 SLOW_CONSUMER_REASON: str
-HISTORY_GAP: str
-SKIPPED: str
 
 def build_frame(payload: bytes) -> bytes: ...
 
@@ -32,6 +31,7 @@ class FanoutCore:
         history_size: int = 1000,
         history_bytes: int = ...,
         slow_consumer: str = "close",
+        notices: Notices | None = None,
     ) -> None: ...
     def publish(self, obj: Any, channel: Hashable | None = None) -> None: ...
     def publish_json(self, payload: bytes, channel: Hashable | None = None) -> None: ...

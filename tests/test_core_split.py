@@ -1,0 +1,122 @@
+"""The core after its split: it frames the notices protocol.py builds, and its loop-only
+methods refuse other threads."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+
+import orjson
+import pytest
+import uvloop
+
+from agentcast import protocol
+from agentcast._ext import FanoutCore, MemorySink
+from clients import parse_frames
+from reference import frame
+
+
+def _no_wake(callback: object) -> None:
+    """The tests drive ``tick`` themselves."""
+
+
+@pytest.fixture
+def loop() -> Iterator[uvloop.Loop]:
+    loop = uvloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def drain(core: FanoutCore) -> None:
+    while core.pending:
+        core.tick()
+
+
+def payloads(sink: MemorySink) -> list[bytes]:
+    assert sink.data is not None
+    return [payload for _, payload in parse_frames(bytes(sink.data))]
+
+
+def _stamped(seq: int) -> tuple[int, bytes]:
+    return seq, orjson.dumps({"n": seq, "seq": seq})
+
+
+def recording_notices() -> tuple[protocol.Notices, list[tuple[object, ...]]]:
+    """Builders that record their arguments and return recognizable bytes."""
+    calls: list[tuple[object, ...]] = []
+
+    def history_gap(agent_id: Hashable, since: int, first: int, last: int) -> bytes:
+        calls.append(("history_gap", agent_id, since, first, last))
+        return b'{"notice":"history_gap"}'
+
+    def backplane_gap(agent_id: Hashable, from_seq: int, to_seq: int) -> bytes:
+        calls.append(("backplane_gap", agent_id, from_seq, to_seq))
+        return b'{"notice":"backplane_gap"}'
+
+    def restarted(agent_id: Hashable, last_seq: int) -> bytes:
+        calls.append(("restarted", agent_id, last_seq))
+        return b'{"notice":"restarted"}'
+
+    def skipped(count: int, ranges: Sequence[tuple[Hashable, int, int]]) -> bytes:
+        calls.append(("skipped", count, list(ranges)))
+        return b'{"notice":"skipped"}'
+
+    return protocol.Notices(history_gap, backplane_gap, restarted, skipped), calls
+
+
+def test_the_core_frames_the_notices_it_is_handed(loop: uvloop.Loop) -> None:
+    notices, calls = recording_notices()
+    core = FanoutCore(
+        loop,
+        wake=_no_wake,
+        history_size=2,
+        client_budget=1000,
+        slow_consumer="skip",
+        notices=notices,
+    )
+    sink = MemorySink()
+    client = core.add_client(sink)
+    core.subscribe(client, "c")
+    core.accept("c", [_stamped(1), _stamped(2)])
+    core.accept("c", [_stamped(5)])  # 3 and 4 never came
+    core.restart("c")
+    core.subscribe(client, "d")
+    for n in range(4):
+        core.publish({"n": n}, "d")  # history keeps the last 2: seqs 3, 4
+    drain(core)
+    late = MemorySink()
+    core.subscribe(core.add_client(late), "d", since=0)  # 1 and 2 are gone
+    drain(core)
+    sink.backlog = 5000
+    core.publish({"n": 4}, "d")  # written, then the client is known to be behind
+    drain(core)
+    core.publish({"n": 5}, "d")  # skipped
+    drain(core)
+    sink.backlog = 0
+    core.publish({"n": 6}, "d")
+    drain(core)
+
+    assert calls == [
+        ("backplane_gap", "c", 3, 4),
+        ("restarted", "c", 5),
+        ("history_gap", "d", 0, 3, 4),
+        ("skipped", 1, [("d", 6, 6)]),
+    ]
+    notice_frames = [p for p in payloads(sink) + payloads(late) if p.startswith(b'{"notice"')]
+    assert sorted(orjson.loads(p)["notice"] for p in notice_frames) == [
+        "backplane_gap",
+        "history_gap",
+        "restarted",
+        "skipped",
+    ]
+
+
+def test_by_default_the_core_sends_protocol_py_notices(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=_no_wake, history_size=2)
+    for n in range(4):
+        core.publish({"n": n}, "d")
+    drain(core)
+    late = MemorySink()
+    core.subscribe(core.add_client(late), "d", since=0)
+    drain(core)
+    assert late.data is not None
+    assert bytes(late.data).startswith(frame(protocol.history_gap("d", 0, 3, 4)))
