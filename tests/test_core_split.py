@@ -3,6 +3,7 @@ methods refuse other threads."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Iterator, Sequence
 
 import orjson
@@ -11,6 +12,7 @@ import uvloop
 
 from agentcast import protocol
 from agentcast._ext import FanoutCore, MemorySink
+from agentcast.loop import LoopThread
 from clients import parse_frames
 from reference import frame
 
@@ -120,3 +122,63 @@ def test_by_default_the_core_sends_protocol_py_notices(loop: uvloop.Loop) -> Non
     drain(core)
     assert late.data is not None
     assert bytes(late.data).startswith(frame(protocol.history_gap("d", 0, 3, 4)))
+
+
+@pytest.fixture
+def core_on_loop() -> Iterator[tuple[FanoutCore, LoopThread]]:
+    """A core created on a running loop thread, as ``Broadcaster`` creates it."""
+    thread = LoopThread()
+
+    async def setup() -> FanoutCore:
+        return FanoutCore(asyncio.get_running_loop())
+
+    core = thread.start(setup)
+    yield core, thread
+
+    async def shutdown() -> None:
+        core.close_all(1001, "bye")
+
+    thread.stop(shutdown, 5.0)
+
+
+LOOP_ONLY: list[tuple[str, tuple[object, ...]]] = [
+    ("tick", ()),
+    ("flush", ()),
+    ("add_client", (MemorySink(),)),
+    ("remove_client", (1,)),
+    ("close_client", (1, 1000, "bye")),
+    ("close_all", (1001, "bye")),
+    ("abort_all", ()),
+    ("subscriber_count", ("c",)),
+    ("client_ids", ()),
+]
+
+
+@pytest.mark.parametrize(("method", "args"), LOOP_ONLY, ids=[name for name, _ in LOOP_ONLY])
+def test_loop_only_methods_refuse_another_thread(
+    core_on_loop: tuple[FanoutCore, LoopThread], method: str, args: tuple[object, ...]
+) -> None:
+    core, thread = core_on_loop
+    sink = MemorySink()
+    client = thread.call(core.add_client, sink)
+    with pytest.raises(RuntimeError, match=rf"FanoutCore\.{method} called from a wrong thread"):
+        getattr(core, method)(*args)
+    # Refused before touching anything: the client is still there and open.
+    assert thread.call(core.client_ids) == [client]
+    assert (sink.close_code, sink.aborted) == (0, False)
+
+
+def test_any_thread_methods_still_work_beside_the_loop(
+    core_on_loop: tuple[FanoutCore, LoopThread],
+) -> None:
+    core, thread = core_on_loop
+    sink = MemorySink()
+    client = thread.call(core.add_client, sink)
+    core.subscribe(client, "c")
+    core.publish({"n": 1}, "c")
+    core.send(client, {"n": 2})
+    thread.call(core.flush)
+    assert [orjson.loads(p)["n"] for p in payloads(sink)] == [1, 2]
+    assert core.stats()["deliveries"] == 2 and core.client_count == 1
+    assert core.channel_info("c") == thread.call(core.channel_info, "c")
+    assert thread.call(core.subscriber_count, "c") == 1

@@ -38,6 +38,7 @@ cdef class Client:
 cdef class FanoutCore:
     cdef:
         object _loop
+        unsigned long _thread_id                  # the loop-only methods' thread
         object _wake
         object _tick_cb
         OpQueue _ops

@@ -12,6 +12,7 @@ whose queued bytes exceed ``client_budget`` is closed with 1013.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
@@ -105,6 +106,18 @@ def build_frame(bytes payload not None) -> bytes:
     return frame
 
 
+cdef inline int check_thread(FanoutCore core, str method) except -1:
+    """Loop-only methods refuse other threads, as picows' ``WSTransport.send`` does: the
+    core's state is unlocked, so a call from another thread would race the loop."""
+    cdef unsigned long current = PyThread_get_thread_ident()
+    if current != core._thread_id:
+        raise RuntimeError(
+            f"FanoutCore.{method} called from a wrong thread (core thread id="
+            f"{core._thread_id}, current thread id={current}): call it on the loop thread, "
+            "e.g. through loop.call_soon_threadsafe")
+    return 0
+
+
 cdef class Group:
     """Clients subscribed to exactly the same channels: they get the same bytes."""
 
@@ -144,8 +157,10 @@ cdef class FanoutCore:
 
     ``publish``, ``publish_json``, ``send``, ``send_json``, ``subscribe`` and
     ``unsubscribe`` may be called from any thread: each is an O(1) append to
-    one ordered queue plus at most one pending wake-up of the loop. Everything
-    else runs on the loop thread.
+    one ordered queue plus at most one pending wake-up of the loop; ``stats``,
+    ``channel_info``, ``client_count`` and ``pending`` read from any thread.
+    Everything else runs on the thread that created the core (its loop's) and
+    raises RuntimeError when called from another.
 
     The notices the core sends (a resume's history gap, a backplane's gap or
     restart, a slow client's skipped messages) are built by ``notices``
@@ -174,6 +189,7 @@ cdef class FanoutCore:
         self.history_bytes = history_bytes
         self._channels = {}
         self._loop = loop
+        self._thread_id = PyThread_get_thread_ident()
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
         self._dumps = orjson.dumps
@@ -279,6 +295,7 @@ cdef class FanoutCore:
         """Clients subscribed to ``channel`` now (loop thread)."""
         cdef Group group
         cdef Py_ssize_t count = 0
+        check_thread(self, "subscriber_count")
         for group in self._channel_groups.get(channel, ()):
             count += len(group.members)
         return count
@@ -330,15 +347,19 @@ cdef class FanoutCore:
 
     cpdef long long add_client(self, Sink sink) except -1:
         """Register a connected sink; it receives broadcasts until it subscribes."""
-        cdef Client client = Client(self._next_id, sink)
+        cdef Client client
+        check_thread(self, "add_client")
+        client = Client(self._next_id, sink)
         self._next_id += 1
         self._clients[client.id] = client
         join_group(self._group_for(NO_CHANNELS), client)
         return client.id
 
     cpdef remove_client(self, long long client_id):
-        cdef Client client = self._clients.pop(client_id, None)
+        cdef Client client
         cdef Group group
+        check_thread(self, "remove_client")
+        client = self._clients.pop(client_id, None)
         if client is None:
             return
         client.closed = True
@@ -348,11 +369,15 @@ cdef class FanoutCore:
             self._drop_group(group)
 
     def client_ids(self):
+        """Connected clients' ids (loop thread)."""
+        check_thread(self, "client_ids")
         return list(self._clients)
 
     cpdef close_client(self, long long client_id, int code, str reason):
         """Stop writing to one client and close it with ``code`` after what it already has."""
-        cdef Client client = self._clients.get(client_id)
+        cdef Client client
+        check_thread(self, "close_client")
+        client = self._clients.get(client_id)
         if client is not None and not client.closed:
             client.closed = True
             client.sink.close(code, reason)
@@ -362,6 +387,7 @@ cdef class FanoutCore:
         (a shutdown does not wait for clients that were not keeping up anyway)."""
         cdef Client client
         cdef Py_ssize_t queued
+        check_thread(self, "close_all")
         for client in list(self._clients.values()):
             if client.closed:
                 continue
@@ -375,13 +401,16 @@ cdef class FanoutCore:
     def abort_all(self):
         """Drop every connection at once (shutdown deadline passed)."""
         cdef Client client
+        check_thread(self, "abort_all")
         for client in list(self._clients.values()):
             client.closed = True
             client.sink.abort()
 
     def flush(self):
         """Drain the whole queue now, ignoring pacing (used on shutdown)."""
-        cdef double interval = self.flush_interval
+        cdef double interval
+        check_thread(self, "flush")
+        interval = self.flush_interval
         self.flush_interval = 0.0
         try:
             while self._ops.count:
@@ -393,6 +422,7 @@ cdef class FanoutCore:
         """Drain up to ``max_batch_bytes`` of queued operations and write them out."""
         cdef double now
         cdef Op op
+        check_thread(self, "tick")
         self._wake_pending = False
         if self.flush_interval > 0.0:
             now = self._loop.time()
