@@ -7,6 +7,8 @@ from libc.string cimport memcpy
 
 cdef enum:
     MAX_HEADER = 10                     # the longest server frame header: 64-bit length
+    TEXT_FRAME = 0x81                   # first header byte: FIN + opcode 0x1
+    BINARY_FRAME = 0x82                 # FIN + opcode 0x2
     SHRINK_ABOVE = 4 * 1024 * 1024      # a buffer larger than this is given back when reset
 
 
@@ -16,10 +18,12 @@ cdef struct Buffer:
     Py_ssize_t capacity
 
 
-cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n) noexcept nogil:
-    """RFC 6455 header of an unmasked, final text frame; returns its length."""
+cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n,
+                                    unsigned char first) noexcept nogil:
+    """RFC 6455 header of an unmasked, final frame (``first``: ``TEXT_FRAME`` or
+    ``BINARY_FRAME``) carrying ``n`` bytes; returns its length."""
     cdef int i
-    h[0] = 0x81
+    h[0] = first
     if n < 126:
         h[1] = <unsigned char>n
         return 2

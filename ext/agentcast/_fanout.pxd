@@ -86,6 +86,8 @@ cdef class FanoutCore:
     cpdef publish_json(self, bytes payload, object channel=*)
     cpdef send(self, long long client_id, object obj)
     cpdef send_json(self, long long client_id, bytes payload)
+    cpdef publish_binary(self, bytes data, object channel=*)
+    cpdef send_binary(self, long long client_id, bytes data)
     cpdef subscribe(self, long long client_id, object channel, object since=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
@@ -113,7 +115,9 @@ cdef class FanoutCore:
     cdef int _accept(self, object channel, list frames) except -1
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
     cdef int _restart(self, object channel) except -1
-    cdef int _route_direct(self, long long client_id, bytes payload) except -1
+    cdef int _route_binary(self, object channel, bytes data) except -1
+    cdef int _route_direct(self, long long client_id, bytes payload,
+                           unsigned char first) except -1
     cdef void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept
     cdef int _write_round(self) except -1
     cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,

@@ -18,7 +18,9 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
 from agentcast._buffer cimport (
+    BINARY_FRAME,
     MAX_HEADER,
+    TEXT_FRAME,
     Buffer,
     buf_append,
     buf_append_frame,
@@ -31,7 +33,9 @@ from agentcast._history cimport Channel
 from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
+    OP_DIRECT_BINARY,
     OP_PUBLISH,
+    OP_PUBLISH_BINARY,
     OP_RESTART,
     OP_RESUME,
     OP_SUBSCRIBE,
@@ -99,7 +103,7 @@ def build_frame(bytes payload not None) -> bytes:
     """The server frame the core writes for ``payload`` (exposed for tests and benchmarks)."""
     cdef unsigned char header[MAX_HEADER]
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t hl = write_header(header, n)
+    cdef Py_ssize_t hl = write_header(header, n, TEXT_FRAME)
     cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
     memcpy(PyBytes_AS_STRING(frame), header, hl)
     memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
@@ -155,9 +159,10 @@ cdef inline void leave_group(Group group, Client client):
 cdef class FanoutCore:
     """Registry, channels, batching and budgets. Loop-thread only, except the enqueue calls.
 
-    ``publish``, ``publish_json``, ``send``, ``send_json``, ``subscribe`` and
-    ``unsubscribe`` may be called from any thread: each is an O(1) append to
-    one ordered queue plus at most one pending wake-up of the loop; ``stats``,
+    ``publish``, ``publish_json``, ``publish_binary``, ``send``, ``send_json``,
+    ``send_binary``, ``subscribe`` and ``unsubscribe`` may be called from any
+    thread: each is an O(1) append to one ordered queue plus at most one
+    pending wake-up of the loop; ``stats``,
     ``channel_info``, ``client_count`` and ``pending`` read from any thread.
     Everything else runs on the thread that created the core (its loop's) and
     raises RuntimeError when called from another.
@@ -250,6 +255,26 @@ cdef class FanoutCore:
         if payload is None:
             raise TypeError("payload must be bytes, not None")
         self._enqueue(OP_DIRECT, client_id, None, payload)
+
+    cpdef publish_binary(self, bytes data, object channel=None):
+        """Queue ``data`` as one binary frame for every client of ``channel`` (None: all).
+
+        In order with the JSON messages, but a binary frame carries no ``seq``
+        (that is a JSON field) and is not kept in the channel's history: a
+        resume replays JSON only. It counts in ``published``, ``deliveries``
+        and ``bytes`` like any frame.
+        """
+        if data is None:
+            raise TypeError("data must be bytes, not None")
+        if channel is not None:
+            hash(channel)
+        self._enqueue(OP_PUBLISH_BINARY, 0, channel, data)
+
+    cpdef send_binary(self, long long client_id, bytes data):
+        """Queue ``data`` as one binary frame for one client, in order with everything else."""
+        if data is None:
+            raise TypeError("data must be bytes, not None")
+        self._enqueue(OP_DIRECT_BINARY, client_id, None, data)
 
     cpdef subscribe(self, long long client_id, object channel, object since=None):
         """Subscribe; with ``since``, first replay the channel's kept messages after that seq."""
@@ -456,7 +481,11 @@ cdef class FanoutCore:
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
         elif op.kind == OP_DIRECT:
-            self._route_direct(op.client_id, payload)
+            self._route_direct(op.client_id, payload, TEXT_FRAME)
+        elif op.kind == OP_PUBLISH_BINARY:
+            self._route_binary(target, payload)
+        elif op.kind == OP_DIRECT_BINARY:
+            self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
             self._resume(op.client_id, target, op.since)
         elif op.kind == OP_ACCEPT:
@@ -521,7 +550,7 @@ cdef class FanoutCore:
         state = self._channel(name)
         if since + 1 < state.first_seq or since > state.last_seq:
             self._route_direct(client_id, self._notices.history_gap(
-                name, since, state.first_seq, state.last_seq))
+                name, since, state.first_seq, state.last_seq), TEXT_FRAME)
             since = state.first_seq - 1
         for frame in state.frames_after(since):
             self._append_private(client, frame)
@@ -562,14 +591,23 @@ cdef class FanoutCore:
         cdef unsigned char header[MAX_HEADER]
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
         cdef const char* data = PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t hl = write_header(header, size)
+        cdef Py_ssize_t hl
         cdef bytes frame
         self.n_published += 1
         if channel is None:
+            hl = write_header(header, size, TEXT_FRAME)
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
         frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
         return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+
+    cdef int _route_binary(self, object channel, bytes data) except -1:
+        """A binary frame: the same path as a broadcast, even on a channel (no seq, no history)."""
+        cdef unsigned char header[MAX_HEADER]
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t hl = write_header(header, size, BINARY_FRAME)
+        self.n_published += 1
+        return self._fan(channel, header, hl, PyBytes_AS_STRING(data), size)
 
     cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,
                   const char* data, Py_ssize_t size) except -1:
@@ -636,10 +674,11 @@ cdef class FanoutCore:
         state.restart(0)
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
-    cdef int _route_direct(self, long long client_id, bytes payload) except -1:
+    cdef int _route_direct(self, long long client_id, bytes payload,
+                           unsigned char first) except -1:
         cdef unsigned char header[MAX_HEADER]
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-        cdef Py_ssize_t hl = write_header(header, size)
+        cdef Py_ssize_t hl = write_header(header, size, first)
         cdef Client client = self._clients.get(client_id)
         if client is None or client.closed:
             self.n_unknown_targets += 1

@@ -4,7 +4,7 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from agentcast._buffer cimport MAX_HEADER, write_decimal, write_header
+from agentcast._buffer cimport MAX_HEADER, TEXT_FRAME, write_decimal, write_header
 
 cdef enum:
     MAX_SEQ_SUFFIX = 32
@@ -51,7 +51,7 @@ cdef class Channel:
             suffix[extra] = b'}'
             extra += 1
             body = size - 1 + extra
-        hl = write_header(header, body)
+        hl = write_header(header, body, TEXT_FRAME)
         frame = PyBytes_FromStringAndSize(NULL, hl + body)
         out = PyBytes_AS_STRING(frame)
         memcpy(out, header, hl)

@@ -16,6 +16,8 @@ cdef enum:
     OP_RESUME = 4
     OP_ACCEPT = 5
     OP_RESTART = 6
+    OP_PUBLISH_BINARY = 7
+    OP_DIRECT_BINARY = 8
 
 
 cdef struct Op:
