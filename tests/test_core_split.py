@@ -4,7 +4,8 @@ methods refuse other threads."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from pathlib import Path
 
 import orjson
 import pytest
@@ -182,3 +183,55 @@ def test_any_thread_methods_still_work_beside_the_loop(
     assert core.stats()["deliveries"] == 2 and core.client_count == 1
     assert core.channel_info("c") == thread.call(core.channel_info, "c")
     assert thread.call(core.subscriber_count, "c") == 1
+
+
+EXT = Path(__file__).resolve().parents[1] / "ext"
+
+
+def test_setup_py_alone_sets_the_checking_directives() -> None:
+    """A file's ``# cython:`` header overrides setup.py's ``compiler_directives``, so a
+    header turning bounds checks off would defeat ``AGENTCAST_DEBUG=1``."""
+    sources = sorted(EXT.rglob("*.p[xy][xd]"))
+    assert sources
+    for path in sources:
+        header = [line for line in path.read_text().splitlines() if line.startswith("# cython:")]
+        for line in header:
+            for directive in ("boundscheck", "wraparound", "cdivision"):
+                assert directive not in line, f"{path.name}: {line}"
+
+
+class WakeFailsOnce:
+    """Stands in for ``call_soon_threadsafe`` of a loop that is closed the first time."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], object]] = []
+        self.failed = False
+
+    def __call__(self, callback: Callable[[], object]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("Event loop is closed")
+        self.callbacks.append(callback)
+
+
+def test_a_failed_wake_is_raised_and_not_left_pending(loop: uvloop.Loop) -> None:
+    wake = WakeFailsOnce()
+    core = FanoutCore(loop, wake=wake)
+    sink = MemorySink()
+    core.add_client(sink)
+    with pytest.raises(RuntimeError, match="closed"):
+        core.publish({"n": 1})
+    core.publish({"n": 2})  # asks for a wake-up again: the failed one is not pending
+    assert len(wake.callbacks) == 1
+    wake.callbacks[0]()
+    assert [orjson.loads(p)["n"] for p in payloads(sink)] == [1, 2]
+    assert core.stats()["wakeups"] == 1
+
+
+def test_a_core_whose_loop_closed_keeps_saying_so() -> None:
+    loop = uvloop.new_event_loop()
+    core = FanoutCore(loop)
+    loop.close()
+    for n in range(2):
+        with pytest.raises(RuntimeError, match="closed"):
+            core.publish({"n": n})

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """The fan-out hub: serialize once, frame once, one write per client per tick.
 
 Callers on any thread append to a C ring of operations and wake the loop at
@@ -223,8 +223,12 @@ cdef class FanoutCore:
         ops_push(&self._ops, kind, client_id, target, payload, since)
         if not self._wake_pending:
             self._wake_pending = True
+            try:
+                self._wake(self._tick_cb)
+            except BaseException:
+                self._wake_pending = False  # not pending: the next call asks again
+                raise
             self.n_wakeups += 1
-            self._wake(self._tick_cb)
         return 0
 
     cpdef publish(self, object obj, object channel=None):

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """The thread hand-off ring's slow paths: growing, clearing and giving memory back.
 
 Appending and popping are inline in ``_opqueue.pxd``: they run once per message.

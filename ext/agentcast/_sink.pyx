@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """Sinks: the interface the core writes a client's bytes to, and two plain implementations.
 
 The picows connection is another sink (``_server.TransportSink``); a connection
