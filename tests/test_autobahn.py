@@ -36,9 +36,9 @@ def kosoku() -> str:
 @pytest.mark.timeout(KOSOKU_TIMEOUT + 60)
 def test_autobahn_cases_1_to_10_pass_on_the_echo_fixture(tmp_path: Path) -> None:
     with echo_server() as hub:
+        address = f"127.0.0.1:{hub.port}"
         run = subprocess.run(
-            [kosoku(), "-m", "fuzzingclient", "-x", "12.*", "-x", "13.*"]
-            + ["-o", str(tmp_path), f"127.0.0.1:{hub.port}"],
+            [kosoku(), "-m", "fuzzingclient", "-x", "12.*", "-x", "13.*", "-o", tmp_path, address],
             capture_output=True,
             text=True,
             timeout=KOSOKU_TIMEOUT,
