@@ -10,8 +10,11 @@ import hashlib
 import os
 import socket
 from collections.abc import Iterator
+from itertools import pairwise
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentcast import Broadcaster
 from echo_server import echo_server
@@ -186,7 +189,7 @@ def test_a_message_ending_inside_a_code_point_fails_at_its_last_fragment(
 def test_a_code_point_split_across_fragments_passes(connected: RawClient) -> None:
     text = "€ and 𝄞".encode()  # 3- and 4-byte code points
     cuts = [1, 2, 7, 8, 9]  # inside the euro sign and inside the clef
-    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    pieces = [text[a:b] for a, b in pairwise([0, *cuts, len(text)])]
     for i, piece in enumerate(pieces):
         connected.send(TEXT if i == 0 else CONTINUATION, piece, fin=i == len(pieces) - 1)
     assert connected.receive() == (TEXT, text)
@@ -195,6 +198,40 @@ def test_a_code_point_split_across_fragments_passes(connected: RawClient) -> Non
 def test_a_long_ascii_text_with_one_bad_byte_at_the_end_fails(connected: RawClient) -> None:
     connected.send(TEXT, b"a" * 1000 + b"\x80")  # past the 8-byte ASCII fast path
     assert close_code(connected.receive_close()) == 1007
+
+
+TEXTS = st.one_of(
+    st.binary(max_size=24),
+    st.text(max_size=12).map(str.encode),
+    st.text(min_size=1, max_size=12).map(str.encode).map(lambda b: b[:-1]),  # cut short
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=TEXTS, cuts=st.lists(st.integers(0, 48), max_size=4))
+def test_the_verdict_on_any_fragmented_text_is_pythons(text: bytes, cuts: list[int]) -> None:
+    """Python's decoder is the oracle: echoed if it decodes, else closed 1007, wherever
+    the fragments are cut."""
+    bounds = sorted({0, len(text), *(cut for cut in cuts if cut < len(text))})
+    pieces = [text[a:b] for a, b in pairwise(bounds)] or [b""]
+    frames = [
+        frame(TEXT if i == 0 else CONTINUATION, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    try:
+        text.decode("utf-8")
+        expected: tuple[int, bytes] = (TEXT, text)
+    except UnicodeDecodeError:
+        expected = (CLOSE, (1007).to_bytes(2, "big"))
+    with echo_server() as hub:
+        raw = RawClient(hub.port)
+        try:
+            raw.upgrade()
+            raw.sock.sendall(b"".join(frames))
+            opcode, payload = raw.receive()
+        finally:
+            raw.close()
+    assert (opcode, payload[:2] if opcode == CLOSE else payload) == expected
 
 
 # ---- RFC 6455 5.2: RSV bits without a negotiated extension fail with 1002 ----------------
