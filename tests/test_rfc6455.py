@@ -296,6 +296,13 @@ def test_firefox_connects_and_echoes(client: RawClient) -> None:
     assert client.receive() == (TEXT, b'{"hello": "firefox"}')
 
 
+def test_connection_and_upgrade_need_only_include_their_token(client: RawClient) -> None:
+    headers = replace(PLAIN_HEADERS, "Connection", "Upgrade, keep-alive")
+    client.upgrade(replace(headers, "Upgrade", "WebSocket, h2c"))
+    client.send(TEXT, b"[]")
+    assert client.receive() == (TEXT, b"[]")
+
+
 def replace(headers: list[tuple[str, str]], name: str, value: str | None) -> list[tuple[str, str]]:
     kept = [(n, v) for n, v in headers if n != name]
     return kept if value is None else [*kept, (name, value)]

@@ -20,9 +20,11 @@ def _tokens(value: str) -> list[str]:
     return [token.strip().lower() for token in value.split(",")]
 
 
-def _error(status: HTTPStatus, body: str, **headers: str) -> WSUpgradeResponse:
+def _error(
+    status: HTTPStatus, body: str, headers: dict[str, str] | None = None
+) -> WSUpgradeResponse:
     response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(
-        status, body.encode() + b"\n", headers or None
+        status, body.encode() + b"\n", headers
     )
     return response
 
@@ -32,7 +34,8 @@ def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
 
     - exactly one ``Host`` (RFC 9112 3.2: 400 otherwise, for any HTTP/1.1 request);
     - ``Connection`` need only *include* the ``upgrade`` token (RFC 6455 4.2.1; Firefox
-      sends ``keep-alive, Upgrade``): it is rewritten to the single token picows expects;
+      sends ``keep-alive, Upgrade``), ``Upgrade`` the ``websocket`` one: both are
+      rewritten to the single token picows compares them with;
     - exactly one ``Sec-WebSocket-Key`` (400);
     - ``Sec-WebSocket-Version`` 13 (RFC 6455 4.2.2: 426 naming the version we speak;
       400 when it is missing). picows would also accept 7 and 8.
@@ -43,6 +46,7 @@ def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
         return _error(HTTPStatus.BAD_REQUEST, "exactly one Host header is required")
     if "websocket" not in _tokens(headers.get("Upgrade", "")):
         return None
+    headers["Upgrade"] = "websocket"
     if "upgrade" in _tokens(headers.get("Connection", "")):
         headers["Connection"] = "Upgrade"
     if len(headers.getall("Sec-WebSocket-Key", ())) > 1:
@@ -54,6 +58,6 @@ def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
         return _error(
             HTTPStatus.UPGRADE_REQUIRED,
             f"WebSocket version {SUPPORTED_VERSION} only",
-            **{"Sec-WebSocket-Version": SUPPORTED_VERSION},
+            {"Sec-WebSocket-Version": SUPPORTED_VERSION},
         )
     return None
