@@ -155,7 +155,7 @@ cdef class ServerListener(WSListener):
         if not transport.is_close_frame_sent:
             if frame.payload_size == 0:
                 transport.send(WSMsgType.CLOSE, b"")
-                transport.is_close_frame_sent = True  # send() does not mark it, send_close would
+                transport.is_close_frame_sent = True  # send_close always writes a status code
             elif is_valid_close_code(code):
                 transport.send_close(<WSCloseCode>code, frame.get_close_message())
             else:
