@@ -198,16 +198,17 @@ def test_bad_input_gets_an_error_frame_and_the_connection_stays_usable(
     run(scenario())
 
 
-def test_invalid_utf8_text_frame_is_named(server_factory: Callable[..., AgentServer]) -> None:
+def test_invalid_utf8_text_frame_fails_the_connection_with_1007(
+    server_factory: Callable[..., AgentServer],
+) -> None:
+    """RFC 6455 8.1: below the protocol, so no error frame: the connection fails, 1007."""
     server = server_factory()
 
     async def scenario() -> None:
         transport, listener = await ws_connect(Collector, f"ws://127.0.0.1:{server.port}/")
         transport.send(WSMsgType.TEXT, b'"\xff\xfe"')
-        await wait_for(lambda: len(listener.messages) == 1)
-        reply = orjson.loads(listener.messages[0])
-        assert reply["type"] == "server_error" and "not UTF-8" in reply["message"]
-        transport.disconnect()
+        await wait_for(lambda: listener.close_code is not None)
+        assert (listener.close_code, listener.messages) == (1007, [])
         await transport.wait_disconnected()
 
     run(scenario())

@@ -5,6 +5,7 @@ from picows.picows cimport WSFrame, WSListener, WSTransport
 
 from agentcast._fanout cimport FanoutCore
 from agentcast._sink cimport Sink
+from agentcast._utf8 cimport Utf8State
 
 
 cdef class TransportSink(Sink):
@@ -25,10 +26,12 @@ cdef class ServerListener(WSListener):
     cdef readonly long long client_id
     cdef bytearray _fragments
     cdef int _fragment_type
+    cdef Utf8State _utf8
     cdef double _rate
     cdef double _tokens
     cdef double _refilled_at
 
     cdef bint _over_rate(self) noexcept
+    cdef int _answer_close(self, WSTransport transport, WSFrame frame) except -1
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1

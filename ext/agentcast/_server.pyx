@@ -3,20 +3,33 @@
 
 The listener hands complete text messages to ``on_message(client_id, data)``
 on the loop thread, reassembles fragmented messages up to the size limit,
-answers close frames, and unregisters the client when the peer goes away.
+answers pings and close frames, and unregisters the client when the peer goes away.
+What RFC 6455 says must fail the connection fails it: RSV bits (no extension is
+negotiated) with 1002, text that is not UTF-8 with 1007 (checked fragment by fragment),
+invalid close codes with 1002.
 """
 
 import logging
 
+from libc.stdint cimport uint8_t
 from picows.picows cimport WSCloseCode, WSMsgType
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from agentcast._utf8 cimport utf8_complete, utf8_feed, utf8_reset
 
 log = logging.getLogger("agentcast.server")
 
 UNSUPPORTED_DATA = 1003
 PROTOCOL_ERROR = 1002
+INVALID_TEXT = 1007
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+
+
+cdef inline bint is_valid_close_code(int code) noexcept:
+    """Codes a peer may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are reserved,
+    3000-4999 are for libraries and applications, the rest unassigned."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 cdef inline double monotonic() noexcept:
@@ -86,13 +99,17 @@ cdef class ServerListener(WSListener):
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef int msg_type = frame.msg_type
-        if msg_type == WSMsgType.CLOSE:
-            self._core.remove_client(self.client_id)
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code(), frame.get_close_message())
-            transport.disconnect(True)
+        cdef int message_type
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._reject(transport, PROTOCOL_ERROR, "RSV bits set without a negotiated extension")
             return
-        if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
+        if msg_type == WSMsgType.CLOSE:
+            self._answer_close(transport, frame)
+            return
+        if msg_type == WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        if msg_type == WSMsgType.PONG:
             return
         if transport.is_close_frame_sent:
             return  # closing: what the peer still sends is not served
@@ -100,8 +117,19 @@ cdef class ServerListener(WSListener):
             if self._fragments is None:
                 self._reject(transport, PROTOCOL_ERROR, "continuation without a first fragment")
                 return
+            message_type = self._fragment_type
         elif self._fragments is not None:
             self._reject(transport, PROTOCOL_ERROR, "new message inside a fragmented one")
+            return
+        else:
+            message_type = msg_type
+            utf8_reset(&self._utf8)
+        if message_type == WSMsgType.TEXT and not (
+            utf8_feed(&self._utf8, <const uint8_t*>frame.payload_ptr, frame.payload_size)
+            and (not frame.fin or utf8_complete(&self._utf8))
+        ):
+            self._fragments = None
+            self._reject(transport, INVALID_TEXT, "text message is not valid UTF-8")
             return
         if frame.fin and self._fragments is None:
             self._deliver(transport, msg_type, frame.get_payload_as_bytes())
@@ -118,6 +146,22 @@ cdef class ServerListener(WSListener):
             data = bytes(self._fragments)
             self._fragments = None
             self._deliver(transport, self._fragment_type, data)
+
+    cdef int _answer_close(self, WSTransport transport, WSFrame frame) except -1:
+        """Echo the peer's close (RFC 6455 5.5.1, 7.4): an empty close with an empty one,
+        else its code, or 1002 for a code no endpoint may send; then end the connection."""
+        cdef int code = frame.get_close_code()
+        self._core.remove_client(self.client_id)
+        if not transport.is_close_frame_sent:
+            if frame.payload_size == 0:
+                transport.send(WSMsgType.CLOSE, b"")
+                transport.is_close_frame_sent = True  # send_close always writes a status code
+            elif is_valid_close_code(code):
+                transport.send_close(<WSCloseCode>code, frame.get_close_message())
+            else:
+                transport.send_close(WSCloseCode.PROTOCOL_ERROR, b"invalid close code")
+        transport.disconnect(True)
+        return 0
 
     cdef bint _over_rate(self) noexcept:
         """Token bucket: ``rate`` messages a second, bursts up to ``rate`` messages."""
@@ -149,5 +193,6 @@ cdef class ServerListener(WSListener):
 
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1:
         log.info("client %d closed (%d): %s", self.client_id, code, reason)
+        self._core.flush()  # what the client was already answered goes out before the close
         self._core.close_client(self.client_id, code, reason)
         return 0

@@ -17,6 +17,7 @@ from picows import (
 )
 
 from agentcast._ext import FanoutCore, ServerListener
+from agentcast.handshake import refuse_upgrade
 
 MessageHandler = Callable[[int, bytes], None]
 
@@ -89,6 +90,9 @@ async def start_server(
     def listener_factory(
         request: WSUpgradeRequest,
     ) -> ServerListener | WSUpgradeResponseWithListener:
+        refusal = refuse_upgrade(request)
+        if refusal is not None:
+            return WSUpgradeResponseWithListener(refusal, None)
         if options.max_clients is not None and core.client_count >= options.max_clients:
             response = WSUpgradeResponse.create_error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
@@ -116,6 +120,7 @@ async def start_server(
         enable_auto_ping=options.ping_interval > 0,
         auto_ping_idle_timeout=options.ping_interval or 20.0,
         auto_ping_reply_timeout=options.ping_timeout or 20.0,
+        enable_auto_pong=False,  # the listener answers pings, after checking their RSV bits
         max_frame_size=options.max_message_size,
         read_buffer_init_size=options.read_buffer_size,
         use_aiofastnet=options.transport == "aiofastnet",
