@@ -11,6 +11,11 @@ a live message skips a seq. What the stream no longer has, the core announces
 to the subscribers as a ``history_gap``; a channel whose counter restarted
 (new epoch: the broker lost its data) is restarted in the core, with notice.
 
+Broadcasts are one more stream, the channel ``None``, on the same path: the
+node follows it from the moment it starts (no replay of older ones), catches
+up on it after a reconnect, and tells every client with a ``history_gap``
+notice (``"agent_id": null``) where broadcasts were lost.
+
 Local operations keep the caller's order against its publishes: a direct
 send waits until the publishes its thread made before it are applied and, on
 channels this node delivers, delivered; a subscribe waits for its channel's
@@ -32,6 +37,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from agentcast import protocol
 from agentcast.backplane import script
 from agentcast.backplane.outbox import BACKOFF_FIRST, BACKOFF_MAX, Ack, Outbox
 
@@ -107,15 +113,15 @@ class RedisBackplane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Any = None
         self.outbox: Outbox | None = None
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str | None, _Channel] = {}  # None: the broadcasts
         self._local: collections.deque[_LocalOp] = collections.deque()
         self._unsettled: collections.deque[Ack] = collections.deque()
-        self._own_broadcast_seen = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._pubsub: Any = None
         self.resyncs = 0
         self.reconnects = 0
         self.local_dropped = 0
+        self.broadcast_gaps = 0
 
     # ---- lifecycle (loop thread) ---------------------------------------------
 
@@ -127,6 +133,10 @@ class RedisBackplane:
             self.url, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=0
         )
         await reach(self._redis, self.url)
+        # Broadcasts are delivered from here on: whatever is numbered after this read
+        # is caught up from the stream once pub/sub is subscribed.
+        epoch, seq = await self._redis.hmget(script.meta_key(None), "epoch", "seq")
+        self._channels[None] = _Channel(epoch=epoch, last_seq=int(seq or 0))
         self.outbox = Outbox(
             self._redis,
             loop,
@@ -200,7 +210,8 @@ class RedisBackplane:
             "backplane_publish_retries": outbox.reconnects if outbox else 0,
             "backplane_reconnects": self.reconnects,
             "backplane_resyncs": self.resyncs,
-            "backplane_channels": len(self._channels),
+            "backplane_channels": len(self._channels) - (None in self._channels),
+            "backplane_broadcast_gaps": self.broadcast_gaps,
         }
 
     # ---- local order (loop thread) ---------------------------------------------
@@ -254,14 +265,10 @@ class RedisBackplane:
         """Every publish up to this outbox index is applied and, where it matters, delivered."""
         unsettled = self._unsettled
         while unsettled:
-            index, channel, seq = unsettled[0]
-            if channel is None:
-                if self._own_broadcast_seen < index:
-                    break
-            elif seq:
-                state = self._channels.get(channel)
-                if state is not None and state.last_seq < seq:
-                    break
+            _, channel, seq = unsettled[0]
+            state = self._channels.get(channel)
+            if state is not None and state.last_seq < seq:
+                break
             unsettled.popleft()
         if unsettled:
             return unsettled[0][0] - 1
@@ -269,7 +276,7 @@ class RedisBackplane:
 
     # ---- pub/sub (loop thread) ---------------------------------------------------
 
-    def _listen(self, channel: str) -> None:
+    def _listen(self, channel: str | None) -> None:
         """Subscribe on pub/sub; the sync starts when Redis confirms."""
         if self._pubsub is not None:
             assert self._loop is not None
@@ -313,7 +320,7 @@ class RedisBackplane:
         for state in self._channels.values():
             state.live = False
         channels = list(self._channels)
-        await pubsub.subscribe(script.ALL, *(script.pubsub_key(c) for c in channels))
+        await pubsub.subscribe(*(script.pubsub_key(c) for c in channels))
         self._pubsub = pubsub
         added = [c for c in self._channels if c not in channels]  # during the await
         if added:
@@ -327,10 +334,6 @@ class RedisBackplane:
 
     def _on_pubsub(self, message: dict[str, Any]) -> None:
         kind, key, data = message["type"], message["channel"], message["data"]
-        if key == script.ALL:
-            if kind == "message":
-                self._on_broadcast(data)
-            return
         channel = script.channel_of(key)
         if kind == "subscribe":
             self._start_sync(channel)
@@ -338,14 +341,9 @@ class RedisBackplane:
             epoch, first, payloads = script.split_announcement(data)
             self._on_frames(channel, epoch, first, payloads)
 
-    def _on_broadcast(self, data: bytes) -> None:
-        publisher, index, payload = data.split(b" ", 2)
-        self._core.publish_json(payload, None)
-        if self.outbox is not None and publisher == self.outbox.publisher.encode():
-            self._own_broadcast_seen = int(index)
-            self._pump()
-
-    def _on_frames(self, channel: str, epoch: bytes, first: int, payloads: list[bytes]) -> None:
+    def _on_frames(
+        self, channel: str | None, epoch: bytes, first: int, payloads: list[bytes]
+    ) -> None:
         """Consecutive frames of ``channel`` numbered from ``first``, as announced."""
         state = self._channels.get(channel)
         if state is None:
@@ -364,14 +362,41 @@ class RedisBackplane:
         frames = [(seq, payload) for _, seq, payload in numbered if seq > state.last_seq]
         if not frames:
             return
-        state.last_seq = frames[-1][0]
-        self._core.accept(channel, frames)
+        self._hand_over(channel, state, frames)
         if self._unsettled:
             self._pump()
 
+    def _hand_over(self, channel: str | None, state: _Channel, frames: list[Any]) -> None:
+        """Give the core ``frames`` (seq order, each newer than ``state.last_seq``)."""
+        if channel is not None:
+            self._core.accept(channel, frames)  # it tells the subscribers of any gap
+        else:
+            first = frames[0][0]
+            if first > state.last_seq + 1:
+                self.broadcast_gaps += 1
+                log.warning("backplane: broadcasts %d..%d lost", state.last_seq + 1, first - 1)
+                self._core.publish_json(protocol.broadcasts_lost(state.last_seq, first), None)
+            for _, payload in frames:
+                self._core.publish_json(payload, None)
+        state.last_seq = frames[-1][0]
+
+    def _restart(self, channel: str | None, state: _Channel) -> None:
+        """The broker lost ``channel``'s numbering: tell its clients, forget what waits on it."""
+        log.warning("backplane: %r lost its numbering at the broker", channel)
+        if channel is not None:
+            self._core.restart(channel)
+        else:
+            self.broadcast_gaps += 1
+            self._core.publish_json(protocol.broadcasts_lost(state.last_seq, 0), None)
+        state.epoch, state.last_seq = None, 0
+        # Acks of the old numbering would wait for seqs this node may never see again.
+        self._unsettled = collections.deque(
+            (index, c, 0 if c == channel else seq) for index, c, seq in self._unsettled
+        )
+
     # ---- sync (loop thread) ------------------------------------------------------
 
-    def _start_sync(self, channel: str) -> None:
+    def _start_sync(self, channel: str | None) -> None:
         state = self._channels.get(channel)
         if state is None:
             return
@@ -383,7 +408,7 @@ class RedisBackplane:
         assert self._loop is not None
         self._loop.create_task(self._sync(channel, state))
 
-    async def _sync(self, channel: str, state: _Channel) -> None:
+    async def _sync(self, channel: str | None, state: _Channel) -> None:
         """Bring ``channel`` up to date from the stream, then let its held frames through."""
         self.resyncs += 1
         delay = BACKOFF_FIRST
@@ -392,9 +417,7 @@ class RedisBackplane:
                 epoch, entries = await self._read_stream(channel, state.last_seq)
                 if state.epoch is not None and epoch != state.epoch:
                     # No epoch: the broker lost the channel; another: it numbers from 1 again.
-                    log.warning("backplane: %r lost its numbering at the broker", channel)
-                    self._core.restart(channel)
-                    state.epoch, state.last_seq = None, 0
+                    self._restart(channel, state)
                     epoch, entries = await self._read_stream(channel, 0)
                 break
             except BROKER_ERRORS as exc:
@@ -419,8 +442,7 @@ class RedisBackplane:
                 last = seq
         state.held = later
         if frames:
-            self._core.accept(channel, frames)
-            state.last_seq = last
+            self._hand_over(channel, state, frames)
         if later or state.again:
             state.again = False
             self._start_sync(channel)
@@ -428,7 +450,7 @@ class RedisBackplane:
         state.live = True
         self._pump()
 
-    async def _read_stream(self, channel: str, after: int) -> tuple[bytes | None, list[Any]]:
+    async def _read_stream(self, channel: str | None, after: int) -> tuple[bytes | None, list[Any]]:
         """The channel's epoch and its kept entries with seq > ``after`` (all kept if 0)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(script.meta_key(channel), "epoch")
@@ -450,6 +472,8 @@ class RedisBackplane:
             await asyncio.sleep(SWEEP_INTERVAL)
             waiting = {op.channel for op in self._local if isinstance(op, _Subscribe)}
             for channel, state in list(self._channels.items()):
+                if channel is None:
+                    continue  # every client hears the broadcasts
                 if channel in waiting or self._core.subscriber_count(channel):
                     state.idle_sweeps = 0
                     continue
