@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from agentcast import AgentServer
-from clients import DEMO_STEP, memgpt_exchange, run, user_message, websockets_clients
+from agentcast import AgentServer, Broadcaster
+from agentcast._ext import MemorySink
+from agentcast.backplane import script
+from clients import (
+    DEMO_STEP,
+    memgpt_exchange,
+    parse_frames,
+    run,
+    user_message,
+    wait_for,
+    websockets_clients,
+)
 from redis_server import RedisServer
 
 
@@ -20,6 +32,10 @@ async def ask_redis(url: str, *command: str | bytes) -> Any:
         return await client.execute_command(*command)
     finally:
         await client.aclose()
+
+
+def frames_of(sink: MemorySink) -> list[bytes]:
+    return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
 
 
 async def drop_pubsub(url: str) -> None:
@@ -49,3 +65,31 @@ def test_route_all_keeps_answering_across_pubsub_drops(redis_server: RedisServer
                     assert watched == reply[1:-1]  # the broadcasts, each once, in order
 
         run(scenario())
+
+
+def test_a_batch_sent_twice_is_applied_once(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """redis-py retries a command whose reply was lost, and so does the outbox: the
+    script must apply a broadcast, like a channel message, once per publisher index."""
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+    client = hub.attach(sink)
+    hub.subscribe(client, "a")
+    subscribed = threading.Event()
+    hub.after_pending(subscribed.set)
+    assert subscribed.wait(10)
+    batch = [b"publisher-1", 100, 60]
+    for index, channel, payload in [(1, None, b'{"b":0}'), (2, "a", b'{"n":0}'),
+                                    (3, None, b'{"b":1}')]:  # fmt: skip
+        batch += [index, script.pubsub_key(channel), payload]
+
+    async def send_twice_then_once_more() -> None:
+        for _ in range(2):
+            await ask_redis(redis_server.url, "EVAL", script.PUBLISH, 0, *batch)
+        await ask_redis(redis_server.url, "EVAL", script.PUBLISH, 0, *batch[:3],
+                        4, script.pubsub_key(None), b'{"b":2}')  # fmt: skip
+        await wait_for(lambda: b'"b":2' in bytes(sink.data or b""))
+
+    run(send_twice_then_once_more())
+    assert frames_of(sink) == [b'{"b":0}', b'{"n":0,"seq":1}', b'{"b":1}', b'{"b":2}']
