@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,14 @@ from redis_server import RedisServer, free_port
 
 def frames_of(sink: MemorySink) -> list[bytes]:
     return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
+
+
+def subscribed(hub: Broadcaster, client: int, channel: str) -> None:
+    """Subscribe and return once the subscription is in effect on the node."""
+    done = threading.Event()
+    hub.subscribe(client, channel)
+    hub.after_pending(done.set)
+    assert done.wait(10), f"the subscription to {channel!r} never took effect"
 
 
 def subscriber(hub_box: list[Broadcaster]) -> Callable[[int, bytes], None]:
@@ -134,11 +143,8 @@ def test_a_publishers_channel_messages_and_broadcasts_keep_its_order(
 ) -> None:
     hub = hub_factory(backplane=redis_server.url, port=None)
     sink = MemorySink()
-    client = hub.attach(sink)
-    hub.subscribe(client, "a")
-    hub.after_pending(lambda: None)
+    subscribed(hub, hub.attach(sink), "a")
     with Publisher(redis_server.url) as publisher:
-        time.sleep(0.2)  # the subscription is in effect
         for i in range(300):
             publisher.publish({"i": i}, "a" if i % 3 else None)
         assert publisher.flush(10)
@@ -180,12 +186,11 @@ def test_async_publisher_with_the_memgpt_interface_reaches_a_node(
 ) -> None:
     hub = hub_factory(backplane=redis_server.url, port=None)
     sink = MemorySink()
-    hub.subscribe(hub.attach(sink), "agent-7")
+    subscribed(hub, hub.attach(sink), "agent-7")
 
     async def agent_fleet() -> None:
         async with AsyncPublisher(redis_server.url) as publisher:
             interface = AsyncWebSocketInterface(publisher, route="agent")
-            await asyncio.sleep(0.2)  # the node's subscription is in effect
             with interface.serving("agent-7"):
                 await interface.internal_monologue("thinking")
                 await interface.assistant_message("hello")
