@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from agentcast import AgentServer, Broadcaster
@@ -93,3 +94,57 @@ def test_a_batch_sent_twice_is_applied_once(
 
     run(send_twice_then_once_more())
     assert frames_of(sink) == [b'{"b":0}', b'{"n":0,"seq":1}', b'{"b":1}', b'{"b":2}']
+
+
+GARBAGE_PUBLISHES = [
+    (script.ALL, b"not an announcement"),
+    (script.ALL, b"1700000000000000 x 3:abc"),
+    (script.ALL, b"1700000000000000 1 99:too short"),
+    (script.pubsub_key("agent0"), b"\xff\xfe"),
+    (script.pubsub_key("agent0"), b"1 2"),
+    (script.pubsub_key("agent0"), b"1700000000000000 0 2:{}"),
+]
+
+
+def test_garbage_in_redis_is_skipped_counted_and_the_node_keeps_serving(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stray redis-cli or a version mismatch: malformed announcements on the node's
+    pub/sub channels, keys of another type where streams are expected. The node skips
+    them, counts them, logs each kind once, serves its clients, and stops with 1001."""
+    server = AgentServer(port=0, backplane=redis_server.url).start()
+    try:
+
+        async def scenario() -> None:
+            async with websockets_clients(f"ws://127.0.0.1:{server.port}/", 1) as (client,):
+                reply = await memgpt_exchange(client, user_message("hi", "agent0"))
+                assert [r["type"] for r in reply] == DEMO_STEP
+                await ask_redis(redis_server.url, "SET", script.log_key("w-log"), "x")
+                await ask_redis(redis_server.url, "SET", script.meta_key("w-meta"), "x")
+                for _ in range(20):  # many of each kind: the log stays bounded
+                    for key, data in GARBAGE_PUBLISHES:
+                        await ask_redis(redis_server.url, "PUBLISH", key, data)
+                # The streams of another type: subscribing (a sync) and publishing go on.
+                for agent in ("w-log", "w-meta"):
+                    reply = await asyncio.wait_for(
+                        memgpt_exchange(client, user_message("hi", agent)), 10
+                    )
+                    assert [r["type"] for r in reply] == [DEMO_STEP[0], DEMO_STEP[-1]]
+                for attempt in range(2):  # and every good channel as before
+                    reply = await asyncio.wait_for(
+                        memgpt_exchange(client, user_message("again", f"agent{attempt}")), 10
+                    )
+                    assert [r["type"] for r in reply] == DEMO_STEP
+                stats = server.hub.stats()
+                assert stats["backplane_bad_messages"] >= 20 * len(GARBAGE_PUBLISHES)
+                assert stats["backplane_failed"] == 6  # the three messages of each bad agent
+                assert stats["backplane_task_restarts"] == 0
+                await asyncio.to_thread(server.stop)
+                await asyncio.wait_for(client.wait_closed(), 10)
+                assert client.close_code == 1001
+
+        run(scenario())
+    finally:
+        server.stop()
+    skipped = [r for r in caplog.records if "skipping a bad" in r.getMessage()]
+    assert 1 <= len(skipped) <= 4  # once per kind

@@ -137,6 +137,12 @@ class Outbox:
                 self.failed += len(batch)
                 log.error("backplane: Redis refused %d publishes: %s", len(batch), exc)
                 acks = [(index, channel, 0) for index, channel, _ in batch]
+            except Exception:
+                # Not the broker's doing (a payload it cannot take, a reply we cannot read):
+                # the same again would fail again, and must not hold back every later batch.
+                self.failed += len(batch)
+                log.exception("backplane: %d publishes could not be sent", len(batch))
+                acks = [(index, channel, 0) for index, channel, _ in batch]
             self.acked = batch[-1][0]
             if self._on_ack is not None:
                 self._on_ack(acks)

@@ -16,6 +16,10 @@ node follows it from the moment it starts (no replay of older ones), catches
 up on it after a reconnect, and tells every client with a ``history_gap``
 notice (``"agent_id": null``) where broadcasts were lost.
 
+What is not ours (a stray ``redis-cli PUBLISH``, a key of another type, a
+version mismatch) is skipped, counted as ``backplane_bad_messages`` and logged
+once per kind; a background task that dies anyway is logged and started again.
+
 Local operations keep the caller's order against its publishes: a direct
 send waits until the publishes its thread made before it are applied and, on
 channels this node delivers, delivered; a subscribe waits for its channel's
@@ -28,7 +32,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +63,7 @@ class _Channel:
     syncing: bool = False
     again: bool = False  # sync once more when the running one ends
     held: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    stale: bool = False  # the last sync left held frames of another epoch
     idle_sweeps: int = 0
 
 
@@ -122,6 +127,9 @@ class RedisBackplane:
         self.reconnects = 0
         self.local_dropped = 0
         self.broadcast_gaps = 0
+        self.bad_messages = 0
+        self.task_restarts = 0
+        self._bad_kinds_logged: set[str] = set()
 
     # ---- lifecycle (loop thread) ---------------------------------------------
 
@@ -144,10 +152,10 @@ class RedisBackplane:
             max_pending=self._max_pending,
             on_ack=self._on_ack,
         )
+        runs = {"publish": self.outbox.run, "read": self._read, "sweep": self._sweep}
         self._tasks = [
-            loop.create_task(self.outbox.run(), name="agentcast-backplane-publish"),
-            loop.create_task(self._read(), name="agentcast-backplane-read"),
-            loop.create_task(self._sweep(), name="agentcast-backplane-sweep"),
+            loop.create_task(self._keep_running(run), name=f"agentcast-backplane-{name}")
+            for name, run in runs.items()
         ]
 
     async def stop(self, timeout: float) -> None:
@@ -160,9 +168,7 @@ class RedisBackplane:
             await asyncio.sleep(0.005)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # they ended as they could
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(*BROKER_ERRORS):
@@ -212,7 +218,33 @@ class RedisBackplane:
             "backplane_resyncs": self.resyncs,
             "backplane_channels": len(self._channels) - (None in self._channels),
             "backplane_broadcast_gaps": self.broadcast_gaps,
+            "backplane_bad_messages": self.bad_messages,
+            "backplane_task_restarts": self.task_restarts,
         }
+
+    # ---- faults (loop thread) ----------------------------------------------------
+
+    async def _keep_running(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run`` until cancelled; if it dies of anything else, log and start it again
+        (the reader resubscribes and resyncs every channel when it starts)."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                self.task_restarts += 1
+                log.exception("backplane: a task failed; starting it again in %.2f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def _bad_data(self, kind: str, where: object, exc: Exception) -> None:
+        """Skip data that is not ours; log the first of each ``kind`` (a fixed few)."""
+        self.bad_messages += 1
+        if kind not in self._bad_kinds_logged:
+            self._bad_kinds_logged.add(kind)
+            log.warning("backplane: skipping a bad %s on %r (%r); more are only counted "
+                        "(backplane_bad_messages)", kind, where, exc)  # fmt: skip
 
     # ---- local order (loop thread) ---------------------------------------------
 
@@ -283,8 +315,11 @@ class RedisBackplane:
             self._loop.create_task(self._subscribe_quietly(script.pubsub_key(channel)))
 
     async def _subscribe_quietly(self, key: bytes) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes to every channel when it is back
         with contextlib.suppress(*BROKER_ERRORS):  # the reader reconnects and subscribes again
-            await self._pubsub.subscribe(key)
+            await pubsub.subscribe(key)
 
     async def _read(self) -> None:
         """Read pub/sub forever; on a lost connection reconnect with backoff and resync."""
@@ -302,8 +337,12 @@ class RedisBackplane:
                     delay = BACKOFF_FIRST
                     while True:
                         message = await self._pubsub.get_message(timeout=READ_TIMEOUT)
-                        if message is not None:
+                        if message is None:
+                            continue
+                        try:
                             self._on_pubsub(message)
+                        except Exception as exc:  # not an announcement of ours
+                            self._bad_data("pub/sub message", message.get("channel"), exc)
                 except BROKER_ERRORS as exc:
                     self.reconnects += 1
                     log.warning("backplane: pub/sub lost (%s); reconnecting in %.2f s", exc, delay)
@@ -427,6 +466,11 @@ class RedisBackplane:
                 log.warning("backplane: sync %r failed (%s); again in %.2f s", channel, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+            except redis_errors.ResponseError as exc:  # e.g. WRONGTYPE: a key that is not ours
+                # Nothing to catch up from: go live with what is held (a gap is announced).
+                self._bad_data("stream", channel, exc)
+                epoch, entries = (state.held[0][0] if state.held else state.epoch), []
+                break
         state.syncing = False
         if self._channels.get(channel) is not state:
             return  # swept meanwhile
@@ -440,7 +484,10 @@ class RedisBackplane:
             elif seq > last:
                 frames.append((seq, payload))
                 last = seq
-        state.held = later
+        if later and state.stale:  # twice of an epoch the stream does not have: not ours
+            self._bad_data("announcement", channel, ValueError(f"epoch {later[0][0]!r}"))
+            later = []
+        state.held, state.stale = later, bool(later)
         if frames:
             self._hand_over(channel, state, frames)
         if later or state.again:
@@ -461,7 +508,12 @@ class RedisBackplane:
         epoch, raw = await pipe.execute()
         if not after:
             raw.reverse()
-        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"d"]) for entry_id, fields in raw]
+        entries = []
+        for entry_id, fields in raw:
+            try:
+                entries.append((int(entry_id.split(b"-", 1)[0]), fields[b"d"]))
+            except (KeyError, ValueError) as exc:  # an entry someone else added
+                self._bad_data("stream entry", channel, exc)
         return epoch, entries
 
     # ---- housekeeping ---------------------------------------------------------------

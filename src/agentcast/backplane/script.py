@@ -116,13 +116,16 @@ return results
 
 
 def split_announcement(data: bytes) -> tuple[bytes, int, list[bytes]]:
-    """``<epoch> <first seq> <len>:<payload>...`` -> (epoch, first seq, payloads)."""
+    """``<epoch> <first seq> <len>:<payload>...`` -> (epoch, first seq, payloads);
+    ValueError if ``data`` is not one."""
     epoch, first, body = data.split(b" ", 2)
     payloads = []
     position = 0
     while position < len(body):
         colon = body.index(b":", position)
         end = colon + 1 + int(body[position:colon])
+        if end > len(body):
+            raise ValueError("announcement shorter than its lengths say")
         payloads.append(body[colon + 1 : end])
         position = end
     return epoch, int(first), payloads
