@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from agentcast import AgentServer, Broadcaster
+from agentcast import AgentServer, Broadcaster, Publisher
 from agentcast._ext import MemorySink
 from agentcast.backplane import script
 from clients import (
@@ -37,6 +37,14 @@ async def ask_redis(url: str, *command: str | bytes) -> Any:
 
 def frames_of(sink: MemorySink) -> list[bytes]:
     return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
+
+
+def subscribed(hub: Broadcaster, client: int, channel: str) -> None:
+    """Subscribe and return once the subscription is in effect on the node."""
+    done = threading.Event()
+    hub.subscribe(client, channel)
+    hub.after_pending(done.set)
+    assert done.wait(10), f"the subscription to {channel!r} never took effect"
 
 
 async def drop_pubsub(url: str) -> None:
@@ -76,10 +84,7 @@ def test_a_batch_sent_twice_is_applied_once(
     hub = hub_factory(backplane=redis_server.url, port=None)
     sink = MemorySink()
     client = hub.attach(sink)
-    hub.subscribe(client, "a")
-    subscribed = threading.Event()
-    hub.after_pending(subscribed.set)
-    assert subscribed.wait(10)
+    subscribed(hub, client, "a")
     batch = [b"publisher-1", 100, 60]
     for index, channel, payload in [(1, None, b'{"b":0}'), (2, "a", b'{"n":0}'),
                                     (3, None, b'{"b":1}')]:  # fmt: skip
@@ -148,3 +153,46 @@ def test_garbage_in_redis_is_skipped_counted_and_the_node_keeps_serving(
         server.stop()
     skipped = [r for r in caplog.records if "skipping a bad" in r.getMessage()]
     assert 1 <= len(skipped) <= 4  # once per kind
+
+
+def test_a_message_redis_refuses_mid_batch_leaves_the_others_announced(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """One message of a batch whose stream key has another type: Redis refuses that one;
+    those before and after it in the same script call are numbered, stored, announced."""
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+    subscribed(hub, hub.attach(sink), "a")
+    run(ask_redis(redis_server.url, "SET", script.log_key("bad"), "not a stream"))
+    with Publisher(redis_server.url) as publisher:
+
+        def one_batch() -> None:  # on the publisher's loop: nothing is sent in between
+            for n, channel in enumerate(["a", "bad", "a"]):
+                publisher.publish({"n": n}, channel)
+
+        assert publisher.loop is not None
+        publisher.loop.call_soon_threadsafe(one_batch)
+        assert publisher.flush(10)
+        assert publisher.stats()["failed"] == 1
+
+    run(wait_for(lambda: len(frames_of(sink)) == 2))
+    assert frames_of(sink) == [b'{"n":0,"seq":1}', b'{"n":2,"seq":2}']
+
+
+def frames_once_there(sink: MemorySink, count: int) -> list[bytes]:
+    run(wait_for(lambda: len(frames_of(sink)) >= count))
+    return frames_of(sink)
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["local", "redis"])
+def test_the_empty_string_is_a_channel_like_any_other_with_or_without_redis(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster], with_redis: bool
+) -> None:
+    hub = hub_factory(backplane=redis_server.url if with_redis else None, port=None)
+    member, other = MemorySink(), MemorySink()
+    subscribed(hub, hub.attach(member), "")
+    hub.attach(other)
+    hub.publish({"to": "empty"}, "")
+    hub.publish({"to": "everyone"})
+    assert frames_once_there(other, 1) == [b'{"to":"everyone"}']
+    assert frames_once_there(member, 2) == [b'{"to":"empty","seq":1}', b'{"to":"everyone"}']

@@ -253,7 +253,10 @@ class Broadcaster:
     # ---- publishing (any thread) -------------------------------------------
 
     def publish(self, obj: Any, channel: Hashable | None = None) -> None:
-        """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients (None: all)."""
+        """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients.
+
+        ``None`` means every client; anything else, the empty string included, is a
+        channel, with a backplane or without."""
         if self._backplane is None:
             self._core.publish(obj, channel)
         else:
