@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
@@ -110,9 +111,18 @@ async def reach(client: Any, url: str) -> None:
 class RedisBackplane:
     """Connects a ``FanoutCore`` to the other nodes through Redis; lives on the core's loop."""
 
-    def __init__(self, url: str, core: Any, *, history_size: int, max_pending: int = 100_000):
+    def __init__(
+        self,
+        url: str,
+        core: Any,
+        *,
+        history_size: int,
+        max_pending: int = 100_000,
+        default: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.url = url
         self._core = core
+        self._default = default
         self._history_size = max(1, history_size)
         self._max_pending = max_pending
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,7 +186,13 @@ class RedisBackplane:
         if self._redis is not None:
             await self._redis.aclose()
 
-    # ---- any thread ------------------------------------------------------------
+    # ---- any thread: the Router shape (agentcast.router) ---------------------------
+
+    def publish(self, obj: Any, channel: object = None) -> None:
+        self.publish_json(orjson.dumps(obj, default=self._default), channel)
+
+    def send(self, client_id: int, obj: Any) -> None:
+        self.send_json(client_id, orjson.dumps(obj, default=self._default))
 
     def publish_json(self, payload: bytes, channel: object = None) -> None:
         name = None if channel is None else script.channel_name(channel)
