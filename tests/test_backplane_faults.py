@@ -35,6 +35,17 @@ async def ask_redis(url: str, *command: str | bytes) -> Any:
         await client.aclose()
 
 
+async def wait_for_refused_subscribes(url: str, count: int) -> None:
+    """Wait until Redis has refused ``count`` SUBSCRIBEs (its ACL log counts them)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        log = await ask_redis(url, "ACL", "LOG")
+        if sum(e[b"count"] for e in log if e[b"reason"] == b"channel") >= count:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "SUBSCRIBEs were not refused"
+        await asyncio.sleep(0.01)
+
+
 def frames_of(sink: MemorySink) -> list[bytes]:
     return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
 
@@ -196,3 +207,26 @@ def test_the_empty_string_is_a_channel_like_any_other_with_or_without_redis(
     hub.publish({"to": "everyone"})
     assert frames_once_there(other, 1) == [b'{"to":"everyone"}']
     assert frames_once_there(member, 2) == [b'{"to":"empty","seq":1}', b'{"to":"everyone"}']
+
+
+def test_a_reader_that_redis_refuses_is_started_again(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """Redis refuses the reader's SUBSCRIBE (an ACL without channels: NOPERM, not a
+    broker error) for a while: the task fails, is started again, and once allowed
+    delivers as before."""
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+    subscribed(hub, hub.attach(sink), "a")
+
+    async def refuse_then_allow() -> None:
+        await ask_redis(redis_server.url, "ACL", "SETUSER", "default", "resetchannels")
+        try:  # redis-py's own resubscribe may be one; the reader's first and its next
+            await wait_for_refused_subscribes(redis_server.url, 3)
+        finally:
+            await ask_redis(redis_server.url, "ACL", "SETUSER", "default", "allchannels")
+
+    run(refuse_then_allow())
+    hub.publish({"n": 1}, "a")
+    assert frames_once_there(sink, 1) == [b'{"n":1,"seq":1}']
+    assert hub.stats()["backplane_task_restarts"] >= 1
