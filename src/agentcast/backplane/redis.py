@@ -32,7 +32,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +132,7 @@ class RedisBackplane:
         self._local: collections.deque[_LocalOp] = collections.deque()
         self._unsettled: collections.deque[Ack] = collections.deque()
         self._tasks: list[asyncio.Task[None]] = []
+        self._helpers: set[asyncio.Task[None]] = set()  # syncs and late subscribes
         self._pubsub: Any = None
         self.resyncs = 0
         self.reconnects = 0
@@ -176,9 +177,10 @@ class RedisBackplane:
             log.warning("backplane: %d publishes not sent at shutdown", self.outbox.pending)
         while self._local and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._helpers]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)  # they ended as they could
+        await asyncio.gather(*tasks, return_exceptions=True)  # they ended as they could
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(*BROKER_ERRORS):
@@ -254,6 +256,13 @@ class RedisBackplane:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a short-lived task of the node's (cancelled by ``stop``)."""
+        assert self._loop is not None
+        task = self._loop.create_task(work)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+
     def _bad_data(self, kind: str, where: object, exc: Exception) -> None:
         """Skip data that is not ours; log the first of each ``kind`` (a fixed few)."""
         self.bad_messages += 1
@@ -327,8 +336,7 @@ class RedisBackplane:
     def _listen(self, channel: str | None) -> None:
         """Subscribe on pub/sub; the sync starts when Redis confirms."""
         if self._pubsub is not None:
-            assert self._loop is not None
-            self._loop.create_task(self._subscribe_quietly(script.pubsub_key(channel)))
+            self._spawn(self._subscribe_quietly(script.pubsub_key(channel)))
 
     async def _subscribe_quietly(self, key: bytes) -> None:
         pubsub = self._pubsub
@@ -460,10 +468,20 @@ class RedisBackplane:
             state.again = True  # the running sync may have read too early: read again after it
             return
         state.syncing = True
-        assert self._loop is not None
-        self._loop.create_task(self._sync(channel, state))
+        self._spawn(self._sync(channel, state))
 
     async def _sync(self, channel: str | None, state: _Channel) -> None:
+        """``_catch_up``; if that fails of anything but the broker, log and sync again."""
+        try:
+            await self._catch_up(channel, state)
+        except Exception:
+            self.task_restarts += 1
+            log.exception("backplane: sync %r failed; again in %.2f s", channel, BACKOFF_MAX)
+            await asyncio.sleep(BACKOFF_MAX)
+            state.syncing = False
+            self._start_sync(channel)
+
+    async def _catch_up(self, channel: str | None, state: _Channel) -> None:
         """Bring ``channel`` up to date from the stream, then let its held frames through."""
         self.resyncs += 1
         delay = BACKOFF_FIRST
