@@ -71,6 +71,9 @@ class Broadcaster:
     for ``since``, and announces them; channels are then strings (agent ids).
     ``start`` raises if Redis cannot be reached; later outages are ridden out
     (publishes wait in a queue of ``backplane_max_pending``, then catch up).
+    Broadcasts are numbered and kept by Redis too (their frames carry no seq):
+    each node delivers each one once, in order, or a ``history_gap`` notice with
+    ``"agent_id": null`` where some were lost.
 
     ``start`` sets glibc's heap trim threshold to ``heap_trim_threshold``
     (process-wide; see ``agentcast.heap``): a tick frees many messages at once,
