@@ -230,3 +230,24 @@ def test_a_reader_that_redis_refuses_is_started_again(
     hub.publish({"n": 1}, "a")
     assert frames_once_there(sink, 1) == [b'{"n":1,"seq":1}']
     assert hub.stats()["backplane_task_restarts"] >= 1
+
+
+def test_a_refused_publish_does_not_hold_back_the_sends_after_it(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """A broadcast in a batch with a message Redis refuses, then a direct send that must
+    wait for it: the broadcast arrives, and so does the send."""
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+    client = hub.attach(sink)
+    run(ask_redis(redis_server.url, "SET", script.log_key("bad"), "not a stream"))
+
+    def one_batch() -> None:  # on the loop: one script call, the send queued after it
+        hub.publish({"n": 0}, "bad")
+        hub.publish({"b": 0})
+        hub.send(client, {"direct": 0})
+
+    assert hub.loop is not None
+    hub.loop.call_soon_threadsafe(one_batch)
+    assert frames_once_there(sink, 2) == [b'{"b":0}', b'{"direct":0}']
+    assert hub.stats()["backplane_failed"] == 1
