@@ -251,3 +251,21 @@ def test_a_refused_publish_does_not_hold_back_the_sends_after_it(
     hub.loop.call_soon_threadsafe(one_batch)
     assert frames_once_there(sink, 2) == [b'{"b":0}', b'{"direct":0}']
     assert hub.stats()["backplane_failed"] == 1
+
+
+def test_a_broadcast_right_after_start_arrives_and_holds_nothing_back(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """Published before the node's pub/sub connection has subscribed: caught up from
+    the broadcasts' stream."""
+    hub = hub_factory(backplane=redis_server.url, port=None)
+    sink = MemorySink()
+
+    def at_once() -> None:  # on the loop, before the reader has had a turn
+        client = hub.attach(sink)
+        hub.publish({"b": 0})
+        hub.send(client, {"direct": 0})
+
+    assert hub.loop is not None
+    hub.loop.call_soon_threadsafe(at_once)
+    assert frames_once_there(sink, 2) == [b'{"b":0}', b'{"direct":0}']
