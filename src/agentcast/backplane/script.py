@@ -39,37 +39,46 @@ PUBLISHER_TTL = 86_400  # seconds a publisher's dedup marker outlives its last p
 PUBLISH = (
     """
 local publisher, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
-local results, pending, order, markers = {}, {}, {}, {}
+local results, streams, order = {}, {}, {}
 local broadcasting = false
 
+-- A stream's counter, epoch and this publisher's marker, read once per call.
+local function stream(prefix)
+  local state = streams[prefix]
+  if state == nil then
+    local meta = redis.call('HMGET', prefix .. ':meta', 'epoch', 'seq')
+    local marker = redis.call('GET', prefix .. ':pub:' .. publisher)
+    state = {epoch = meta[1], seq = tonumber(meta[2] or '0'),
+             marker = tonumber(marker or '0'), parts = {}}
+    streams[prefix] = state
+  end
+  return state
+end
+
+-- Written back, then announced: what is pending, one PUBLISH per stream.
 local function announce()
   for _, prefix in ipairs(order) do
-    local entry = pending[prefix]
-    redis.call('SET', prefix .. ':pub:' .. publisher, markers[prefix], 'EX', ttl)
+    local state = streams[prefix]
+    redis.call('SET', prefix .. ':pub:' .. publisher, state.marker, 'EX', ttl)
+    redis.call('HSET', prefix .. ':meta', 'seq', state.seq)
     redis.call('PUBLISH', prefix,
-               entry.epoch .. ' ' .. entry.first .. ' ' .. table.concat(entry.parts))
+               state.epoch .. ' ' .. state.first .. ' ' .. table.concat(state.parts))
+    state.first, state.parts = nil, {}
   end
-  pending, order = {}, {}
+  order = {}
 end
 
 local function apply(index, prefix, payload)
-  if markers[prefix] == nil then
-    markers[prefix] = tonumber(redis.call('GET', prefix .. ':pub:' .. publisher) or '0')
+  local state = stream(prefix)
+  if index <= state.marker then
+    return state.seq  -- applied before: its seq is at most this
   end
-  if index <= markers[prefix] then
-    return tonumber(redis.call('HGET', prefix .. ':meta', 'seq') or '0')
+  if not state.epoch then
+    local now = redis.call('TIME')
+    state.epoch = now[1] .. string.format('%06d', now[2])
+    redis.call('HSET', prefix .. ':meta', 'epoch', state.epoch)
   end
-  local entry = pending[prefix]
-  if entry == nil then
-    local epoch = redis.call('HGET', prefix .. ':meta', 'epoch')
-    if not epoch then
-      local now = redis.call('TIME')
-      epoch = now[1] .. string.format('%06d', now[2])
-      redis.call('HSET', prefix .. ':meta', 'epoch', epoch)
-    end
-    entry = {epoch = epoch, parts = {}}
-  end
-  local seq = tonumber(redis.call('HGET', prefix .. ':meta', 'seq') or '0') + 1
+  local seq = state.seq + 1
   local digits = string.format('%d', seq)
   if prefix ~= '"""
     + ALL.decode()
@@ -81,16 +90,13 @@ local function apply(index, prefix, payload)
       payload = '{"seq":' .. digits .. '}'
     end
   end
-  -- Stored before counted: a refused XADD leaves the counter as it was.
   redis.call('XADD', prefix .. ':log', 'MAXLEN', '~', maxlen, digits .. '-0', 'd', payload)
-  redis.call('HSET', prefix .. ':meta', 'seq', seq)
-  markers[prefix] = index
-  if pending[prefix] == nil then
-    pending[prefix] = entry
+  state.seq, state.marker = seq, index  -- counted only once stored
+  if not state.first then
+    state.first = digits
     order[#order + 1] = prefix
   end
-  entry.first = entry.first or digits
-  entry.parts[#entry.parts + 1] = #payload .. ':' .. payload
+  state.parts[#state.parts + 1] = #payload .. ':' .. payload
   return seq
 end
 
