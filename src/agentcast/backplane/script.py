@@ -55,12 +55,16 @@ local function stream(prefix)
   return state
 end
 
--- Written back, then announced: what is pending, one PUBLISH per stream.
+-- What is pending, one PUBLISH per stream, once every counter and marker is written
+-- back (a refused PUBLISH must not leave a counter behind its stream).
 local function announce()
   for _, prefix in ipairs(order) do
     local state = streams[prefix]
     redis.call('SET', prefix .. ':pub:' .. publisher, state.marker, 'EX', ttl)
     redis.call('HSET', prefix .. ':meta', 'seq', state.seq)
+  end
+  for _, prefix in ipairs(order) do
+    local state = streams[prefix]
     redis.call('PUBLISH', prefix,
                state.epoch .. ' ' .. state.first .. ' ' .. table.concat(state.parts))
     state.first, state.parts = nil, {}
