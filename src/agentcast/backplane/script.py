@@ -56,7 +56,8 @@ local function stream(prefix)
 end
 
 -- What is pending, one PUBLISH per stream, once every counter and marker is written
--- back (a refused PUBLISH must not leave a counter behind its stream).
+-- back. A refused PUBLISH (an ACL) ends nothing: the messages are stored, and nodes
+-- catch up from the stream when the next announcement skips them.
 local function announce()
   for _, prefix in ipairs(order) do
     local state = streams[prefix]
@@ -65,8 +66,8 @@ local function announce()
   end
   for _, prefix in ipairs(order) do
     local state = streams[prefix]
-    redis.call('PUBLISH', prefix,
-               state.epoch .. ' ' .. state.first .. ' ' .. table.concat(state.parts))
+    redis.pcall('PUBLISH', prefix,
+                state.epoch .. ' ' .. state.first .. ' ' .. table.concat(state.parts))
     state.first, state.parts = nil, {}
   end
   order = {}
