@@ -46,9 +46,10 @@ class Process:
         self.popen.stdin.write(line + "\n")
         self.popen.stdin.flush()
 
-    async def publish(self, count: int, channels: int, rate: float = 0) -> None:
-        """Publish and wait for "published" (the Publisher has flushed by then)."""
-        self.command(f"publish {count} {channels} {rate}")
+    async def publish(self, count: int, channels: int, rate: float = 0, every: int = 0) -> None:
+        """Publish (a broadcast after every ``every``-th message) and wait for "published"
+        (the Publisher has flushed by then)."""
+        self.command(f"publish {count} {channels} {rate} {every}")
         assert await asyncio.to_thread(self.read_line) == "published"
 
     def kill(self) -> None:
@@ -69,13 +70,17 @@ class Process:
 
 class Follower:
     """One client of one channel: on a lost connection it moves to the next node and
-    resumes with ``since`` = the last seq it got."""
+    resumes with ``since`` = the last seq it got. ``received`` is every frame in the
+    order it came: channel messages (with ``seq``), broadcasts (with ``b``) and notices
+    (with ``code``), so a test can tell where a notice stands."""
 
     def __init__(self, urls: list[str], channel: str, first: int) -> None:
         self.urls = urls
         self.channel = channel
         self.node = first
+        self.received: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
+        self.broadcasts: list[dict[str, Any]] = []
         self.notices: list[dict[str, Any]] = []
         self.last_seq = 0
         self.subscribed = asyncio.Event()
@@ -90,9 +95,12 @@ class Follower:
                     self.subscribed.set()
                     async for raw in ws:
                         message = orjson.loads(raw)
+                        self.received.append(message)
                         if "seq" in message:
                             self.messages.append(message)
                             self.last_seq = message["seq"]
+                        elif "b" in message:
+                            self.broadcasts.append(message)
                         else:
                             self.notices.append(message)
             except (OSError, websockets.ConnectionClosed):
@@ -101,9 +109,18 @@ class Follower:
             self.moves += 1
             await asyncio.sleep(0.05)
 
-    def by_publisher(self) -> dict[str, list[int]]:
-        """Each publisher's ``n`` values in the order this client got them."""
+    def by_publisher(self, key: str = "n") -> dict[str, list[int]]:
+        """Each publisher's ``n`` values (``b``: its broadcasts) in the order this client
+        got them."""
         result: dict[str, list[int]] = {}
-        for message in self.messages:
-            result.setdefault(message["pub"], []).append(message["n"])
+        for message in self.broadcasts if key == "b" else self.messages:
+            result.setdefault(message["pub"], []).append(message[key])
         return result
+
+    def stream_of(self, agent_id: str | None) -> list[dict[str, Any]]:
+        """The received frames of one stream (None: the broadcasts) with its notices."""
+        key = "b" if agent_id is None else "n"
+        return [
+            m for m in self.received
+            if key in m or ("code" in m and m.get("agent_id") == agent_id)
+        ]  # fmt: skip

@@ -3,9 +3,10 @@
     python tests/node_process.py node URL NAME       # prints "port N"
     python tests/node_process.py publisher URL NAME  # prints "ready"
 
-Then each line on stdin is a command: ``publish COUNT CHANNELS [RATE]``
+Then each line on stdin is a command: ``publish COUNT CHANNELS [RATE [EVERY]]``
 publishes ``{"pub": NAME, "n": k}`` for k in 0..COUNT-1 round-robin over
-channels ``a0..a{CHANNELS-1}`` (at RATE messages/s, or as fast as possible)
+channels ``a0..a{CHANNELS-1}`` (at RATE messages/s, or as fast as possible),
+after every EVERY-th of them a broadcast ``{"pub": NAME, "b": j}`` (j from 0),
 and answers "published"; ``stop`` (or end of input) stops. Clients of a node
 subscribe by sending ``{"type": "subscribe", "agent_id": ..., "since": ...}``.
 """
@@ -20,7 +21,9 @@ from agentcast import Broadcaster, Publisher, protocol
 HISTORY = 5000
 
 
-def publish(target: Broadcaster | Publisher, name: str, count: int, channels: int, rate: float):
+def publish(
+    target: Broadcaster | Publisher, name: str, count: int, channels: int, rate: float, every: int
+) -> None:
     start = time.monotonic()
     for k in range(count):
         if rate:
@@ -28,6 +31,8 @@ def publish(target: Broadcaster | Publisher, name: str, count: int, channels: in
             if pause > 0:
                 time.sleep(pause)
         target.publish({"pub": name, "n": k}, f"a{k % channels}")
+        if every and (k + 1) % every == 0:
+            target.publish({"pub": name, "b": (k + 1) // every - 1}, None)
 
 
 def main(role: str, url: str, name: str) -> None:
@@ -52,8 +57,9 @@ def main(role: str, url: str, name: str) -> None:
             command, *args = line.split()
             if command == "stop":
                 break
-            count, channels, rate = int(args[0]), int(args[1]), float(args[2] if args[2:] else 0)
-            publish(target, name, count, channels, rate)
+            count, channels = int(args[0]), int(args[1])
+            rate, every = float(args[2] if args[2:] else 0), int(args[3] if args[3:] else 0)
+            publish(target, name, count, channels, rate, every)
             if isinstance(target, Publisher):
                 target.flush(30)
             print("published", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from agentcast import (
@@ -38,6 +40,14 @@ from redis_server import RedisServer, free_port
 
 def frames_of(sink: MemorySink) -> list[bytes]:
     return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
+
+
+def subscribed(hub: Broadcaster, client: int, channel: str) -> None:
+    """Subscribe and return once the subscription is in effect on the node."""
+    done = threading.Event()
+    hub.subscribe(client, channel)
+    hub.after_pending(done.set)
+    assert done.wait(10), f"the subscription to {channel!r} never took effect"
 
 
 def subscriber(hub_box: list[Broadcaster]) -> Callable[[int, bytes], None]:
@@ -133,11 +143,8 @@ def test_a_publishers_channel_messages_and_broadcasts_keep_its_order(
 ) -> None:
     hub = hub_factory(backplane=redis_server.url, port=None)
     sink = MemorySink()
-    client = hub.attach(sink)
-    hub.subscribe(client, "a")
-    hub.after_pending(lambda: None)
+    subscribed(hub, hub.attach(sink), "a")
     with Publisher(redis_server.url) as publisher:
-        time.sleep(0.2)  # the subscription is in effect
         for i in range(300):
             publisher.publish({"i": i}, "a" if i % 3 else None)
         assert publisher.flush(10)
@@ -179,12 +186,11 @@ def test_async_publisher_with_the_memgpt_interface_reaches_a_node(
 ) -> None:
     hub = hub_factory(backplane=redis_server.url, port=None)
     sink = MemorySink()
-    hub.subscribe(hub.attach(sink), "agent-7")
+    subscribed(hub, hub.attach(sink), "agent-7")
 
     async def agent_fleet() -> None:
         async with AsyncPublisher(redis_server.url) as publisher:
             interface = AsyncWebSocketInterface(publisher, route="agent")
-            await asyncio.sleep(0.2)  # the node's subscription is in effect
             with interface.serving("agent-7"):
                 await interface.internal_monologue("thinking")
                 await interface.assistant_message("hello")
@@ -217,6 +223,21 @@ def test_a_node_leaves_a_channel_its_last_client_left(
 
 
 CHANNELS = 20
+EVERY = 50  # a broadcast after every 50th channel message of a publisher
+
+
+def drop_pubsub_once_numbered(url: str, channel: str, seq: int) -> int:
+    """Once Redis has numbered ``seq`` messages of ``channel``, close every pub/sub
+    connection (as a network blip would); returns how many."""
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while int(client.hget(script.meta_key(channel), "seq") or 0) < seq:
+            assert time.monotonic() < deadline, f"{channel} never reached seq {seq}"
+            time.sleep(0.001)
+        return int(client.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+    finally:
+        client.close()
 
 
 def expected_ns(channel: str, count: int, channels: int) -> list[int]:
@@ -227,8 +248,29 @@ def expected_ns(channel: str, count: int, channels: int) -> list[int]:
 
 def progress(followers: list[Follower]) -> str:
     counts = sorted(len(f.messages) for f in followers)
+    broadcasts = sorted(len(f.broadcasts) for f in followers)
     notices = sum(len(f.notices) for f in followers)
-    return f"every follower's messages (now {counts[0]}..{counts[-1]}, {notices} notices)"
+    return (f"every follower's messages (now {counts[0]}..{counts[-1]}, broadcasts "
+            f"{broadcasts[0]}..{broadcasts[-1]}, {notices} notices)")  # fmt: skip
+
+
+def assert_lost_only_where_told(stream: list[dict[str, Any]], key: str, expected: list[int]):
+    """``stream`` (values under ``key``, and notices) holds ``expected`` exactly once and
+    in order, except where a notice stands: the run before the first notice is the start
+    of ``expected``, each run after one a contiguous stretch of it (the numbering may
+    have started over there), the last ending with the last value."""
+    runs: list[list[int]] = [[]]
+    for message in stream:
+        if "code" in message:
+            runs.append([])
+        else:
+            runs[-1].append(message[key])
+    assert runs[0] == expected[: len(runs[0])], "lost or doubled before any notice"
+    for run_ in runs[1:]:
+        if run_:
+            start = expected.index(run_[0])
+            assert run_ == expected[start : start + len(run_)], "lost or doubled, untold"
+    assert [v for r in runs for v in r][-1:] == expected[-1:]
 
 
 async def follow(followers: list[Follower]) -> list[asyncio.Task[None]]:
@@ -243,23 +285,37 @@ async def stop(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@pytest.mark.parametrize("drop_pubsub", [False, True], ids=["steady", "pubsub-drop"])
 def test_three_node_processes_and_two_publishers_deliver_exactly_once_in_order(
-    redis_server: RedisServer,
+    redis_server: RedisServer, drop_pubsub: bool
 ) -> None:
+    """Channel messages and broadcasts interleaved; with ``pubsub-drop`` every node's
+    pub/sub connection is closed by the broker mid-stream: the nodes catch up from the
+    streams, and nothing is lost, doubled or reordered."""
     nodes = [Process("node", redis_server.url, f"node{i}") for i in range(3)]
     publishers = [Process("publisher", redis_server.url, f"pub{i}") for i in range(2)]
     per_publisher = 4000  # 5 publishers x 4,000 = 20,000 messages over 20 channels
     followers = [Follower([n.url for n in nodes], f"a{i % CHANNELS}", i % 3) for i in range(300)]
+    per_channel = len(nodes + publishers) * per_publisher // CHANNELS
+    broadcasts = len(nodes + publishers) * (per_publisher // EVERY)
+
+    def received_all() -> bool:
+        return all(
+            len(f.messages) >= per_channel and len(f.broadcasts) >= broadcasts for f in followers
+        )
 
     async def scenario() -> None:
         tasks = await follow(followers)
-        await asyncio.gather(*(p.publish(per_publisher, CHANNELS) for p in nodes + publishers))
-        per_channel = len(nodes + publishers) * per_publisher // CHANNELS
-        await wait_for(
-            lambda: all(len(f.messages) >= per_channel for f in followers),
-            60,
-            lambda: progress(followers),
+        rate = 2000 if drop_pubsub else 0  # slow enough to drop the connections mid-stream
+        publishing = asyncio.gather(
+            *(p.publish(per_publisher, CHANNELS, rate, EVERY) for p in nodes + publishers)
         )
+        if drop_pubsub:  # a thread: this loop is busy with the clients, which lag behind
+            killed = await asyncio.to_thread(drop_pubsub_once_numbered, redis_server.url,
+                                             "a0", per_channel // 3)  # fmt: skip
+            assert killed == len(nodes)
+        await publishing
+        await wait_for(received_all, 60, lambda: progress(followers))
         await asyncio.sleep(0.3)  # a duplicate would arrive now
         await stop(tasks)
 
@@ -272,10 +328,11 @@ def test_three_node_processes_and_two_publishers_deliver_exactly_once_in_order(
     for follower in followers:
         assert [m["seq"] for m in follower.messages] == list(range(1, 1001))
         assert follower.notices == [] and follower.moves == 0
-        got = follower.by_publisher()
-        assert set(got) == names
+        got, got_broadcasts = follower.by_publisher(), follower.by_publisher("b")
+        assert set(got) == set(got_broadcasts) == names
         for name in names:  # exactly once, in the publisher's order
             assert got[name] == expected_ns(follower.channel, per_publisher, CHANNELS)
+            assert got_broadcasts[name] == list(range(per_publisher // EVERY))
 
 
 def disrupted_stream(
@@ -292,7 +349,7 @@ def disrupted_stream(
 
     async def scenario() -> None:
         tasks = await follow(followers)
-        publishing = asyncio.create_task(publisher.publish(count, channels, rate=1500))
+        publishing = asyncio.create_task(publisher.publish(count, channels, 1500, EVERY))
         await wait_for(lambda: all(len(f.messages) >= 50 for f in followers), 30)
         await asyncio.to_thread(disrupt)
         await publishing
@@ -341,9 +398,12 @@ def test_redis_restart_mid_stream(tmp_path: Path, persistent: bool) -> None:
     count, channels = 3000, 5
     followers = [Follower([n.url for n in nodes], f"a{i % channels}", i % 2) for i in range(30)]
 
+    last_broadcast = count // EVERY - 1
+
     def received_all() -> bool:
         return all(
             f.by_publisher().get("pub0", [-1])[-1] == expected_ns(f.channel, count, channels)[-1]
+            and f.by_publisher("b").get("pub0", [-1])[-1] == last_broadcast
             for f in followers
         )
 
@@ -359,15 +419,22 @@ def test_redis_restart_mid_stream(tmp_path: Path, persistent: bool) -> None:
         )
     finally:
         redis_server.stop()
+    expected_broadcasts = list(range(last_broadcast + 1))
     for follower in followers:
         ns = follower.by_publisher()["pub0"]
         expected = expected_ns(follower.channel, count, channels)
+        assert follower.moves == 0
         if persistent:
             assert [m["seq"] for m in follower.messages] == list(range(1, len(expected) + 1))
             assert ns == expected and follower.notices == []
+            assert follower.by_publisher("b")["pub0"] == expected_broadcasts
         else:
-            # Told: a history_gap notice saying the numbering restarted. Never silent:
-            # whatever is missing is missing after that notice's point in the stream.
-            assert [n["code"] for n in follower.notices] == ["history_gap"]
-            assert follower.notices[0].get("restarted") is True
-            assert set(ns) <= set(expected) and ns[-1] == expected[-1]
+            # Told, on the channel and on the broadcasts: a history_gap notice saying the
+            # numbering restarted, standing where the loss is.
+            for agent_id, key, values in [(follower.channel, "n", expected),
+                                          (None, "b", expected_broadcasts)]:  # fmt: skip
+                stream = follower.stream_of(agent_id)
+                notices = [m for m in stream if "code" in m]
+                assert [n["code"] for n in notices] == ["history_gap"]
+                assert notices[0].get("restarted") is True
+                assert_lost_only_where_told(stream, key, values)

@@ -9,27 +9,27 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
-import orjson
-
 from agentcast._ext import FanoutCore, Sink
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.loop import LoopThread
+from agentcast.router import LocalRouter, Router
 from agentcast.server import MessageHandler, ServerOptions, start_server
 
 log = logging.getLogger("agentcast")
 
 GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
-NO_BINARY_THROUGH_BACKPLANE = (
-    "{} is not available with a backplane: binary frames are not carried through Redis"
-)
 
 
 class _NotRunning:
-    """Stands in for the core before start() and after stop(): every use says so."""
+    """Stands in for the core and the router before start() and after stop(): every use
+    says so."""
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError("the Broadcaster is not running: call start() first")
+
+
+_NOT_RUNNING: Any = _NotRunning()
 
 
 class Broadcaster:
@@ -71,6 +71,9 @@ class Broadcaster:
     for ``since``, and announces them; channels are then strings (agent ids).
     ``start`` raises if Redis cannot be reached; later outages are ridden out
     (publishes wait in a queue of ``backplane_max_pending``, then catch up).
+    Broadcasts are numbered and kept by Redis too (their frames carry no seq):
+    each node delivers each one once, in order, or a ``history_gap`` notice with
+    ``"agent_id": null`` where some were lost.
 
     ``start`` sets glibc's heap trim threshold to ``heap_trim_threshold``
     (process-wide; see ``agentcast.heap``): a tick frees many messages at once,
@@ -138,9 +141,8 @@ class Broadcaster:
         self._default = default
         self._heap_trim_threshold = heap_trim_threshold
         self._thread = LoopThread()
-        self._core: Any = _NotRunning()
-        self._ops: Any = _NotRunning()  # the core, or the backplane in front of it
-        self._backplane: Any = None
+        self._core: Any = _NOT_RUNNING
+        self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
         self._server: asyncio.Server | None = None
         self._port: int | None = None
 
@@ -163,18 +165,8 @@ class Broadcaster:
     async def _setup(self) -> int | None:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
-        self._core = self._ops = core
-        if self.backplane_url is not None:
-            from agentcast.backplane.redis import RedisBackplane  # needs the redis extra
-
-            backplane = RedisBackplane(
-                self.backplane_url,
-                core,
-                history_size=self._core_options["history_size"],
-                max_pending=self._backplane_max_pending,
-            )
-            await backplane.start()
-            self._backplane = self._ops = backplane
+        self._core = core
+        self._router = await self._start_router(core)
         if self._requested_port is None:
             return None
         self._server = await start_server(
@@ -190,6 +182,21 @@ class Broadcaster:
         log.info("agentcast listening on %s:%d", self.host, port)
         return port
 
+    async def _start_router(self, core: FanoutCore) -> Router:
+        if self.backplane_url is None:
+            return LocalRouter(core, self._thread.call_soon_threadsafe)
+        from agentcast.backplane.redis import RedisBackplane  # needs the redis extra
+
+        backplane = RedisBackplane(
+            self.backplane_url,
+            core,
+            history_size=self._core_options["history_size"],
+            max_pending=self._backplane_max_pending,
+            default=self._default,
+        )
+        await backplane.start()
+        return backplane
+
     def stop(self, timeout: float = 5.0) -> None:
         """Close every client with 1001 after what is queued for it, then stop the thread.
 
@@ -197,8 +204,7 @@ class Broadcaster:
         clients still connected then are aborted. Calling it again does nothing.
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
-        self._core = self._ops = _NotRunning()
-        self._backplane = None
+        self._core = self._router = _NOT_RUNNING
         self._server = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -206,8 +212,7 @@ class Broadcaster:
         core, server = self._core, self._server
         if server is not None:
             server.close()
-        if self._backplane is not None:
-            await self._backplane.stop(timeout / 2)
+        await self._router.stop(timeout / 2)
         core.flush()
         core.close_all(GOING_AWAY, SHUTDOWN_REASON)
         while core.client_count and time.monotonic() < deadline:
@@ -256,39 +261,33 @@ class Broadcaster:
     # ---- publishing (any thread) -------------------------------------------
 
     def publish(self, obj: Any, channel: Hashable | None = None) -> None:
-        """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients (None: all)."""
-        if self._backplane is None:
-            self._core.publish(obj, channel)
-        else:
-            self._backplane.publish_json(orjson.dumps(obj, default=self._default), channel)
+        """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients.
+
+        ``None`` means every client; anything else, the empty string included, is a
+        channel, with a backplane or without."""
+        self._router.publish(obj, channel)
 
     def publish_json(self, data: bytes, channel: Hashable | None = None) -> None:
         """Queue already-serialized JSON bytes as they are, for ``channel``'s clients."""
-        self._ops.publish_json(data, channel)
+        self._router.publish_json(data, channel)
 
     def send(self, client_id: int, obj: Any) -> None:
         """Queue ``obj`` for one client, on the same ordered path as ``publish``."""
-        if self._backplane is None:
-            self._core.send(client_id, obj)
-        else:
-            self._backplane.send_json(client_id, orjson.dumps(obj, default=self._default))
+        self._router.send(client_id, obj)
 
     def send_json(self, client_id: int, data: bytes) -> None:
-        self._ops.send_json(client_id, data)
+        """Queue already-serialized JSON bytes for one client, as ``send`` does."""
+        self._router.send_json(client_id, data)
 
     def publish_binary(self, data: bytes, channel: Hashable | None = None) -> None:
         """Queue ``data`` as one binary frame for ``channel``'s clients (None: all), in order
         with the JSON ones; it carries no ``seq`` and is not kept in history. Not available
         with a backplane: binary frames are not carried through Redis."""
-        if self._backplane is not None:
-            raise NotImplementedError(NO_BINARY_THROUGH_BACKPLANE.format("publish_binary"))
-        self._core.publish_binary(data, channel)
+        self._router.publish_binary(data, channel)
 
     def send_binary(self, client_id: int, data: bytes) -> None:
         """Queue ``data`` as one binary frame for one client, on the same ordered path."""
-        if self._backplane is not None:
-            raise NotImplementedError(NO_BINARY_THROUGH_BACKPLANE.format("send_binary"))
-        self._core.send_binary(client_id, data)
+        self._router.send_binary(client_id, data)
 
     def subscribe(self, client_id: int, channel: Hashable, since: int | None = None) -> None:
         """From now on (in queue order), ``client_id`` receives ``channel``'s messages.
@@ -298,20 +297,17 @@ class Broadcaster:
         no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
         "first_seq": F, ...}`` and then everything from ``F``.
         """
-        self._ops.subscribe(client_id, channel, since)
+        self._router.subscribe(client_id, channel, since)
 
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
-        self._ops.unsubscribe(client_id, channel)
+        self._router.unsubscribe(client_id, channel)
 
     def after_pending(self, function: Callable[[], object]) -> None:
         """Call ``function`` on the loop thread once the subscribes and sends made before
         have taken effect. Without a backplane that is at once; with one, a subscribe to
         a channel new to this node waits a round trip to Redis, and what an agent
         publishes before it took effect would not reach that subscriber."""
-        if self._backplane is None:
-            self._thread.call_soon_threadsafe(function)
-        else:
-            self._backplane.after_pending(function)
+        self._router.after_pending(function)
 
     # ---- introspection -----------------------------------------------------
 
@@ -330,7 +326,4 @@ class Broadcaster:
         """Counters: published, deliveries, bytes, writes, dropped_clients, ... (see README)."""
         if isinstance(self._core, _NotRunning):
             return {}
-        stats = dict(self._core.stats())
-        if self._backplane is not None:
-            stats.update(self._backplane.stats())
-        return stats
+        return {**self._core.stats(), **self._router.stats()}

@@ -29,6 +29,7 @@ __all__ = [
     "agent_response_error",
     "agent_response_start",
     "backplane_gap",
+    "broadcasts_lost",
     "command_response",
     "create_agent",
     "history_gap",
@@ -171,6 +172,22 @@ class Notices:
 
 
 NOTICES: Final = Notices()
+
+
+def broadcasts_lost(last_seq: int, first_seq: int) -> bytes:
+    """To every client: the backplane lost the broadcasts after ``last_seq`` (its own
+    numbering of broadcasts, which clients never see) and before ``first_seq`` (0: it
+    lost its numbering and starts again at 1). It arrives where they would have been."""
+    if first_seq:
+        what = f"{first_seq - last_seq - 1} broadcasts were lost by the backplane"
+    else:
+        what = "the backplane lost its broadcasts' state; some broadcasts may be lost"
+    notice: dict[str, Any] = {"agent_id": None, "from_seq": last_seq + 1}
+    if first_seq:
+        notice.update(to_seq=first_seq - 1, first_seq=first_seq)
+    else:
+        notice.update(first_seq=1, restarted=True)
+    return server_error(what, code=HISTORY_GAP, **notice)
 
 
 # ---- client -> server -------------------------------------------------------

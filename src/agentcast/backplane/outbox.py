@@ -5,7 +5,9 @@ batch, a wake-up of the event loop that owns the connection. The loop sends
 what is queued in batches, each one script call that numbers, stores and
 announces its messages in order, so each publisher keeps its order. A batch that
 fails (broker down, reply lost) is sent again after a backoff: the script
-skips indexes it already applied, so a retry never doubles a message. While
+skips indexes it already applied, broadcasts included, so a retry never doubles
+a message. A message Redis refuses is counted and logged; the rest of its batch
+goes through. While
 the broker is away the queue is bounded: beyond ``max_pending`` a publish is
 dropped, counted and logged.
 """
@@ -34,7 +36,8 @@ DROP_LOG_EVERY = 10.0  # seconds between "dropping" warnings
 
 # (index, channel or None for everyone, payload)
 Item = tuple[int, str | None, bytes]
-# (index, channel, seq) for each applied publish; seq 0: a broadcast, or already applied
+# (index, channel or None, seq): the publish is delivered once its stream reaches seq
+# (for one applied before: the stream's seq then); 0 for one Redis refused.
 Ack = tuple[int, str | None, int]
 
 
@@ -69,7 +72,7 @@ class Outbox:
         self.dropped = 0  # the queue was full
         self.failed = 0  # Redis refused them
         self.reconnects = 0
-        self._dropped_logged_at = 0.0
+        self._dropped_logged_at = self._refused_logged_at = -DROP_LOG_EVERY
 
     # ---- any thread ---------------------------------------------------------
 
@@ -129,9 +132,16 @@ class Outbox:
                 self._sha = None  # the broker restarted and forgot the script: load it again
                 continue
             except redis_errors.ResponseError as exc:
-                # Sending it again would fail the same way (e.g. a key of another type).
+                # The whole call refused (out of memory, say): sending it again would fail
+                # the same way.
                 self.failed += len(batch)
                 log.error("backplane: Redis refused %d publishes: %s", len(batch), exc)
+                acks = [(index, channel, 0) for index, channel, _ in batch]
+            except Exception:
+                # Not the broker's doing (a payload it cannot take, a reply we cannot read):
+                # the same again would fail again, and must not hold back every later batch.
+                self.failed += len(batch)
+                log.exception("backplane: %d publishes could not be sent", len(batch))
                 acks = [(index, channel, 0) for index, channel, _ in batch]
             self.acked = batch[-1][0]
             if self._on_ack is not None:
@@ -144,9 +154,23 @@ class Outbox:
             self._sha = await self._redis.script_load(script.PUBLISH)
         args: list[bytes | str | int] = [self.publisher, self._maxlen, script.PUBLISHER_TTL]
         for index, channel, payload in batch:
-            args += (index, channel or "", payload)
-        seqs = await self._redis.evalsha(self._sha, 0, *args)
-        return [(i, channel, int(seq)) for (i, channel, _), seq in zip(batch, seqs, strict=True)]
+            args += (index, script.pubsub_key(channel), payload)
+        results = await self._redis.evalsha(self._sha, 0, *args)
+        acks = []
+        for (index, channel, _), result in zip(batch, results, strict=True):
+            if isinstance(result, bytes):  # Redis refused this one: its error
+                self.failed += 1
+                self._log_refused(channel, result)
+                result = 0
+            acks.append((index, channel, int(result)))
+        return acks
+
+    def _log_refused(self, channel: str | None, error: bytes) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at > DROP_LOG_EVERY:
+            self._refused_logged_at = now
+            log.error("backplane: Redis refused a publish to %r: %s (%d refused so far)",
+                      channel, error.decode(errors="replace")[:200], self.failed)  # fmt: skip
 
     async def drained(self, timeout: float) -> bool:
         """Wait until everything queued so far is applied (at most ``timeout`` s)."""

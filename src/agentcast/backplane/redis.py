@@ -11,6 +11,15 @@ a live message skips a seq. What the stream no longer has, the core announces
 to the subscribers as a ``history_gap``; a channel whose counter restarted
 (new epoch: the broker lost its data) is restarted in the core, with notice.
 
+Broadcasts are one more stream, the channel ``None``, on the same path: the
+node follows it from the moment it starts (no replay of older ones), catches
+up on it after a reconnect, and tells every client with a ``history_gap``
+notice (``"agent_id": null``) where broadcasts were lost.
+
+What is not ours (a stray ``redis-cli PUBLISH``, a key of another type, a
+version mismatch) is skipped, counted as ``backplane_bad_messages`` and logged
+once per kind; a background task that dies anyway is logged and started again.
+
 Local operations keep the caller's order against its publishes: a direct
 send waits until the publishes its thread made before it are applied and, on
 channels this node delivers, delivered; a subscribe waits for its channel's
@@ -23,15 +32,17 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from agentcast import protocol
 from agentcast.backplane import script
 from agentcast.backplane.outbox import BACKOFF_FIRST, BACKOFF_MAX, Ack, Outbox
 
@@ -40,6 +51,7 @@ log = logging.getLogger("agentcast.backplane")
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 1.0  # seconds a pub/sub read waits before looking at the node's own state
 SWEEP_INTERVAL = 1.0  # seconds between looks for channels with no local subscriber left
+NO_BINARY = "{} is not available with a backplane: binary frames are not carried through Redis"
 BROKER_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 
@@ -53,6 +65,7 @@ class _Channel:
     syncing: bool = False
     again: bool = False  # sync once more when the running one ends
     held: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    stale: bool = False  # the last sync left held frames of another epoch
     idle_sweeps: int = 0
 
 
@@ -99,23 +112,36 @@ async def reach(client: Any, url: str) -> None:
 class RedisBackplane:
     """Connects a ``FanoutCore`` to the other nodes through Redis; lives on the core's loop."""
 
-    def __init__(self, url: str, core: Any, *, history_size: int, max_pending: int = 100_000):
+    def __init__(
+        self,
+        url: str,
+        core: Any,
+        *,
+        history_size: int,
+        max_pending: int = 100_000,
+        default: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.url = url
         self._core = core
+        self._default = default
         self._history_size = max(1, history_size)
         self._max_pending = max_pending
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Any = None
         self.outbox: Outbox | None = None
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str | None, _Channel] = {}  # None: the broadcasts
         self._local: collections.deque[_LocalOp] = collections.deque()
         self._unsettled: collections.deque[Ack] = collections.deque()
-        self._own_broadcast_seen = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._helpers: set[asyncio.Task[None]] = set()  # syncs and late subscribes
         self._pubsub: Any = None
         self.resyncs = 0
         self.reconnects = 0
         self.local_dropped = 0
+        self.broadcast_gaps = 0
+        self.bad_messages = 0
+        self.task_restarts = 0
+        self._bad_kinds_logged: set[str] = set()
 
     # ---- lifecycle (loop thread) ---------------------------------------------
 
@@ -127,6 +153,10 @@ class RedisBackplane:
             self.url, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=0
         )
         await reach(self._redis, self.url)
+        # Broadcasts are delivered from here on: whatever is numbered after this read
+        # is caught up from the stream once pub/sub is subscribed.
+        epoch, seq = await self._redis.hmget(script.meta_key(None), "epoch", "seq")
+        self._channels[None] = _Channel(epoch=epoch, last_seq=int(seq or 0))
         self.outbox = Outbox(
             self._redis,
             loop,
@@ -134,10 +164,10 @@ class RedisBackplane:
             max_pending=self._max_pending,
             on_ack=self._on_ack,
         )
+        runs = {"publish": self.outbox.run, "read": self._read, "sweep": self._sweep}
         self._tasks = [
-            loop.create_task(self.outbox.run(), name="agentcast-backplane-publish"),
-            loop.create_task(self._read(), name="agentcast-backplane-read"),
-            loop.create_task(self._sweep(), name="agentcast-backplane-sweep"),
+            loop.create_task(self._keep_running(run), name=f"agentcast-backplane-{name}")
+            for name, run in runs.items()
         ]
 
     async def stop(self, timeout: float) -> None:
@@ -148,11 +178,10 @@ class RedisBackplane:
             log.warning("backplane: %d publishes not sent at shutdown", self.outbox.pending)
         while self._local and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._helpers]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)  # they ended as they could
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(*BROKER_ERRORS):
@@ -160,7 +189,13 @@ class RedisBackplane:
         if self._redis is not None:
             await self._redis.aclose()
 
-    # ---- any thread ------------------------------------------------------------
+    # ---- any thread: the Router shape (agentcast.router) ---------------------------
+
+    def publish(self, obj: Any, channel: object = None) -> None:
+        self.publish_json(orjson.dumps(obj, default=self._default), channel)
+
+    def send(self, client_id: int, obj: Any) -> None:
+        self.send_json(client_id, orjson.dumps(obj, default=self._default))
 
     def publish_json(self, payload: bytes, channel: object = None) -> None:
         name = None if channel is None else script.channel_name(channel)
@@ -171,6 +206,13 @@ class RedisBackplane:
         assert self.outbox is not None and self._loop is not None, "start() first"
         op = _Send(client_id, payload, self.outbox.last_of_this_thread())
         self._loop.call_soon_threadsafe(self._add_local, op)
+
+    def publish_binary(self, data: bytes, channel: object = None) -> None:
+        raise NotImplementedError(NO_BINARY.format("publish_binary"))
+
+    def send_binary(self, client_id: int, data: bytes) -> None:
+        """Refused too: sent past the outbox it could overtake the sends queued before it."""
+        raise NotImplementedError(NO_BINARY.format("send_binary"))
 
     def subscribe(self, client_id: int, channel: object, since: int | None = None) -> None:
         if since is not None and since < 0:
@@ -200,8 +242,42 @@ class RedisBackplane:
             "backplane_publish_retries": outbox.reconnects if outbox else 0,
             "backplane_reconnects": self.reconnects,
             "backplane_resyncs": self.resyncs,
-            "backplane_channels": len(self._channels),
+            "backplane_channels": len(self._channels) - (None in self._channels),
+            "backplane_broadcast_gaps": self.broadcast_gaps,
+            "backplane_bad_messages": self.bad_messages,
+            "backplane_task_restarts": self.task_restarts,
         }
+
+    # ---- faults (loop thread) ----------------------------------------------------
+
+    async def _keep_running(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run`` until cancelled; if it dies of anything else, log and start it again
+        (the reader resubscribes and resyncs every channel when it starts)."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                self.task_restarts += 1
+                log.exception("backplane: a task failed; starting it again in %.2f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a short-lived task of the node's (cancelled by ``stop``)."""
+        assert self._loop is not None
+        task = self._loop.create_task(work)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+
+    def _bad_data(self, kind: str, where: object, exc: Exception) -> None:
+        """Skip data that is not ours; log the first of each ``kind`` (a fixed few)."""
+        self.bad_messages += 1
+        if kind not in self._bad_kinds_logged:
+            self._bad_kinds_logged.add(kind)
+            log.warning("backplane: skipping a bad %s on %r (%r); more are only counted "
+                        "(backplane_bad_messages)", kind, where, exc)  # fmt: skip
 
     # ---- local order (loop thread) ---------------------------------------------
 
@@ -254,14 +330,10 @@ class RedisBackplane:
         """Every publish up to this outbox index is applied and, where it matters, delivered."""
         unsettled = self._unsettled
         while unsettled:
-            index, channel, seq = unsettled[0]
-            if channel is None:
-                if self._own_broadcast_seen < index:
-                    break
-            elif seq:
-                state = self._channels.get(channel)
-                if state is not None and state.last_seq < seq:
-                    break
+            _, channel, seq = unsettled[0]
+            state = self._channels.get(channel)
+            if state is not None and state.last_seq < seq:
+                break
             unsettled.popleft()
         if unsettled:
             return unsettled[0][0] - 1
@@ -269,15 +341,17 @@ class RedisBackplane:
 
     # ---- pub/sub (loop thread) ---------------------------------------------------
 
-    def _listen(self, channel: str) -> None:
+    def _listen(self, channel: str | None) -> None:
         """Subscribe on pub/sub; the sync starts when Redis confirms."""
         if self._pubsub is not None:
-            assert self._loop is not None
-            self._loop.create_task(self._subscribe_quietly(script.pubsub_key(channel)))
+            self._spawn(self._subscribe_quietly(script.pubsub_key(channel)))
 
     async def _subscribe_quietly(self, key: bytes) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes to every channel when it is back
         with contextlib.suppress(*BROKER_ERRORS):  # the reader reconnects and subscribes again
-            await self._pubsub.subscribe(key)
+            await pubsub.subscribe(key)
 
     async def _read(self) -> None:
         """Read pub/sub forever; on a lost connection reconnect with backoff and resync."""
@@ -295,8 +369,12 @@ class RedisBackplane:
                     delay = BACKOFF_FIRST
                     while True:
                         message = await self._pubsub.get_message(timeout=READ_TIMEOUT)
-                        if message is not None:
+                        if message is None:
+                            continue
+                        try:
                             self._on_pubsub(message)
+                        except Exception as exc:  # not an announcement of ours
+                            self._bad_data("pub/sub message", message.get("channel"), exc)
                 except BROKER_ERRORS as exc:
                     self.reconnects += 1
                     log.warning("backplane: pub/sub lost (%s); reconnecting in %.2f s", exc, delay)
@@ -313,7 +391,7 @@ class RedisBackplane:
         for state in self._channels.values():
             state.live = False
         channels = list(self._channels)
-        await pubsub.subscribe(script.ALL, *(script.pubsub_key(c) for c in channels))
+        await pubsub.subscribe(*(script.pubsub_key(c) for c in channels))
         self._pubsub = pubsub
         added = [c for c in self._channels if c not in channels]  # during the await
         if added:
@@ -327,10 +405,6 @@ class RedisBackplane:
 
     def _on_pubsub(self, message: dict[str, Any]) -> None:
         kind, key, data = message["type"], message["channel"], message["data"]
-        if key == script.ALL:
-            if kind == "message":
-                self._on_broadcast(data)
-            return
         channel = script.channel_of(key)
         if kind == "subscribe":
             self._start_sync(channel)
@@ -338,14 +412,9 @@ class RedisBackplane:
             epoch, first, payloads = script.split_announcement(data)
             self._on_frames(channel, epoch, first, payloads)
 
-    def _on_broadcast(self, data: bytes) -> None:
-        publisher, index, payload = data.split(b" ", 2)
-        self._core.publish_json(payload, None)
-        if self.outbox is not None and publisher == self.outbox.publisher.encode():
-            self._own_broadcast_seen = int(index)
-            self._pump()
-
-    def _on_frames(self, channel: str, epoch: bytes, first: int, payloads: list[bytes]) -> None:
+    def _on_frames(
+        self, channel: str | None, epoch: bytes, first: int, payloads: list[bytes]
+    ) -> None:
         """Consecutive frames of ``channel`` numbered from ``first``, as announced."""
         state = self._channels.get(channel)
         if state is None:
@@ -364,14 +433,41 @@ class RedisBackplane:
         frames = [(seq, payload) for _, seq, payload in numbered if seq > state.last_seq]
         if not frames:
             return
-        state.last_seq = frames[-1][0]
-        self._core.accept(channel, frames)
+        self._hand_over(channel, state, frames)
         if self._unsettled:
             self._pump()
 
+    def _hand_over(self, channel: str | None, state: _Channel, frames: list[Any]) -> None:
+        """Give the core ``frames`` (seq order, each newer than ``state.last_seq``)."""
+        if channel is not None:
+            self._core.accept(channel, frames)  # it tells the subscribers of any gap
+        else:
+            first = frames[0][0]
+            if first > state.last_seq + 1:
+                self.broadcast_gaps += 1
+                log.warning("backplane: broadcasts %d..%d lost", state.last_seq + 1, first - 1)
+                self._core.publish_json(protocol.broadcasts_lost(state.last_seq, first), None)
+            for _, payload in frames:
+                self._core.publish_json(payload, None)
+        state.last_seq = frames[-1][0]
+
+    def _restart(self, channel: str | None, state: _Channel) -> None:
+        """The broker lost ``channel``'s numbering: tell its clients, forget what waits on it."""
+        log.warning("backplane: %r lost its numbering at the broker", channel)
+        if channel is not None:
+            self._core.restart(channel)
+        else:
+            self.broadcast_gaps += 1
+            self._core.publish_json(protocol.broadcasts_lost(state.last_seq, 0), None)
+        state.epoch, state.last_seq = None, 0
+        # Acks of the old numbering would wait for seqs this node may never see again.
+        self._unsettled = collections.deque(
+            (index, c, 0 if c == channel else seq) for index, c, seq in self._unsettled
+        )
+
     # ---- sync (loop thread) ------------------------------------------------------
 
-    def _start_sync(self, channel: str) -> None:
+    def _start_sync(self, channel: str | None) -> None:
         state = self._channels.get(channel)
         if state is None:
             return
@@ -380,10 +476,20 @@ class RedisBackplane:
             state.again = True  # the running sync may have read too early: read again after it
             return
         state.syncing = True
-        assert self._loop is not None
-        self._loop.create_task(self._sync(channel, state))
+        self._spawn(self._sync(channel, state))
 
-    async def _sync(self, channel: str, state: _Channel) -> None:
+    async def _sync(self, channel: str | None, state: _Channel) -> None:
+        """``_catch_up``; if that fails of anything but the broker, log and sync again."""
+        try:
+            await self._catch_up(channel, state)
+        except Exception:
+            self.task_restarts += 1
+            log.exception("backplane: sync %r failed; again in %.2f s", channel, BACKOFF_MAX)
+            await asyncio.sleep(BACKOFF_MAX)
+            state.syncing = False
+            self._start_sync(channel)
+
+    async def _catch_up(self, channel: str | None, state: _Channel) -> None:
         """Bring ``channel`` up to date from the stream, then let its held frames through."""
         self.resyncs += 1
         delay = BACKOFF_FIRST
@@ -392,9 +498,7 @@ class RedisBackplane:
                 epoch, entries = await self._read_stream(channel, state.last_seq)
                 if state.epoch is not None and epoch != state.epoch:
                     # No epoch: the broker lost the channel; another: it numbers from 1 again.
-                    log.warning("backplane: %r lost its numbering at the broker", channel)
-                    self._core.restart(channel)
-                    state.epoch, state.last_seq = None, 0
+                    self._restart(channel, state)
                     epoch, entries = await self._read_stream(channel, 0)
                 break
             except BROKER_ERRORS as exc:
@@ -404,6 +508,11 @@ class RedisBackplane:
                 log.warning("backplane: sync %r failed (%s); again in %.2f s", channel, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+            except redis_errors.ResponseError as exc:  # e.g. WRONGTYPE: a key that is not ours
+                # Nothing to catch up from: go live with what is held (a gap is announced).
+                self._bad_data("stream", channel, exc)
+                epoch, entries = (state.held[0][0] if state.held else state.epoch), []
+                break
         state.syncing = False
         if self._channels.get(channel) is not state:
             return  # swept meanwhile
@@ -417,10 +526,12 @@ class RedisBackplane:
             elif seq > last:
                 frames.append((seq, payload))
                 last = seq
-        state.held = later
+        if later and state.stale:  # twice of an epoch the stream does not have: not ours
+            self._bad_data("announcement", channel, ValueError(f"epoch {later[0][0]!r}"))
+            later = []
+        state.held, state.stale = later, bool(later)
         if frames:
-            self._core.accept(channel, frames)
-            state.last_seq = last
+            self._hand_over(channel, state, frames)
         if later or state.again:
             state.again = False
             self._start_sync(channel)
@@ -428,7 +539,7 @@ class RedisBackplane:
         state.live = True
         self._pump()
 
-    async def _read_stream(self, channel: str, after: int) -> tuple[bytes | None, list[Any]]:
+    async def _read_stream(self, channel: str | None, after: int) -> tuple[bytes | None, list[Any]]:
         """The channel's epoch and its kept entries with seq > ``after`` (all kept if 0)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(script.meta_key(channel), "epoch")
@@ -439,7 +550,12 @@ class RedisBackplane:
         epoch, raw = await pipe.execute()
         if not after:
             raw.reverse()
-        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"d"]) for entry_id, fields in raw]
+        entries = []
+        for entry_id, fields in raw:
+            try:
+                entries.append((int(entry_id.split(b"-", 1)[0]), fields[b"d"]))
+            except (KeyError, ValueError) as exc:  # an entry someone else added
+                self._bad_data("stream entry", channel, exc)
         return epoch, entries
 
     # ---- housekeeping ---------------------------------------------------------------
@@ -450,6 +566,8 @@ class RedisBackplane:
             await asyncio.sleep(SWEEP_INTERVAL)
             waiting = {op.channel for op in self._local if isinstance(op, _Subscribe)}
             for channel, state in list(self._channels.items()):
+                if channel is None:
+                    continue  # every client hears the broadcasts
                 if channel in waiting or self._core.subscriber_count(channel):
                     state.idle_sweeps = 0
                     continue

@@ -1,24 +1,31 @@
 """Redis key names and the publish script: one call numbers, stores and announces a batch.
 
-Per channel ``c`` (hash-tagged, so one channel's keys share a cluster slot):
+Every message belongs to a *stream*: a channel ``c`` (prefix ``agentcast:{c}``,
+hash-tagged so one channel's keys share a cluster slot) or the broadcasts to
+every client (prefix ``agentcast:all``). Per stream prefix ``P``:
 
-- ``agentcast:{c}:meta``: hash with ``seq`` (the counter) and ``epoch`` (set
-  when the counter is created: a broker that restarted without persistence
-  gets a new epoch, so nodes can tell "numbering started over" from "old");
-- ``agentcast:{c}:log``: stream of stamped payloads, entry id ``<seq>-0``,
-  trimmed to about ``maxlen`` entries (the history a client can resume from);
-- ``agentcast:{c}:pub:<publisher>``: the last publisher index applied, so a
-  batch sent again after a lost reply is not applied twice;
-- pub/sub channel ``agentcast:{c}``: ``<epoch> <first seq> <len>:<payload>...``,
-  a channel's consecutive messages of one batch in one announcement.
+- ``P:meta``: hash with ``seq`` (the counter) and ``epoch`` (set when the
+  counter is created: a broker that restarted without persistence gets a new
+  epoch, so nodes can tell "numbering started over" from "old");
+- ``P:log``: stream of payloads, entry id ``<seq>-0``, trimmed to about
+  ``maxlen`` entries (what a client, or a node catching up, can resume from);
+- ``P:pub:<publisher>``: the last publisher index applied, so a batch sent
+  again after a lost reply (by the outbox, or by redis-py's own retry) is not
+  applied twice;
+- pub/sub channel ``P``: ``<epoch> <first seq> <len>:<payload>...``, the
+  stream's consecutive messages of one batch in one announcement.
 
-Broadcasts (no channel) go to pub/sub ``agentcast:all`` as
-``<publisher> <index> <payload>``: not numbered, not stored. The script
-announces a channel's pending messages before any broadcast that follows
-them, so a publisher's order holds across the two.
+A channel's payloads get ``"seq": N`` added; broadcasts keep theirs as they are
+(clients see no seq on them, as without a backplane): their numbers serve the
+nodes only, to deduplicate and to catch up after a reconnect. The script
+announces what is pending before it switches between broadcasts and channel
+messages, so a publisher's order holds across the two.
 
-The script names its keys itself (from ARGV), which a single Redis allows;
-a Redis Cluster would need one batch per channel.
+Each message is applied on its own: one that Redis refuses (a key of another
+type, say) is answered with its error, and the ones before and after it are
+still numbered, stored, marked and announced. The script names its keys itself
+(from ARGV), which a single Redis allows; a Redis Cluster would need one batch
+per stream.
 """
 
 from __future__ import annotations
@@ -26,101 +33,135 @@ from __future__ import annotations
 ALL = b"agentcast:all"
 PUBLISHER_TTL = 86_400  # seconds a publisher's dedup marker outlives its last publish
 
-# ARGV: publisher, maxlen, marker TTL, then (index, channel or "" for everyone, payload)
-# for each message. Returns each message's seq (0: a broadcast, or already applied).
-PUBLISH = """
+# ARGV: publisher, maxlen, marker TTL, then (index, stream prefix, payload) for each
+# message. Returns for each message its seq; for one applied before, the stream's
+# current seq (an upper bound); for one Redis refused, the error text.
+PUBLISH = (
+    """
 local publisher, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
-local seqs, pending, order, markers = {}, {}, {}, {}
+local results, streams, order = {}, {}, {}
+local broadcasting = false
 
-local function announce()
-  for _, channel in ipairs(order) do
-    local entry = pending[channel]
-    local prefix = 'agentcast:{' .. channel .. '}'
-    redis.call('SET', prefix .. ':pub:' .. publisher, markers[channel], 'EX', ttl)
-    redis.call('PUBLISH', prefix,
-               entry.epoch .. ' ' .. entry.first .. ' ' .. table.concat(entry.parts))
+-- A stream's counter, epoch and this publisher's marker, read once per call.
+local function stream(prefix)
+  local state = streams[prefix]
+  if state == nil then
+    local meta = redis.call('HMGET', prefix .. ':meta', 'epoch', 'seq')
+    local marker = redis.call('GET', prefix .. ':pub:' .. publisher)
+    state = {epoch = meta[1], seq = tonumber(meta[2] or '0'),
+             marker = tonumber(marker or '0'), parts = {}}
+    streams[prefix] = state
   end
-  pending, order = {}, {}
+  return state
+end
+
+-- What is pending, one PUBLISH per stream, once every counter and marker is written
+-- back. A refused PUBLISH (an ACL) ends nothing: the messages are stored, and nodes
+-- catch up from the stream when the next announcement skips them.
+local function announce()
+  for _, prefix in ipairs(order) do
+    local state = streams[prefix]
+    redis.call('SET', prefix .. ':pub:' .. publisher, state.marker, 'EX', ttl)
+    redis.call('HSET', prefix .. ':meta', 'seq', state.seq)
+  end
+  for _, prefix in ipairs(order) do
+    local state = streams[prefix]
+    redis.pcall('PUBLISH', prefix,
+                state.epoch .. ' ' .. state.first .. ' ' .. table.concat(state.parts))
+    state.first, state.parts = nil, {}
+  end
+  order = {}
+end
+
+local function apply(index, prefix, payload)
+  local state = stream(prefix)
+  if index <= state.marker then
+    return state.seq  -- applied before: its seq is at most this
+  end
+  if not state.epoch then
+    local now = redis.call('TIME')
+    state.epoch = now[1] .. string.format('%06d', now[2])
+    redis.call('HSET', prefix .. ':meta', 'epoch', state.epoch)
+  end
+  local seq = state.seq + 1
+  local digits = string.format('%d', seq)
+  if prefix ~= '"""
+    + ALL.decode()
+    + """' and #payload >= 2 and string.sub(payload, 1, 1) == '{'
+      and string.sub(payload, -1) == '}' then
+    if #payload > 2 then
+      payload = string.sub(payload, 1, -2) .. ',"seq":' .. digits .. '}'
+    else
+      payload = '{"seq":' .. digits .. '}'
+    end
+  end
+  redis.call('XADD', prefix .. ':log', 'MAXLEN', '~', maxlen, digits .. '-0', 'd', payload)
+  state.seq, state.marker = seq, index  -- counted only once stored
+  if not state.first then
+    state.first = digits
+    order[#order + 1] = prefix
+  end
+  state.parts[#state.parts + 1] = #payload .. ':' .. payload
+  return seq
 end
 
 for i = 4, #ARGV, 3 do
-  local index, channel, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
-  local seq = 0
-  if channel == '' then
+  local prefix = ARGV[i + 1]
+  local is_all = prefix == '"""
+    + ALL.decode()
+    + """'
+  if is_all ~= broadcasting then
     announce()
-    redis.call('PUBLISH', 'agentcast:all', publisher .. ' ' .. ARGV[i] .. ' ' .. payload)
-  else
-    local prefix = 'agentcast:{' .. channel .. '}'
-    if markers[channel] == nil then
-      markers[channel] = tonumber(redis.call('GET', prefix .. ':pub:' .. publisher) or '0')
-    end
-    if index > markers[channel] then
-      markers[channel] = index
-      local entry = pending[channel]
-      if entry == nil then
-        local epoch = redis.call('HGET', prefix .. ':meta', 'epoch')
-        if not epoch then
-          local now = redis.call('TIME')
-          epoch = now[1] .. string.format('%06d', now[2])
-          redis.call('HSET', prefix .. ':meta', 'epoch', epoch)
-        end
-        entry = {epoch = epoch, parts = {}}
-        pending[channel] = entry
-        order[#order + 1] = channel
-      end
-      seq = redis.call('HINCRBY', prefix .. ':meta', 'seq', 1)
-      local digits = string.format('%d', seq)
-      if #payload >= 2 and string.sub(payload, 1, 1) == '{' and string.sub(payload, -1) == '}' then
-        if #payload > 2 then
-          payload = string.sub(payload, 1, -2) .. ',"seq":' .. digits .. '}'
-        else
-          payload = '{"seq":' .. digits .. '}'
-        end
-      end
-      redis.call('XADD', prefix .. ':log', 'MAXLEN', '~', maxlen, digits .. '-0', 'd', payload)
-      entry.first = entry.first or digits
-      entry.parts[#entry.parts + 1] = #payload .. ':' .. payload
-    end
+    broadcasting = is_all
   end
-  seqs[#seqs + 1] = seq
+  local ok, result = pcall(apply, tonumber(ARGV[i]), prefix, ARGV[i + 2])
+  if not ok then
+    result = type(result) == 'table' and (result.err or 'error') or tostring(result)
+  end
+  results[#results + 1] = result
 end
 announce()
-return seqs
+return results
 """
+)
 
 
 def split_announcement(data: bytes) -> tuple[bytes, int, list[bytes]]:
-    """``<epoch> <first seq> <len>:<payload>...`` -> (epoch, first seq, payloads)."""
+    """``<epoch> <first seq> <len>:<payload>...`` -> (epoch, first seq, payloads);
+    ValueError if ``data`` is not one."""
     epoch, first, body = data.split(b" ", 2)
     payloads = []
     position = 0
     while position < len(body):
         colon = body.index(b":", position)
         end = colon + 1 + int(body[position:colon])
+        if end > len(body):
+            raise ValueError("announcement shorter than its lengths say")
         payloads.append(body[colon + 1 : end])
         position = end
     return epoch, int(first), payloads
 
 
 def channel_name(channel: object) -> str:
-    """Channels crossing the broker are agent ids: strings."""
+    """Channels crossing the broker are agent ids: strings ("" is a channel like any other)."""
     if not isinstance(channel, str):
         raise TypeError(f"with a backplane, channels are strings (agent ids), not {channel!r}")
     return channel
 
 
-def meta_key(channel: str) -> bytes:
-    return f"agentcast:{{{channel}}}:meta".encode()
+def pubsub_key(channel: str | None) -> bytes:
+    """The stream prefix of ``channel`` (None: the broadcasts), also its pub/sub channel."""
+    return ALL if channel is None else f"agentcast:{{{channel}}}".encode()
 
 
-def log_key(channel: str) -> bytes:
-    return f"agentcast:{{{channel}}}:log".encode()
+def meta_key(channel: str | None) -> bytes:
+    return pubsub_key(channel) + b":meta"
 
 
-def pubsub_key(channel: str) -> bytes:
-    return f"agentcast:{{{channel}}}".encode()
+def log_key(channel: str | None) -> bytes:
+    return pubsub_key(channel) + b":log"
 
 
-def channel_of(pubsub: bytes) -> str:
-    """The channel a ``pubsub_key`` names."""
-    return pubsub.decode()[len("agentcast:{") : -1]
+def channel_of(pubsub: bytes) -> str | None:
+    """The channel a ``pubsub_key`` names (None: the broadcasts)."""
+    return None if pubsub == ALL else pubsub.decode()[len("agentcast:{") : -1]
