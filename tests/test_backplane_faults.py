@@ -151,8 +151,13 @@ def test_garbage_in_redis_is_skipped_counted_and_the_node_keeps_serving(
                         memgpt_exchange(client, user_message("again", f"agent{attempt}")), 10
                     )
                     assert [r["type"] for r in reply] == DEMO_STEP
+                await wait_for(  # counted as the reader gets to them
+                    lambda: (
+                        server.hub.stats()["backplane_bad_messages"] >= 20 * len(GARBAGE_PUBLISHES)
+                    ),
+                    what=lambda: f"bad messages counted: {server.hub.stats()}",
+                )
                 stats = server.hub.stats()
-                assert stats["backplane_bad_messages"] >= 20 * len(GARBAGE_PUBLISHES)
                 assert stats["backplane_failed"] == 6  # the three messages of each bad agent
                 assert stats["backplane_task_restarts"] == 0
                 await asyncio.to_thread(server.stop)
