@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import orjson
 import pytest
+import websockets
 
+from agentcast import Broadcaster
 from agentcast.app import AgentServer
+from agentcast.foreign import ForeignConnection
 from agentcast.interface import SyncWebSocketInterface
-from clients import memgpt_exchange, run, user_message, websockets_clients
+from clients import memgpt_exchange, run, user_message, wait_for, websockets_clients
 
 
 @pytest.fixture
@@ -72,3 +78,74 @@ def test_agent_message_outside_serving_reaches_no_client(
     assert server.interface.unrouted == 3
     warnings = [r for r in caplog.records if r.name == "agentcast.interface"]
     assert [r.levelname for r in warnings] == ["WARNING"]  # once, not once per message
+
+
+@contextlib.asynccontextmanager
+async def app_server(
+    interface: SyncWebSocketInterface, connections: list[ForeignConnection]
+) -> AsyncIterator[str]:
+    """An app's own websockets server, registering its connections the MemGPT way; it never
+    unregisters them, as an app busy elsewhere would not."""
+
+    async def handle_client(websocket: Any) -> None:
+        interface.register_client(websocket)
+        connections.append(interface._foreign[id(websocket)])
+        await websocket.wait_closed()
+
+    async with websockets.serve(handle_client, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def test_foreign_connection_that_keeps_up_ends_with_nothing_unsent() -> None:
+    interface = SyncWebSocketInterface()
+    messages = 5_000
+    connections: list[ForeignConnection] = []
+
+    async def scenario() -> None:
+        async with (
+            app_server(interface, connections) as url,
+            websockets_clients(url, 1) as (client,),
+        ):
+            await wait_for(lambda: len(connections) == 1)
+            for i in range(messages):
+                interface.assistant_message(f"m{i}" + "x" * (i % 300))
+            got = [orjson.loads(await client.recv()) for _ in range(messages)]
+            assert [m["message"][: len(f"m{i}")] for i, m in enumerate(got)] == [
+                f"m{i}" for i in range(messages)
+            ]
+            # What the core sees as this client's backlog is back to nothing, not drifting.
+            await wait_for(lambda: connections[0]._queued() == 0, what=connections[0]._queued)
+
+    try:
+        run(scenario())
+    finally:
+        interface.close()
+
+
+def test_stop_closes_a_foreign_connection_1001_without_waiting_for_the_app(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    interface = SyncWebSocketInterface()
+    hub = interface.hub
+    assert isinstance(hub, Broadcaster)
+    connections: list[ForeignConnection] = []
+
+    async def scenario() -> None:
+        async with (
+            app_server(interface, connections) as url,
+            websockets_clients(url, 1) as (client,),
+        ):
+            await wait_for(lambda: hub.client_count == 1)
+            for i in range(100):
+                interface.assistant_message(f"m{i}")
+            await asyncio.get_running_loop().run_in_executor(None, hub.stop, 10.0)
+            aborted = [r.getMessage() for r in caplog.records if "aborting" in r.getMessage()]
+            assert not aborted  # stop's drain saw the client go; it did not need the abort
+            got = [orjson.loads(m)["message"] async for m in client]
+            assert got == [f"m{i}" for i in range(100)]  # what was queued, then the close
+            assert client.close_code == 1001
+
+    try:
+        run(scenario())
+    finally:
+        interface.close()
