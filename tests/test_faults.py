@@ -149,3 +149,45 @@ def test_stop_closes_a_foreign_connection_1001_without_waiting_for_the_app(
         run(scenario())
     finally:
         interface.close()
+
+
+class BlockingAgent:
+    """Agent "blocking" holds its worker until released; any other agent answers at once."""
+
+    def __init__(self, default_interface: SyncWebSocketInterface) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def create_agent(self, user_id: str, agent_config: dict[str, Any]) -> None:
+        pass
+
+    def user_message(self, user_id: str, agent_id: str, message: str) -> None:
+        if agent_id == "blocking":
+            self.entered.set()
+            self.release.wait(30)
+
+
+def test_request_arriving_while_the_pool_shuts_down_is_refused_and_released() -> None:
+    server = AgentServer(BlockingAgent, port=0, workers=1).start()
+    backend = server.backend
+    assert isinstance(backend, BlockingAgent)
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{server.port}", 2) as (alice, bob):
+            await alice.send(orjson.dumps(user_message("hold on", "blocking")).decode())
+            await wait_for(backend.entered.is_set, what="the blocking step")
+            await bob.send(orjson.dumps(user_message("hi", "other")).decode())
+            assert orjson.loads(await bob.recv()) == {"type": "agent_response_start"}
+            # Bob's step waits for the one worker (or comes after the pool is shut down).
+            stopping = asyncio.get_running_loop().run_in_executor(None, server.stop)
+            reply = orjson.loads(await asyncio.wait_for(bob.recv(), 10))
+            assert reply == {"type": "server_error", "message": "server is shutting down"}
+            backend.release.set()
+            await stopping
+
+    try:
+        run(scenario())
+    finally:
+        backend.release.set()
+        server.stop()
+    assert not server._in_flight  # every admitted request was released
