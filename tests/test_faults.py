@@ -16,6 +16,7 @@ from agentcast import Broadcaster
 from agentcast.app import AgentServer
 from agentcast.foreign import ForeignConnection
 from agentcast.interface import SyncWebSocketInterface
+from agentcast.loop import LoopThread
 from clients import memgpt_exchange, run, user_message, wait_for, websockets_clients
 
 
@@ -191,3 +192,42 @@ def test_request_arriving_while_the_pool_shuts_down_is_refused_and_released() ->
         backend.release.set()
         server.stop()
     assert not server._in_flight  # every admitted request was released
+
+
+def test_call_waiting_when_stop_gives_up_on_a_hung_loop_raises() -> None:
+    loop_thread = LoopThread("agentcast-hung")
+
+    async def nothing() -> None:
+        pass
+
+    loop_thread.start(nothing)
+    thread = loop_thread.thread
+    assert thread is not None
+    hung, unhang = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        hung.set()
+        unhang.wait(30)
+
+    outcome: list[object] = []
+
+    def attach() -> None:
+        try:
+            outcome.append(loop_thread.call(lambda: "ran"))
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    loop_thread.call_soon_threadsafe(hang)
+    assert hung.wait(10)
+    caller = threading.Thread(target=attach)
+    caller.start()
+    try:
+        run(wait_for(lambda: bool(loop_thread._calls), what="the call queued behind the hang"))
+        loop_thread.stop(nothing, timeout=0.1)  # shutdown cannot run: stop gives up
+        caller.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+        assert "stopped before running" in str(outcome[0])
+    finally:
+        unhang.set()
+        caller.join(10)
+        thread.join(10)
