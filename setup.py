@@ -1,7 +1,7 @@
 """Build the Cython extensions under ext/ into the agentcast package.
 
 Build switches are environment variables, so they work through ``pip install``:
-  AGENTCAST_DEBUG=1     no optimisation, debug symbols, Cython line tracing off-limits checks on
+  AGENTCAST_DEBUG=1     no optimisation, debug symbols, bounds and negative-index checks on
   AGENTCAST_ANNOTATE=1  write ext/agentcast/*.html (cython -a) next to the sources
 """
 
@@ -41,15 +41,23 @@ def extension(name: str) -> Extension:
     )
 
 
+# One extension per .pyx; they share code by cimport through their .pxd files
+# (_buffer.pxd is inline helpers only, compiled into the modules that use it).
+MODULES = ["_sink", "_opqueue", "_history", "_fanout", "_server"]
+
+
 setup(
     ext_modules=cythonize(
-        [extension("_fanout"), extension("_server")],
+        [extension(name) for name in MODULES],
         include_path=["ext"],
         annotate=ANNOTATE,
+        # The only place these are set: a ``# cython:`` header in a source would override
+        # them (tests/test_core_split.py checks that none does).
         compiler_directives={
             "language_level": 3,
             "boundscheck": DEBUG,
             "wraparound": DEBUG,
+            "cdivision": True,
             "embedsignature": True,
         },
     ),

@@ -135,7 +135,7 @@ def test_on_message_receives_client_text(hub_factory: Callable[..., Broadcaster]
             await client.send('{"type":"user_message"}')
             await client.send(["frag", "mented"])
             await wait_for(lambda: len(got) == 2)
-            (cid,) = hub._core.client_ids()
+            (cid,) = hub._thread.call(hub._core.client_ids)
             assert got == [(cid, b'{"type":"user_message"}'), (cid, b"fragmented")]
 
     run(scenario())
@@ -157,7 +157,7 @@ def test_on_connect_can_subscribe_each_new_client(hub_factory: Callable[..., Bro
     async def scenario() -> None:
         async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 4) as clients:
             await wait_for(lambda: len(connected) == 4)
-            assert sorted(connected) == sorted(hub._core.client_ids())
+            assert sorted(connected) == sorted(hub._thread.call(hub._core.client_ids))
             hub.publish({"to": 0}, "agent-0")
             hub.publish({"to": 1}, "agent-1")
             await wait_for(lambda: all(len(c.messages) == 1 for c in clients))

@@ -193,7 +193,7 @@ def test_skip_policy_stalled_client_gets_a_gap_notice_others_everything(
     async def scenario() -> None:
         async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 99) as readers:
             await wait_for(lambda: hub.client_count == 100, what="100 clients")
-            for cid in hub._core.client_ids():
+            for cid in hub._thread.call(hub._core.client_ids):
                 hub.subscribe(cid, "agent")
             for seq in range(messages):
                 hub.publish({"i": seq, "pad": "x" * 800}, "agent")

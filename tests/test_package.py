@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import agentcast
-from agentcast import _ext, _fanout, _server
+from agentcast import _ext, _fanout, _history, _opqueue, _server, _sink
+
+EXTENSIONS = (_sink, _opqueue, _history, _fanout, _server)
 
 
 def test_exports() -> None:
@@ -27,17 +29,18 @@ def test_exports() -> None:
 
 
 def test_compiled_core_is_the_one_in_use() -> None:
-    for module in (_fanout, _server):
+    for module in EXTENSIONS:
         assert Path(module.__file__).suffix == ".so", module.__file__
     assert _ext.FanoutCore.__module__ == "agentcast._fanout"
+    assert _ext.MemorySink.__module__ == "agentcast._sink"
     assert _ext.ServerListener.__module__ == "agentcast._server"
 
 
 def test_stubs_ship_with_the_package() -> None:
     package = Path(agentcast.__file__).parent
     assert (package / "py.typed").exists()
-    assert (package / "_fanout.pyi").exists()
-    assert (package / "_server.pyi").exists()
+    for module in EXTENSIONS:
+        assert (package / f"{module.__name__.rpartition('.')[2]}.pyi").exists(), module
 
 
 def test_missing_extension_says_how_to_rebuild() -> None:

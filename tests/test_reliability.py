@@ -45,7 +45,7 @@ def test_seq_is_contiguous_and_each_thread_ordered(hub_factory: Callable[..., Br
     async def scenario() -> list[list[dict]]:
         async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 50) as clients:
             await wait_for(lambda: hub.client_count == 50)
-            ids.extend(hub._core.client_ids())
+            ids.extend(hub._thread.call(hub._core.client_ids))
             for cid in ids:
                 hub.subscribe(cid, "one")
             hub_ready.set()

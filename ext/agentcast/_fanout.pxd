@@ -1,28 +1,10 @@
 # cython: language_level=3
-"""C contract of the fan-out hub: sinks, clients, subscriber groups and the core."""
+"""C contract of the fan-out hub: clients, subscriber groups, the write round and the core."""
 
-from cpython.ref cimport PyObject
-
-
-cdef struct Buffer:
-    char* data
-    Py_ssize_t size
-    Py_ssize_t capacity
-
-
-cdef struct Op:
-    int kind
-    long long client_id
-    unsigned long long since
-    PyObject* target     # channel or None: an owned reference
-    PyObject* payload    # bytes, a list of frames, or None: an owned reference
-
-
-cdef struct OpQueue:
-    Op* items            # a ring: items[head] is the oldest of count
-    Py_ssize_t head
-    Py_ssize_t count
-    Py_ssize_t capacity
+from agentcast._buffer cimport Buffer
+from agentcast._history cimport Channel
+from agentcast._opqueue cimport Op, OpQueue
+from agentcast._sink cimport Sink
 
 
 cdef struct PendingWrite:
@@ -31,59 +13,6 @@ cdef struct PendingWrite:
     Py_ssize_t size
     Py_ssize_t sent      # bytes the kernel took, -1 on error
     int error            # errno when sent == -1
-
-
-cdef class Sink:
-    """Where one client's bytes go. The core only ever talks to this interface."""
-    cdef public int fd   # socket for direct writes while nothing is queued, or -1
-
-    cdef Py_ssize_t queued(self) except -2   # -1: closing, write nothing more
-    cdef int write(self, const char* data, Py_ssize_t size) except -1
-    cdef int close(self, int code, str reason) except -1
-    cdef int abort(self) except -1
-
-
-cdef class MemorySink(Sink):
-    cdef readonly bytearray data
-    cdef readonly Py_ssize_t received
-    cdef readonly Py_ssize_t writes
-    cdef public Py_ssize_t backlog
-    cdef readonly int close_code
-    cdef readonly str close_reason
-    cdef readonly bint aborted
-
-
-cdef class CallbackSink(Sink):
-    cdef object _on_bytes
-    cdef object _queued
-    cdef object _close
-    cdef object _abort
-
-
-cdef class Channel:
-    cdef readonly object name
-    cdef readonly unsigned long long last_seq
-    cdef readonly unsigned long long first_seq    # seq of history[0]
-    cdef list ring                                # built frames; ring[head] has first_seq
-    cdef Py_ssize_t head
-    cdef Py_ssize_t count
-    cdef Py_ssize_t history_bytes
-    cdef Py_ssize_t max_frames
-    cdef Py_ssize_t max_bytes
-
-    cdef unsigned long long tick_base             # last_seq when this tick began
-    cdef unsigned long long stamped_tick
-    cdef bint started                             # accepted a backplane frame
-
-    cdef unsigned long long seq_before(self, unsigned long long tick) noexcept
-    cdef bytes stamp(self, bytes payload, unsigned long long tick)
-    cdef void _note_tick(self, unsigned long long tick) noexcept
-    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1
-    cdef int restart(self, unsigned long long last_seq) except -1
-    cdef int _remember(self, bytes frame) except -1
-    cdef int _grow(self) except -1
-    cdef void _forget_oldest(self) noexcept
-    cdef list frames_after(self, unsigned long long since)
 
 
 cdef class Group:
@@ -109,11 +38,13 @@ cdef class Client:
 cdef class FanoutCore:
     cdef:
         object _loop
+        unsigned long _thread_id                  # the loop-only methods' thread
         object _wake
         object _tick_cb
         OpQueue _ops
         object _dumps
         object _default
+        object _notices                           # builds the notices; the core frames them
         bint _wake_pending
         double _next_flush
         public double flush_interval
@@ -155,6 +86,8 @@ cdef class FanoutCore:
     cpdef publish_json(self, bytes payload, object channel=*)
     cpdef send(self, long long client_id, object obj)
     cpdef send_json(self, long long client_id, bytes payload)
+    cpdef publish_binary(self, bytes data, object channel=*)
+    cpdef send_binary(self, long long client_id, bytes data)
     cpdef subscribe(self, long long client_id, object channel, object since=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
@@ -182,7 +115,9 @@ cdef class FanoutCore:
     cdef int _accept(self, object channel, list frames) except -1
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
     cdef int _restart(self, object channel) except -1
-    cdef int _route_direct(self, long long client_id, bytes payload) except -1
+    cdef int _route_binary(self, object channel, bytes data) except -1
+    cdef int _route_direct(self, long long client_id, bytes payload,
+                           unsigned char first) except -1
     cdef void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept
     cdef int _write_round(self) except -1
     cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """The fan-out hub: serialize once, frame once, one write per client per tick.
 
 Callers on any thread append to a C ring of operations and wake the loop at
@@ -11,15 +11,49 @@ order. Bytes the kernel does not take go to the sink's transport; a client
 whose queued bytes exceed ``client_budget`` is closed with 1013.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
-from cpython.ref cimport Py_INCREF, PyObject
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+
+from agentcast._buffer cimport (
+    BINARY_FRAME,
+    MAX_HEADER,
+    TEXT_FRAME,
+    Buffer,
+    buf_append,
+    buf_append_frame,
+    buf_free,
+    buf_reserve,
+    buf_reset,
+    write_header,
+)
+from agentcast._history cimport Channel
+from agentcast._opqueue cimport (
+    OP_ACCEPT,
+    OP_DIRECT,
+    OP_DIRECT_BINARY,
+    OP_PUBLISH,
+    OP_PUBLISH_BINARY,
+    OP_RESTART,
+    OP_RESUME,
+    OP_SUBSCRIBE,
+    OP_UNSUBSCRIBE,
+    Op,
+    ops_clear,
+    ops_pop,
+    ops_push,
+    ops_shrink,
+    release_ref,
+)
+from agentcast._sink cimport Sink
 
 import logging
 
 import orjson
+
+from agentcast.protocol import NOTICES
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
@@ -28,9 +62,6 @@ cdef extern from "<sys/socket.h>" nogil:
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
-
-cdef extern from "Python.h":
-    void release_ref "Py_DECREF"(PyObject* o)
 
 cdef extern from *:
     """
@@ -45,93 +76,12 @@ SOURCE_HASH = AGENTCAST_SOURCE_HASH.decode()
 log = logging.getLogger("agentcast.core")
 
 cdef enum:
-    OP_PUBLISH = 0
-    OP_DIRECT = 1
-    OP_SUBSCRIBE = 2
-    OP_UNSUBSCRIBE = 3
-    OP_RESUME = 4
-    OP_ACCEPT = 5
-    OP_RESTART = 6
-    MAX_HEADER = 10
-    MAX_SEQ_SUFFIX = 32
-    SHRINK_ABOVE = 4 * 1024 * 1024
-    SHRINK_OPS = 64 * 1024
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
 
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
 cdef frozenset NO_CHANNELS = frozenset()
-
-HISTORY_GAP = "history_gap"
-SKIPPED = "skipped"
-
-
-cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n) noexcept nogil:
-    """RFC 6455 header of an unmasked, final text frame; returns its length."""
-    cdef int i
-    h[0] = 0x81
-    if n < 126:
-        h[1] = <unsigned char>n
-        return 2
-    if n < 65536:
-        h[1] = 126
-        h[2] = <unsigned char>(n >> 8)
-        h[3] = <unsigned char>(n & 0xFF)
-        return 4
-    h[1] = 127
-    for i in range(8):
-        h[2 + i] = <unsigned char>((<unsigned long long>n >> (56 - 8 * i)) & 0xFF)
-    return 10
-
-
-cdef int buf_reserve(Buffer* b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t need = b.size + extra
-    cdef Py_ssize_t cap
-    cdef char* data
-    if need <= b.capacity:
-        return 0
-    cap = b.capacity * 2 if b.capacity else 4096
-    while cap < need:
-        cap *= 2
-    data = <char*>realloc(b.data, cap)
-    if data == NULL:
-        raise MemoryError()
-    b.data = data
-    b.capacity = cap
-    return 0
-
-
-cdef int buf_append_frame(Buffer* b, const unsigned char* header, Py_ssize_t header_size,
-                          const char* payload, Py_ssize_t size) except -1:
-    buf_reserve(b, header_size + size)
-    if header_size:
-        memcpy(b.data + b.size, header, header_size)
-    memcpy(b.data + b.size + header_size, payload, size)
-    b.size += header_size + size
-    return 0
-
-
-cdef int buf_append(Buffer* b, const char* data, Py_ssize_t size) except -1:
-    buf_reserve(b, size)
-    memcpy(b.data + b.size, data, size)
-    b.size += size
-    return 0
-
-
-cdef void buf_reset(Buffer* b) noexcept:
-    """Empty the buffer; give back memory a large burst left behind."""
-    b.size = 0
-    if b.capacity > SHRINK_ABOVE:
-        free(b.data)
-        b.data = NULL
-        b.capacity = 0
-
-
-cdef void buf_free(Buffer* b) noexcept:
-    free(b.data)
-    b.data = NULL
-    b.size = b.capacity = 0
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -149,299 +99,27 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
         w.error = errno if sent < 0 else 0
 
 
-cdef int ops_push(OpQueue* q, int kind, long long client_id, object target, object payload,
-                  unsigned long long since) except -1:
-    """Append one operation, holding references to ``target`` and ``payload``.
-
-    No Python code runs between reading and updating the ring, so callers on
-    any thread are serialized by the GIL alone, as a deque append would be,
-    without a tuple (and the garbage collector's attention) per message.
-    """
-    cdef Py_ssize_t tail
-    cdef Op* op
-    if q.count == q.capacity:
-        ops_grow(q)
-    tail = q.head + q.count
-    if tail >= q.capacity:
-        tail -= q.capacity
-    op = &q.items[tail]
-    op.kind = kind
-    op.client_id = client_id
-    op.since = since
-    Py_INCREF(target)
-    op.target = <PyObject*>target
-    Py_INCREF(payload)
-    op.payload = <PyObject*>payload
-    q.count += 1
-    return 0
-
-
-cdef int ops_grow(OpQueue* q) except -1:
-    """Double the ring, oldest operation first in the new one."""
-    cdef Py_ssize_t capacity = max(64, 2 * q.capacity)
-    cdef Py_ssize_t first = min(q.count, q.capacity - q.head)
-    cdef Op* items = <Op*>malloc(capacity * sizeof(Op))
-    if items == NULL:
-        raise MemoryError()
-    if q.count:
-        memcpy(items, q.items + q.head, first * sizeof(Op))
-        memcpy(items + first, q.items, (q.count - first) * sizeof(Op))
-    free(q.items)
-    q.items = items
-    q.capacity = capacity
-    q.head = 0
-    return 0
-
-
-cdef inline void ops_pop(OpQueue* q, Op* out) noexcept:
-    """Move the oldest operation (and its references) to ``out``."""
-    out[0] = q.items[q.head]
-    q.head += 1
-    if q.head == q.capacity:
-        q.head = 0
-    q.count -= 1
-
-
-cdef void ops_clear(OpQueue* q) noexcept:
-    cdef Op op
-    while q.count:
-        ops_pop(q, &op)
-        release_ref(op.target)
-        release_ref(op.payload)
-    free(q.items)
-    q.items = NULL
-    q.capacity = q.head = 0
-
-
-cdef void ops_shrink(OpQueue* q) noexcept:
-    """An empty ring that grew past ``SHRINK_OPS`` is given back (a burst is over)."""
-    if q.count == 0 and q.capacity > SHRINK_OPS:
-        ops_clear(q)
-
-
 def build_frame(bytes payload not None) -> bytes:
     """The server frame the core writes for ``payload`` (exposed for tests and benchmarks)."""
     cdef unsigned char header[MAX_HEADER]
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t hl = write_header(header, n)
+    cdef Py_ssize_t hl = write_header(header, n, TEXT_FRAME)
     cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
     memcpy(PyBytes_AS_STRING(frame), header, hl)
     memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
     return frame
 
 
-cdef class Sink:
-    def __cinit__(self):
-        self.fd = -1
-
-    cdef Py_ssize_t queued(self) except -2:
-        """Bytes the transport holds unsent, or -1 once it is closing."""
-        raise NotImplementedError
-
-    cdef int write(self, const char* data, Py_ssize_t size) except -1:
-        raise NotImplementedError
-
-    cdef int close(self, int code, str reason) except -1:
-        raise NotImplementedError
-
-    cdef int abort(self) except -1:
-        raise NotImplementedError
-
-
-cdef class MemorySink(Sink):
-    """A sink that keeps (or only counts) what it is given: for tests and benchmarks."""
-
-    def __init__(self, bint keep=True):
-        self.data = bytearray() if keep else None
-        self.close_code = 0
-
-    cdef Py_ssize_t queued(self) except -2:
-        return -1 if self.aborted else self.backlog
-
-    cdef int write(self, const char* data, Py_ssize_t size) except -1:
-        self.writes += 1
-        self.received += size
-        if self.data is not None:
-            self.data += data[:size]
-        return 0
-
-    cdef int close(self, int code, str reason) except -1:
-        self.close_code = code
-        self.close_reason = reason
-        return 0
-
-    cdef int abort(self) except -1:
-        self.aborted = True
-        return 0
-
-
-cdef class CallbackSink(Sink):
-    """A sink driven by Python callables: for clients the core cannot write to directly."""
-
-    def __init__(self, on_bytes, queued, close, abort):
-        self._on_bytes = on_bytes
-        self._queued = queued
-        self._close = close
-        self._abort = abort
-
-    cdef Py_ssize_t queued(self) except -2:
-        return self._queued()
-
-    cdef int write(self, const char* data, Py_ssize_t size) except -1:
-        self._on_bytes(data[:size])
-        return 0
-
-    cdef int close(self, int code, str reason) except -1:
-        self._close(code, reason)
-        return 0
-
-    cdef int abort(self) except -1:
-        self._abort()
-        return 0
-
-
-cdef inline Py_ssize_t write_decimal(char* out, unsigned long long n) noexcept nogil:
-    """``n`` in decimal at ``out`` (at most 20 digits); returns the digit count."""
-    cdef char digits[20]
-    cdef Py_ssize_t count = 0, i
-    while True:
-        digits[count] = <char>(48 + n % 10)
-        count += 1
-        n //= 10
-        if n == 0:
-            break
-    for i in range(count):
-        out[i] = digits[count - 1 - i]
-    return count
-
-
-cdef class Channel:
-    """A channel's sequence counter and its bounded history of built frames.
-
-    The history is a ring over a list (slot ``head`` holds seq ``first_seq``):
-    a frame is kept with two pointer stores, no Python method call. The ring
-    doubles up to ``max_frames`` as needed, so a quiet channel stays small.
-    """
-
-    def __cinit__(self, object name, Py_ssize_t max_frames, Py_ssize_t max_bytes):
-        self.name = name
-        self.ring = []
-        self.first_seq = 1
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-
-    cdef unsigned long long seq_before(self, unsigned long long tick) noexcept:
-        """The last seq stamped before tick ``tick`` began."""
-        return self.tick_base if self.stamped_tick == tick else self.last_seq
-
-    cdef bytes stamp(self, bytes payload, unsigned long long tick):
-        """Next seq, and the frame carrying it: ``,"seq":N`` goes before a JSON object's ``}``."""
-        cdef char suffix[MAX_SEQ_SUFFIX]
-        cdef unsigned char header[MAX_HEADER]
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-        cdef const char* data = PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t extra = 0, body, hl
-        cdef bytes frame
-        cdef char* out
-        self._note_tick(tick)
-        self.last_seq += 1
-        body = size
-        if size >= 2 and data[0] == b'{' and data[size - 1] == b'}':
-            if size > 2:
-                suffix[0] = b','
-                extra = 1
-            memcpy(suffix + extra, b'"seq":', 6)
-            extra += 6
-            extra += write_decimal(suffix + extra, self.last_seq)
-            suffix[extra] = b'}'
-            extra += 1
-            body = size - 1 + extra
-        hl = write_header(header, body)
-        frame = PyBytes_FromStringAndSize(NULL, hl + body)
-        out = PyBytes_AS_STRING(frame)
-        memcpy(out, header, hl)
-        if extra:
-            memcpy(out + hl, data, size - 1)
-            memcpy(out + hl + size - 1, suffix, extra)
-        else:
-            memcpy(out + hl, data, size)
-        self._remember(frame)
-        return frame
-
-    cdef void _note_tick(self, unsigned long long tick) noexcept:
-        if self.stamped_tick != tick:
-            self.stamped_tick = tick
-            self.tick_base = self.last_seq
-
-    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1:
-        """Keep a frame numbered elsewhere (a backplane): ``seq`` must be ``last_seq + 1``."""
-        self._note_tick(tick)
-        self.last_seq = seq
-        self._remember(frame)
-        return 0
-
-    cdef int restart(self, unsigned long long last_seq) except -1:
-        """Forget the history; the next frame kept will be ``last_seq + 1``."""
-        cdef Py_ssize_t i
-        for i in range(len(self.ring)):
-            self.ring[i] = None
-        self.head = self.count = self.history_bytes = 0
-        self.last_seq = self.tick_base = last_seq
-        self.first_seq = last_seq + 1
-        return 0
-
-    cdef int _remember(self, bytes frame) except -1:
-        cdef Py_ssize_t slot
-        if self.max_frames <= 0:
-            self.first_seq = self.last_seq + 1
-            return 0
-        if self.count == len(self.ring):
-            if self.count < self.max_frames:
-                self._grow()
-            else:
-                self._forget_oldest()
-        slot = self.head + self.count
-        if slot >= len(self.ring):
-            slot -= len(self.ring)
-        self.ring[slot] = frame
-        self.count += 1
-        self.history_bytes += PyBytes_GET_SIZE(frame)
-        while self.count and self.history_bytes > self.max_bytes:
-            self._forget_oldest()
-        return 0
-
-    cdef int _grow(self) except -1:
-        cdef list frames = self.frames_after(self.first_seq - 1)
-        cdef Py_ssize_t capacity = min(self.max_frames, max(16, 2 * len(self.ring)))
-        self.ring = frames + [None] * (capacity - len(frames))
-        self.head = 0
-        return 0
-
-    cdef void _forget_oldest(self) noexcept:
-        self.history_bytes -= PyBytes_GET_SIZE(<bytes>self.ring[self.head])
-        self.ring[self.head] = None
-        self.head += 1
-        if self.head == len(self.ring):
-            self.head = 0
-        self.count -= 1
-        self.first_seq += 1
-
-    cdef list frames_after(self, unsigned long long since):
-        """History frames with seq > ``since`` (those still kept), oldest first."""
-        cdef Py_ssize_t start = 0, i, slot
-        cdef list frames = []
-        if since + 1 > self.first_seq:
-            start = <Py_ssize_t>(since + 1 - self.first_seq)
-        for i in range(start, self.count):
-            slot = self.head + i
-            if slot >= len(self.ring):
-                slot -= len(self.ring)
-            frames.append(self.ring[slot])
-        return frames
-
-    def info(self):
-        return {"last_seq": self.last_seq, "first_seq": self.first_seq,
-                "frames": self.count, "bytes": self.history_bytes}
+cdef inline int check_thread(FanoutCore core, str method) except -1:
+    """Loop-only methods refuse other threads, as picows' ``WSTransport.send`` does: the
+    core's state is unlocked, so a call from another thread would race the loop."""
+    cdef unsigned long current = PyThread_get_thread_ident()
+    if current != core._thread_id:
+        raise RuntimeError(
+            f"FanoutCore.{method} called from a wrong thread (core thread id="
+            f"{core._thread_id}, current thread id={current}): call it on the loop thread, "
+            "e.g. through loop.call_soon_threadsafe")
+    return 0
 
 
 cdef class Group:
@@ -481,10 +159,18 @@ cdef inline void leave_group(Group group, Client client):
 cdef class FanoutCore:
     """Registry, channels, batching and budgets. Loop-thread only, except the enqueue calls.
 
-    ``publish``, ``publish_json``, ``send``, ``send_json``, ``subscribe`` and
-    ``unsubscribe`` may be called from any thread: each is an O(1) append to
-    one ordered queue plus at most one pending wake-up of the loop. Everything
-    else runs on the loop thread.
+    ``publish``, ``publish_json``, ``publish_binary``, ``send``, ``send_json``,
+    ``send_binary``, ``subscribe`` and ``unsubscribe`` may be called from any
+    thread: each is an O(1) append to one ordered queue plus at most one
+    pending wake-up of the loop; ``stats``,
+    ``channel_info``, ``client_count`` and ``pending`` read from any thread.
+    Everything else runs on the thread that created the core (its loop's) and
+    raises RuntimeError when called from another.
+
+    The notices the core sends (a resume's history gap, a backplane's gap or
+    restart, a slow client's skipped messages) are built by ``notices``
+    (``agentcast.protocol.NOTICES`` by default): the core frames them, it does
+    not speak the protocol.
     """
 
     def __init__(self, loop, *, wake=None, default=None,
@@ -492,7 +178,7 @@ cdef class FanoutCore:
                  Py_ssize_t max_batch_bytes=256 * 1024,
                  double flush_interval=0.0, bint release_gil=False,
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
-                 str slow_consumer="close"):
+                 str slow_consumer="close", notices=None):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
@@ -508,9 +194,11 @@ cdef class FanoutCore:
         self.history_bytes = history_bytes
         self._channels = {}
         self._loop = loop
+        self._thread_id = PyThread_get_thread_ident()
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
         self._dumps = orjson.dumps
+        self._notices = NOTICES if notices is None else notices
         self._default = default
         self.client_budget = client_budget
         self.max_batch_bytes = max_batch_bytes
@@ -535,8 +223,12 @@ cdef class FanoutCore:
         ops_push(&self._ops, kind, client_id, target, payload, since)
         if not self._wake_pending:
             self._wake_pending = True
+            try:
+                self._wake(self._tick_cb)
+            except BaseException:
+                self._wake_pending = False  # not pending: the next call asks again
+                raise
             self.n_wakeups += 1
-            self._wake(self._tick_cb)
         return 0
 
     cpdef publish(self, object obj, object channel=None):
@@ -567,6 +259,26 @@ cdef class FanoutCore:
         if payload is None:
             raise TypeError("payload must be bytes, not None")
         self._enqueue(OP_DIRECT, client_id, None, payload)
+
+    cpdef publish_binary(self, bytes data, object channel=None):
+        """Queue ``data`` as one binary frame for every client of ``channel`` (None: all).
+
+        In order with the JSON messages, but a binary frame carries no ``seq``
+        (that is a JSON field) and is not kept in the channel's history: a
+        resume replays JSON only. It counts in ``published``, ``deliveries``
+        and ``bytes`` like any frame.
+        """
+        if data is None:
+            raise TypeError("data must be bytes, not None")
+        if channel is not None:
+            hash(channel)
+        self._enqueue(OP_PUBLISH_BINARY, 0, channel, data)
+
+    cpdef send_binary(self, long long client_id, bytes data):
+        """Queue ``data`` as one binary frame for one client, in order with everything else."""
+        if data is None:
+            raise TypeError("data must be bytes, not None")
+        self._enqueue(OP_DIRECT_BINARY, client_id, None, data)
 
     cpdef subscribe(self, long long client_id, object channel, object since=None):
         """Subscribe; with ``since``, first replay the channel's kept messages after that seq."""
@@ -612,6 +324,7 @@ cdef class FanoutCore:
         """Clients subscribed to ``channel`` now (loop thread)."""
         cdef Group group
         cdef Py_ssize_t count = 0
+        check_thread(self, "subscriber_count")
         for group in self._channel_groups.get(channel, ()):
             count += len(group.members)
         return count
@@ -663,15 +376,19 @@ cdef class FanoutCore:
 
     cpdef long long add_client(self, Sink sink) except -1:
         """Register a connected sink; it receives broadcasts until it subscribes."""
-        cdef Client client = Client(self._next_id, sink)
+        cdef Client client
+        check_thread(self, "add_client")
+        client = Client(self._next_id, sink)
         self._next_id += 1
         self._clients[client.id] = client
         join_group(self._group_for(NO_CHANNELS), client)
         return client.id
 
     cpdef remove_client(self, long long client_id):
-        cdef Client client = self._clients.pop(client_id, None)
+        cdef Client client
         cdef Group group
+        check_thread(self, "remove_client")
+        client = self._clients.pop(client_id, None)
         if client is None:
             return
         client.closed = True
@@ -681,11 +398,15 @@ cdef class FanoutCore:
             self._drop_group(group)
 
     def client_ids(self):
+        """Connected clients' ids (loop thread)."""
+        check_thread(self, "client_ids")
         return list(self._clients)
 
     cpdef close_client(self, long long client_id, int code, str reason):
         """Stop writing to one client and close it with ``code`` after what it already has."""
-        cdef Client client = self._clients.get(client_id)
+        cdef Client client
+        check_thread(self, "close_client")
+        client = self._clients.get(client_id)
         if client is not None and not client.closed:
             client.closed = True
             client.sink.close(code, reason)
@@ -695,6 +416,7 @@ cdef class FanoutCore:
         (a shutdown does not wait for clients that were not keeping up anyway)."""
         cdef Client client
         cdef Py_ssize_t queued
+        check_thread(self, "close_all")
         for client in list(self._clients.values()):
             if client.closed:
                 continue
@@ -708,13 +430,16 @@ cdef class FanoutCore:
     def abort_all(self):
         """Drop every connection at once (shutdown deadline passed)."""
         cdef Client client
+        check_thread(self, "abort_all")
         for client in list(self._clients.values()):
             client.closed = True
             client.sink.abort()
 
     def flush(self):
         """Drain the whole queue now, ignoring pacing (used on shutdown)."""
-        cdef double interval = self.flush_interval
+        cdef double interval
+        check_thread(self, "flush")
+        interval = self.flush_interval
         self.flush_interval = 0.0
         try:
             while self._ops.count:
@@ -726,6 +451,7 @@ cdef class FanoutCore:
         """Drain up to ``max_batch_bytes`` of queued operations and write them out."""
         cdef double now
         cdef Op op
+        check_thread(self, "tick")
         self._wake_pending = False
         if self.flush_interval > 0.0:
             now = self._loop.time()
@@ -759,7 +485,11 @@ cdef class FanoutCore:
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
         elif op.kind == OP_DIRECT:
-            self._route_direct(op.client_id, payload)
+            self._route_direct(op.client_id, payload, TEXT_FRAME)
+        elif op.kind == OP_PUBLISH_BINARY:
+            self._route_binary(target, payload)
+        elif op.kind == OP_DIRECT_BINARY:
+            self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
             self._resume(op.client_id, target, op.since)
         elif op.kind == OP_ACCEPT:
@@ -823,11 +553,8 @@ cdef class FanoutCore:
         self._change_subscription(client_id, name, True)
         state = self._channel(name)
         if since + 1 < state.first_seq or since > state.last_seq:
-            self._route_direct(client_id, self._dumps({
-                "type": "server_error", "code": HISTORY_GAP, "agent_id": name,
-                "message": f"messages after seq {since} are no longer kept; "
-                           f"history starts at {state.first_seq}",
-                "first_seq": state.first_seq, "last_seq": state.last_seq}))
+            self._route_direct(client_id, self._notices.history_gap(
+                name, since, state.first_seq, state.last_seq), TEXT_FRAME)
             since = state.first_seq - 1
         for frame in state.frames_after(since):
             self._append_private(client, frame)
@@ -868,14 +595,23 @@ cdef class FanoutCore:
         cdef unsigned char header[MAX_HEADER]
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
         cdef const char* data = PyBytes_AS_STRING(payload)
-        cdef Py_ssize_t hl = write_header(header, size)
+        cdef Py_ssize_t hl
         cdef bytes frame
         self.n_published += 1
         if channel is None:
+            hl = write_header(header, size, TEXT_FRAME)
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
         frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
         return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+
+    cdef int _route_binary(self, object channel, bytes data) except -1:
+        """A binary frame: the same path as a broadcast, even on a channel (no seq, no history)."""
+        cdef unsigned char header[MAX_HEADER]
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t hl = write_header(header, size, BINARY_FRAME)
+        self.n_published += 1
+        return self._fan(channel, header, hl, PyBytes_AS_STRING(data), size)
 
     cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,
                   const char* data, Py_ssize_t size) except -1:
@@ -928,10 +664,8 @@ cdef class FanoutCore:
 
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1:
         """Tell ``channel``'s subscribers that seqs before ``seq`` will never come."""
-        cdef bytes frame = build_frame(self._dumps({
-            "type": "server_error", "code": HISTORY_GAP, "agent_id": channel,
-            "message": f"messages {state.last_seq + 1} to {seq - 1} were lost by the backplane",
-            "from_seq": state.last_seq + 1, "to_seq": seq - 1, "first_seq": seq}))
+        cdef bytes frame = build_frame(
+            self._notices.backplane_gap(channel, state.last_seq + 1, seq - 1))
         self.n_gaps += 1
         log.warning("channel %r: seqs %d..%d lost", channel, state.last_seq + 1, seq - 1)
         state.restart(seq - 1)
@@ -939,19 +673,16 @@ cdef class FanoutCore:
 
     cdef int _restart(self, object channel) except -1:
         cdef Channel state = self._channel(channel)
-        cdef bytes frame = build_frame(self._dumps({
-            "type": "server_error", "code": HISTORY_GAP, "agent_id": channel,
-            "message": f"the backplane lost this channel's state after seq {state.last_seq}; "
-                       "numbering starts again at 1",
-            "from_seq": state.last_seq + 1, "first_seq": 1, "restarted": True}))
+        cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
-    cdef int _route_direct(self, long long client_id, bytes payload) except -1:
+    cdef int _route_direct(self, long long client_id, bytes payload,
+                           unsigned char first) except -1:
         cdef unsigned char header[MAX_HEADER]
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-        cdef Py_ssize_t hl = write_header(header, size)
+        cdef Py_ssize_t hl = write_header(header, size, first)
         cdef Client client = self._clients.get(client_id)
         if client is None or client.closed:
             self.n_unknown_targets += 1
@@ -1110,12 +841,8 @@ cdef class FanoutCore:
             state = self._channel(name)
             last = state.seq_before(self.n_ticks)
             if last >= first:
-                ranges.append({"agent_id": name, "from_seq": first, "to_seq": last})
-        notice = self._dumps({
-            "type": "server_error", "code": SKIPPED, "skipped": client.skipped_frames,
-            "message": f"you fell behind: {client.skipped_frames} messages were not sent; "
-                       "resubscribe with since to fetch those still kept",
-            "ranges": ranges})
+                ranges.append((name, first, last))
+        notice = self._notices.skipped(client.skipped_frames, ranges)
         client.skipped_from = None
         client.skipped_frames = 0
         frame = build_frame(notice)

@@ -3,7 +3,8 @@
 
 from picows.picows cimport WSFrame, WSListener, WSTransport
 
-from agentcast._fanout cimport FanoutCore, Sink
+from agentcast._fanout cimport FanoutCore
+from agentcast._sink cimport Sink
 
 
 cdef class TransportSink(Sink):

@@ -9,15 +9,9 @@ from agentcast._sourcehash import source_hash
 _REBUILD = 'rebuild it with: pip install -e ".[test]"  (or pip install .)'
 
 try:
-    from agentcast._fanout import (
-        SOURCE_HASH,
-        CallbackSink,
-        FanoutCore,
-        MemorySink,
-        Sink,
-        build_frame,
-    )
+    from agentcast._fanout import SOURCE_HASH, FanoutCore, build_frame
     from agentcast._server import ServerListener, TransportSink
+    from agentcast._sink import CallbackSink, MemorySink, Sink
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         f"agentcast's compiled core could not be imported ({exc}); {_REBUILD}"

@@ -4,7 +4,8 @@ from collections.abc import Callable
 
 from picows import WSListener, WSTransport
 
-from agentcast._fanout import FanoutCore, Sink
+from agentcast._fanout import FanoutCore
+from agentcast._sink import Sink
 
 class TransportSink(Sink):
     def __init__(self, transport: WSTransport, close_grace: float) -> None: ...

@@ -20,6 +20,9 @@ log = logging.getLogger("agentcast")
 
 GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
+NO_BINARY_THROUGH_BACKPLANE = (
+    "{} is not available with a backplane: binary frames are not carried through Redis"
+)
 
 
 class _NotRunning:
@@ -272,6 +275,20 @@ class Broadcaster:
 
     def send_json(self, client_id: int, data: bytes) -> None:
         self._ops.send_json(client_id, data)
+
+    def publish_binary(self, data: bytes, channel: Hashable | None = None) -> None:
+        """Queue ``data`` as one binary frame for ``channel``'s clients (None: all), in order
+        with the JSON ones; it carries no ``seq`` and is not kept in history. Not available
+        with a backplane: binary frames are not carried through Redis."""
+        if self._backplane is not None:
+            raise NotImplementedError(NO_BINARY_THROUGH_BACKPLANE.format("publish_binary"))
+        self._core.publish_binary(data, channel)
+
+    def send_binary(self, client_id: int, data: bytes) -> None:
+        """Queue ``data`` as one binary frame for one client, on the same ordered path."""
+        if self._backplane is not None:
+            raise NotImplementedError(NO_BINARY_THROUGH_BACKPLANE.format("send_binary"))
+        self._core.send_binary(client_id, data)
 
     def subscribe(self, client_id: int, channel: Hashable, since: int | None = None) -> None:
         """From now on (in queue order), ``client_id`` receives ``channel``'s messages.

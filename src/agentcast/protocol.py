@@ -9,6 +9,7 @@ are extra fields and types that old clients ignore.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -16,7 +17,9 @@ import orjson
 
 __all__ = [
     "MESSAGE_TYPES",
+    "NOTICES",
     "Command",
+    "Notices",
     "ProtocolError",
     "Subscribe",
     "Unsubscribe",
@@ -25,10 +28,14 @@ __all__ = [
     "agent_response_end",
     "agent_response_error",
     "agent_response_start",
+    "backplane_gap",
     "command_response",
     "create_agent",
+    "history_gap",
     "parse_client_message",
+    "restarted",
     "server_error",
+    "skipped",
     "subscribe",
     "unsubscribe",
     "user_message",
@@ -82,6 +89,88 @@ def agent_response(
     if seq is not None:
         body["seq"] = seq
     return orjson.dumps(body)
+
+
+# ---- notices the fan-out core sends (it frames them; it does not build them) ------
+
+HISTORY_GAP: Final = "history_gap"
+SKIPPED: Final = "skipped"
+
+
+def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -> bytes:
+    """A resume asked for messages after ``since`` that are no longer kept."""
+    return orjson.dumps(
+        {
+            "type": "server_error",
+            "code": HISTORY_GAP,
+            "agent_id": agent_id,
+            "message": f"messages after seq {since} are no longer kept; "
+            f"history starts at {first_seq}",
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+        }
+    )
+
+
+def backplane_gap(agent_id: Hashable, from_seq: int, to_seq: int) -> bytes:
+    """Seqs ``from_seq..to_seq`` of a channel were lost by the backplane: they never come."""
+    return orjson.dumps(
+        {
+            "type": "server_error",
+            "code": HISTORY_GAP,
+            "agent_id": agent_id,
+            "message": f"messages {from_seq} to {to_seq} were lost by the backplane",
+            "from_seq": from_seq,
+            "to_seq": to_seq,
+            "first_seq": to_seq + 1,
+        }
+    )
+
+
+def restarted(agent_id: Hashable, last_seq: int) -> bytes:
+    """The backplane lost a channel's state after ``last_seq``; its numbering restarts at 1."""
+    return orjson.dumps(
+        {
+            "type": "server_error",
+            "code": HISTORY_GAP,
+            "agent_id": agent_id,
+            "message": f"the backplane lost this channel's state after seq {last_seq}; "
+            "numbering starts again at 1",
+            "from_seq": last_seq + 1,
+            "first_seq": 1,
+            "restarted": True,
+        }
+    )
+
+
+def skipped(count: int, ranges: Sequence[tuple[Hashable, int, int]]) -> bytes:
+    """A slow client was skipped ``count`` messages; ``ranges``: (agent_id, from, to) seqs."""
+    return orjson.dumps(
+        {
+            "type": "server_error",
+            "code": SKIPPED,
+            "skipped": count,
+            "message": f"you fell behind: {count} messages were not sent; "
+            "resubscribe with since to fetch those still kept",
+            "ranges": [
+                {"agent_id": agent_id, "from_seq": first, "to_seq": last}
+                for agent_id, first, last in ranges
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Notices:
+    """The notice builders a ``FanoutCore`` is handed: it only frames what they return."""
+
+    history_gap: Callable[[Hashable, int, int, int], bytes] = history_gap
+    backplane_gap: Callable[[Hashable, int, int], bytes] = backplane_gap
+    restarted: Callable[[Hashable, int], bytes] = restarted
+    skipped: Callable[[int, Sequence[tuple[Hashable, int, int]]], bytes] = skipped
+
+
+NOTICES: Final = Notices()
 
 
 # ---- client -> server -------------------------------------------------------

@@ -1,0 +1,27 @@
+"""C contract of a sink: where one client's bytes go. The core only ever talks to this."""
+
+
+cdef class Sink:
+    cdef public int fd   # socket for direct writes while nothing is queued, or -1
+
+    cdef Py_ssize_t queued(self) except -2   # -1: closing, write nothing more
+    cdef int write(self, const char* data, Py_ssize_t size) except -1
+    cdef int close(self, int code, str reason) except -1
+    cdef int abort(self) except -1
+
+
+cdef class MemorySink(Sink):
+    cdef readonly bytearray data
+    cdef readonly Py_ssize_t received
+    cdef readonly Py_ssize_t writes
+    cdef public Py_ssize_t backlog
+    cdef readonly int close_code
+    cdef readonly str close_reason
+    cdef readonly bint aborted
+
+
+cdef class CallbackSink(Sink):
+    cdef object _on_bytes
+    cdef object _queued
+    cdef object _close
+    cdef object _abort

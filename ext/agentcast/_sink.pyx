@@ -1,0 +1,78 @@
+# cython: language_level=3
+"""Sinks: the interface the core writes a client's bytes to, and two plain implementations.
+
+The picows connection is another sink (``_server.TransportSink``); a connection
+owned by another server is a ``CallbackSink``.
+"""
+
+
+cdef class Sink:
+    """Where one client's bytes go. The core only ever talks to this interface."""
+
+    def __cinit__(self):
+        self.fd = -1
+
+    cdef Py_ssize_t queued(self) except -2:
+        """Bytes the transport holds unsent, or -1 once it is closing."""
+        raise NotImplementedError
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        raise NotImplementedError
+
+    cdef int close(self, int code, str reason) except -1:
+        raise NotImplementedError
+
+    cdef int abort(self) except -1:
+        raise NotImplementedError
+
+
+cdef class MemorySink(Sink):
+    """A sink that keeps (or only counts) what it is given: for tests and benchmarks."""
+
+    def __init__(self, bint keep=True):
+        self.data = bytearray() if keep else None
+        self.close_code = 0
+
+    cdef Py_ssize_t queued(self) except -2:
+        return -1 if self.aborted else self.backlog
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        self.writes += 1
+        self.received += size
+        if self.data is not None:
+            self.data += data[:size]
+        return 0
+
+    cdef int close(self, int code, str reason) except -1:
+        self.close_code = code
+        self.close_reason = reason
+        return 0
+
+    cdef int abort(self) except -1:
+        self.aborted = True
+        return 0
+
+
+cdef class CallbackSink(Sink):
+    """A sink driven by Python callables: for clients the core cannot write to directly."""
+
+    def __init__(self, on_bytes, queued, close, abort):
+        self._on_bytes = on_bytes
+        self._queued = queued
+        self._close = close
+        self._abort = abort
+
+    cdef Py_ssize_t queued(self) except -2:
+        return self._queued()
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        self._on_bytes(data[:size])
+        return 0
+
+    cdef int close(self, int code, str reason) except -1:
+        self._close(code, reason)
+        return 0
+
+    cdef int abort(self) except -1:
+        self._abort()
+        return 0
