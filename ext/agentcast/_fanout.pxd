@@ -81,6 +81,7 @@ cdef class FanoutCore:
         unsigned long long n_skipped_frames
         unsigned long long n_duplicates
         unsigned long long n_gaps
+        unsigned long long n_failed_ops           # operations that raised when applied
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)

@@ -234,6 +234,8 @@ cdef class FanoutCore:
     cpdef publish(self, object obj, object channel=None):
         """Serialize ``obj`` once and queue it for every client of ``channel`` (None: all)."""
         cdef bytes payload
+        if channel is not None:
+            hash(channel)  # an unhashable channel fails here, in the caller, not in a tick
         if self._default is None:
             payload = self._dumps(obj)
         else:
@@ -244,6 +246,8 @@ cdef class FanoutCore:
         """Queue already-serialized JSON as is, for every client of ``channel``."""
         if payload is None:
             raise TypeError("payload must be bytes, not None")
+        if channel is not None:
+            hash(channel)
         self._enqueue(OP_PUBLISH, 0, channel, payload)
 
     cpdef send(self, long long client_id, object obj):
@@ -365,6 +369,7 @@ cdef class FanoutCore:
             "skipped_frames": self.n_skipped_frames,
             "duplicates": self.n_duplicates,
             "gaps": self.n_gaps,
+            "failed_ops": self.n_failed_ops,
         }
 
     def channel_info(self, object channel):
@@ -465,7 +470,13 @@ cdef class FanoutCore:
             while (self._ops.count and self._tick_peak < self.max_batch_bytes
                    and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
                 ops_pop(&self._ops, &op)
-                self._apply(&op)
+                try:
+                    self._apply(&op)
+                except Exception:
+                    # One bad operation costs itself only: what the tick applied before
+                    # and after it is still written out in this round.
+                    self.n_failed_ops += 1
+                    log.exception("a queued operation (kind %d) failed; skipped", op.kind)
             self._write_round()
         finally:
             self._end_tick()
