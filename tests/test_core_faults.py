@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+import asyncio
+from collections.abc import Callable, Hashable, Iterator
 
 import orjson
 import pytest
 import uvloop
 
+from agentcast import Broadcaster, protocol
 from agentcast._ext import FanoutCore, MemorySink
 from agentcast.protocol import Notices
-from clients import parse_frames
+from clients import parse_frames, run, websockets_clients
+from redis_server import RedisServer
 
 
 class Wakeups:
@@ -69,3 +72,73 @@ def test_a_failing_operation_loses_nothing_else_of_its_tick(
     assert core.stats()["failed_ops"] == 1
     logged = [r for r in caplog.records if r.name == "agentcast.core"]
     assert len(logged) == 1 and "notice builder broke" in logged[0].exc_text
+
+
+def test_subscriber_count_includes_subscribes_still_queued(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    a, b = core.add_client(MemorySink()), core.add_client(MemorySink())
+    core.subscribe(a, "x")
+    core.subscribe(b, "x", since=0)
+    assert core.subscriber_count("x") == 2  # queued, not yet applied: the channel is not idle
+    core.tick()
+    assert core.subscriber_count("x") == 2
+    core.unsubscribe(a, "x")
+    core.unsubscribe(b, "x")
+    core.tick()
+    assert core.subscriber_count("x") == 0
+    core.subscribe(a, "y")
+    core.remove_client(a)
+    core.tick()  # a subscribe for a client gone meanwhile is still taken off the count
+    assert core.subscriber_count("y") == 0
+
+
+def test_a_restarted_channel_starts_anew_without_a_false_gap(
+    loop: uvloop.Loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The backplane's sweep restarts an idle channel; a later sync accepts the stream's
+    kept tail (here seqs 2..3): that is a fresh start, not seq 1 lost."""
+    core = FanoutCore(loop, wake=Wakeups())
+    sink = MemorySink()
+    client = core.add_client(sink)
+    core.accept("x", [(1, b'{"n":1,"seq":1}'), (2, b'{"n":2,"seq":2}')])
+    core.restart("x")
+    core.tick()
+    core.subscribe(client, "x")
+    core.accept("x", [(2, b'{"n":2,"seq":2}'), (3, b'{"n":3,"seq":3}')])
+    core.tick()
+    assert received(sink) == [{"n": 2, "seq": 2}, {"n": 3, "seq": 3}]
+    assert core.stats()["gaps"] == 1  # the restart itself, nothing lost after it
+    assert not [r for r in caplog.records if "lost" in r.getMessage()]
+    info = core.channel_info("x")
+    assert info is not None and (info["first_seq"], info["last_seq"]) == (2, 3)
+
+
+def test_backplane_sweep_keeps_a_channel_whose_subscribe_is_queued_in_the_core(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """With ticks paced 4 s apart, a subscribe handed to the core waits there for the next
+    tick while the idle sweep (every second, two idle looks) considers the channel."""
+    box: list[Broadcaster] = []
+
+    def on_message(client_id: int, data: bytes) -> None:
+        message = protocol.parse_client_message(data)
+        assert isinstance(message, protocol.Subscribe)
+        hub = box[0]
+        hub.send_json(client_id, b'{"type":"ack"}')  # a tick now: the next is 4 s away
+        hub.subscribe(client_id, message.agent_id)
+        hub.after_pending(lambda: hub.send_json(client_id, b'{"type":"subscribed"}'))
+
+    hub = hub_factory(backplane=redis_server.url, on_message=on_message, flush_interval=4.0)
+    box.append(hub)
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{hub.port}", 1) as (client,):
+            await client.send(protocol.subscribe("agent-x").decode())
+            got = [orjson.loads(await asyncio.wait_for(client.recv(), 30)) for _ in range(2)]
+            assert got == [{"type": "ack"}, {"type": "subscribed"}]
+            hub.publish({"n": 1}, "agent-x")
+            message = orjson.loads(await asyncio.wait_for(client.recv(), 30))
+            assert message == {"n": 1, "seq": 1}  # not a "restarted" notice, nor nothing
+
+    run(scenario())
+    assert hub.stats()["gaps"] == 0

@@ -55,6 +55,7 @@ cdef class FanoutCore:
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
         dict _channels
+        dict _queued_subscribes                   # channel -> subscribes queued, not applied
         long long _next_id
         dict _clients
         dict _groups
@@ -101,6 +102,7 @@ cdef class FanoutCore:
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
                       unsigned long long since=*) except -1
     cdef int _apply(self, Op* op) except -1
+    cdef int _unqueue_subscribe(self, object channel) except -1
     cdef Group _group_for(self, frozenset channels)
     cdef int _drop_group(self, Group group) except -1
     cdef int _change_subscription(self, long long client_id, object channel,

@@ -193,6 +193,7 @@ cdef class FanoutCore:
         self.history_size = history_size
         self.history_bytes = history_bytes
         self._channels = {}
+        self._queued_subscribes = {}
         self._loop = loop
         self._thread_id = PyThread_get_thread_ident()
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
@@ -221,6 +222,10 @@ cdef class FanoutCore:
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
                       unsigned long long since=0) except -1:
         ops_push(&self._ops, kind, client_id, target, payload, since)
+        if kind == OP_SUBSCRIBE or kind == OP_RESUME:
+            # C calls only between the read and the write (for str, int, tuple channels):
+            # under the GIL that is as atomic as the push itself.
+            self._queued_subscribes[target] = self._queued_subscribes.get(target, 0) + 1
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -325,10 +330,12 @@ cdef class FanoutCore:
         self._enqueue(OP_RESTART, 0, channel, None)
 
     def subscriber_count(self, object channel):
-        """Clients subscribed to ``channel`` now (loop thread)."""
+        """Clients subscribed to ``channel``, counting subscribes still queued (loop thread):
+        a channel with one on its way is not idle."""
         cdef Group group
-        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t count
         check_thread(self, "subscriber_count")
+        count = self._queued_subscribes.get(channel, 0)
         for group in self._channel_groups.get(channel, ()):
             count += len(group.members)
         return count
@@ -493,6 +500,8 @@ cdef class FanoutCore:
         cdef object payload = <object>op.payload
         release_ref(op.target)  # the locals hold them now
         release_ref(op.payload)
+        if op.kind == OP_SUBSCRIBE or op.kind == OP_RESUME:
+            self._unqueue_subscribe(target)
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
         elif op.kind == OP_DIRECT:
@@ -509,6 +518,14 @@ cdef class FanoutCore:
             self._restart(target)
         else:
             self._change_subscription(op.client_id, target, op.kind == OP_SUBSCRIBE)
+        return 0
+
+    cdef int _unqueue_subscribe(self, object channel) except -1:
+        cdef Py_ssize_t queued = self._queued_subscribes.get(channel, 0)
+        if queued > 1:
+            self._queued_subscribes[channel] = queued - 1
+        else:
+            self._queued_subscribes.pop(channel, None)
         return 0
 
     # ---- routing ------------------------------------------------------------
@@ -687,6 +704,7 @@ cdef class FanoutCore:
         cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)
+        state.started = False  # the next frame accepted starts it anew: no false gap before it
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _route_direct(self, long long client_id, bytes payload,
