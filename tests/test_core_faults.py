@@ -10,7 +10,7 @@ import pytest
 import uvloop
 
 from agentcast import Broadcaster, protocol
-from agentcast._ext import FanoutCore, MemorySink
+from agentcast._ext import CallbackSink, FanoutCore, MemorySink
 from agentcast.protocol import Notices
 from clients import parse_frames, run, websockets_clients
 from redis_server import RedisServer
@@ -142,3 +142,52 @@ def test_backplane_sweep_keeps_a_channel_whose_subscribe_is_queued_in_the_core(
 
     run(scenario())
     assert hub.stats()["gaps"] == 0
+
+
+class Recorder:
+    """The callables of a CallbackSink, recording what the core asked of it."""
+
+    def __init__(self, unsent: int = 0) -> None:
+        self.unsent = unsent
+        self.is_closing = False
+        self.taken: list[bytes] = []
+        self.closed: list[int] = []
+        self.aborted = 0
+
+    def sink(self) -> CallbackSink:
+        return CallbackSink(
+            self.taken.append,
+            lambda: self.unsent,
+            lambda code, reason: self.closed.append(code),
+            self.abort,
+            closing=lambda: self.is_closing,
+        )
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+def test_a_closing_sink_is_written_nothing_more_and_not_closed_again(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    recorder = Recorder()
+    core.add_client(recorder.sink())
+    core.publish({"n": 1})
+    core.tick()
+    recorder.is_closing = True  # its connection is going away, with nothing unsent
+    core.publish({"n": 2})
+    core.tick()
+    core.close_all(1001, "bye")
+    assert [orjson.loads(p) for _, p in parse_frames(b"".join(recorder.taken))] == [{"n": 1}]
+    assert (recorder.closed, recorder.aborted) == ([], 0)
+
+
+def test_a_negative_unsent_count_fails_the_sink_loudly_not_mutes_it(
+    loop: uvloop.Loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    recorder = Recorder(unsent=-3)  # an accounting bug in the sink's owner
+    core.add_client(recorder.sink())
+    core.publish({"n": 1})
+    core.tick()
+    assert recorder.aborted == 1 and core.stats()["write_errors"] == 1
+    assert any("cannot be negative" in (r.exc_text or "") for r in caplog.records)

@@ -128,6 +128,6 @@ cdef class FanoutCore:
     cdef int _finish_write(self, Client client, PendingWrite* w) except -1
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
-    cdef Py_ssize_t _end_skip(self, Client client) except -2
+    cdef int _end_skip(self, Client client) except -1
     cdef int _sink_failed(self, Client client) except -1
     cdef int _end_tick(self) except -1

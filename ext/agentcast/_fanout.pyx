@@ -427,16 +427,16 @@ cdef class FanoutCore:
         """Close every client after what is queued for it; abort those over budget now
         (a shutdown does not wait for clients that were not keeping up anyway)."""
         cdef Client client
-        cdef Py_ssize_t queued
         check_thread(self, "close_all")
         for client in list(self._clients.values()):
             if client.closed:
                 continue
             client.closed = True
-            queued = client.sink.queued()
-            if queued > self.client_budget or client.skipped_from is not None:
+            if client.sink.closing():
+                continue
+            if client.sink.queued() > self.client_budget or client.skipped_from is not None:
                 client.sink.abort()
-            elif queued >= 0:
+            else:
                 client.sink.close(code, reason)
 
     def abort_all(self):
@@ -792,20 +792,22 @@ cdef class FanoutCore:
         """Stage a direct send, or queue on the sink when the transport already holds bytes."""
         cdef Sink sink = client.sink
         cdef PendingWrite* w
-        cdef Py_ssize_t queued = sink.queued()
-        if queued < 0:
-            # Closing: its fd may be closed, even reused by a new connection.
+        cdef Py_ssize_t queued
+        if sink.closing():
+            # Its fd may be closed, even reused by a new connection.
             client.closed = True
             return count
+        queued = sink.queued()
         if client.skipped_from is not None:
             if queued > self.client_budget // 2:
                 self.n_skipped_frames += frames
                 client.skipped_frames += frames
                 return count
-            queued = self._end_skip(client)
-            if queued < 0:
+            self._end_skip(client)
+            if sink.closing():
                 client.closed = True
                 return count
+            queued = sink.queued()
         self.n_bytes += buf.size
         self.n_deliveries += frames
         if sink.fd < 0 or queued:
@@ -838,7 +840,7 @@ cdef class FanoutCore:
         self.n_queued_writes += 1
         client.sink.write(data, size)
         queued = client.sink.queued()
-        if queued > self.client_budget:
+        if queued > self.client_budget and not client.sink.closing():
             self._drop_slow(client, queued)
         return 0
 
@@ -861,7 +863,7 @@ cdef class FanoutCore:
         client.sink.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
         return 0
 
-    cdef Py_ssize_t _end_skip(self, Client client) except -2:
+    cdef int _end_skip(self, Client client) except -1:
         """The client drained: tell it what it missed (then it is served live again)."""
         cdef Channel state
         cdef unsigned long long last
@@ -876,7 +878,7 @@ cdef class FanoutCore:
         client.skipped_frames = 0
         frame = build_frame(notice)
         client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
-        return client.sink.queued()
+        return 0
 
     cdef int _end_tick(self) except -1:
         cdef Group group

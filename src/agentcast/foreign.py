@@ -60,7 +60,9 @@ class ForeignConnection:
         self._close_with: tuple[int, str] | None = None  # sent once the pending are out
         self._closing = False  # the core closed it, or its peer is gone: take nothing more
         self._hub = hub
-        sink = CallbackSink(self._take, self._queued, self._close, self._abort)
+        sink = CallbackSink(
+            self._take, self._queued, self._close, self._abort, closing=self._is_closing
+        )
         self.client_id = hub.attach(sink)
 
     # ---- on the Broadcaster's loop thread (called by the core) -------------
@@ -72,7 +74,10 @@ class ForeignConnection:
         self._loop.call_soon_threadsafe(self._push, payloads)
 
     def _queued(self) -> int:
-        return -1 if self._closing else self._unsent
+        return self._unsent
+
+    def _is_closing(self) -> bool:
+        return self._closing
 
     def _close(self, code: int, reason: str) -> None:
         self.detach()
