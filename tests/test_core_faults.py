@@ -11,6 +11,7 @@ import uvloop
 
 from agentcast import Broadcaster, protocol
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink
+from agentcast.app import AgentServer
 from agentcast.protocol import Notices
 from clients import parse_frames, run, websockets_clients
 from redis_server import RedisServer
@@ -191,3 +192,86 @@ def test_a_negative_unsent_count_fails_the_sink_loudly_not_mutes_it(
     core.tick()
     assert recorder.aborted == 1 and core.stats()["write_errors"] == 1
     assert any("cannot be negative" in (r.exc_text or "") for r in caplog.records)
+
+
+def seqs(sink: MemorySink) -> list[int | str]:
+    """Each frame's seq, or its notice code."""
+    return [m.get("seq", m.get("code")) for m in received(sink)]
+
+
+def test_resubscribe_with_since_while_subscribed_repeats_nothing(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    early, late = MemorySink(), MemorySink()
+    a, b = core.add_client(early), core.add_client(late)
+    core.subscribe(a, "x")
+    for n in (1, 2):
+        core.publish({"n": n}, "x")
+    core.subscribe(b, "x")  # holds 3 on
+    for n in (3, 4):
+        core.publish({"n": n}, "x")
+    core.subscribe(a, "x", since=1)  # holds 1.. already: nothing to replay
+    core.subscribe(b, "x", since=0)  # lacks 1 and 2 only
+    core.publish({"n": 5}, "x")
+    core.subscribe(b, "x", since=0)  # asked again: it holds everything now
+    core.tick()
+    assert seqs(early) == [1, 2, 3, 4, 5]
+    assert seqs(late) == [3, 4, 1, 2, 5]
+
+
+def test_resubscribe_after_a_skipped_notice_gets_exactly_the_skipped_seqs(
+    loop: uvloop.Loop,
+) -> None:
+    core = FanoutCore(loop, wake=Wakeups(), client_budget=1000, slow_consumer="skip")
+    slow = MemorySink()
+    client = core.add_client(slow)
+    core.subscribe(client, "a")
+    core.publish({"n": 1}, "a")
+    core.tick()
+    slow.backlog = 5000  # its transport now holds more than the budget
+    core.publish({"n": 2}, "a")
+    core.tick()  # written (it was not known to be behind), then skipping starts
+    for n in (3, 4, 5):
+        core.publish({"n": n}, "a")
+        core.tick()
+    slow.backlog = 0  # drained
+    core.publish({"n": 6}, "a")
+    core.tick()
+    notice = received(slow)[2]
+    assert notice["ranges"] == [{"agent_id": "a", "from_seq": 3, "to_seq": 5}]
+    core.subscribe(client, "a", since=notice["ranges"][0]["from_seq"] - 1)  # as it says
+    core.publish({"n": 7}, "a")
+    core.tick()
+    assert seqs(slow) == [1, 2, "skipped", 6, 3, 4, 5, 7]
+
+
+def test_resubscribe_with_since_through_a_socket_repeats_nothing() -> None:
+    server = AgentServer(port=0)
+
+    def agent_says(*messages: str) -> None:
+        with server.interface.serving("agent-a"):
+            for message in messages:
+                server.interface.assistant_message(message)
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{server.port}", 1) as (client,):
+
+            async def next_message() -> dict:
+                return orjson.loads(await asyncio.wait_for(client.recv(), 10))
+
+            await client.send(protocol.subscribe("agent-a").decode())
+            assert (await next_message())["type"] == "command_response"
+            agent_says("one", "two", "three")
+            assert [(await next_message())["seq"] for _ in range(3)] == [1, 2, 3]
+            await client.send(protocol.subscribe("agent-a", since=1).decode())
+            assert (await next_message())["type"] == "command_response"
+            agent_says("four")
+            assert await next_message() == {
+                "type": "agent_response",
+                "message_type": "assistant_message",
+                "message": "four",
+                "agent_id": "agent-a",
+                "seq": 4,
+            }
+
+    with server:
+        run(scenario())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,21 +18,6 @@ from agentcast.foreign import ForeignConnection
 from agentcast.interface import SyncWebSocketInterface
 from agentcast.loop import LoopThread
 from clients import memgpt_exchange, run, user_message, wait_for, websockets_clients
-
-
-@pytest.fixture
-def server_factory() -> Iterator[Callable[..., AgentServer]]:
-    servers: list[AgentServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> AgentServer:
-        kwargs.setdefault("port", 0)
-        server = AgentServer(*args, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 class ThreadedAgent:
@@ -53,9 +38,9 @@ class ThreadedAgent:
 
 
 def test_agent_message_outside_serving_reaches_no_client(
-    server_factory: Callable[..., AgentServer], caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = server_factory(ThreadedAgent, route="agent")
+    server = AgentServer(ThreadedAgent, port=0, route="agent")
 
     async def scenario() -> None:
         async with websockets_clients(f"ws://127.0.0.1:{server.port}", 2) as (alice, bob):
@@ -75,7 +60,8 @@ def test_agent_message_outside_serving_reaches_no_client(
                     f"{agent} answers",
                 ]
 
-    run(scenario())
+    with server:
+        run(scenario())
     assert server.interface.unrouted == 3
     warnings = [r for r in caplog.records if r.name == "agentcast.interface"]
     assert [r.levelname for r in warnings] == ["WARNING"]  # once, not once per message

@@ -33,6 +33,8 @@ cdef class Client:
     cdef readonly bint closed
     cdef dict skipped_from                     # channel -> first skipped seq, while skipping
     cdef Py_ssize_t skipped_frames
+    # channel -> first seq of the unbroken run of that channel's frames it holds up to now
+    cdef dict live_from
 
 
 cdef class FanoutCore:
@@ -109,6 +111,9 @@ cdef class FanoutCore:
                                   bint add) except -1
     cdef Channel _channel(self, object name)
     cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1
+    cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
+                                         unsigned long long since) except? 0
+    cdef unsigned long long _next_seq(self, object channel) except 0
     cdef int _append_private(self, Client client, bytes frame) except -1
     cdef int _move(self, Client client, frozenset channels) except -1
     cdef int _diverge(self, Client client) except -1

@@ -137,6 +137,7 @@ cdef class Client:
     def __cinit__(self, long long client_id, Sink sink):
         self.id = client_id
         self.sink = sink
+        self.live_from = {}
 
     def __dealloc__(self):
         buf_free(&self.priv)
@@ -558,9 +559,22 @@ cdef class FanoutCore:
             self.n_unknown_targets += 1
             return 0
         channels = client.group.channels
-        if add != (channel in channels):
-            self._move(client, channels | {channel} if add else channels - {channel})
+        if add == (channel in channels):
+            return 0
+        self._move(client, channels | {channel} if add else channels - {channel})
+        if add:
+            client.live_from[channel] = self._next_seq(channel)
+            if client.skipped_from is not None:  # skipping: what comes now is skipped too
+                client.skipped_from[channel] = client.live_from[channel]
+        else:
+            del client.live_from[channel]
+            if client.skipped_from is not None:
+                client.skipped_from.pop(channel, None)
         return 0
+
+    cdef unsigned long long _next_seq(self, object channel) except 0:
+        cdef Channel state = self._channels.get(channel)
+        return 1 if state is None else state.last_seq + 1
 
     cdef Channel _channel(self, object name):
         cdef Channel state = self._channels.get(name)
@@ -570,23 +584,40 @@ cdef class FanoutCore:
         return state
 
     cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1:
-        """Subscribe, then replay what came after ``since``: at this point of the queue, so
-        the replay and the live messages meet with no gap and no duplicate."""
+        """Subscribe, then replay what came after ``since`` that the client does not hold:
+        at this point of the queue, so the replay and the live messages meet with no gap
+        and no duplicate, also when it was subscribed already (a resubscribe after a
+        ``skipped`` notice gets exactly the skipped seqs)."""
         cdef Client client = self._clients.get(client_id)
         cdef Channel state
+        cdef unsigned long long held_from
         cdef bytes frame
         if client is None or client.closed:
             self.n_unknown_targets += 1
             return 0
         self._change_subscription(client_id, name, True)
         state = self._channel(name)
-        if since + 1 < state.first_seq or since > state.last_seq:
-            self._route_direct(client_id, self._notices.history_gap(
-                name, since, state.first_seq, state.last_seq), TEXT_FRAME)
-            since = state.first_seq - 1
-        for frame in state.frames_after(since):
+        if since > state.last_seq:  # ahead of this channel: its numbering started again
+            since = self._history_gap(client_id, name, state, since)
+        held_from = client.live_from[name]
+        if since + 1 >= held_from:
+            return 0  # it holds everything after ``since`` already
+        if since + 1 < state.first_seq:
+            since = self._history_gap(client_id, name, state, since)
+        for frame in state.frames_after(since, held_from - 1):
             self._append_private(client, frame)
+        client.live_from[name] = since + 1
+        if client.skipped_from is not None:  # skipping: the replay is skipped too
+            client.skipped_from[name] = min(client.skipped_from[name], since + 1)
         return 0
+
+    cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
+                                         unsigned long long since) except? 0:
+        """Tell the client that what it asked for after ``since`` is not kept; the replay
+        then starts at the oldest kept seq (the returned ``since``)."""
+        self._route_direct(client_id, self._notices.history_gap(
+            name, since, state.first_seq, state.last_seq), TEXT_FRAME)
+        return state.first_seq - 1
 
     cdef int _append_private(self, Client client, bytes frame) except -1:
         if not client.diverged:
@@ -702,9 +733,16 @@ cdef class FanoutCore:
     cdef int _restart(self, object channel) except -1:
         cdef Channel state = self._channel(channel)
         cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
+        cdef Group group
+        cdef Client client
         self.n_gaps += 1
         state.restart(0)
         state.started = False  # the next frame accepted starts it anew: no false gap before it
+        for group in self._channel_groups.get(channel, ()):
+            for client in group.members:  # what they hold is numbered from 1 again
+                client.live_from[channel] = 1
+                if client.skipped_from is not None:
+                    client.skipped_from[channel] = 1
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _route_direct(self, long long client_id, bytes payload,
@@ -873,6 +911,7 @@ cdef class FanoutCore:
             last = state.seq_before(self.n_ticks)
             if last >= first:
                 ranges.append((name, first, last))
+                client.live_from[name] = last + 1  # a resubscribe with since gets them
         notice = self._notices.skipped(client.skipped_frames, ranges)
         client.skipped_from = None
         client.skipped_frames = 0
