@@ -194,6 +194,15 @@ def test_a_negative_unsent_count_fails_the_sink_loudly_not_mutes_it(
     assert any("cannot be negative" in (r.exc_text or "") for r in caplog.records)
 
 
+def test_close_all_closes_the_others_when_one_sink_fails(loop: uvloop.Loop) -> None:
+    core = FanoutCore(loop, wake=Wakeups())
+    broken, fine = Recorder(unsent=-1), MemorySink()
+    core.add_client(broken.sink())
+    core.add_client(fine)
+    core.close_all(1001, "bye")
+    assert broken.aborted == 1 and fine.close_code == 1001
+
+
 def seqs(sink: MemorySink) -> list[int | str]:
     """Each frame's seq, or its notice code."""
     return [m.get("seq", m.get("code")) for m in received(sink)]

@@ -433,12 +433,15 @@ cdef class FanoutCore:
             if client.closed:
                 continue
             client.closed = True
-            if client.sink.closing():
-                continue
-            if client.sink.queued() > self.client_budget or client.skipped_from is not None:
-                client.sink.abort()
-            else:
-                client.sink.close(code, reason)
+            try:
+                if client.sink.closing():
+                    continue
+                if client.sink.queued() > self.client_budget or client.skipped_from is not None:
+                    client.sink.abort()
+                else:
+                    client.sink.close(code, reason)
+            except Exception:  # one broken sink does not keep the others open
+                self._sink_failed(client)
 
     def abort_all(self):
         """Drop every connection at once (shutdown deadline passed)."""
