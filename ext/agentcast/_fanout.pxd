@@ -103,6 +103,7 @@ cdef class FanoutCore:
 
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
                       unsigned long long since=*) except -1
+    cdef int _apply_batch(self) except -1
     cdef int _apply(self, Op* op) except -1
     cdef int _unqueue_subscribe(self, object channel) except -1
     cdef Group _group_for(self, frozenset channels)

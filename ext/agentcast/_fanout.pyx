@@ -223,10 +223,6 @@ cdef class FanoutCore:
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
                       unsigned long long since=0) except -1:
         ops_push(&self._ops, kind, client_id, target, payload, since)
-        if kind == OP_SUBSCRIBE or kind == OP_RESUME:
-            # C calls only between the read and the write (for str, int, tuple channels):
-            # under the GIL that is as atomic as the push itself.
-            self._queued_subscribes[target] = self._queued_subscribes.get(target, 0) + 1
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -295,10 +291,13 @@ cdef class FanoutCore:
         if channel is None:
             raise ValueError("channel must not be None")
         hash(channel)
+        if since is not None and since < 0:
+            raise ValueError("since must be >= 0")
+        # Counted until applied (see subscriber_count). C calls only between the read and
+        # the write (str, int, tuple channels): under the GIL as atomic as the push itself.
+        self._queued_subscribes[channel] = self._queued_subscribes.get(channel, 0) + 1
         if since is None:
             self._enqueue(OP_SUBSCRIBE, client_id, channel, None)
-        elif since < 0:
-            raise ValueError("since must be >= 0")
         else:
             self._enqueue(OP_RESUME, client_id, channel, None, <unsigned long long>since)
 
@@ -466,7 +465,6 @@ cdef class FanoutCore:
     cpdef tick(self):
         """Drain up to ``max_batch_bytes`` of queued operations and write them out."""
         cdef double now
-        cdef Op op
         check_thread(self, "tick")
         self._wake_pending = False
         if self.flush_interval > 0.0:
@@ -478,16 +476,15 @@ cdef class FanoutCore:
             self._next_flush = now + self.flush_interval
         self.n_ticks += 1
         try:
-            while (self._ops.count and self._tick_peak < self.max_batch_bytes
-                   and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
-                ops_pop(&self._ops, &op)
+            while True:
                 try:
-                    self._apply(&op)
+                    self._apply_batch()
+                    break
                 except Exception:
                     # One bad operation costs itself only: what the tick applied before
                     # and after it is still written out in this round.
                     self.n_failed_ops += 1
-                    log.exception("a queued operation (kind %d) failed; skipped", op.kind)
+                    log.exception("a queued operation failed; skipped")
             self._write_round()
         finally:
             self._end_tick()
@@ -498,14 +495,21 @@ cdef class FanoutCore:
             else:
                 ops_shrink(&self._ops)
 
+    cdef int _apply_batch(self) except -1:
+        """Apply queued operations until the queue is empty or this tick's batch is full."""
+        cdef Op op
+        while (self._ops.count and self._tick_peak < self.max_batch_bytes
+               and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
+            ops_pop(&self._ops, &op)
+            self._apply(&op)
+        return 0
+
     cdef int _apply(self, Op* op) except -1:
         """Carry out one popped operation; its references are released even if it fails."""
         cdef object target = <object>op.target
         cdef object payload = <object>op.payload
         release_ref(op.target)  # the locals hold them now
         release_ref(op.payload)
-        if op.kind == OP_SUBSCRIBE or op.kind == OP_RESUME:
-            self._unqueue_subscribe(target)
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
         elif op.kind == OP_DIRECT:
@@ -515,12 +519,15 @@ cdef class FanoutCore:
         elif op.kind == OP_DIRECT_BINARY:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
+            self._unqueue_subscribe(target)
             self._resume(op.client_id, target, op.since)
         elif op.kind == OP_ACCEPT:
             self._accept(target, payload)
         elif op.kind == OP_RESTART:
             self._restart(target)
         else:
+            if op.kind == OP_SUBSCRIBE:
+                self._unqueue_subscribe(target)
             self._change_subscription(op.client_id, target, op.kind == OP_SUBSCRIBE)
         return 0
 
