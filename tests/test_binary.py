@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 
@@ -18,6 +19,11 @@ from redis_server import RedisServer
 SMALL = b"\x00\xffaudio"  # 7-bit length, not UTF-8
 MEDIUM = bytes(range(256)) * 2  # 16-bit length
 LARGE = bytes(range(251)) * 400  # 64-bit length (100,400 bytes)
+
+
+async def recv(connection: websockets.ClientConnection) -> str | bytes:
+    """The next message, or a failure after 10 s (a lost frame must not hang the test)."""
+    return await asyncio.wait_for(connection.recv(), 10)
 
 
 def connected_ids(hub_factory: Callable[..., Broadcaster]) -> tuple[Broadcaster, list[int]]:
@@ -42,7 +48,7 @@ def test_binary_and_json_reach_a_websockets_client_in_publish_order(
         hub.send(cid, {"i": "direct"})
         hub.publish_binary(SMALL, "elsewhere")  # not subscribed: never arrives
         hub.publish({"i": 2}, "voice")
-        got = [await listener.recv() for _ in range(7)]
+        got = [await recv(listener) for _ in range(7)]
         assert got == [
             '{"i":0,"seq":1}',
             SMALL,
@@ -52,7 +58,7 @@ def test_binary_and_json_reach_a_websockets_client_in_publish_order(
             '{"i":"direct"}',
             '{"i":2,"seq":3}',  # the binary frames took no seq
         ]
-        assert await other.recv() == MEDIUM  # broadcasts reach every client
+        assert await recv(other) == MEDIUM  # broadcasts reach every client
 
     async def scenario() -> None:
         url = f"ws://127.0.0.1:{hub.port}/"
@@ -91,7 +97,7 @@ def test_binary_frames_from_many_threads_keep_each_threads_order(
                 worker.join()
             seen: dict[int, list[int]] = {t: [] for t in range(threads)}
             for _ in range(threads * per_thread):
-                message = await client.recv()
+                message = await recv(client)
                 if isinstance(message, bytes):
                     seen[message[0]].append(int.from_bytes(message[1:], "big"))
                 else:
