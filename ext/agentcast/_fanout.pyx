@@ -840,14 +840,12 @@ cdef class FanoutCore:
         """Stage a direct send, or queue on the sink when the transport already holds bytes."""
         cdef Sink sink = client.sink
         cdef PendingWrite* w
-        cdef Py_ssize_t queued
         if sink.closing():
             # Its fd may be closed, even reused by a new connection.
             client.closed = True
             return count
-        queued = sink.queued()
         if client.skipped_from is not None:
-            if queued > self.client_budget // 2:
+            if sink.queued() > self.client_budget // 2:
                 self.n_skipped_frames += frames
                 client.skipped_frames += frames
                 return count
@@ -855,10 +853,9 @@ cdef class FanoutCore:
             if sink.closing():
                 client.closed = True
                 return count
-            queued = sink.queued()
         self.n_bytes += buf.size
         self.n_deliveries += frames
-        if sink.fd < 0 or queued:
+        if sink.fd < 0 or sink.queued():
             self._queue_on_sink(client, buf.data, buf.size)
             return count
         w = &self._writes[count]
