@@ -2,7 +2,7 @@
 
 Each client's byte stream is the frames of every operation addressed to it,
 in queue order: broadcasts, messages of channels it was subscribed to at that
-point of the queue, and direct messages.
+point of the queue, direct messages, and a resume's replay of what it does not hold.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def stamp(payload: bytes, seq: int) -> bytes:
 class ReferenceFanout:
     def __init__(self, client_ids: list[int], history_size: int = 1000) -> None:
         self.channels: dict[int, set[Hashable]] = {cid: set() for cid in client_ids}
+        # client -> channel -> first seq of the unbroken run it holds up to now
+        self.live_from: dict[int, dict[Hashable, int]] = {cid: {} for cid in client_ids}
         self.streams: dict[int, bytearray] = {cid: bytearray() for cid in client_ids}
         self.history: dict[Hashable, list[tuple[int, bytes]]] = {}
         self.last_seq: dict[Hashable, int] = {}
@@ -50,33 +52,47 @@ class ReferenceFanout:
                 self.streams[cid] += frame(payload)
 
     def resume(self, client_id: int, channel: Hashable, since: int) -> list[int]:
-        """Subscribe and replay after ``since`` (a gap notice first if that is gone)."""
+        """Subscribe and replay after ``since`` what the client does not hold yet (a gap
+        notice first if that is gone, or if ``since`` is ahead of the channel)."""
         self.subscribe(client_id, channel)
         kept = self.history.get(channel, [])
         last = self.last_seq.get(channel, 0)
         first = kept[0][0] if kept else last + 1
-        if since + 1 < first or since > last:
-            notice = {
-                "type": "server_error",
-                "code": "history_gap",
-                "agent_id": channel,
-                "message": f"messages after seq {since} are no longer kept; "
-                f"history starts at {first}",
-                "first_seq": first,
-                "last_seq": last,
-            }
-            self.streams[client_id] += frame(orjson.dumps(notice))
-            since = first - 1
-        replay = [(seq, payload) for seq, payload in kept if seq > since]
+        if since > last:
+            since = self._gap_notice(client_id, channel, since, first, last)
+        held_from = self.live_from[client_id][channel]
+        if since + 1 >= held_from:
+            return []
+        if since + 1 < first:
+            since = self._gap_notice(client_id, channel, since, first, last)
+        replay = [(seq, payload) for seq, payload in kept if since < seq < held_from]
         for _, payload in replay:
             self.streams[client_id] += frame(payload)
+        self.live_from[client_id][channel] = since + 1
         return [seq for seq, _ in replay]
+
+    def _gap_notice(
+        self, client_id: int, channel: Hashable, since: int, first: int, last: int
+    ) -> int:
+        notice = {
+            "type": "server_error",
+            "code": "history_gap",
+            "agent_id": channel,
+            "message": f"messages after seq {since} are no longer kept; history starts at {first}",
+            "first_seq": first,
+            "last_seq": last,
+        }
+        self.streams[client_id] += frame(orjson.dumps(notice))
+        return first - 1
 
     def send(self, client_id: int, payload: bytes) -> None:
         self.streams[client_id] += frame(payload)
 
     def subscribe(self, client_id: int, channel: Hashable) -> None:
-        self.channels[client_id].add(channel)
+        if channel not in self.channels[client_id]:
+            self.channels[client_id].add(channel)
+            self.live_from[client_id][channel] = self.last_seq.get(channel, 0) + 1
 
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
         self.channels[client_id].discard(channel)
+        self.live_from[client_id].pop(channel, None)

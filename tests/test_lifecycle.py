@@ -48,25 +48,25 @@ def test_publish_before_start_and_after_stop_is_a_clear_error() -> None:
 BACKLOG = 1_000  # queued, unwritten, when stop() is called: 1,000 clients x 230 KB
 
 
-def test_stop_with_1000_clients_returns_in_time_and_closes_1001() -> None:
+def test_stop_with_1000_clients_sends_each_its_backlog_then_1001(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     hub = Broadcaster(port=0).start()
-    timeout = 5.0
 
-    async def scenario() -> float:
+    async def scenario() -> None:
         async with picows_clients(f"ws://127.0.0.1:{hub.port}/", 1000) as clients:
             await wait_for(lambda: hub.client_count == 1000, 30, "1000 clients")
             for i in range(BACKLOG):
                 hub.publish({"i": i, "pad": "x" * 200})
-            started = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(None, hub.stop, timeout)
-            elapsed = time.monotonic() - started
+            await asyncio.get_running_loop().run_in_executor(None, hub.stop, 30.0)
             await wait_for(lambda: all(c.close_code is not None for c in clients), 10, "closes")
             assert {c.close_code for c in clients} == {1001}
-            assert all(len(c.messages) == BACKLOG for c in clients)
-        return elapsed
+            expected = [orjson.dumps({"i": i, "pad": "x" * 200}) for i in range(BACKLOG)]
+            assert all(c.messages == expected for c in clients)
 
-    elapsed = run(scenario())
-    assert elapsed < timeout + 1.0
+    run(scenario())
+    # The drain saw every client close; none was left for the deadline's abort.
+    assert not [r for r in caplog.records if "aborting" in r.getMessage()]
     assert not hub.running
     assert not [t for t in threading.enumerate() if t.name.startswith("agentcast")]
 
@@ -127,7 +127,8 @@ def test_stalled_client_is_closed_1013_others_get_everything(
     received = [orjson.loads(p)["seq"] for op, p in frames[:-1]]
     assert received == list(range(len(received)))
     assert budget < len(data) and len(received) < messages
-    assert hub.client_count == 0 or hub.stats()["dropped_clients"] == 1
+    run(wait_for(lambda: hub.client_count == 0, what="the stalled client removed"))
+    assert hub.stats()["dropped_clients"] == 1  # the stalled one only, never a reader
 
 
 @pytest.mark.parametrize(

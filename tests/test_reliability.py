@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import subprocess
+import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from picows import WSMsgType, ws_connect
+from picows import WSMsgType
 
-from agentcast import Broadcaster
-from agentcast.app import AgentServer
+from agentcast import Broadcaster, protocol
 from clients import (
     DEMO_STEP,
-    Collector,
+    FINAL,
     memgpt_exchange,
     picows_clients,
     run,
@@ -62,11 +64,6 @@ def test_seq_is_contiguous_and_each_thread_ordered(hub_factory: Callable[..., Br
             assert [m["i"] for m in stream if m["t"] == thread] == list(range(PER_THREAD))
 
 
-def _rss_kib() -> int:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-
-
 def _json(value: object) -> bytes:
     return json.dumps(value).encode()  # stdlib: any int size, so the server sees those too
 
@@ -95,9 +92,46 @@ frames = st.one_of(
 raw_chunks = st.binary(min_size=1, max_size=64)
 
 
+class ServerProcess:
+    """tests/agent_server_process.py: an AgentServer whose memory is its own."""
+
+    def __init__(self, max_message_size: int) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("agent_server_process.py")),
+                str(max_message_size),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._stdin, self._stdout = self.process.stdin, self.process.stdout
+        first = self._stdout.readline()
+        if not first.startswith("port "):
+            self.process.kill()
+            self.stop()
+            raise RuntimeError(f"the server process did not start: {first!r}")
+        self.port = int(first.split()[1])
+
+    def status(self) -> tuple[int, int]:
+        """(connected clients, RSS in KiB)"""
+        self._stdin.write("status\n")
+        self._stdin.flush()
+        _, clients, _, rss = self._stdout.readline().split()
+        return int(clients), int(rss)
+
+    def stop(self) -> int:
+        self._stdin.close()
+        code = self.process.wait(30)
+        self._stdout.close()
+        return code
+
+
 def test_hostile_input_never_hurts_the_control_client() -> None:
     """Random bytes, JSON, truncated/oversized/fragmented frames over many connections."""
-    server = AgentServer(port=0, max_message_size=4096).start()
+    server = ServerProcess(max_message_size=4096)
     url = f"ws://127.0.0.1:{server.port}/"
     rss: list[int] = []
     try:
@@ -106,38 +140,104 @@ def test_hostile_input_never_hurts_the_control_client() -> None:
         @given(st.lists(frames, min_size=1, max_size=8), raw_chunks, st.booleans())
         def attack(payloads: list[bytes], garbage: bytes, oversize: bool) -> None:
             run(_attack(url, payloads, garbage, oversize, server))
-            rss.append(_rss_kib())
+            rss.append(server.status()[1])
 
         attack()
     finally:
-        server.stop()
-    # Bounded memory: the second half of the run did not keep growing like the first.
+        assert server.stop() == 0
+    # Bounded memory: the server's RSS (KiB) grew by less than 256 KiB over the second half
+    # (about 20 KiB here; keeping 1 KiB per message it grows about 400 KiB).
     half = len(rss) // 2
-    assert max(rss[half:]) - max(rss[:half]) < 20 * 1024, rss
+    assert max(rss[half:]) - max(rss[:half]) < 256, rss
+
+
+BINARY_REPLY = orjson.loads(
+    protocol.server_error("binary frames are not supported; send JSON text")
+)
+
+
+def _is_answer(frame: dict) -> bool:
+    """The one frame that ends the server's answer to a message (notices are not answers)."""
+    return frame["type"] in FINAL and "code" not in frame
+
+
+def _error_reply(payload: bytes) -> dict | None:
+    """The error frame a text message must get, or None if it is a valid request."""
+    try:
+        protocol.parse_client_message(payload)
+    except protocol.ProtocolError as exc:
+        return orjson.loads(exc.reply)
+    return None
 
 
 async def _attack(
-    url: str, payloads: list[bytes], garbage: bytes, oversize: bool, server: AgentServer
+    url: str, payloads: list[bytes], garbage: bytes, oversize: bool, server: ServerProcess
 ) -> None:
-    host, port = url.split("//")[1].rstrip("/").split(":")
-    # 1. raw garbage on a TCP connection that never completes a handshake
-    _reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(garbage)
-    await writer.drain()
-    writer.close()
-    # 2. a picows client sending arbitrary text/binary frames, fragments and an oversize one
-    transport, _ = await ws_connect(Collector, url)
-    for payload in payloads:
-        transport.send(WSMsgType.TEXT, payload[: len(payload) // 2], fin=False)
-        transport.send(WSMsgType.CONTINUATION, payload[len(payload) // 2 :], fin=True)
-        transport.send(WSMsgType.BINARY, payload)
-        transport.send(WSMsgType.TEXT, payload)
-    if oversize:
-        transport.send(WSMsgType.TEXT, b"x" * 5000)
-    transport.disconnect()
-    await transport.wait_disconnected()
-    # 3. the control client is served correctly throughout
+    await _send_garbage(url, garbage)
+    await _send_frames(url, payloads, oversize)
+    # The control client is served correctly throughout.
     async with websockets.connect(url) as control:
         replies = await asyncio.wait_for(memgpt_exchange(control, user_message("ok?", "c")), 5)
         assert [r["type"] for r in replies] == DEMO_STEP
-    await wait_for(lambda: server.hub.client_count == 0, 5, "attackers gone")
+    await wait_for(lambda: server.status()[0] == 0, 5, "attackers gone")
+
+
+async def _send_garbage(url: str, garbage: bytes) -> None:
+    """Raw bytes on a TCP connection that never completes a handshake: refused or closed."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(garbage)
+        writer.write_eof()
+        refusal = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert refusal == b"" or refusal.startswith(b"HTTP/1.1 4"), refusal
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _send_frames(url: str, payloads: list[bytes], oversize: bool) -> None:
+    """Arbitrary text (whole and fragmented) and binary frames: every message gets its
+    answer (a bad one its own error frame). Then text that is not UTF-8 closes the
+    connection with 1007 (RFC 6455), or else an oversize message closes it with 1009."""
+    text = [payload for payload in payloads if _is_utf8(payload)]
+    not_text = [payload for payload in payloads if not _is_utf8(payload)]
+    async with picows_clients(url, 1) as (attacker,):
+        assert attacker.transport is not None
+        errors: Counter[bytes] = Counter()
+        for payload in text:
+            attacker.transport.send(WSMsgType.TEXT, payload[: len(payload) // 2], fin=False)
+            attacker.transport.send(WSMsgType.CONTINUATION, payload[len(payload) // 2 :], fin=True)
+            attacker.transport.send(WSMsgType.BINARY, payload)
+            attacker.transport.send(WSMsgType.TEXT, payload)
+            error = _error_reply(payload)
+            for expected in ([error, error] if error else []) + [BINARY_REPLY]:
+                errors[orjson.dumps(expected)] += 1
+        for payload in not_text:
+            attacker.transport.send(WSMsgType.BINARY, payload)
+            errors[orjson.dumps(BINARY_REPLY)] += 1
+        expected_answers = 3 * len(text) + len(not_text)
+
+        def answers() -> list[dict]:
+            return [f for f in map(orjson.loads, attacker.messages) if _is_answer(f)]
+
+        await wait_for(lambda: len(answers()) >= expected_answers, 10, lambda: str(answers()))
+        assert len(answers()) == expected_answers, answers()
+        got = Counter(orjson.dumps(frame) for frame in answers())
+        assert not errors - got, (errors - got, answers())
+        if not_text:
+            attacker.transport.send(WSMsgType.TEXT, not_text[0])
+            await wait_for(lambda: attacker.close_code is not None, 5, "the 1007 close")
+            assert attacker.close_code == 1007
+        elif oversize:
+            attacker.transport.send(WSMsgType.TEXT, b"x" * 5000)
+            await wait_for(lambda: attacker.close_code is not None, 5, "the 1009 close")
+            assert attacker.close_code == 1009

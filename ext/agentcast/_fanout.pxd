@@ -33,6 +33,8 @@ cdef class Client:
     cdef readonly bint closed
     cdef dict skipped_from                     # channel -> first skipped seq, while skipping
     cdef Py_ssize_t skipped_frames
+    # channel -> first seq of the unbroken run of that channel's frames it holds up to now
+    cdef dict live_from
 
 
 cdef class FanoutCore:
@@ -55,6 +57,7 @@ cdef class FanoutCore:
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
         dict _channels
+        dict _queued_subscribes                   # channel -> subscribes queued, not applied
         long long _next_id
         dict _clients
         dict _groups
@@ -81,6 +84,7 @@ cdef class FanoutCore:
         unsigned long long n_skipped_frames
         unsigned long long n_duplicates
         unsigned long long n_gaps
+        unsigned long long n_failed_ops           # operations that raised when applied
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -99,13 +103,18 @@ cdef class FanoutCore:
 
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
                       unsigned long long since=*) except -1
+    cdef int _apply_batch(self) except -1
     cdef int _apply(self, Op* op) except -1
+    cdef int _unqueue_subscribe(self, object channel) except -1
     cdef Group _group_for(self, frozenset channels)
     cdef int _drop_group(self, Group group) except -1
     cdef int _change_subscription(self, long long client_id, object channel,
                                   bint add) except -1
     cdef Channel _channel(self, object name)
     cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1
+    cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
+                                         unsigned long long since) except? 0
+    cdef unsigned long long _next_seq(self, object channel) except 0
     cdef int _append_private(self, Client client, bytes frame) except -1
     cdef int _move(self, Client client, frozenset channels) except -1
     cdef int _diverge(self, Client client) except -1
@@ -125,6 +134,6 @@ cdef class FanoutCore:
     cdef int _finish_write(self, Client client, PendingWrite* w) except -1
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
-    cdef Py_ssize_t _end_skip(self, Client client) except -2
+    cdef int _end_skip(self, Client client) except -1
     cdef int _sink_failed(self, Client client) except -1
     cdef int _end_tick(self) except -1

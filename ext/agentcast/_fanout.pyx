@@ -137,6 +137,7 @@ cdef class Client:
     def __cinit__(self, long long client_id, Sink sink):
         self.id = client_id
         self.sink = sink
+        self.live_from = {}
 
     def __dealloc__(self):
         buf_free(&self.priv)
@@ -193,6 +194,7 @@ cdef class FanoutCore:
         self.history_size = history_size
         self.history_bytes = history_bytes
         self._channels = {}
+        self._queued_subscribes = {}
         self._loop = loop
         self._thread_id = PyThread_get_thread_ident()
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
@@ -234,6 +236,8 @@ cdef class FanoutCore:
     cpdef publish(self, object obj, object channel=None):
         """Serialize ``obj`` once and queue it for every client of ``channel`` (None: all)."""
         cdef bytes payload
+        if channel is not None:
+            hash(channel)  # an unhashable channel fails here, in the caller, not in a tick
         if self._default is None:
             payload = self._dumps(obj)
         else:
@@ -244,6 +248,8 @@ cdef class FanoutCore:
         """Queue already-serialized JSON as is, for every client of ``channel``."""
         if payload is None:
             raise TypeError("payload must be bytes, not None")
+        if channel is not None:
+            hash(channel)
         self._enqueue(OP_PUBLISH, 0, channel, payload)
 
     cpdef send(self, long long client_id, object obj):
@@ -285,10 +291,13 @@ cdef class FanoutCore:
         if channel is None:
             raise ValueError("channel must not be None")
         hash(channel)
+        if since is not None and since < 0:
+            raise ValueError("since must be >= 0")
+        # Counted until applied (see subscriber_count). C calls only between the read and
+        # the write (str, int, tuple channels): under the GIL as atomic as the push itself.
+        self._queued_subscribes[channel] = self._queued_subscribes.get(channel, 0) + 1
         if since is None:
             self._enqueue(OP_SUBSCRIBE, client_id, channel, None)
-        elif since < 0:
-            raise ValueError("since must be >= 0")
         else:
             self._enqueue(OP_RESUME, client_id, channel, None, <unsigned long long>since)
 
@@ -321,10 +330,12 @@ cdef class FanoutCore:
         self._enqueue(OP_RESTART, 0, channel, None)
 
     def subscriber_count(self, object channel):
-        """Clients subscribed to ``channel`` now (loop thread)."""
+        """Clients subscribed to ``channel``, counting subscribes still queued (loop thread):
+        a channel with one on its way is not idle."""
         cdef Group group
-        cdef Py_ssize_t count = 0
+        cdef Py_ssize_t count
         check_thread(self, "subscriber_count")
+        count = self._queued_subscribes.get(channel, 0)
         for group in self._channel_groups.get(channel, ()):
             count += len(group.members)
         return count
@@ -365,6 +376,7 @@ cdef class FanoutCore:
             "skipped_frames": self.n_skipped_frames,
             "duplicates": self.n_duplicates,
             "gaps": self.n_gaps,
+            "failed_ops": self.n_failed_ops,
         }
 
     def channel_info(self, object channel):
@@ -415,17 +427,20 @@ cdef class FanoutCore:
         """Close every client after what is queued for it; abort those over budget now
         (a shutdown does not wait for clients that were not keeping up anyway)."""
         cdef Client client
-        cdef Py_ssize_t queued
         check_thread(self, "close_all")
         for client in list(self._clients.values()):
             if client.closed:
                 continue
             client.closed = True
-            queued = client.sink.queued()
-            if queued > self.client_budget or client.skipped_from is not None:
-                client.sink.abort()
-            elif queued >= 0:
-                client.sink.close(code, reason)
+            try:
+                if client.sink.closing():
+                    continue
+                if client.sink.queued() > self.client_budget or client.skipped_from is not None:
+                    client.sink.abort()
+                else:
+                    client.sink.close(code, reason)
+            except Exception:  # one broken sink does not keep the others open
+                self._sink_failed(client)
 
     def abort_all(self):
         """Drop every connection at once (shutdown deadline passed)."""
@@ -450,7 +465,6 @@ cdef class FanoutCore:
     cpdef tick(self):
         """Drain up to ``max_batch_bytes`` of queued operations and write them out."""
         cdef double now
-        cdef Op op
         check_thread(self, "tick")
         self._wake_pending = False
         if self.flush_interval > 0.0:
@@ -462,10 +476,15 @@ cdef class FanoutCore:
             self._next_flush = now + self.flush_interval
         self.n_ticks += 1
         try:
-            while (self._ops.count and self._tick_peak < self.max_batch_bytes
-                   and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
-                ops_pop(&self._ops, &op)
-                self._apply(&op)
+            while True:
+                try:
+                    self._apply_batch()
+                    break
+                except Exception:
+                    # One bad operation costs itself only: what the tick applied before
+                    # and after it is still written out in this round.
+                    self.n_failed_ops += 1
+                    log.exception("a queued operation failed; skipped")
             self._write_round()
         finally:
             self._end_tick()
@@ -475,6 +494,15 @@ cdef class FanoutCore:
                     self._loop.call_soon(self._tick_cb)
             else:
                 ops_shrink(&self._ops)
+
+    cdef int _apply_batch(self) except -1:
+        """Apply queued operations until the queue is empty or this tick's batch is full."""
+        cdef Op op
+        while (self._ops.count and self._tick_peak < self.max_batch_bytes
+               and self._tick_bytes < self.max_batch_bytes * TICK_MEMORY_FACTOR):
+            ops_pop(&self._ops, &op)
+            self._apply(&op)
+        return 0
 
     cdef int _apply(self, Op* op) except -1:
         """Carry out one popped operation; its references are released even if it fails."""
@@ -491,13 +519,24 @@ cdef class FanoutCore:
         elif op.kind == OP_DIRECT_BINARY:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
+            self._unqueue_subscribe(target)
             self._resume(op.client_id, target, op.since)
         elif op.kind == OP_ACCEPT:
             self._accept(target, payload)
         elif op.kind == OP_RESTART:
             self._restart(target)
         else:
+            if op.kind == OP_SUBSCRIBE:
+                self._unqueue_subscribe(target)
             self._change_subscription(op.client_id, target, op.kind == OP_SUBSCRIBE)
+        return 0
+
+    cdef int _unqueue_subscribe(self, object channel) except -1:
+        cdef Py_ssize_t queued = self._queued_subscribes.get(channel, 0)
+        if queued > 1:
+            self._queued_subscribes[channel] = queued - 1
+        else:
+            self._queued_subscribes.pop(channel, None)
         return 0
 
     # ---- routing ------------------------------------------------------------
@@ -530,9 +569,22 @@ cdef class FanoutCore:
             self.n_unknown_targets += 1
             return 0
         channels = client.group.channels
-        if add != (channel in channels):
-            self._move(client, channels | {channel} if add else channels - {channel})
+        if add == (channel in channels):
+            return 0
+        self._move(client, channels | {channel} if add else channels - {channel})
+        if add:
+            client.live_from[channel] = self._next_seq(channel)
+            if client.skipped_from is not None:  # skipping: what comes now is skipped too
+                client.skipped_from[channel] = client.live_from[channel]
+        else:
+            del client.live_from[channel]
+            if client.skipped_from is not None:
+                client.skipped_from.pop(channel, None)
         return 0
+
+    cdef unsigned long long _next_seq(self, object channel) except 0:
+        cdef Channel state = self._channels.get(channel)
+        return 1 if state is None else state.last_seq + 1
 
     cdef Channel _channel(self, object name):
         cdef Channel state = self._channels.get(name)
@@ -542,23 +594,40 @@ cdef class FanoutCore:
         return state
 
     cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1:
-        """Subscribe, then replay what came after ``since``: at this point of the queue, so
-        the replay and the live messages meet with no gap and no duplicate."""
+        """Subscribe, then replay what came after ``since`` that the client does not hold:
+        at this point of the queue, so the replay and the live messages meet with no gap
+        and no duplicate, also when it was subscribed already (a resubscribe after a
+        ``skipped`` notice gets exactly the skipped seqs)."""
         cdef Client client = self._clients.get(client_id)
         cdef Channel state
+        cdef unsigned long long held_from
         cdef bytes frame
         if client is None or client.closed:
             self.n_unknown_targets += 1
             return 0
         self._change_subscription(client_id, name, True)
         state = self._channel(name)
-        if since + 1 < state.first_seq or since > state.last_seq:
-            self._route_direct(client_id, self._notices.history_gap(
-                name, since, state.first_seq, state.last_seq), TEXT_FRAME)
-            since = state.first_seq - 1
-        for frame in state.frames_after(since):
+        if since > state.last_seq:  # ahead of this channel: its numbering started again
+            since = self._history_gap(client_id, name, state, since)
+        held_from = client.live_from[name]
+        if since + 1 >= held_from:
+            return 0  # it holds everything after ``since`` already
+        if since + 1 < state.first_seq:
+            since = self._history_gap(client_id, name, state, since)
+        for frame in state.frames_after(since, held_from - 1):
             self._append_private(client, frame)
+        client.live_from[name] = since + 1
+        if client.skipped_from is not None:  # skipping: the replay is skipped too
+            client.skipped_from[name] = min(client.skipped_from[name], since + 1)
         return 0
+
+    cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
+                                         unsigned long long since) except? 0:
+        """Tell the client that what it asked for after ``since`` is not kept; the replay
+        then starts at the oldest kept seq (the returned ``since``)."""
+        self._route_direct(client_id, self._notices.history_gap(
+            name, since, state.first_seq, state.last_seq), TEXT_FRAME)
+        return state.first_seq - 1
 
     cdef int _append_private(self, Client client, bytes frame) except -1:
         if not client.diverged:
@@ -674,8 +743,16 @@ cdef class FanoutCore:
     cdef int _restart(self, object channel) except -1:
         cdef Channel state = self._channel(channel)
         cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
+        cdef Group group
+        cdef Client client
         self.n_gaps += 1
         state.restart(0)
+        state.started = False  # the next frame accepted starts it anew: no false gap before it
+        for group in self._channel_groups.get(channel, ()):
+            for client in group.members:  # what they hold is numbered from 1 again
+                client.live_from[channel] = 1
+                if client.skipped_from is not None:
+                    client.skipped_from[channel] = 1
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _route_direct(self, long long client_id, bytes payload,
@@ -763,23 +840,22 @@ cdef class FanoutCore:
         """Stage a direct send, or queue on the sink when the transport already holds bytes."""
         cdef Sink sink = client.sink
         cdef PendingWrite* w
-        cdef Py_ssize_t queued = sink.queued()
-        if queued < 0:
-            # Closing: its fd may be closed, even reused by a new connection.
+        if sink.closing():
+            # Its fd may be closed, even reused by a new connection.
             client.closed = True
             return count
         if client.skipped_from is not None:
-            if queued > self.client_budget // 2:
+            if sink.queued() > self.client_budget // 2:
                 self.n_skipped_frames += frames
                 client.skipped_frames += frames
                 return count
-            queued = self._end_skip(client)
-            if queued < 0:
+            self._end_skip(client)
+            if sink.closing():
                 client.closed = True
                 return count
         self.n_bytes += buf.size
         self.n_deliveries += frames
-        if sink.fd < 0 or queued:
+        if sink.fd < 0 or sink.queued():
             self._queue_on_sink(client, buf.data, buf.size)
             return count
         w = &self._writes[count]
@@ -809,7 +885,7 @@ cdef class FanoutCore:
         self.n_queued_writes += 1
         client.sink.write(data, size)
         queued = client.sink.queued()
-        if queued > self.client_budget:
+        if queued > self.client_budget and not client.sink.closing():
             self._drop_slow(client, queued)
         return 0
 
@@ -832,7 +908,7 @@ cdef class FanoutCore:
         client.sink.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
         return 0
 
-    cdef Py_ssize_t _end_skip(self, Client client) except -2:
+    cdef int _end_skip(self, Client client) except -1:
         """The client drained: tell it what it missed (then it is served live again)."""
         cdef Channel state
         cdef unsigned long long last
@@ -842,12 +918,13 @@ cdef class FanoutCore:
             last = state.seq_before(self.n_ticks)
             if last >= first:
                 ranges.append((name, first, last))
+                client.live_from[name] = last + 1  # a resubscribe with since gets them
         notice = self._notices.skipped(client.skipped_frames, ranges)
         client.skipped_from = None
         client.skipped_frames = 0
         frame = build_frame(notice)
         client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
-        return client.sink.queued()
+        return 0
 
     cdef int _end_tick(self) except -1:
         cdef Group group

@@ -24,4 +24,4 @@ cdef class Channel:
     cdef int _remember(self, bytes frame) except -1
     cdef int _grow(self) except -1
     cdef void _forget_oldest(self) noexcept
-    cdef list frames_after(self, unsigned long long since)
+    cdef list frames_after(self, unsigned long long since, unsigned long long upto)

@@ -106,7 +106,7 @@ cdef class Channel:
         return 0
 
     cdef int _grow(self) except -1:
-        cdef list frames = self.frames_after(self.first_seq - 1)
+        cdef list frames = self.frames_after(self.first_seq - 1, self.last_seq)
         cdef Py_ssize_t capacity = min(self.max_frames, max(16, 2 * len(self.ring)))
         self.ring = frames + [None] * (capacity - len(frames))
         self.head = 0
@@ -121,13 +121,15 @@ cdef class Channel:
         self.count -= 1
         self.first_seq += 1
 
-    cdef list frames_after(self, unsigned long long since):
-        """History frames with seq > ``since`` (those still kept), oldest first."""
-        cdef Py_ssize_t start = 0, i, slot
+    cdef list frames_after(self, unsigned long long since, unsigned long long upto):
+        """Kept frames with ``since`` < seq <= ``upto``, oldest first."""
+        cdef Py_ssize_t start = 0, end = self.count, i, slot
         cdef list frames = []
         if since + 1 > self.first_seq:
             start = <Py_ssize_t>(since + 1 - self.first_seq)
-        for i in range(start, self.count):
+        if upto + 1 < self.first_seq + <unsigned long long>self.count:
+            end = <Py_ssize_t>(upto + 1 - self.first_seq) if upto + 1 > self.first_seq else 0
+        for i in range(start, end):
             slot = self.head + i
             if slot >= len(self.ring):
                 slot -= len(self.ring)

@@ -52,10 +52,11 @@ cdef class TransportSink(Sink):
         sock = underlying.get_extra_info("socket")
         self.fd = -1 if transport.is_secure or sock is None else sock.fileno()
 
-    cdef Py_ssize_t queued(self) except -2:
-        if self._closing():
-            return -1
+    cdef Py_ssize_t queued(self) except -1:
         return self._queued()
+
+    cdef bint closing(self) except -1:
+        return self._closing()
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
         self._write(data[:size])

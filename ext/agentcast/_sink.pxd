@@ -4,7 +4,8 @@
 cdef class Sink:
     cdef public int fd   # socket for direct writes while nothing is queued, or -1
 
-    cdef Py_ssize_t queued(self) except -2   # -1: closing, write nothing more
+    cdef Py_ssize_t queued(self) except -1   # bytes the transport holds unsent, >= 0
+    cdef bint closing(self) except -1        # closing or gone: write nothing more
     cdef int write(self, const char* data, Py_ssize_t size) except -1
     cdef int close(self, int code, str reason) except -1
     cdef int abort(self) except -1
@@ -23,5 +24,6 @@ cdef class MemorySink(Sink):
 cdef class CallbackSink(Sink):
     cdef object _on_bytes
     cdef object _queued
+    cdef object _closing
     cdef object _close
     cdef object _abort

@@ -12,8 +12,12 @@ cdef class Sink:
     def __cinit__(self):
         self.fd = -1
 
-    cdef Py_ssize_t queued(self) except -2:
-        """Bytes the transport holds unsent, or -1 once it is closing."""
+    cdef Py_ssize_t queued(self) except -1:
+        """Bytes the transport holds unsent (>= 0)."""
+        raise NotImplementedError
+
+    cdef bint closing(self) except -1:
+        """Closing or gone: its fd may be closed, even reused; the core writes nothing more."""
         raise NotImplementedError
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
@@ -33,8 +37,11 @@ cdef class MemorySink(Sink):
         self.data = bytearray() if keep else None
         self.close_code = 0
 
-    cdef Py_ssize_t queued(self) except -2:
-        return -1 if self.aborted else self.backlog
+    cdef Py_ssize_t queued(self) except -1:
+        return self.backlog
+
+    cdef bint closing(self) except -1:
+        return self.aborted
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
         self.writes += 1
@@ -54,16 +61,28 @@ cdef class MemorySink(Sink):
 
 
 cdef class CallbackSink(Sink):
-    """A sink driven by Python callables: for clients the core cannot write to directly."""
+    """A sink driven by Python callables: for clients the core cannot write to directly.
 
-    def __init__(self, on_bytes, queued, close, abort):
+    ``queued()`` returns the bytes handed over and not yet sent (a negative count is a
+    bug in the caller's accounting and fails the sink); ``closing()`` (default: never)
+    says that nothing more should be written.
+    """
+
+    def __init__(self, on_bytes, queued, close, abort, *, closing=None):
         self._on_bytes = on_bytes
         self._queued = queued
+        self._closing = closing
         self._close = close
         self._abort = abort
 
-    cdef Py_ssize_t queued(self) except -2:
-        return self._queued()
+    cdef Py_ssize_t queued(self) except -1:
+        cdef Py_ssize_t count = self._queued()
+        if count < 0:
+            raise ValueError(f"queued() returned {count}: unsent bytes cannot be negative")
+        return count
+
+    cdef bint closing(self) except -1:
+        return self._closing is not None and self._closing()
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
         self._on_bytes(data[:size])

@@ -28,4 +28,6 @@ class CallbackSink(Sink):
         queued: Callable[[], int],
         close: Callable[[int, str], None],
         abort: Callable[[], None],
+        *,
+        closing: Callable[[], bool] | None = None,
     ) -> None: ...

@@ -10,6 +10,8 @@ to the agent's channel; ``route="all"`` sends every agent to every client.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import threading
 from collections import Counter
@@ -71,9 +73,9 @@ class AgentServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let running agent steps finish, then close clients (1001) and stop."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:  # requests still queued are cancelled: told "shutting down"
+            pool.shutdown(wait=True, cancel_futures=True)
         self.hub.stop(timeout)
 
     def __enter__(self) -> AgentServer:
@@ -134,21 +136,30 @@ class AgentServer:
 
     def _submit(self, client_id: int, work: Callable[..., None], *args: Any) -> None:
         pool = self._pool
-        if pool is None:
-            self._release(client_id)
-            self.hub.send_json(client_id, protocol.server_error("server is shutting down"))
+        future = None
+        if pool is not None:
+            with contextlib.suppress(RuntimeError):  # stop() shut the pool down meanwhile
+                future = pool.submit(work, *args)
+        if future is None:
+            self._refuse(client_id)
+        else:
+            future.add_done_callback(functools.partial(self._finished, client_id))
+
+    def _refuse(self, client_id: int) -> None:
+        self._release(client_id)
+        self.hub.send_json(client_id, protocol.server_error("server is shutting down"))
+
+    # ---- on a worker thread, or in stop() for a request it cancels -----------
+
+    def _finished(self, client_id: int, future: concurrent.futures.Future[None]) -> None:
+        """Every admitted request ends here: done, failed, or cancelled by ``stop()``."""
+        if future.cancelled():
+            self._refuse(client_id)
             return
-        pool.submit(self._guarded, client_id, work, *args)
-
-    # ---- on a worker thread -----------------------------------------------
-
-    def _guarded(self, client_id: int, work: Callable[..., None], *args: Any) -> None:
-        try:
-            work(*args)
-        except Exception:
-            log.exception("client %d: request failed", client_id)
-        finally:
-            self._release(client_id)
+        error = future.exception()
+        if error is not None:
+            log.error("client %d: request failed", client_id, exc_info=error)
+        self._release(client_id)
 
     def _release(self, client_id: int) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 from typing import Any
 
 from agentcast._ext import CallbackSink
@@ -39,58 +40,87 @@ def split_frames(data: bytes) -> list[bytes]:
 
 
 class ForeignConnection:
-    """One foreign connection registered with the core; create it on the connection's loop."""
+    """One foreign connection registered with the core; create it on the connection's loop.
+
+    ``_unsent`` counts payload bytes the core handed over and ``send`` has not
+    yet taken, the same unit on both sides, under a lock: the core adds on its
+    loop thread, the sender subtracts on the connection's loop. Once the core
+    closes it, the client is detached at once (the core has nothing more for it,
+    so ``stop()`` need not wait for the app to unregister it); what was handed
+    over is still sent before the close.
+    """
 
     def __init__(self, hub: Broadcaster, websocket: Any) -> None:
         self._websocket = websocket
         self._loop = asyncio.get_running_loop()
         self._pending: collections.deque[bytes] = collections.deque()
         self._unsent = 0
+        self._unsent_lock = threading.Lock()
         self._sender: asyncio.Task[None] | None = None
-        self._closed = False
+        self._close_with: tuple[int, str] | None = None  # sent once the pending are out
+        self._closing = False  # the core closed it, or its peer is gone: take nothing more
         self._hub = hub
-        sink = CallbackSink(self._take, self._queued, self._close, self._abort)
+        sink = CallbackSink(
+            self._take, self._queued, self._close, self._abort, closing=self._is_closing
+        )
         self.client_id = hub.attach(sink)
 
     # ---- on the Broadcaster's loop thread (called by the core) -------------
 
     def _take(self, frames: bytes) -> None:
         payloads = split_frames(frames)
-        self._unsent += len(frames)
+        with self._unsent_lock:
+            self._unsent += sum(map(len, payloads))
         self._loop.call_soon_threadsafe(self._push, payloads)
 
     def _queued(self) -> int:
-        return -1 if self._closed else self._unsent
+        return self._unsent
+
+    def _is_closing(self) -> bool:
+        return self._closing
 
     def _close(self, code: int, reason: str) -> None:
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._start_close, code, reason)
+        self.detach()
+        self._loop.call_soon_threadsafe(self._close_after_pending, code, reason)
 
     def _abort(self) -> None:
-        self._close(1011, "")
+        self.detach()
+        self._loop.call_soon_threadsafe(self._close_now)
 
     # ---- on the connection's own loop --------------------------------------
 
     def _push(self, payloads: list[bytes]) -> None:
         self._pending.extend(payloads)
+        self._start_sender()
+
+    def _close_after_pending(self, code: int, reason: str) -> None:
+        self._close_with = (code, reason)
+        self._start_sender()
+
+    def _close_now(self) -> None:
+        self._pending.clear()
+        self._close_after_pending(1011, "")
+
+    def _start_sender(self) -> None:
         if self._sender is None or self._sender.done():
             self._sender = self._loop.create_task(self._send_pending())
 
     async def _send_pending(self) -> None:
-        while self._pending and not self._closed:
+        while self._pending:
             payload = self._pending.popleft()
             try:
                 await self._websocket.send(payload.decode())
             except Exception as exc:  # the peer is gone; its server unregisters it
                 log.info("foreign client %d: send failed (%s)", self.client_id, exc)
-                self._closed = True
-            self._unsent -= len(payload)
-
-    def _start_close(self, code: int, reason: str) -> None:
-        self._pending.clear()
-        self._loop.create_task(self._websocket.close(code, reason))
+                self._pending.clear()
+                self._closing = True
+                return
+            with self._unsent_lock:
+                self._unsent -= len(payload)
+        if self._close_with is not None:
+            await self._websocket.close(*self._close_with)
 
     def detach(self) -> None:
-        """Forget the connection (its server saw it close); callable from any thread."""
-        self._closed = True
+        """Forget the connection (closed, or its server saw it close); from any thread."""
+        self._closing = True
         self._hub.detach(self.client_id)

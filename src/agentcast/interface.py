@@ -8,6 +8,14 @@ so a client only sees the agents it talks to; ``route="all"`` keeps MemGPT's
 everyone-gets-everything. Each agent message carries ``agent_id``; on an agent
 channel the core adds ``seq``, a per-channel counter without gaps, in queue order
 (``route="all"`` publishes to everyone, so there it has no ``seq``).
+
+With ``route="agent"``, a message emitted outside ``serving()`` (on a thread the
+agent started itself, or in ``run_in_executor``: a context variable does not
+follow there) belongs to no agent. It is dropped, never broadcast: sending it
+to everyone would leak one agent's messages to every other agent's clients.
+Raising instead would abort the agent's step in the middle (MemGPT does not
+expect its interface to fail), so the drop is counted in ``unrouted`` and
+logged once per interface; wrap such code in ``serving(agent_id)``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ class _WebSocketInterface:
         self.hub: Hub = hub if hub is not None else Broadcaster(port=None).start()
         self.route = route
         self._foreign: dict[int, ForeignConnection] = {}
+        self._unrouted = 0
+        self._unrouted_lock = threading.Lock()
+
+    @property
+    def unrouted(self) -> int:
+        """Agent messages dropped because no ``serving()`` named their agent (route "agent")."""
+        return self._unrouted
 
     @contextlib.contextmanager
     def serving(self, agent_id: str) -> Iterator[None]:
@@ -59,9 +74,24 @@ class _WebSocketInterface:
 
     def _emit(self, message_type: protocol.MessageType, msg: str) -> None:
         agent_id = _serving.get()
-        channel = agent_id if self.route == "agent" else None
         log.debug("%s %s: %s", agent_id, message_type, msg)
-        self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), channel)
+        if self.route == "all":
+            self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), None)
+        elif agent_id is not None:
+            self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), agent_id)
+        else:
+            self._drop_unrouted(message_type)
+
+    def _drop_unrouted(self, message_type: protocol.MessageType) -> None:
+        with self._unrouted_lock:
+            self._unrouted += 1
+            first = self._unrouted == 1
+        if first:
+            log.warning(
+                "%s emitted outside serving(agent_id) with route='agent': dropped, not "
+                "broadcast (further drops are only counted in interface.unrouted)",
+                message_type,
+            )
 
     def register_client(self, websocket: Any) -> None:
         """Deliver to a connection of another server (anything with an async ``send(str)``).

@@ -22,13 +22,17 @@ class LoopThread:
     ``start`` returns only after ``setup`` has finished on the loop, and
     re-raises its exception (e.g. "address in use") in the caller's thread.
     ``stop`` runs ``shutdown`` on the loop, stops it, closes it and joins the
-    thread; calling it again does nothing.
+    thread; calling it again does nothing. A ``call`` the loop has not run by
+    then (it raced ``stop``, or the loop hung) raises RuntimeError instead of
+    waiting for a loop that is gone.
     """
 
     def __init__(self, name: str = "agentcast-loop") -> None:
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
+        self._calls: set[concurrent.futures.Future[Any]] = set()  # waiting in call()
+        self._calls_lock = threading.Lock()  # orders a call's check of loop against stop
 
     @property
     def running(self) -> bool:
@@ -63,6 +67,7 @@ class LoopThread:
             loop.run_forever()
         finally:
             _close_loop(loop)
+            self._cancel_calls()
 
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
         if self.loop is None:
@@ -73,18 +78,36 @@ class LoopThread:
         """Call ``function(*args)`` on the loop thread and return its result (direct if there)."""
         if threading.current_thread() is self.thread:
             return function(*args)
-        if self.loop is None:
-            raise RuntimeError("the loop thread is not running")
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def call_on_loop() -> None:
+            if not result.set_running_or_notify_cancel():
+                return  # the loop was stopped before it got here
             try:
                 result.set_result(function(*args))
             except BaseException as exc:
                 result.set_exception(exc)
 
-        self.loop.call_soon_threadsafe(call_on_loop)
-        return result.result()
+        with self._calls_lock:
+            if self.loop is None:
+                raise RuntimeError("the loop thread is not running")
+            loop = self.loop
+            self._calls.add(result)
+        try:
+            loop.call_soon_threadsafe(call_on_loop)
+            return result.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("the loop thread stopped before running the call") from None
+        finally:
+            with self._calls_lock:
+                self._calls.discard(result)
+
+    def _cancel_calls(self) -> None:
+        """Fail every ``call`` still waiting: the loop will not run them now."""
+        with self._calls_lock:
+            calls, self._calls = self._calls, set()
+        for call in calls:
+            call.cancel()
 
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run a coroutine on the loop and wait for its result in the calling thread."""
@@ -105,10 +128,12 @@ class LoopThread:
         except (concurrent.futures.TimeoutError, TimeoutError):
             log.warning("shutdown did not finish within %.1f s; stopping the loop", timeout)
         finally:
-            self.loop = None
+            with self._calls_lock:
+                self.loop = None
             self.thread = None
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
+            self._cancel_calls()
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:

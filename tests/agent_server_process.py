@@ -1,0 +1,38 @@
+"""An AgentServer in a process of its own, so that its memory can be measured alone.
+
+    python tests/agent_server_process.py MAX_MESSAGE_SIZE   # prints "port N"
+
+Then each line "status" on stdin is answered "clients C rss KIB"; end of input stops it.
+glibc's heap is left as it is (``heap_trim_threshold=None``): with the 64 MiB trim
+threshold the heap keeps what it once held, and RSS would hide what is freed or not.
+One worker thread: a thread started late in a run (with its stack and malloc arena)
+would read as growth.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from agentcast.app import AgentServer
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+
+def main(max_message_size: int) -> None:
+    server = AgentServer(
+        port=0, workers=1, max_message_size=max_message_size, heap_trim_threshold=None
+    ).start()
+    try:
+        print(f"port {server.port}", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "status":
+                print(f"clients {server.hub.client_count} rss {rss_kib()}", flush=True)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
