@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
@@ -14,6 +15,9 @@ import uvloop
 import websockets
 from picows import WSListener, WSMsgType, WSTransport, ws_connect
 from picows.picows import WSFrame
+
+from agentcast import Broadcaster
+from agentcast._ext import FanoutCore, MemorySink
 
 T = TypeVar("T")
 
@@ -148,3 +152,22 @@ async def memgpt_exchange(websocket: Any, payload: Any) -> list[dict[str, Any]]:
 
 def user_message(text: str, agent_id: str | None = "a1") -> dict[str, Any]:
     return {"type": "user_message", "message": text, "agent_id": agent_id}
+
+
+def drain(core: FanoutCore) -> None:
+    """Tick a loop-less core until its queue is empty."""
+    while core.pending:
+        core.tick()
+
+
+def frames_of(sink: MemorySink) -> list[bytes]:
+    """The payloads a memory sink was written, frame by frame."""
+    return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
+
+
+def subscribed(hub: Broadcaster, client: int, channel: str) -> None:
+    """Subscribe and return once the subscription is in effect on the node."""
+    done = threading.Event()
+    hub.subscribe(client, channel)
+    hub.after_pending(done.set)
+    assert done.wait(10), f"the subscription to {channel!r} never took effect"

@@ -52,6 +52,14 @@ def strict_resources() -> Iterator[None]:
 
 
 @pytest.fixture
+def loop() -> Iterator[uvloop.Loop]:
+    """A uvloop loop that is never run: core tests drive ``tick`` themselves."""
+    loop = uvloop.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
 def hub_factory() -> Iterator[Callable[..., Broadcaster]]:
     """Start Broadcasters on free ports; each is stopped at the end of the test."""
     hubs: list[Broadcaster] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,27 +26,16 @@ from agentcast.backplane import script
 from backplane_nodes import Follower, Process
 from clients import (
     DEMO_STEP,
+    frames_of,
     memgpt_exchange,
-    parse_frames,
     picows_clients,
     run,
+    subscribed,
     user_message,
     wait_for,
     websockets_clients,
 )
 from redis_server import RedisServer, free_port
-
-
-def frames_of(sink: MemorySink) -> list[bytes]:
-    return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
-
-
-def subscribed(hub: Broadcaster, client: int, channel: str) -> None:
-    """Subscribe and return once the subscription is in effect on the node."""
-    done = threading.Event()
-    hub.subscribe(client, channel)
-    hub.after_pending(done.set)
-    assert done.wait(10), f"the subscription to {channel!r} never took effect"
 
 
 def subscriber(hub_box: list[Broadcaster]) -> Callable[[int, bytes], None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +15,10 @@ from agentcast._ext import MemorySink
 from agentcast.backplane import script
 from clients import (
     DEMO_STEP,
+    frames_of,
     memgpt_exchange,
-    parse_frames,
     run,
+    subscribed,
     user_message,
     wait_for,
     websockets_clients,
@@ -44,18 +44,6 @@ async def wait_for_refused_subscribes(url: str, count: int) -> None:
             return
         assert asyncio.get_running_loop().time() < deadline, "SUBSCRIBEs were not refused"
         await asyncio.sleep(0.01)
-
-
-def frames_of(sink: MemorySink) -> list[bytes]:
-    return [payload for _, payload in parse_frames(bytes(sink.data or b""))]
-
-
-def subscribed(hub: Broadcaster, client: int, channel: str) -> None:
-    """Subscribe and return once the subscription is in effect on the node."""
-    done = threading.Event()
-    hub.subscribe(client, channel)
-    hub.after_pending(done.set)
-    assert done.wait(10), f"the subscription to {channel!r} never took effect"
 
 
 async def drop_pubsub(url: str) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import gc
 import random
 import sys
-from collections.abc import Iterator
 
 import orjson
 import pytest
 import uvloop
 
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink, build_frame
-from clients import parse_frames
+from clients import drain, parse_frames
 from reference import ReferenceFanout, frame
 
 
@@ -24,18 +23,6 @@ class Wakeups:
 
     def __call__(self, callback: object) -> None:
         self.count += 1
-
-
-@pytest.fixture
-def loop() -> Iterator[uvloop.Loop]:
-    loop = uvloop.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def drain(core: FanoutCore) -> None:
-    while core.pending:
-        core.tick()
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 1 << 20])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 
 import orjson
 import pytest
@@ -22,13 +22,6 @@ class Wakeups:
 
     def __call__(self, callback: object) -> None:
         pass
-
-
-@pytest.fixture
-def loop() -> Iterator[uvloop.Loop]:
-    loop = uvloop.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def received(sink: MemorySink) -> list[dict]:

@@ -14,24 +14,12 @@ import uvloop
 from agentcast import protocol
 from agentcast._ext import FanoutCore, MemorySink
 from agentcast.loop import LoopThread
-from clients import parse_frames
+from clients import drain, parse_frames
 from reference import frame
 
 
 def _no_wake(callback: object) -> None:
     """The tests drive ``tick`` themselves."""
-
-
-@pytest.fixture
-def loop() -> Iterator[uvloop.Loop]:
-    loop = uvloop.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def drain(core: FanoutCore) -> None:
-    while core.pending:
-        core.tick()
 
 
 def payloads(sink: MemorySink) -> list[bytes]:
