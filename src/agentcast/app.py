@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentcast import protocol
+from agentcast.auth import Refused
 from agentcast.backends import Backend, DemoAgentServer
 from agentcast.broadcaster import Broadcaster
 from agentcast.interface import Route, SyncWebSocketInterface
@@ -102,7 +103,9 @@ class AgentServer:
             log.info("client %d: %s", client_id, exc)
             self.hub.send_json(client_id, exc.reply)
             return
-        if isinstance(message, protocol.Subscribe):
+        if isinstance(message, protocol.Refresh):
+            self._refresh(client_id, message.token)
+        elif isinstance(message, protocol.Subscribe):
             ack = protocol.command_response(f"OK: subscribed to {message.agent_id}")
             self.hub.send_json(client_id, ack)  # then the replay (if since), then live
             self.hub.subscribe(client_id, message.agent_id, message.since)
@@ -126,6 +129,14 @@ class AgentServer:
             )
         else:
             self._submit(client_id, self._create_agent, client_id, message)
+
+    def _refresh(self, client_id: int, token: str) -> None:
+        try:
+            self.hub.refresh(client_id, token)
+        except Refused as refused:
+            self.hub.send_json(client_id, protocol.unauthorized(f"refresh refused: {refused}"))
+        else:
+            self.hub.send_json(client_id, protocol.command_response("OK: token refreshed"))
 
     def _admit(self, client_id: int) -> bool:
         with self._lock:
