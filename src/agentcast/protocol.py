@@ -62,9 +62,9 @@ FORBIDDEN: Final = "forbidden"
 UNAUTHORIZED: Final = "unauthorized"
 
 
-def forbidden(agent_id: str, action: str) -> bytes:
-    """The client's identity does not allow ``action`` on ``agent_id``."""
-    return server_error(f"not allowed to {action} this agent", code=FORBIDDEN, agent_id=agent_id)
+def forbidden(action: str, agent_id: str | None = None) -> bytes:
+    """The client's identity does not allow ``action`` (on ``agent_id``)."""
+    return server_error(f"not allowed to {action}", code=FORBIDDEN, agent_id=agent_id)
 
 
 def unauthorized(message: str) -> bytes:
@@ -264,7 +264,8 @@ class Refresh:
     token: str = field(repr=False)
 
 
-ClientMessage = UserMessage | Command | Subscribe | Unsubscribe | Refresh
+Request = UserMessage | Command | Subscribe | Unsubscribe  # what authorization checks
+ClientMessage = Request | Refresh
 
 
 class ProtocolError(ValueError):
