@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agentcast import Broadcaster, protocol
 from agentcast.app import AgentServer
-from agentcast.auth import TOKEN_EXPIRED, Identity, JWKSKeys, JWTAuthenticator
+from agentcast.auth import (
+    TOKEN_EXPIRED,
+    Identity,
+    JWKSKeys,
+    JWTAuthenticator,
+    Refused,
+    UpgradeRequest,
+)
 from clients import run, wait_for
 from redis_server import free_port
 
@@ -120,6 +129,25 @@ def test_token_in_query_or_bearer_header_gives_the_identity(
     assert (first.sub, first.agents, first.watch, first.admin) == ("q", ("a*",), ("w",), False)
     assert first.may_talk("a1") and not first.may_talk("w") and first.may_read("w")
     assert second.sub == "h" and second.may_talk("anything")
+
+
+def test_a_custom_authenticator_sees_the_request_and_chooses_the_status(
+    hub_factory: Callable[..., Broadcaster], caplog: pytest.LogCaptureFixture
+) -> None:
+    def by_header(request: UpgradeRequest) -> Identity:
+        if request.headers.get("X-Team") == "blue":
+            return Identity("blue", agents=(request.query["agent"][0],))
+        if request.headers.get("X-Team") == "broken":
+            raise RuntimeError("the directory is down")
+        raise Refused("banned", HTTPStatus.FORBIDDEN)
+
+    hub = hub_factory(authenticate=by_header)
+    assert upgrade_status(hub.port, "/?agent=a1", {"X-Team": "blue"}) == 101
+    assert upgrade_status(hub.port, headers={"X-Team": "red"}) == 403
+    with caplog.at_level(logging.ERROR, "agentcast.auth"):
+        assert upgrade_status(hub.port, headers={"X-Team": "broken"}) == 500
+    assert [r.getMessage() for r in caplog.records] == ["the authenticator failed"]
+    assert hub.stats()["auth_refused"] == 2
 
 
 def _pem(public_key: Any) -> bytes:
