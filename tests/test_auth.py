@@ -54,15 +54,15 @@ def token(
 
 def upgrade_status(port: int, path: str = "/", headers: dict[str, str] | None = None) -> int:
     """The HTTP status the server answers a raw WebSocket upgrade with."""
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        *(f"{name}: {value}" for name, value in (headers or {}).items()),
-    ]
+    fields = {
+        "Host": f"127.0.0.1:{port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        **(headers or {}),
+    }
+    lines = [f"GET {path} HTTP/1.1", *(f"{name}: {value}" for name, value in fields.items())]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         response = b""
@@ -290,6 +290,25 @@ def test_origin_check(hub_factory: Callable[..., Broadcaster]) -> None:
     assert upgrade_status(port, headers={"Origin": "null"}) == 403
     assert upgrade_status(port, headers={"Origin": "https://example.com.evil.org"}) == 403
     assert hub.stats()["origin_refused"] == 5
+
+
+def test_dns_rebinding_origin_is_refused_without_authentication(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    """evil.example rebound to 127.0.0.1: the browser sends its own name as Host."""
+
+    def same_origin(host: str, port: int) -> dict[str, str]:
+        return {"Host": f"{host}:{port}", "Origin": f"http://{host}:{port}"}
+
+    open_hub = hub_factory()
+    assert upgrade_status(open_hub.port, headers=same_origin("evil.example", open_hub.port)) == 403
+    assert upgrade_status(open_hub.port, headers=same_origin("localhost", open_hub.port)) == 101
+    assert upgrade_status(open_hub.port, headers=same_origin("[::1]", open_hub.port)) == 101
+    # With authentication a DNS name may be the own origin: the page still needs a token.
+    auth_hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET))
+    named = same_origin("agents.example", auth_hub.port)
+    assert upgrade_status(auth_hub.port, headers=named) == 401
+    assert upgrade_status(auth_hub.port, f"/?token={token()}", named) == 101
 
 
 def test_foreign_origin_refused_with_websockets_client(hub: Broadcaster) -> None:

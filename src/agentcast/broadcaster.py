@@ -89,7 +89,9 @@ class Broadcaster:
     anonymous) or raises ``Refused``, answered with HTTP 401; ``identity(client_id)``
     reads it back. A client whose identity has ``expires_at`` is closed then with 3005
     unless ``refresh`` moved it. A browser ``Origin`` other than the server's own is
-    answered 403 unless it matches one of ``allowed_origins`` (globs, case-insensitive).
+    answered 403 unless it matches one of ``allowed_origins`` (globs, case-insensitive);
+    without ``authenticate`` the own origin counts only for an IP address or
+    ``localhost`` (a DNS name could be rebound to this server: see ``agentcast.origins``).
     """
 
     def __init__(
@@ -153,7 +155,8 @@ class Broadcaster:
         self._backplane_max_pending = backplane_max_pending
         self._default = default
         self._heap_trim_threshold = heap_trim_threshold
-        self._gate = Gate(OriginPolicy(allowed_origins), authenticate)
+        origins = OriginPolicy(allowed_origins, host_names=authenticate is not None)
+        self._gate = Gate(origins, authenticate)
         self._sessions: Sessions | None = None
         self._thread = LoopThread()
         self._core: Any = _NOT_RUNNING
