@@ -188,6 +188,12 @@ def _hs256_by_hand(claims: dict[str, Any], secret: bytes) -> str:
     return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
 
 
+def test_a_public_key_of_another_curve_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "p384.pem").write_bytes(_pem(ec.generate_private_key(ec.SECP384R1()).public_key()))
+    with pytest.raises(ValueError, match="P-256"):
+        JWTAuthenticator.from_public_key_file(tmp_path / "p384.pem")
+
+
 def _jwks(*keys: tuple[str, Any]) -> bytes:
     entries = []
     for kid, private in keys:

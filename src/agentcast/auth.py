@@ -217,9 +217,9 @@ class JWKSKeys:
 def _algorithm_of(public_key: object) -> str:
     if isinstance(public_key, rsa.RSAPublicKey):
         return "RS256"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp256r1":
         return "ES256"
-    raise ValueError("the public key must be an RSA or EC (P-256) key")
+    raise ValueError("the public key must be an RSA or a P-256 EC key")
 
 
 class JWTAuthenticator:
