@@ -5,6 +5,13 @@ a bounded worker pool, and queues ``agent_response_end`` after the backend
 returns: every message the step produced was queued before it on the same
 ordered path, so no ``sleep`` is needed. The requesting client is subscribed
 to the agent's channel; ``route="all"`` sends every agent to every client.
+
+With ``authenticate``, every request naming an agent is checked against the client's
+``Identity``: ``user_message`` needs ``may_talk``, ``subscribe`` (live and replay) and
+``unsubscribe`` need ``may_read``, ``create_agent`` needs ``admin``. A refusal is a
+``forbidden`` error frame, counted in ``stats()["forbidden"]`` and logged once per
+connection; the connection stays usable. ``route="all"`` cannot be combined with it:
+it would send every agent to every client.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentcast import protocol
+from agentcast.auth import Refused
 from agentcast.backends import Backend, DemoAgentServer
 from agentcast.broadcaster import Broadcaster
 from agentcast.interface import Route, SyncWebSocketInterface
@@ -52,6 +60,11 @@ class AgentServer:
             on_binary=self._on_binary,
             **broadcaster_options,
         )
+        if route == "all" and self.hub.authenticating:
+            raise ValueError(
+                "route 'all' sends every agent to every client: it cannot be combined with"
+                " authentication (use route 'agent')"
+            )
         self.interface = SyncWebSocketInterface(self.hub, route=route)
         self.backend = backend(default_interface=self.interface)
         self.route = route
@@ -102,7 +115,11 @@ class AgentServer:
             log.info("client %d: %s", client_id, exc)
             self.hub.send_json(client_id, exc.reply)
             return
-        if isinstance(message, protocol.Subscribe):
+        if isinstance(message, protocol.Refresh):
+            self._refresh(client_id, message.token)
+        elif not self._permits(client_id, message):
+            return
+        elif isinstance(message, protocol.Subscribe):
             ack = protocol.command_response(f"OK: subscribed to {message.agent_id}")
             self.hub.send_json(client_id, ack)  # then the replay (if since), then live
             self.hub.subscribe(client_id, message.agent_id, message.since)
@@ -126,6 +143,44 @@ class AgentServer:
             )
         else:
             self._submit(client_id, self._create_agent, client_id, message)
+
+    def _permits(self, client_id: int, message: protocol.Request) -> bool:
+        """Whether the client's identity allows ``message``; if not, say so (forbidden)."""
+        if not self.hub.authenticating:
+            return True  # no authentication: the open MemGPT behaviour
+        identity = self.hub.identity(client_id)
+        agent_id = None
+        if isinstance(message, protocol.Command):
+            action, allowed = "create agents", identity is not None and identity.admin
+        else:
+            agent_id = message.agent_id
+            if isinstance(message, protocol.UserMessage):
+                action = "talk to this agent"
+                allowed = identity is not None and identity.may_talk(agent_id)
+            else:
+                action = "read this agent"
+                allowed = identity is not None and identity.may_read(agent_id)
+        if allowed:
+            return True
+        if self.hub.record_forbidden(client_id):
+            log.warning(
+                "client %d (sub %s): not allowed to %s (%.64r); further refusals on this"
+                " connection are only counted",
+                client_id,
+                None if identity is None else identity.sub,
+                action,
+                agent_id,
+            )
+        self.hub.send_json(client_id, protocol.forbidden(action, agent_id))
+        return False
+
+    def _refresh(self, client_id: int, token: str) -> None:
+        try:
+            self.hub.refresh(client_id, token)
+        except Refused as refused:
+            self.hub.send_json(client_id, protocol.unauthorized(f"refresh refused: {refused}"))
+        else:
+            self.hub.send_json(client_id, protocol.command_response("OK: token refreshed"))
 
     def _admit(self, client_id: int) -> bool:
         with self._lock:

@@ -6,14 +6,18 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 from agentcast._ext import FanoutCore, Sink
+from agentcast.auth import Authenticate, Identity, Refused, verify_token
+from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.loop import LoopThread
+from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
 from agentcast.server import MessageHandler, ServerOptions, start_server
+from agentcast.sessions import Sessions
 
 log = logging.getLogger("agentcast")
 
@@ -79,6 +83,15 @@ class Broadcaster:
     (process-wide; see ``agentcast.heap``): a tick frees many messages at once,
     and trimming would hand those pages to the kernel only to fault them back
     in for the next ones. ``None`` leaves the allocator as it is.
+
+    ``authenticate(request)`` (e.g. ``agentcast.auth.JWTAuthenticator``) runs at every
+    upgrade, on the loop thread: it returns the client's ``Identity`` (``None``:
+    anonymous) or raises ``Refused``, answered with HTTP 401; ``identity(client_id)``
+    reads it back. A client whose identity has ``expires_at`` is closed then with 3005
+    unless ``refresh`` moved it. A browser ``Origin`` other than the server's own is
+    answered 403 unless it matches one of ``allowed_origins`` (globs, case-insensitive);
+    without ``authenticate`` the own origin counts only for an IP address or
+    ``localhost`` (a DNS name could be rebound to this server: see ``agentcast.origins``).
     """
 
     def __init__(
@@ -109,6 +122,8 @@ class Broadcaster:
         backplane_max_pending: int = 100_000,
         reuse_port: bool = False,
         heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD,
+        authenticate: Authenticate | None = None,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -140,6 +155,9 @@ class Broadcaster:
         self._backplane_max_pending = backplane_max_pending
         self._default = default
         self._heap_trim_threshold = heap_trim_threshold
+        origins = OriginPolicy(allowed_origins, host_names=authenticate is not None)
+        self._gate = Gate(origins, authenticate)
+        self._sessions: Sessions | None = None
         self._thread = LoopThread()
         self._core: Any = _NOT_RUNNING
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
@@ -169,6 +187,8 @@ class Broadcaster:
         self._router = await self._start_router(core)
         if self._requested_port is None:
             return None
+        if self._gate.authenticate is not None:
+            self._sessions = Sessions(core, loop)
         self._server = await start_server(
             core,
             self.host,
@@ -177,6 +197,8 @@ class Broadcaster:
             self._on_message,
             self._on_binary,
             self._on_connect,
+            self._gate,
+            self._sessions,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
@@ -206,6 +228,7 @@ class Broadcaster:
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
         self._core = self._router = _NOT_RUNNING
         self._server = None
+        self._sessions = None
 
     async def _shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -309,6 +332,37 @@ class Broadcaster:
         publishes before it took effect would not reach that subscriber."""
         self._router.after_pending(function)
 
+    # ---- identity (loop thread: in on_message, on_connect) -------------------
+
+    @property
+    def authenticating(self) -> bool:
+        """Whether clients are authenticated at upgrade (``authenticate`` was given)."""
+        return self._gate.authenticate is not None
+
+    def identity(self, client_id: int) -> Identity | None:
+        """The identity ``authenticate`` gave a connected client (None: anonymous, or no
+        ``authenticate``). Loop thread only."""
+        return None if self._sessions is None else self._sessions.identity(client_id)
+
+    def refresh(self, client_id: int, token: str) -> Identity:
+        """Verify ``token`` as the upgrade was (as a Bearer header) and make it the
+        client's identity, moving its expiry. It must name the same ``sub`` with the same
+        rights (reconnect to change them); raises ``Refused`` otherwise, and the old
+        expiry stands. Loop thread only."""
+        current = self.identity(client_id)
+        if self._sessions is None or self._gate.authenticate is None or current is None:
+            raise Refused("this connection has no token to refresh")
+        renewed = verify_token(self._gate.authenticate, token)
+        if renewed is None or not renewed.same_rights(current):
+            raise Refused("a refreshed token must keep the same sub and rights")
+        self._sessions.renew(client_id, renewed)
+        return renewed
+
+    def record_forbidden(self, client_id: int) -> bool:
+        """Count a request refused by authorization; True the first time for this client
+        (log it then, once per connection). Loop thread only."""
+        return self._sessions is not None and self._sessions.forbid(client_id)
+
     # ---- introspection -----------------------------------------------------
 
     @property
@@ -326,4 +380,5 @@ class Broadcaster:
         """Counters: published, deliveries, bytes, writes, dropped_clients, ... (see README)."""
         if isinstance(self._core, _NotRunning):
             return {}
-        return {**self._core.stats(), **self._router.stats()}
+        auth = {} if self._sessions is None else self._sessions.stats()
+        return {**self._core.stats(), **self._router.stats(), **self._gate.stats(), **auth}

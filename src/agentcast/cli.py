@@ -4,6 +4,7 @@ or ``bench`` client scaling against other servers."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agentcast.app import AgentServer
+from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.loadgen import cli as bench_cli
@@ -84,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "--agent-threads", type=_positive, default=8, help="threads running agent steps"
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_security_arguments(serve)
     client = commands.add_parser("client", help="chat with an agent from the terminal")
     client.add_argument("url", nargs="?", default=DEFAULT_URL)
     client.add_argument("--agent-id", required=True)
@@ -97,6 +100,67 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_cli.add_arguments(bench)
     return parser
+
+
+def _add_security_arguments(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group("security (see the README's Security section)")
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument("--auth-secret-file", metavar="PATH", help="verify HS256 JWTs: the secret")
+    keys.add_argument(
+        "--auth-public-key", metavar="PATH", help="verify RS256/ES256 JWTs: a PEM public key"
+    )
+    keys.add_argument("--auth-jwks", metavar="PATH|URL", help="verify RS256/ES256 JWTs: a JWKS")
+    group.add_argument("--auth-audience", default=None, help="required 'aud' claim")
+    group.add_argument("--auth-issuer", default=None, help="required 'iss' claim")
+    group.add_argument(
+        "--allowed-origins",
+        default="",
+        metavar="GLOBS",
+        help="browser origins allowed besides the server's own (comma-separated globs)",
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without authentication anyway",
+    )
+
+
+def _authenticator(args: argparse.Namespace) -> Authenticate | None:
+    """The JWT verifier the ``--auth-*`` flags describe, or None."""
+    options = {"audience": args.auth_audience, "issuer": args.auth_issuer}
+    if args.auth_secret_file:
+        return JWTAuthenticator.from_secret_file(args.auth_secret_file, **options)
+    if args.auth_public_key:
+        return JWTAuthenticator.from_public_key_file(args.auth_public_key, **options)
+    if args.auth_jwks:
+        return JWTAuthenticator.from_jwks(args.auth_jwks, **options)
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _protected_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse to serve a non-loopback address open to anyone, unless ``--insecure``."""
+    authenticated = args.auth_secret_file or args.auth_public_key or args.auth_jwks
+    if authenticated or _is_loopback(args.host):
+        return
+    if not args.insecure:
+        parser.error(
+            f"refusing to serve {args.host} without authentication: anyone could read and"
+            " drive every agent; pass --auth-secret-file, --auth-public-key or --auth-jwks,"
+            " or --insecure to serve it open"
+        )
+    log.warning(
+        "serving %s with no authentication (--insecure): anyone can read and drive every agent",
+        args.host,
+    )
 
 
 def _worker_argv(argv: Sequence[str]) -> list[str]:
@@ -123,6 +187,11 @@ def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     backend = DemoAgentServer if args.backend is None else load_backend(args.backend)
+    try:
+        authenticate = _authenticator(args)
+    except (OSError, ValueError) as exc:
+        print(f"agentcast: cannot load the --auth-* key: {exc}", file=sys.stderr)
+        return 1
     server = AgentServer(
         backend,
         args.host,
@@ -134,6 +203,8 @@ def serve(args: argparse.Namespace) -> int:
         history_size=args.history,
         backplane=args.redis,
         reuse_port=args.reuse_port,
+        authenticate=authenticate,
+        allowed_origins=args.allowed_origins.split(","),
     )
     # Blocked before any thread starts, so every thread inherits the mask and the signal
     # waits for sigwait() below. Left to a handler, a SIGTERM delivered to another thread
@@ -170,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_client(args.url, args.agent_id, args.retries, args.backoff)
     if args.command == "bench":
         return bench_cli.run(args, parser)
+    _protected_mode(args, parser)
     if args.workers > 1:
         if args.redis is None:
             parser.error(

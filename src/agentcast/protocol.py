@@ -10,7 +10,7 @@ are extra fields and types that old clients ignore.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
@@ -21,6 +21,7 @@ __all__ = [
     "Command",
     "Notices",
     "ProtocolError",
+    "Refresh",
     "Subscribe",
     "Unsubscribe",
     "UserMessage",
@@ -32,12 +33,15 @@ __all__ = [
     "broadcasts_lost",
     "command_response",
     "create_agent",
+    "forbidden",
     "history_gap",
     "parse_client_message",
+    "refresh",
     "restarted",
     "server_error",
     "skipped",
     "subscribe",
+    "unauthorized",
     "unsubscribe",
     "user_message",
 ]
@@ -52,6 +56,20 @@ MAX_SEQ: Final = 2**63 - 1
 
 def server_error(message: str, **extra: Any) -> bytes:
     return orjson.dumps({"type": "server_error", "message": message, **extra})
+
+
+FORBIDDEN: Final = "forbidden"
+UNAUTHORIZED: Final = "unauthorized"
+
+
+def forbidden(action: str, agent_id: str | None = None) -> bytes:
+    """The client's identity does not allow ``action`` (on ``agent_id``)."""
+    return server_error(f"not allowed to {action}", code=FORBIDDEN, agent_id=agent_id)
+
+
+def unauthorized(message: str) -> bytes:
+    """A token refresh was refused; the connection keeps its old expiry."""
+    return server_error(message, code=UNAUTHORIZED)
 
 
 def command_response(status: str) -> bytes:
@@ -212,6 +230,10 @@ def unsubscribe(agent_id: str) -> bytes:
     return orjson.dumps({"type": "unsubscribe", "agent_id": agent_id})
 
 
+def refresh(token: str) -> bytes:
+    return orjson.dumps({"type": "refresh", "token": token})
+
+
 @dataclass(frozen=True)
 class UserMessage:
     message: str
@@ -235,7 +257,15 @@ class Unsubscribe:
     agent_id: str
 
 
-ClientMessage = UserMessage | Command | Subscribe | Unsubscribe
+@dataclass(frozen=True)
+class Refresh:
+    """A new token for this connection, before its ``exp``."""
+
+    token: str = field(repr=False)
+
+
+Request = UserMessage | Command | Subscribe | Unsubscribe  # what authorization checks
+ClientMessage = Request | Refresh
 
 
 class ProtocolError(ValueError):
@@ -295,4 +325,9 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
         return Subscribe(_agent_id(body, "server_error"), since)
     if kind == "unsubscribe":
         return Unsubscribe(_agent_id(body, "server_error"))
+    if kind == "refresh":
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("refresh needs a string token")
+        return Refresh(token)
     raise ProtocolError(f"unrecognized client package data type: {kind!r}")

@@ -17,7 +17,10 @@ from picows import (
 )
 
 from agentcast._ext import FanoutCore, ServerListener
+from agentcast.auth import Identity, Refused
+from agentcast.gate import Gate
 from agentcast.handshake import refuse_upgrade
+from agentcast.sessions import Sessions
 
 MessageHandler = Callable[[int, bytes], None]
 
@@ -62,18 +65,30 @@ class ServerOptions:
 ConnectHandler = Callable[[int], None]
 
 
-class _AnnouncingListener(ServerListener):
-    """A listener that also calls ``on_connect(client_id)`` once the client is registered
-    (a separate class, so that servers without the callback pay nothing for it)."""
+class _HookedListener(ServerListener):
+    """A listener that also records the client's identity (``sessions``) and calls
+    ``on_connect(client_id)`` once the client is registered (a separate class, so that
+    servers with neither pay nothing for them)."""
 
-    _on_connect: ConnectHandler
+    _on_connect: ConnectHandler | None
+    _sessions: Sessions | None
+    _identity: Identity | None
 
     def on_ws_connected(self, transport: Any) -> None:
         super().on_ws_connected(transport)
+        if self._sessions is not None:
+            self._sessions.open(self.client_id, self._identity)
+        if self._on_connect is None:
+            return
         try:
             self._on_connect(self.client_id)
         except Exception:
             log.exception("client %d: on_connect failed", self.client_id)
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        super().on_ws_disconnected(transport)
+        if self._sessions is not None:
+            self._sessions.close(self.client_id)
 
 
 async def start_server(
@@ -83,14 +98,17 @@ async def start_server(
     options: ServerOptions,
     on_message: MessageHandler | None,
     on_binary: MessageHandler | None,
-    on_connect: ConnectHandler | None = None,
+    on_connect: ConnectHandler | None,
+    gate: Gate,
+    sessions: Sessions | None,
 ) -> asyncio.Server:
-    """Listen on ``host:port``; every connection becomes a client of ``core``."""
+    """Listen on ``host:port``; every connection ``gate`` admits becomes a client of
+    ``core``, its identity kept in ``sessions``."""
 
     def listener_factory(
         request: WSUpgradeRequest,
     ) -> ServerListener | WSUpgradeResponseWithListener:
-        refusal = refuse_upgrade(request)
+        refusal = refuse_upgrade(request) or gate.refuse_origin(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(refusal, None)
         if options.max_clients is not None and core.client_count >= options.max_clients:
@@ -98,6 +116,10 @@ async def start_server(
                 HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
             )
             return WSUpgradeResponseWithListener(response, None)
+        try:
+            identity = gate.identify(request)
+        except Refused as refused:
+            return WSUpgradeResponseWithListener(Gate.refusal(refused), None)
         settings = (
             core,
             on_message,
@@ -106,10 +128,12 @@ async def start_server(
             options.max_message_size,
             options.max_message_rate,
         )
-        if on_connect is None:
+        if on_connect is None and sessions is None:
             return ServerListener(*settings)
-        listener = _AnnouncingListener(*settings)  # the compiled base takes no more arguments
+        listener = _HookedListener(*settings)  # the compiled base takes no more arguments
         listener._on_connect = on_connect
+        listener._sessions = sessions
+        listener._identity = identity
         return listener
 
     return await ws_create_server(

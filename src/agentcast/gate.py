@@ -1,0 +1,70 @@
+"""The upgrade checks that decide who may connect: the browser ``Origin``, then identity.
+
+Each is one call from the listener factory; refusals are answered with an HTTP status
+(403, 401) and counted, never logged per request (a flood of bad upgrades must not
+grow the log).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from picows import WSUpgradeRequest, WSUpgradeResponse
+
+from agentcast.auth import Authenticate, Identity, Refused, UpgradeRequest
+from agentcast.origins import OriginPolicy
+
+__all__ = ["Gate"]
+
+log = logging.getLogger("agentcast.auth")
+
+
+class Gate:
+    """``Origin`` policy and authenticator of one server, with their refusal counters."""
+
+    def __init__(self, origins: OriginPolicy, authenticate: Authenticate | None) -> None:
+        self.origins = origins
+        self.authenticate = authenticate
+        self.origin_refused = 0
+        self.auth_refused = 0
+
+    def refuse_origin(self, request: WSUpgradeRequest) -> WSUpgradeResponse | None:
+        """403 for a browser page of a foreign origin, else None."""
+        if self.origins.permits(request.headers):
+            return None
+        self.origin_refused += 1
+        return _response(HTTPStatus.FORBIDDEN, "origin not allowed")
+
+    def identify(self, request: WSUpgradeRequest) -> Identity | None:
+        """The client's identity (None: anonymous); raises ``Refused``."""
+        if self.authenticate is None:
+            return None
+        view = UpgradeRequest(request.path.decode("latin-1"), request.headers)
+        try:
+            return self.authenticate(view)
+        except Refused:
+            self.auth_refused += 1
+            raise
+        except Exception:
+            self.auth_refused += 1
+            log.exception("the authenticator failed")
+            raise Refused("authentication failed", HTTPStatus.INTERNAL_SERVER_ERROR) from None
+
+    @staticmethod
+    def refusal(refused: Refused) -> WSUpgradeResponse:
+        unauthorized = refused.status == HTTPStatus.UNAUTHORIZED
+        headers = {"WWW-Authenticate": "Bearer"} if unauthorized else None
+        return _response(refused.status, refused.reason, headers)
+
+    def stats(self) -> dict[str, int]:
+        return {"origin_refused": self.origin_refused, "auth_refused": self.auth_refused}
+
+
+def _response(
+    status: HTTPStatus, body: str, headers: dict[str, str] | None = None
+) -> WSUpgradeResponse:
+    response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(
+        status, body.encode()[:200] + b"\n", headers
+    )
+    return response
