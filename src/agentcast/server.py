@@ -41,7 +41,7 @@ class ServerOptions:
     # uvloop's own TCP transports: 9.1 KiB RSS per idle client against 14.9 KiB with
     # aiofastnet (picows' default) at 1,000 clients, same burst rate within noise.
     transport: Literal["uvloop", "aiofastnet"] = "uvloop"
-    ssl: ssl_module.SSLContext | None = None  # wss://: writes go through each client's TLS transport
+    ssl: ssl_module.SSLContext | None = None  # wss://: each client gets its own TLS stream
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "read_buffer_size"):
