@@ -111,13 +111,14 @@ def test_memgpt_exchange_over_wss_with_picows(
     assert replies[-2]["message"] == "You said: over tls"
 
 
+@pytest.mark.parametrize("transport", ["uvloop", "aiofastnet"])
 def test_broadcast_reaches_many_tls_clients_complete_and_in_order(
-    hub_factory: Callable[..., Broadcaster], certificates: Certificates
+    hub_factory: Callable[..., Broadcaster], certificates: Certificates, transport: str
 ) -> None:
     """Small messages, and large ones that span several TLS records, in one stream."""
     clients = 40
     sizes = [200] * 300 + [100_000] * 5 + [200] * 300
-    hub = hub_factory(ssl=certificates.server())
+    hub = hub_factory(ssl=certificates.server(), transport=transport)
 
     async def scenario() -> list[list[bytes]]:
         url = f"wss://127.0.0.1:{hub.port}/"
