@@ -48,9 +48,10 @@ class Collector(WSListener):  # type: ignore[misc]
 
 
 @contextlib.asynccontextmanager
-async def picows_clients(url: str, count: int) -> AsyncIterator[list[Collector]]:
-    """``count`` picows connections, disconnected (and waited for) on exit."""
-    results = await asyncio.gather(*(ws_connect(Collector, url) for _ in range(count)))
+async def picows_clients(url: str, count: int, **kwargs: Any) -> AsyncIterator[list[Collector]]:
+    """``count`` picows connections (``kwargs`` go to ``ws_connect``), disconnected (and
+    waited for) on exit."""
+    results = await asyncio.gather(*(ws_connect(Collector, url, **kwargs) for _ in range(count)))
     try:
         yield [listener for _, listener in results]
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -63,6 +64,9 @@ class Broadcaster:
     ``max_message_rate`` messages a second (bursts up to that many) is closed
     with 1008; 0 disables the limit. ``reuse_port`` lets several processes
     listen on one port (SO_REUSEPORT: the kernel spreads the connections).
+    ``ssl`` (a server ``SSLContext``) serves ``wss://``: every client's bytes are then
+    encrypted separately, so the core writes through each connection's TLS transport
+    instead of sending the shared frame bytes to its socket directly.
 
     Every message published to a channel gets ``"seq": N`` (a per-channel
     counter from 1, no gaps, in queue order) added to its JSON object, and the
@@ -121,6 +125,7 @@ class Broadcaster:
         backplane: str | None = None,
         backplane_max_pending: int = 100_000,
         reuse_port: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
         heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD,
         authenticate: Authenticate | None = None,
         allowed_origins: Sequence[str] = (),
@@ -150,12 +155,15 @@ class Broadcaster:
             max_message_rate=max_message_rate,
             transport=transport,
             reuse_port=reuse_port,
+            ssl=ssl,
         )
         self.backplane_url = backplane
         self._backplane_max_pending = backplane_max_pending
         self._default = default
         self._heap_trim_threshold = heap_trim_threshold
-        origins = OriginPolicy(allowed_origins, host_names=authenticate is not None)
+        origins = OriginPolicy(
+            allowed_origins, secure=ssl is not None, host_names=authenticate is not None
+        )
         self._gate = Gate(origins, authenticate)
         self._sessions: Sessions | None = None
         self._thread = LoopThread()

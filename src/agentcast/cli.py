@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -16,6 +17,7 @@ from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.loadgen import cli as bench_cli
+from agentcast.tls import client_context, server_context
 from agentcast.workers import Supervisor
 
 log = logging.getLogger("agentcast.cli")
@@ -82,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
     )
     serve.add_argument("--reuse-port", action="store_true", help="let other processes share it")
+    serve.add_argument("--certfile", metavar="PATH", help="PEM certificate chain: serve wss://")
+    serve.add_argument("--keyfile", metavar="PATH", help="its PEM private key (else in --certfile)")
     serve.add_argument(
         "--agent-threads", type=_positive, default=8, help="threads running agent steps"
     )
@@ -90,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     client = commands.add_parser("client", help="chat with an agent from the terminal")
     client.add_argument("url", nargs="?", default=DEFAULT_URL)
     client.add_argument("--agent-id", required=True)
+    client.add_argument("--cafile", metavar="PATH", help="PEM CA certificates to trust (wss://)")
     client.add_argument("--retries", type=_positive, default=5, help="reconnect attempts")
     client.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay (s)")
     client.add_argument(
@@ -177,15 +182,16 @@ def _worker_argv(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "agentcast", *kept, "--workers", "1", "--reuse-port"]
 
 
-def supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def supervise(args: argparse.Namespace, argv: Sequence[str], scheme: str) -> int:
     print(
-        f"agentcast: {args.workers} workers on ws://{args.host}:{args.port}/ (Ctrl-C to stop)",
+        f"agentcast: {args.workers} workers on {scheme}://{args.host}:{args.port}/"
+        " (Ctrl-C to stop)",
         flush=True,
     )
     return Supervisor(_worker_argv(argv), args.workers).run()
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
     backend = DemoAgentServer if args.backend is None else load_backend(args.backend)
     try:
         authenticate = _authenticator(args)
@@ -205,6 +211,7 @@ def serve(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         authenticate=authenticate,
         allowed_origins=args.allowed_origins.split(","),
+        ssl=tls,
     )
     # Blocked before any thread starts, so every thread inherits the mask and the signal
     # waits for sigwait() below. Left to a handler, a SIGTERM delivered to another thread
@@ -221,7 +228,8 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"agentcast serving ws://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
+    scheme = "ws" if tls is None else "wss"
+    print(f"agentcast serving {scheme}://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
     signal.sigwait(STOP_SIGNALS)
     log.info("stopping: %s", server.hub.stats())
     server.stop()
@@ -238,10 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":  # picows logs every connect and disconnect at INFO
         logging.getLogger("picows").setLevel(logging.WARNING)
     if args.command == "client":
-        return run_client(args.url, args.agent_id, args.retries, args.backoff)
+        return _client(args, parser)
     if args.command == "bench":
         return bench_cli.run(args, parser)
     _protected_mode(args, parser)
+    if args.keyfile is not None and args.certfile is None:
+        parser.error("--keyfile needs --certfile")
+    try:
+        tls = None if args.certfile is None else server_context(args.certfile, args.keyfile)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.workers > 1:
         if args.redis is None:
             parser.error(
@@ -250,8 +264,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.port == 0:
             parser.error("--workers needs a fixed --port: each worker would pick its own")
-        return supervise(args, argv)
+        return supervise(args, argv, "ws" if tls is None else "wss")
     try:
-        return serve(args)
+        return serve(args, tls)
     except ValueError as exc:  # a bad --backend or setting
         parser.error(str(exc))
+
+
+def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    tls = None
+    if args.cafile is not None:
+        if not args.url.startswith("wss://"):
+            parser.error("--cafile needs a wss:// URL")
+        try:
+            tls = client_context(args.cafile)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return run_client(args.url, args.agent_id, args.retries, args.backoff, tls)

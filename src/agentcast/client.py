@@ -9,7 +9,9 @@ the agent's stream from the last ``seq`` it printed (``subscribe`` with
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
+from typing import Any
 
 import orjson
 import websockets
@@ -57,14 +59,17 @@ class _Stream:
             await self.exchange(websocket, protocol.subscribe(self.agent_id, self.last_seq))
 
 
-async def _session(url: str, agent_id: str, retries: int, backoff: float) -> int:
+async def _session(
+    url: str, agent_id: str, retries: int, backoff: float, tls: ssl.SSLContext | None
+) -> int:
     loop = asyncio.get_running_loop()
     stream = _Stream(agent_id)
+    options: dict[str, Any] = {} if tls is None else {"ssl": tls}  # no ssl=None for wss://
     pending: str | None = None
     failures = 0
     while True:
         try:
-            async with websockets.connect(url) as websocket:
+            async with websockets.connect(url, **options) as websocket:
                 failures = 0
                 await stream.resume(websocket)
                 while True:
@@ -88,8 +93,15 @@ async def _session(url: str, agent_id: str, retries: int, backoff: float) -> int
             await asyncio.sleep(delay)
 
 
-def run_client(url: str, agent_id: str, retries: int = 5, backoff: float = 0.5) -> int:
+def run_client(
+    url: str,
+    agent_id: str,
+    retries: int = 5,
+    backoff: float = 0.5,
+    tls: ssl.SSLContext | None = None,
+) -> int:
+    """Chat until stdin ends; ``tls`` verifies a ``wss://`` server (default: the system's CAs)."""
     try:
-        return asyncio.run(_session(url, agent_id, retries, backoff))
+        return asyncio.run(_session(url, agent_id, retries, backoff, tls))
     except KeyboardInterrupt:
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl as ssl_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -43,6 +44,7 @@ class ServerOptions:
     # uvloop's own TCP transports: 9.1 KiB RSS per idle client against 14.9 KiB with
     # aiofastnet (picows' default) at 1,000 clients, same burst rate within noise.
     transport: Literal["uvloop", "aiofastnet"] = "uvloop"
+    ssl: ssl_module.SSLContext | None = None  # wss://: each client gets its own TLS stream
 
     def __post_init__(self) -> None:
         for name in ("max_message_size", "read_buffer_size"):
@@ -150,4 +152,5 @@ async def start_server(
         use_aiofastnet=options.transport == "aiofastnet",
         logger_name="agentcast.picows",
         reuse_port=options.reuse_port or None,
+        ssl=options.ssl,
     )

@@ -62,6 +62,17 @@ def _client_counts(text: str) -> list[int]:
     return list(dict.fromkeys(counts))
 
 
+def _workloads(text: str) -> list[str]:
+    names = list(dict.fromkeys(name.strip() for name in text.split(",")))
+    if names == ["all"]:
+        return list(WORKLOADS)
+    for name in names:
+        if name not in WORKLOADS:
+            choices = ", ".join([*WORKLOADS, "all"])
+            raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {choices})")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``bench`` subcommand's flags."""
     parser.add_argument(
@@ -80,7 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration", type=_positive_float, default=5.0, help="seconds (latency, headroom)"
     )
     parser.add_argument(
-        "--workload", choices=[*WORKLOADS, "all"], default="burst", help="what to measure"
+        "--workload",
+        type=_workloads,
+        default="burst",
+        help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all)",
     )
     parser.add_argument("--rounds", type=_positive_int, default=3, help="report the median")
     parser.add_argument(
@@ -101,7 +115,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.url is not None:
         if args.servers is not None:
             parser.error("--url and --servers exclude each other")
-        if args.workload != "burst":
+        if args.workload != ["burst"]:
             parser.error(
                 "--url supports only --workload burst (frame counting): the other workloads "
                 "need a server that agentcast bench starts"
@@ -157,8 +171,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         workloads: dict[str, Workload] = {"observe": observe}
         servers = [args.url]
     else:
-        names = list(WORKLOADS) if args.workload == "all" else [args.workload]
-        workloads = {name: WORKLOADS[name] for name in names}
+        workloads = {name: WORKLOADS[name] for name in args.workload}
         servers = args.servers or ["agentcast", "websockets"]
     sweep = run_sweep(workloads, servers, args.clients, settings, plan)
     for line in report.tables(sweep, settings):

@@ -16,6 +16,10 @@ A benchmark must time the server, not its clients, so the receivers:
   one), so a run where they were the limit shows up as a receiver CPU share
   near 100 %.
 
+A server spec with TLS (``agentcast:tls``) hands over the PEM of its throwaway CA; the
+receivers then upgrade over TLS trusting only that CA, and decrypt every record
+already in before counting (``_Counting._receive_tls``).
+
 Servers run with pings off, so every frame counted is a data frame. Times are
 ``time.monotonic()``, which is CLOCK_MONOTONIC on Linux: the same clock in
 every process, so the parent can subtract the server's first-publish time from
@@ -28,6 +32,7 @@ import contextlib
 import multiprocessing
 import selectors
 import socket
+import ssl
 import time
 from array import array
 from collections.abc import Sequence
@@ -44,6 +49,7 @@ RECV_BYTES = 256 * 1024
 STARTUP_TIMEOUT = 120.0
 REPLY_GRACE = 10.0  # how much longer than its own deadline a child may take to answer
 TRICKLE_BYTES = 4096  # reads smaller than this on average mean the server sends frame by frame
+TLS_RECORD = 16 * 1024  # the largest TLS record's plaintext
 NAP_SHARE = 0.005  # a nap is at most this share of the burst so far ...
 MAX_NAP = 0.01  # ... and at most this long (seconds)
 
@@ -70,11 +76,18 @@ class Snapshot:
 
 
 def open_websocket(
-    port: int, host: str = HOST, path: str = "/", timeout: float = 10.0
+    port: int,
+    host: str = HOST,
+    path: str = "/",
+    timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[socket.socket, bytes]:
-    """Connect and upgrade by hand; returns the non-blocking socket and any early frame bytes."""
+    """Connect (over TLS with ``tls``) and upgrade by hand; returns the non-blocking socket
+    and any early frame bytes."""
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=host)
         sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
@@ -107,12 +120,14 @@ class _Share:
     stamped: bool  # its connections measure latency
     cpu: int | None
     nap: bool
+    ca_pem: str | None  # the server's CA: connect over TLS
 
 
 def _serve(share: _Share, control: Connection) -> None:
     """Child process: open connections when told to ("connect", n), then count until "stop"."""
     pin_to_cpu(share.cpu)
     raise_fd_limit()
+    tls = None if share.ca_pem is None else ssl.create_default_context(cadata=share.ca_pem)
     latencies: array[float] = array("d")
     connections: list[tuple[socket.socket, FrameCounter]] = []
     control.send(("spawned",))
@@ -120,7 +135,7 @@ def _serve(share: _Share, control: Connection) -> None:
         while (command := control.recv())[0] == "connect":
             try:
                 for _ in range(command[1]):
-                    sock, early = open_websocket(share.port, share.host, share.path)
+                    sock, early = open_websocket(share.port, share.host, share.path, tls=tls)
                     counter = StampCounter(latencies) if share.stamped else FrameCounter()
                     counter.feed(early, len(early))
                     connections.append((sock, counter))
@@ -129,7 +144,7 @@ def _serve(share: _Share, control: Connection) -> None:
                 return
             control.send(("connected", time.process_time()))
         if command[0] == "count":
-            _Counting(connections, control, latencies, share.nap).run()
+            _Counting(connections, control, latencies, share.nap, tls is not None).run()
     finally:
         for sock, _ in connections:
             sock.close()
@@ -155,6 +170,7 @@ class _Counting:
         control: Connection,
         latencies: array[float],
         nap: bool,
+        tls: bool = False,
     ) -> None:
         self.counters = [counter for _, counter in connections]
         self.control = control
@@ -164,6 +180,8 @@ class _Counting:
             self.selector.register(sock, selectors.EVENT_READ, counter)
         self.selector.register(control, selectors.EVENT_READ)
         self.buffer = bytearray(RECV_BYTES)
+        self.view = memoryview(self.buffer)
+        self._receive = self._receive_tls if tls else self._receive_plain
         self.bytes = 0
         self.target: int | None = None
         self.deadline = 0.0
@@ -212,10 +230,10 @@ class _Counting:
 
     def _read(self, sock: socket.socket, counter: FrameCounter) -> int:
         try:
-            size = sock.recv_into(self.buffer)
-        except BlockingIOError:
+            size = self._receive(sock)
+        except (BlockingIOError, ssl.SSLWantReadError):
             return 0
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             size = 0
         if not size:  # closed by the server: it stays in `waiting`, the run is incomplete
             self.selector.unregister(sock)
@@ -226,6 +244,24 @@ class _Counting:
         counter.feed(self.buffer, size)
         if counter in self.waiting and counter.has(self.target):  # type: ignore[arg-type]
             self.waiting.discard(counter)
+        return size
+
+    def _receive_plain(self, sock: socket.socket) -> int:
+        return sock.recv_into(self.buffer)
+
+    def _receive_tls(self, sock: socket.socket) -> int:
+        """Every record already in, decrypted into one buffer: a TLS read returns one record
+        (16 KiB at most), and counting each on its own would cost the receivers more than
+        the plain reads they are compared with."""
+        size = sock.recv_into(self.buffer)
+        while size and size <= RECV_BYTES - TLS_RECORD:
+            try:
+                more = sock.recv_into(self.view[size:])
+            except ssl.SSLWantReadError:
+                break
+            if not more:
+                break
+            size += more
         return size
 
     def _report(self) -> None:
@@ -306,7 +342,7 @@ class ReceiverFleet:
     makes every n-th connection, and the last, record latencies (see
     ``latencies``); they are held by one more child, which never naps, and
     opened in their place in the order. ``nap`` lets the other children batch
-    trickling reads.
+    trickling reads. ``ca_pem`` (the server's CA) makes every connection TLS.
     """
 
     def __init__(
@@ -320,8 +356,10 @@ class ReceiverFleet:
         cpus: Sequence[int | None] = (RECEIVER_CPU,),
         sample_every: int = 0,
         nap: bool = True,
+        ca_pem: str | None = None,
     ) -> None:
         self.port, self.host, self.path = port, host, path
+        self.ca_pem = ca_pem
         self.clients = clients
         self.processes = processes
         self.cpus = cpus
@@ -335,11 +373,13 @@ class ReceiverFleet:
         unsampled = self.clients - sum(sampled)
         bulk = min(self.processes, unsampled)  # every child holds at least one connection
         shares = [
-            _Share(self.host, self.port, self.path, False, self._cpu(i), self.nap)
+            _Share(self.host, self.port, self.path, False, self._cpu(i), self.nap, self.ca_pem)
             for i in range(bulk)
         ]
         if any(sampled):
-            shares.append(_Share(self.host, self.port, self.path, True, self._cpu(bulk), False))
+            shares.append(
+                _Share(self.host, self.port, self.path, True, self._cpu(bulk), False, self.ca_pem)
+            )
         per_child, extra = divmod(unsampled, max(bulk, 1))
         quotas = [per_child + (i < extra) for i in range(bulk)]
         runs: list[tuple[int, int]] = []

@@ -22,7 +22,7 @@ from typing import Any
 
 from agentcast.loadgen import publisher
 from agentcast.loadgen.harness import pin_to_cpu, raise_fd_limit
-from agentcast.loadgen.peers import Peer, PeerUnavailable, create
+from agentcast.loadgen.peers import Peer, PeerUnavailable, create, trust_anchor
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -61,7 +61,7 @@ def _serve(name: str, cpu: int | None, control: Connection) -> None:
     except Exception as exc:
         control.send(("error", f"{name} did not start: {type(exc).__name__}: {exc}"))
         return
-    control.send(("ready", port))
+    control.send(("ready", port, trust_anchor(peer)))
     try:
         while (command := control.recv())[0] != "stop":
             control.send(_run_in_thread(_COMMANDS[command[0]], peer, *command[1:]))
@@ -93,6 +93,7 @@ class ServerProcess:
         self.peer = peer
         self.cpu = cpu
         self.port = 0
+        self.ca_pem: str | None = None  # the CA to trust when the peer serves wss://
         self._control: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
 
@@ -108,7 +109,7 @@ class ServerProcess:
         )
         self._process.start()
         child.close()
-        status, value = self._reply(START_TIMEOUT)
+        status, value, *trust = self._reply(START_TIMEOUT)
         if status == "unavailable":
             self.stop()
             raise PeerUnavailable(value)
@@ -116,6 +117,7 @@ class ServerProcess:
             self.stop()
             raise RuntimeError(value)
         self.port = value
+        self.ca_pem = trust[0]
         return self
 
     @property
@@ -144,12 +146,12 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS in /proc/PID/status")
 
-    def _reply(self, timeout: float) -> tuple[str, Any]:
+    def _reply(self, timeout: float) -> tuple[Any, ...]:
         assert self._control is not None and self._process is not None
         if not self._control.poll(timeout):
             raise TimeoutError(f"the {self.peer} server did not answer within {timeout:.0f} s")
         try:
-            reply: tuple[str, Any] = self._control.recv()
+            reply: tuple[Any, ...] = self._control.recv()
         except EOFError:
             self._process.join(1.0)
             raise RuntimeError(

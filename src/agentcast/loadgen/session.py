@@ -53,6 +53,7 @@ class Session:
             cpus=self.plan.receivers,
             sample_every=sample_every,
             nap=nap,
+            ca_pem=self.server.ca_pem,
         ).start()
         self.clients = clients
         wait_until(

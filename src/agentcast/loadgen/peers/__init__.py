@@ -37,9 +37,12 @@ SETTINGS: dict[str, dict[str, type]] = {
         "backplane": str,  # a Redis URL: every message goes round Redis
         "workers": int,  # > 1: that many processes on one port, joined by the backplane
         "channels": int,  # > 0: clients spread over that many agent channels (seq, history)
+        "tls": int,  # 1: wss:// with a throwaway certificate the receivers trust
     },
 }
-_SETTING = re.compile(r":(?=[a-z_]+=)")  # a ':' that starts a setting, not one inside a URL
+# A ':' that starts a setting ("name=value", or a bare "name" meaning name=1), not one
+# inside a URL.
+_SETTING = re.compile(r":(?=[a-z_]+(?:=|:|$))")
 
 
 class Peer(Protocol):
@@ -62,7 +65,8 @@ class PeerUnavailable(Exception):
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"agentcast:flush_interval=0.02"`` -> ``("agentcast", {"flush_interval": 0.02})``.
+    """``"agentcast:flush_interval=0.02"`` -> ``("agentcast", {"flush_interval": 0.02})``;
+    a bare setting is 1: ``"agentcast:tls"`` -> ``("agentcast", {"tls": 1})``.
 
     Raises ValueError naming what is wrong: an unknown server, or a setting
     that server does not take, or a value of the wrong type.
@@ -73,7 +77,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     allowed = SETTINGS.get(name, {})
     settings: dict[str, Any] = {}
     for assignment in assignments:
-        key, _, text = assignment.partition("=")
+        key, equals, text = assignment.partition("=")
+        text = text if equals else "1"
         if key not in allowed:
             takes = ", ".join(allowed) or "no settings"
             raise ValueError(f"{name} does not take {key!r} (it takes {takes})")
@@ -84,6 +89,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"{name}: {key} must be {kind}, not {text!r}") from None
     if settings.get("workers", 1) > 1 and "backplane" not in settings:
         raise ValueError(f"{name}: workers > 1 needs backplane=redis://...")
+    if settings.get("workers", 1) > 1 and settings.get("tls"):
+        raise ValueError(f"{name}: tls is not benchmarked with workers > 1")
     return name, settings
 
 
@@ -97,8 +104,15 @@ def create(spec: str) -> Peer:
         settings["workers"] = workers
     try:
         module = importlib.import_module(f"{__name__}.{module_name}")
+        peer = getattr(module, class_name)(**settings)  # may import a setting's library
     except (ImportError, OSError) as exc:  # OSError: a bundled native library that fails to load
         raise PeerUnavailable(
             f"{name} is not available here ({exc}); pip install 'agentcast[bench]'"
         ) from exc
-    return cast(Peer, getattr(module, class_name)(**settings))
+    return cast(Peer, peer)
+
+
+def trust_anchor(peer: Peer) -> str | None:
+    """The PEM of the CA a peer serving ``wss://`` chains to; None for a ``ws://`` peer."""
+    ca_pem: str | None = getattr(peer, "ca_pem", None)
+    return ca_pem

@@ -15,10 +15,20 @@ class AgentcastPeer:
     channels (round-robin) and every message is published to each channel: every
     client gets the same stream as with a broadcast, but through channels, ``seq``
     and history, as N agents publishing at that rate would cause.
+
+    With ``tls=1`` it serves ``wss://`` with a throwaway certificate; ``ca_pem`` is the
+    CA the receivers must trust (None without TLS).
     """
 
-    def __init__(self, channels: int = 0, **settings: Any) -> None:
+    def __init__(self, channels: int = 0, tls: int = 0, **settings: Any) -> None:
         self.channels = [f"agent-{i}" for i in range(channels)]
+        self.ca_pem: str | None = None
+        if tls:
+            from agentcast.loadgen.tls import ThrowawayTLS  # trustme: the bench extra
+
+            identity = ThrowawayTLS(HOST)
+            settings["ssl"] = identity.server_context()
+            self.ca_pem = identity.ca_pem
         on_connect = self._assign if channels else None
         self.hub = Broadcaster(HOST, port=0, ping_interval=0, on_connect=on_connect, **settings)
 

@@ -1,0 +1,315 @@
+"""wss://: real clients (websockets, picows, the CLI's) against a server with a trustme
+certificate; every byte goes through each client's own TLS stream."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from picows import WSMsgType, ws_connect
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from agentcast import Broadcaster
+from agentcast.app import AgentServer
+from agentcast.tls import client_context, server_context
+from clients import (
+    DEMO_STEP,
+    Collector,
+    memgpt_exchange,
+    picows_clients,
+    run,
+    user_message,
+    wait_for,
+    websockets_clients,
+)
+from redis_server import free_port
+
+AGENTCAST = [sys.executable, "-m", "agentcast"]
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A trustme CA and a certificate it issued for 127.0.0.1, as PEM files."""
+
+    ca: trustme.CA
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+    def server(self) -> ssl.SSLContext:
+        return server_context(str(self.certfile), str(self.keyfile))
+
+    def client(self) -> ssl.SSLContext:
+        return client_context(str(self.cafile))
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    files = Certificates(ca, directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.cafile))
+    issued.private_key_pem.write_to_path(str(files.keyfile))
+    for pem in issued.cert_chain_pems:
+        pem.write_to_path(str(files.certfile), append=True)
+    return files
+
+
+def exchange(url: str, context: ssl.SSLContext, text: str = "hello") -> list[str]:
+    """One MemGPT exchange with the demo agent on a new websockets connection: reply types."""
+    with connect(url, ssl=context) as client:
+        client.send(orjson.dumps(user_message(text, "demo")).decode())
+        return [orjson.loads(client.recv(timeout=10))["type"] for _ in DEMO_STEP]
+
+
+@pytest.fixture
+def agent_server(certificates: Certificates) -> Iterator[AgentServer]:
+    server = AgentServer(port=0, ssl=certificates.server()).start()
+    yield server
+    server.stop()
+
+
+def test_memgpt_exchange_over_wss_with_websockets(
+    agent_server: AgentServer, certificates: Certificates
+) -> None:
+    async def scenario() -> list[str]:
+        url = f"wss://127.0.0.1:{agent_server.hub.port}/"
+        async with websockets_clients(url, 1, ssl=certificates.client()) as (client,):
+            replies = await memgpt_exchange(client, user_message("over tls"))
+        return [reply["type"] for reply in replies]
+
+    assert run(scenario()) == DEMO_STEP
+
+
+def test_memgpt_exchange_over_wss_with_picows(
+    agent_server: AgentServer, certificates: Certificates
+) -> None:
+    async def scenario() -> list[dict[str, object]]:
+        url = f"wss://127.0.0.1:{agent_server.hub.port}/"
+        transport, client = await ws_connect(Collector, url, ssl_context=certificates.client())
+        try:
+            transport.send(WSMsgType.TEXT, orjson.dumps(user_message("over tls")))
+            await wait_for(lambda: len(client.messages) == len(DEMO_STEP))
+        finally:
+            transport.disconnect()
+            await transport.wait_disconnected()
+        return [orjson.loads(message) for message in client.messages]
+
+    replies = run(scenario())
+    assert [reply["type"] for reply in replies] == DEMO_STEP
+    assert replies[-2]["message"] == "You said: over tls"
+
+
+@pytest.mark.parametrize("transport", ["uvloop", "aiofastnet"])
+def test_broadcast_reaches_many_tls_clients_complete_and_in_order(
+    hub_factory: Callable[..., Broadcaster], certificates: Certificates, transport: str
+) -> None:
+    """Small messages, and large ones that span several TLS records, in one stream."""
+    clients = 40
+    sizes = [200] * 300 + [100_000] * 5 + [200] * 300
+    hub = hub_factory(ssl=certificates.server(), transport=transport)
+
+    async def scenario() -> list[list[bytes]]:
+        url = f"wss://127.0.0.1:{hub.port}/"
+        async with picows_clients(url, clients, ssl_context=certificates.client()) as listeners:
+            await wait_for(lambda: hub.client_count == clients)
+            for index, size in enumerate(sizes):
+                hub.publish({"i": index, "pad": "x" * size})
+            await wait_for(
+                lambda: all(len(c.messages) == len(sizes) for c in listeners), timeout=60
+            )
+            return [c.messages for c in listeners]
+
+    expected = [orjson.dumps({"i": i, "pad": "x" * size}) for i, size in enumerate(sizes)]
+    for received in run(scenario()):
+        assert received == expected
+    stats = hub.stats()
+    assert stats["writes"] == 0, "a direct send(2) of the shared frame bytes under TLS"
+    assert stats["queued_writes"] > 0
+
+
+def test_plain_client_on_the_tls_port_fails_and_the_others_are_served(
+    agent_server: AgentServer, certificates: Certificates
+) -> None:
+    port = agent_server.hub.port
+    with connect(f"wss://127.0.0.1:{port}/", ssl=certificates.client()) as before:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+            plain.sendall(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):  # a reset ends it as well
+                while chunk := plain.recv(4096):  # until the server ends the connection
+                    answer += chunk
+        assert b"HTTP/1.1" not in answer
+        before.send(orjson.dumps(user_message("still here")).decode())
+        assert [orjson.loads(before.recv(timeout=10))["type"] for _ in DEMO_STEP] == DEMO_STEP
+    assert exchange(f"wss://127.0.0.1:{port}/", certificates.client()) == DEMO_STEP
+
+
+def test_a_client_that_does_not_trust_the_certificate_is_refused(
+    agent_server: AgentServer,
+) -> None:
+    strangers = trustme.CA()  # not the CA that issued the server's certificate
+    context = ssl.create_default_context()
+    strangers.configure_trust(context)
+
+    async def scenario() -> None:
+        await ws_connect(
+            Collector, f"wss://127.0.0.1:{agent_server.hub.port}/", ssl_context=context
+        )
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        run(scenario())
+    assert agent_server.hub.client_count == 0
+
+
+# ---- the command line ---------------------------------------------------------------------
+
+
+def test_serve_with_certfile_and_keyfile_then_client_with_cafile(
+    certificates: Certificates,
+) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*AGENTCAST, "serve", "--port", str(port),
+         "--certfile", str(certificates.certfile), "--keyfile", str(certificates.keyfile)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert f"wss://127.0.0.1:{port}/" in banner, banner + (process.stderr.read() or "")
+        url = f"wss://127.0.0.1:{port}/"
+        assert exchange(url, certificates.client()) == DEMO_STEP
+        chat = subprocess.run(
+            [*AGENTCAST, "client", url, "--agent-id", "demo", "--cafile", str(certificates.cafile)],
+            input="hello\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert chat.returncode == 0, chat.stderr
+        assert "[assistant_message] You said: hello" in chat.stdout.splitlines()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory, certificates: Certificates) -> Path:
+    """Files that are each wrong in one way: junk, another certificate's key, an
+    encrypted key."""
+    directory = tmp_path_factory.mktemp("bad")
+    (directory / "junk.pem").write_text("not a certificate\n")
+    certificates.ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(
+        str(directory / "other-key.pem")
+    )
+    key = serialization.load_pem_private_key(certificates.keyfile.read_bytes(), password=None)
+    (directory / "encrypted-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "words"),
+    [
+        ("missing.pem", "key", "cannot read the certificate file {bad}/missing.pem"),
+        ("cert", "missing.pem", "cannot read the key file {bad}/missing.pem"),
+        ("cert", ".", "cannot read the key file {bad}: Is a directory"),
+        ("junk.pem", "key", "no PEM certificate in {bad}/junk.pem"),
+        ("cert", "junk.pem", "no PEM private key in {bad}/junk.pem"),
+        ("cert", None, "no PEM private key in {cert} (give it with --keyfile)"),
+        ("cert", "other-key.pem", "the private key in {bad}/other-key.pem does not match"),
+        ("cert", "encrypted-key.pem", "the private key in {bad}/encrypted-key.pem is encrypted"),
+        (None, "key", "--keyfile needs --certfile"),
+    ],
+)
+def test_certificate_errors_are_one_line_with_exit_2(
+    certificates: Certificates, bad_files: Path, cert: str | None, key: str | None, words: str
+) -> None:
+    def path(name: str) -> str:
+        named = {"cert": certificates.certfile, "key": certificates.keyfile}
+        return str(named.get(name, bad_files / name))
+
+    args = ["serve", "--port", "0"]
+    args += [] if cert is None else ["--certfile", path(cert)]
+    args += [] if key is None else ["--keyfile", path(key)]
+    result = subprocess.run([*AGENTCAST, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    expected = words.format(bad=bad_files, cert=certificates.certfile)
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "cafile", "words"),
+    [
+        ("ws://127.0.0.1:1/", "ca", "--cafile needs a wss:// URL"),
+        ("wss://127.0.0.1:1/", "missing.pem", "cannot read the CA file"),
+        ("wss://127.0.0.1:1/", "junk.pem", "no PEM certificate in"),
+    ],
+)
+def test_client_cafile_errors_are_one_line_with_exit_2(
+    certificates: Certificates, bad_files: Path, url: str, cafile: str, words: str
+) -> None:
+    path = certificates.cafile if cafile == "ca" else bad_files / cafile
+    result = subprocess.run(
+        [*AGENTCAST, "client", url, "--agent-id", "a", "--cafile", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_server_context_needs_no_keyfile_when_the_certfile_holds_the_key(
+    certificates: Certificates, tmp_path: Path
+) -> None:
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(certificates.keyfile.read_bytes() + certificates.certfile.read_bytes())
+    server = AgentServer(port=0, ssl=server_context(str(combined))).start()
+    try:
+        assert exchange(f"wss://127.0.0.1:{server.hub.port}/", certificates.client()) == DEMO_STEP
+    finally:
+        server.stop()
+
+
+def test_under_tls_the_own_origin_is_https(
+    hub_factory: Callable[..., Broadcaster], certificates: Certificates
+) -> None:
+    """A page served from https://host:port may connect; the same host over http may not."""
+    hub = hub_factory(ssl=certificates.server())
+    url = f"wss://127.0.0.1:{hub.port}/"
+    with connect(url, ssl=certificates.client(), origin=f"https://127.0.0.1:{hub.port}"):
+        pass
+    with pytest.raises(InvalidStatus, match="403"):
+        connect(url, ssl=certificates.client(), origin=f"http://127.0.0.1:{hub.port}")
+    assert hub.stats()["origin_refused"] == 1
