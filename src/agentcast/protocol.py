@@ -16,6 +16,8 @@ from typing import Any, Final, Literal
 import orjson
 
 __all__ = [
+    "BAD_AGENT_ID",
+    "MAX_AGENT_ID_BYTES",
     "MESSAGE_TYPES",
     "NOTICES",
     "Command",
@@ -46,6 +48,8 @@ MessageType = Literal["internal_monologue", "assistant_message", "function_messa
 MESSAGE_TYPES: Final = ("internal_monologue", "assistant_message", "function_message")
 COMMANDS: Final = ("create_agent",)
 MAX_SEQ: Final = 2**63 - 1
+MAX_AGENT_ID_BYTES: Final = 256
+BAD_AGENT_ID: Final = "bad_agent_id"
 
 # ---- server -> client -------------------------------------------------------
 
@@ -239,23 +243,44 @@ ClientMessage = UserMessage | Command | Subscribe | Unsubscribe
 
 
 class ProtocolError(ValueError):
-    """A client message that cannot be served; ``reply`` is the frame to send back."""
+    """A client message that cannot be served; ``reply`` is the frame to send back
+    (with ``"code"`` when the error has one a client can act on)."""
 
-    def __init__(self, message: str, reply_type: str = "server_error") -> None:
+    def __init__(
+        self, message: str, reply_type: str = "server_error", code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reply_type = reply_type
+        self.code = code
 
     @property
     def reply(self) -> bytes:
-        return orjson.dumps({"type": self.reply_type, "message": str(self)})
+        body = {"type": self.reply_type, "message": str(self)}
+        if self.code is not None:
+            body["code"] = self.code
+        return orjson.dumps(body)
 
 
 def _agent_id(body: dict[str, Any], reply_type: str) -> str:
     agent_id = body.get("agent_id")
     if agent_id is None:
         raise ProtocolError("agent_id was not specified in the request", reply_type)
+    return _checked_agent_id(agent_id, "agent_id", reply_type)
+
+
+def _checked_agent_id(agent_id: object, field: str, reply_type: str) -> str:
+    """An agent id is a key of server state and is repeated in every frame of its agent:
+    at most ``MAX_AGENT_ID_BYTES`` of UTF-8, printable (``str.isprintable``: no control,
+    format or separator characters but the space), never echoed back when refused."""
     if not isinstance(agent_id, str) or not agent_id:
-        raise ProtocolError("agent_id must be a non-empty string", reply_type)
+        raise ProtocolError(f"{field} must be a non-empty string", reply_type)
+    # The length in characters first: a huge id is refused without encoding it.
+    if len(agent_id) > MAX_AGENT_ID_BYTES or len(agent_id.encode()) > MAX_AGENT_ID_BYTES:
+        raise ProtocolError(
+            f"{field} is longer than {MAX_AGENT_ID_BYTES} bytes", reply_type, BAD_AGENT_ID
+        )
+    if not agent_id.isprintable():
+        raise ProtocolError(f"{field} may hold printable characters only", reply_type, BAD_AGENT_ID)
     return agent_id
 
 
@@ -285,6 +310,8 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
         config = body.get("config", {})
         if not isinstance(config, dict):
             raise ProtocolError("command config must be a JSON object")
+        if config.get("name") is not None:  # the agent's id, for the demo backend and MemGPT
+            _checked_agent_id(config["name"], "config name", "server_error")
         return Command(command, config)
     if kind == "subscribe":
         since = body.get("since")
