@@ -9,6 +9,7 @@ are extra fields and types that old clients ignore.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -32,10 +33,12 @@ __all__ = [
     "agent_response_start",
     "backplane_gap",
     "broadcasts_lost",
+    "clip",
     "command_response",
     "create_agent",
     "history_gap",
     "parse_client_message",
+    "quote",
     "restarted",
     "server_error",
     "skipped",
@@ -49,7 +52,32 @@ MESSAGE_TYPES: Final = ("internal_monologue", "assistant_message", "function_mes
 COMMANDS: Final = ("create_agent",)
 MAX_SEQ: Final = 2**63 - 1
 MAX_AGENT_ID_BYTES: Final = 256
+QUOTE_LIMIT: Final = 64
 BAD_AGENT_ID: Final = "bad_agent_id"
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A short, escaped excerpt of ``value`` for an error frame or a log line.
+
+    Client input is never repeated in full: it may be a megabyte (sent back, or
+    written to the log, for every bad request) or hold terminal escapes. Strings
+    keep at most ``limit`` characters of their ``repr`` (control characters
+    escaped), containers their first few items, a few levels deep."""
+    excerpt = reprlib.Repr()
+    excerpt.maxstring = excerpt.maxother = excerpt.maxlong = limit
+    excerpt.maxlevel = 2
+    excerpt.maxdict = excerpt.maxlist = 4
+    return excerpt.repr(value)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text`` ("…" marks a cut), the ones that are not
+    printable escaped: for a message that may repeat client input (an exception's)."""
+    kept = text[:limit]
+    if not kept.isprintable():
+        kept = repr(kept)[1:-1]
+    return kept + "…" if len(text) > limit else kept
+
 
 # ---- server -> client -------------------------------------------------------
 
@@ -306,7 +334,7 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
     if kind == "command":
         command = body.get("command")
         if command not in COMMANDS:
-            raise ProtocolError(f"unrecognized client command type: {command!r}")
+            raise ProtocolError(f"unrecognized client command type: {quote(command)}")
         config = body.get("config", {})
         if not isinstance(config, dict):
             raise ProtocolError("command config must be a JSON object")
@@ -322,4 +350,4 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
         return Subscribe(_agent_id(body, "server_error"), since)
     if kind == "unsubscribe":
         return Unsubscribe(_agent_id(body, "server_error"))
-    raise ProtocolError(f"unrecognized client package data type: {kind!r}")
+    raise ProtocolError(f"unrecognized client package data type: {quote(kind)}")
