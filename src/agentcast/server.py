@@ -13,10 +13,10 @@ from picows import (
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
-    ws_create_server,
 )
 
 from agentcast._ext import FanoutCore, ServerListener
+from agentcast.admission import ConnectionAdmission, create_server
 from agentcast.handshake import refuse_upgrade
 
 MessageHandler = Callable[[int, bytes], None]
@@ -37,6 +37,8 @@ class ServerOptions:
     reuse_port: bool = False  # SO_REUSEPORT: several processes serve one port
     max_clients: int | None = None
     max_message_rate: float = 100.0
+    max_connections_per_ip: int | None = None
+    max_connect_rate: float = 0.0
     # uvloop's own TCP transports: 9.1 KiB RSS per idle client against 14.9 KiB with
     # aiofastnet (picows' default) at 1,000 clients, same burst rate within noise.
     transport: Literal["uvloop", "aiofastnet"] = "uvloop"
@@ -52,8 +54,11 @@ class ServerOptions:
             raise ValueError(f"transport must be 'uvloop' or 'aiofastnet', not {self.transport!r}")
         if self.max_message_rate < 0:
             raise ValueError("max_message_rate must be >= 0 (0: no limit)")
-        if self.max_clients is not None and self.max_clients < 1:
-            raise ValueError("max_clients must be at least 1")
+        for name in ("max_clients", "max_connections_per_ip"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_connect_rate < 0:
+            raise ValueError("max_connect_rate must be >= 0 (0: no limit)")
         if self.ping_interval and self.ping_timeout > self.ping_interval:
             # picows refuses every connection otherwise (an assertion per connection).
             raise ValueError("ping_timeout must not exceed ping_interval")
@@ -83,9 +88,11 @@ async def start_server(
     options: ServerOptions,
     on_message: MessageHandler | None,
     on_binary: MessageHandler | None,
-    on_connect: ConnectHandler | None = None,
+    on_connect: ConnectHandler | None,
+    admission: ConnectionAdmission,
 ) -> asyncio.Server:
-    """Listen on ``host:port``; every connection becomes a client of ``core``."""
+    """Listen on ``host:port``; every connection ``admission`` lets in becomes a client
+    of ``core``."""
 
     def listener_factory(
         request: WSUpgradeRequest,
@@ -112,7 +119,8 @@ async def start_server(
         listener._on_connect = on_connect
         return listener
 
-    return await ws_create_server(
+    return await create_server(
+        admission,
         listener_factory,
         host,
         port,
