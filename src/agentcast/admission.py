@@ -112,6 +112,8 @@ class ConnectionAdmission:
 class _AdmittedProtocol(WSProtocol):  # type: ignore[misc]
     """picows' server protocol, counted against its peer's address while it is open."""
 
+    __slots__ = ("_admission", "_ip", "_listener_factory_after_admission")  # no __dict__
+
     def __init__(
         self, admission: ConnectionAdmission, listener_factory: ListenerFactory, *args: Any
     ) -> None:
