@@ -31,8 +31,11 @@ async def _served(url: str, local_ip: str = "127.0.0.1") -> None:
         assert [r["type"] for r in await memgpt_exchange(control, user_message("hi"))] == DEMO_STEP
 
 
-def test_connections_beyond_the_per_ip_cap_get_503_and_a_closed_one_frees_its_slot() -> None:
-    with AgentServer(port=0, max_connections_per_ip=3) as server:
+@pytest.mark.parametrize("transport", ["uvloop", "aiofastnet"])
+def test_connections_beyond_the_per_ip_cap_get_503_and_a_closed_one_frees_its_slot(
+    transport: str,
+) -> None:
+    with AgentServer(port=0, max_connections_per_ip=3, transport=transport) as server:
         url = f"ws://127.0.0.1:{server.port}"
 
         async def scenario() -> None:
@@ -132,3 +135,17 @@ def test_agentcast_serve_caps_connections_per_ip(served_with_cap: int) -> None:
             await _served(url, OTHER_IP)
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    "argument", [["--max-connections-per-ip", "-1"], ["--max-connect-rate", "-0.5"]]
+)
+def test_agentcast_serve_refuses_a_negative_limit_in_one_line(argument: list[str]) -> None:
+    result = subprocess.run(
+        [*AGENTCAST, "serve", "--port", "0", *argument],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "must be at least 0" in result.stderr, result.stderr

@@ -42,6 +42,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors are one line and exit code 2."""
 
@@ -67,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-clients", type=_positive, default=None)
     serve.add_argument(
         "--max-connections-per-ip",
-        type=int,
+        type=_count,
         default=256,
         metavar="N",
         help="connections one IP address may hold; the next gets HTTP 503 (0: no limit;"
