@@ -91,3 +91,16 @@ def test_the_demo_agent_still_answers_in_full() -> None:
                 assert replies[3]["message"] == "You said: " + "y" * 100_000
 
         run(scenario())
+
+
+def test_the_interface_logs_an_excerpt_of_the_user_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentcast.interface")
+    interface = SyncWebSocketInterface()
+    try:
+        interface.user_message(HUGE)
+    finally:
+        interface.close()
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("user message")]
+    assert EXCERPT in line and len(line) < SHORT_LOG_LINE and "\x1b" not in line, len(line)
