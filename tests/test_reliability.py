@@ -117,9 +117,13 @@ BINARY_REPLY = orjson.loads(
 )
 
 
+NOTICE_CODES = {protocol.HISTORY_GAP, protocol.SKIPPED}
+
+
 def _is_answer(frame: dict) -> bool:
-    """The one frame that ends the server's answer to a message (notices are not answers)."""
-    return frame["type"] in FINAL and "code" not in frame
+    """The one frame that ends the server's answer to a message (notices are not answers;
+    an error with a code, such as bad_agent_id, is)."""
+    return frame["type"] in FINAL and frame.get("code") not in NOTICE_CODES
 
 
 def _error_reply(payload: bytes) -> dict | None:
