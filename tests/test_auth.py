@@ -135,6 +135,7 @@ def test_a_custom_authenticator_sees_the_request_and_chooses_the_status(
     hub_factory: Callable[..., Broadcaster], caplog: pytest.LogCaptureFixture
 ) -> None:
     def by_header(request: UpgradeRequest) -> Identity:
+        assert request.peer is not None and request.peer[0] == "127.0.0.1", request.peer
         if request.headers.get("X-Team") == "blue":
             return Identity("blue", agents=(request.query["agent"][0],))
         if request.headers.get("X-Team") == "broken":

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import orjson
 import websockets
@@ -17,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from picows import WSMsgType
 
+from agent_server_process import ServerProcess
 from agentcast import Broadcaster, protocol
 from clients import (
     DEMO_STEP,
@@ -92,43 +90,6 @@ frames = st.one_of(
 raw_chunks = st.binary(min_size=1, max_size=64)
 
 
-class ServerProcess:
-    """tests/agent_server_process.py: an AgentServer whose memory is its own."""
-
-    def __init__(self, max_message_size: int) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("agent_server_process.py")),
-                str(max_message_size),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._stdin, self._stdout = self.process.stdin, self.process.stdout
-        first = self._stdout.readline()
-        if not first.startswith("port "):
-            self.process.kill()
-            self.stop()
-            raise RuntimeError(f"the server process did not start: {first!r}")
-        self.port = int(first.split()[1])
-
-    def status(self) -> tuple[int, int]:
-        """(connected clients, RSS in KiB)"""
-        self._stdin.write("status\n")
-        self._stdin.flush()
-        _, clients, _, rss = self._stdout.readline().split()
-        return int(clients), int(rss)
-
-    def stop(self) -> int:
-        self._stdin.close()
-        code = self.process.wait(30)
-        self._stdout.close()
-        return code
-
-
 def test_hostile_input_never_hurts_the_control_client() -> None:
     """Random bytes, JSON, truncated/oversized/fragmented frames over many connections."""
     server = ServerProcess(max_message_size=4096)
@@ -156,9 +117,13 @@ BINARY_REPLY = orjson.loads(
 )
 
 
+NOTICE_CODES = {protocol.HISTORY_GAP, protocol.SKIPPED}
+
+
 def _is_answer(frame: dict) -> bool:
-    """The one frame that ends the server's answer to a message (notices are not answers)."""
-    return frame["type"] in FINAL and "code" not in frame
+    """The one frame that ends the server's answer to a message (notices are not answers;
+    an error with a code, such as bad_agent_id, is)."""
+    return frame["type"] in FINAL and frame.get("code") not in NOTICE_CODES
 
 
 def _error_reply(payload: bytes) -> dict | None:

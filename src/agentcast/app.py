@@ -35,6 +35,10 @@ log = logging.getLogger("agentcast.app")
 
 BackendFactory = Callable[..., Backend]
 
+# A backend's exception text is kept up to this many characters in error frames and log
+# lines: it may say more than an excerpt of client input does, and may repeat that input.
+ERROR_LIMIT = 200
+
 
 class AgentServer:
     """Broadcaster + interface + backend + worker pool, started and stopped as one."""
@@ -227,9 +231,11 @@ class AgentServer:
             with self.interface.serving(message.agent_id):
                 self.backend.user_message(self.user_id, message.agent_id, message.message)
         except Exception as exc:
-            log.warning("agent %s failed: %s", message.agent_id, exc)
+            reason = protocol.clip(str(exc), ERROR_LIMIT)  # it may repeat the client's input
+            log.warning("agent %s failed: %s", message.agent_id, reason)
             self.hub.send_json(
-                client_id, protocol.agent_response_error(f"server.user_message failed with: {exc}")
+                client_id,
+                protocol.agent_response_error(f"server.user_message failed with: {reason}"),
             )
         self.hub.send_json(client_id, protocol.agent_response_end())
 
@@ -237,8 +243,9 @@ class AgentServer:
         try:
             self.backend.create_agent(self.user_id, agent_config=message.config)
         except Exception as exc:
-            log.warning("create_agent failed: %s", exc)
-            status = f"Error: Failed to init agent - {exc}"
+            reason = protocol.clip(str(exc), ERROR_LIMIT)
+            log.warning("create_agent failed: %s", reason)
+            status = f"Error: Failed to init agent - {reason}"
         else:
             status = "OK: Agent initialized"
         self.hub.send_json(client_id, protocol.command_response(status))

@@ -110,8 +110,8 @@ class Identity:
 @dataclass(frozen=True)
 class UpgradeRequest:
     """What an authenticator is given: the request path with its query, the headers
-    (case-insensitive), and the peer address when known (``None`` behind picows 2.3.1,
-    whose listener factory is not given the connection)."""
+    (case-insensitive), and the peer's (address, port) (``None`` for a refresh, which
+    has no upgrade of its own)."""
 
     path: str
     headers: Mapping[str, str]

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from typing import Any, Protocol
+import threading
+from collections import OrderedDict
+from typing import Any, ClassVar, Protocol
+
+import orjson
 
 from agentcast.interface import SyncWebSocketInterface
 
@@ -20,19 +24,39 @@ class Backend(Protocol):
 
 
 class DemoAgentServer:
-    """An agent with no LLM and no network: each user message gets a thought, a call, a reply."""
+    """An agent with no LLM and no network: each user message gets a thought, a call, a reply.
 
-    def __init__(self, default_interface: SyncWebSocketInterface) -> None:
+    It keeps the configs of the ``max_agents`` agents created or messaged last (least
+    recently used forgotten first), each at most ``MAX_CONFIG_BYTES`` of JSON: clients
+    choose the names and configs, so what it keeps must not grow with what they send.
+    """
+
+    MAX_CONFIG_BYTES: ClassVar[int] = 4096
+
+    def __init__(self, default_interface: SyncWebSocketInterface, max_agents: int = 1000) -> None:
+        if max_agents < 1:
+            raise ValueError("max_agents must be at least 1")
         self.interface = default_interface
-        self.agents: dict[str, dict[str, Any]] = {}
+        self.max_agents = max_agents
+        self.agents: OrderedDict[str, dict[str, Any]] = OrderedDict()  # oldest use first
+        self._lock = threading.Lock()  # agent steps run on several worker threads
         self._ids = itertools.count(1)
 
     def create_agent(self, user_id: str, agent_config: dict[str, Any]) -> str:
+        if len(orjson.dumps(agent_config)) > self.MAX_CONFIG_BYTES:
+            raise ValueError(f"agent config is larger than {self.MAX_CONFIG_BYTES} bytes of JSON")
         agent_id = str(agent_config.get("name") or f"agent-{next(self._ids)}")
-        self.agents[agent_id] = dict(agent_config)
+        with self._lock:
+            self.agents[agent_id] = dict(agent_config)
+            self.agents.move_to_end(agent_id)
+            while len(self.agents) > self.max_agents:
+                self.agents.popitem(last=False)
         return agent_id
 
     def user_message(self, user_id: str, agent_id: str, message: str) -> None:
+        with self._lock:
+            if agent_id in self.agents:
+                self.agents.move_to_end(agent_id)
         self.interface.internal_monologue(f"The user said {message!r}; I will echo it back.")
         self.interface.function_message(f"Running send_message({message!r})")
         self.interface.assistant_message(f"You said: {message}")

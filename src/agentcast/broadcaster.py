@@ -11,6 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 from agentcast._ext import FanoutCore, Sink
+from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity, Refused, verify_token
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
@@ -62,7 +63,11 @@ class Broadcaster:
     has a core of its own. ``max_clients`` caps connections: the next one is
     answered with HTTP 503 at upgrade. A client sending more than
     ``max_message_rate`` messages a second (bursts up to that many) is closed
-    with 1008; 0 disables the limit. ``reuse_port`` lets several processes
+    with 1008; 0 disables the limit. One IP address may hold ``max_connections_per_ip``
+    connections (the next is answered HTTP 503 at upgrade) and open new ones at
+    ``max_connect_rate`` a second, bursts up to the cap (beyond: HTTP 429). Both are
+    off by default (None, 0): behind a reverse proxy every client has the proxy's
+    address; ``agentcast serve`` sets them. ``reuse_port`` lets several processes
     listen on one port (SO_REUSEPORT: the kernel spreads the connections).
     ``ssl`` (a server ``SSLContext``) serves ``wss://``: every client's bytes are then
     encrypted separately, so the core writes through each connection's TLS transport
@@ -118,6 +123,8 @@ class Broadcaster:
         close_grace: float = 2.0,
         max_clients: int | None = None,
         max_message_rate: float = 100.0,
+        max_connections_per_ip: int | None = None,
+        max_connect_rate: float = 0.0,
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
         slow_consumer: Literal["close", "skip"] = "close",
@@ -153,6 +160,8 @@ class Broadcaster:
             close_grace=close_grace,
             max_clients=max_clients,
             max_message_rate=max_message_rate,
+            max_connections_per_ip=max_connections_per_ip,
+            max_connect_rate=max_connect_rate,
             transport=transport,
             reuse_port=reuse_port,
             ssl=ssl,
@@ -170,6 +179,7 @@ class Broadcaster:
         self._core: Any = _NOT_RUNNING
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
         self._server: asyncio.Server | None = None
+        self._admission: ConnectionAdmission | None = None
         self._port: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------
@@ -197,6 +207,9 @@ class Broadcaster:
             return None
         if self._gate.authenticate is not None:
             self._sessions = Sessions(core, loop)
+        self._admission = ConnectionAdmission(
+            self.options.max_connections_per_ip, self.options.max_connect_rate
+        )
         self._server = await start_server(
             core,
             self.host,
@@ -207,6 +220,7 @@ class Broadcaster:
             self._on_connect,
             self._gate,
             self._sessions,
+            self._admission,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
@@ -235,7 +249,7 @@ class Broadcaster:
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
         self._core = self._router = _NOT_RUNNING
-        self._server = None
+        self._server = self._admission = None
         self._sessions = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -389,4 +403,11 @@ class Broadcaster:
         if isinstance(self._core, _NotRunning):
             return {}
         auth = {} if self._sessions is None else self._sessions.stats()
-        return {**self._core.stats(), **self._router.stats(), **self._gate.stats(), **auth}
+        admitted = {} if self._admission is None else self._admission.stats()
+        return {
+            **self._core.stats(),
+            **self._router.stats(),
+            **self._gate.stats(),
+            **auth,
+            **admitted,
+        }

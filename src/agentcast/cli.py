@@ -39,6 +39,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors are one line and exit code 2."""
 
@@ -62,6 +76,22 @@ def _parser() -> argparse.ArgumentParser:
         help="agent: clients get the agents they talk to; all: every client gets everything",
     )
     serve.add_argument("--max-clients", type=_positive, default=None)
+    serve.add_argument(
+        "--max-connections-per-ip",
+        type=_count,
+        default=256,
+        metavar="N",
+        help="connections one IP address may hold; the next gets HTTP 503 (0: no limit;"
+        " behind a reverse proxy every client has the proxy's address)",
+    )
+    serve.add_argument(
+        "--max-connect-rate",
+        type=_non_negative,
+        default=20.0,
+        metavar="PER_SECOND",
+        help="new connections a second from one IP address, bursts up to"
+        " --max-connections-per-ip; beyond, HTTP 429 (0: no limit)",
+    )
     serve.add_argument(
         "--slow-consumer",
         choices=["close", "skip"],
@@ -205,6 +235,8 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         route=args.route,
         workers=args.agent_threads,
         max_clients=args.max_clients,
+        max_connections_per_ip=args.max_connections_per_ip or None,
+        max_connect_rate=args.max_connect_rate,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
         backplane=args.redis,

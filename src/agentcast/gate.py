@@ -36,11 +36,11 @@ class Gate:
         self.origin_refused += 1
         return _response(HTTPStatus.FORBIDDEN, "origin not allowed")
 
-    def identify(self, request: WSUpgradeRequest) -> Identity | None:
+    def identify(self, request: WSUpgradeRequest, peer: tuple[str, int] | None) -> Identity | None:
         """The client's identity (None: anonymous); raises ``Refused``."""
         if self.authenticate is None:
             return None
-        view = UpgradeRequest(request.path.decode("latin-1"), request.headers)
+        view = UpgradeRequest(request.path.decode("latin-1"), request.headers, peer)
         try:
             return self.authenticate(view)
         except Refused:

@@ -113,7 +113,8 @@ class _WebSocketInterface:
 
     def user_message(self, msg: str, msg_obj: Any = None) -> None:
         """MemGPT calls this for the user's own message; nothing is sent (as in MemGPT)."""
-        log.debug("user message: %s", msg)
+        if log.isEnabledFor(logging.DEBUG):  # a client's input: an excerpt only
+            log.debug("user message: %s", protocol.quote(msg))
 
     def close(self) -> None:
         """Stop the Broadcaster if this interface created it."""

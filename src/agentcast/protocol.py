@@ -9,6 +9,7 @@ are extra fields and types that old clients ignore.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -16,6 +17,8 @@ from typing import Any, Final, Literal
 import orjson
 
 __all__ = [
+    "BAD_AGENT_ID",
+    "MAX_AGENT_ID_BYTES",
     "MESSAGE_TYPES",
     "NOTICES",
     "Command",
@@ -31,11 +34,13 @@ __all__ = [
     "agent_response_start",
     "backplane_gap",
     "broadcasts_lost",
+    "clip",
     "command_response",
     "create_agent",
     "forbidden",
     "history_gap",
     "parse_client_message",
+    "quote",
     "refresh",
     "restarted",
     "server_error",
@@ -50,6 +55,33 @@ MessageType = Literal["internal_monologue", "assistant_message", "function_messa
 MESSAGE_TYPES: Final = ("internal_monologue", "assistant_message", "function_message")
 COMMANDS: Final = ("create_agent",)
 MAX_SEQ: Final = 2**63 - 1
+MAX_AGENT_ID_BYTES: Final = 256
+QUOTE_LIMIT: Final = 64
+BAD_AGENT_ID: Final = "bad_agent_id"
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A short, escaped excerpt of ``value`` for an error frame or a log line.
+
+    Client input is never repeated in full: it may be a megabyte (sent back, or
+    written to the log, for every bad request) or hold terminal escapes. Strings
+    keep at most ``limit`` characters of their ``repr`` (control characters
+    escaped), containers their first few items, a few levels deep."""
+    excerpt = reprlib.Repr()
+    excerpt.maxstring = excerpt.maxother = excerpt.maxlong = limit
+    excerpt.maxlevel = 2
+    excerpt.maxdict = excerpt.maxlist = 4
+    return excerpt.repr(value)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text`` ("…" marks a cut), the ones that are not
+    printable escaped: for a message that may repeat client input (an exception's)."""
+    kept = text[:limit]
+    if not kept.isprintable():
+        kept = repr(kept)[1:-1]
+    return kept + "…" if len(text) > limit else kept
+
 
 # ---- server -> client -------------------------------------------------------
 
@@ -269,23 +301,44 @@ ClientMessage = Request | Refresh
 
 
 class ProtocolError(ValueError):
-    """A client message that cannot be served; ``reply`` is the frame to send back."""
+    """A client message that cannot be served; ``reply`` is the frame to send back
+    (with ``"code"`` when the error has one a client can act on)."""
 
-    def __init__(self, message: str, reply_type: str = "server_error") -> None:
+    def __init__(
+        self, message: str, reply_type: str = "server_error", code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reply_type = reply_type
+        self.code = code
 
     @property
     def reply(self) -> bytes:
-        return orjson.dumps({"type": self.reply_type, "message": str(self)})
+        body = {"type": self.reply_type, "message": str(self)}
+        if self.code is not None:
+            body["code"] = self.code
+        return orjson.dumps(body)
 
 
 def _agent_id(body: dict[str, Any], reply_type: str) -> str:
     agent_id = body.get("agent_id")
     if agent_id is None:
         raise ProtocolError("agent_id was not specified in the request", reply_type)
+    return _checked_agent_id(agent_id, "agent_id", reply_type)
+
+
+def _checked_agent_id(agent_id: object, field: str, reply_type: str) -> str:
+    """An agent id is a key of server state and is repeated in every frame of its agent:
+    at most ``MAX_AGENT_ID_BYTES`` of UTF-8, printable (``str.isprintable``: no control,
+    format or separator characters but the space), never echoed back when refused."""
     if not isinstance(agent_id, str) or not agent_id:
-        raise ProtocolError("agent_id must be a non-empty string", reply_type)
+        raise ProtocolError(f"{field} must be a non-empty string", reply_type)
+    # The length in characters first: a huge id is refused without encoding it.
+    if len(agent_id) > MAX_AGENT_ID_BYTES or len(agent_id.encode()) > MAX_AGENT_ID_BYTES:
+        raise ProtocolError(
+            f"{field} is longer than {MAX_AGENT_ID_BYTES} bytes", reply_type, BAD_AGENT_ID
+        )
+    if not agent_id.isprintable():
+        raise ProtocolError(f"{field} may hold printable characters only", reply_type, BAD_AGENT_ID)
     return agent_id
 
 
@@ -311,10 +364,12 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
     if kind == "command":
         command = body.get("command")
         if command not in COMMANDS:
-            raise ProtocolError(f"unrecognized client command type: {command!r}")
+            raise ProtocolError(f"unrecognized client command type: {quote(command)}")
         config = body.get("config", {})
         if not isinstance(config, dict):
             raise ProtocolError("command config must be a JSON object")
+        if config.get("name") is not None:  # the agent's id, for the demo backend and MemGPT
+            _checked_agent_id(config["name"], "config name", "server_error")
         return Command(command, config)
     if kind == "subscribe":
         since = body.get("since")
@@ -330,4 +385,4 @@ def parse_client_message(data: bytes | str) -> ClientMessage:
         if not isinstance(token, str) or not token:
             raise ProtocolError("refresh needs a string token")
         return Refresh(token)
-    raise ProtocolError(f"unrecognized client package data type: {kind!r}")
+    raise ProtocolError(f"unrecognized client package data type: {quote(kind)}")

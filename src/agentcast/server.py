@@ -14,10 +14,10 @@ from picows import (
     WSUpgradeRequest,
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
-    ws_create_server,
 )
 
 from agentcast._ext import FanoutCore, ServerListener
+from agentcast.admission import ConnectionAdmission, Peer, create_server
 from agentcast.auth import Identity, Refused
 from agentcast.gate import Gate
 from agentcast.handshake import refuse_upgrade
@@ -41,6 +41,8 @@ class ServerOptions:
     reuse_port: bool = False  # SO_REUSEPORT: several processes serve one port
     max_clients: int | None = None
     max_message_rate: float = 100.0
+    max_connections_per_ip: int | None = None
+    max_connect_rate: float = 0.0
     # uvloop's own TCP transports: 9.1 KiB RSS per idle client against 14.9 KiB with
     # aiofastnet (picows' default) at 1,000 clients, same burst rate within noise.
     transport: Literal["uvloop", "aiofastnet"] = "uvloop"
@@ -57,8 +59,11 @@ class ServerOptions:
             raise ValueError(f"transport must be 'uvloop' or 'aiofastnet', not {self.transport!r}")
         if self.max_message_rate < 0:
             raise ValueError("max_message_rate must be >= 0 (0: no limit)")
-        if self.max_clients is not None and self.max_clients < 1:
-            raise ValueError("max_clients must be at least 1")
+        for name in ("max_clients", "max_connections_per_ip"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_connect_rate < 0:
+            raise ValueError("max_connect_rate must be >= 0 (0: no limit)")
         if self.ping_interval and self.ping_timeout > self.ping_interval:
             # picows refuses every connection otherwise (an assertion per connection).
             raise ValueError("ping_timeout must not exceed ping_interval")
@@ -103,12 +108,13 @@ async def start_server(
     on_connect: ConnectHandler | None,
     gate: Gate,
     sessions: Sessions | None,
+    admission: ConnectionAdmission,
 ) -> asyncio.Server:
-    """Listen on ``host:port``; every connection ``gate`` admits becomes a client of
-    ``core``, its identity kept in ``sessions``."""
+    """Listen on ``host:port``; every connection ``admission`` lets in and ``gate``
+    admits becomes a client of ``core``, its identity kept in ``sessions``."""
 
     def listener_factory(
-        request: WSUpgradeRequest,
+        request: WSUpgradeRequest, peer: Peer
     ) -> ServerListener | WSUpgradeResponseWithListener:
         refusal = refuse_upgrade(request) or gate.refuse_origin(request)
         if refusal is not None:
@@ -119,7 +125,7 @@ async def start_server(
             )
             return WSUpgradeResponseWithListener(response, None)
         try:
-            identity = gate.identify(request)
+            identity = gate.identify(request, peer)
         except Refused as refused:
             return WSUpgradeResponseWithListener(Gate.refusal(refused), None)
         settings = (
@@ -138,7 +144,8 @@ async def start_server(
         listener._identity = identity
         return listener
 
-    return await ws_create_server(
+    return await create_server(
+        admission,
         listener_factory,
         host,
         port,

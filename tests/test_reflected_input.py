@@ -1,0 +1,106 @@
+"""Client input is never reflected in full: error frames and log lines quote a short,
+escaped excerpt of it (an unknown type of 500,000 characters once came back whole)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+
+from agentcast.app import AgentServer
+from agentcast.interface import SyncWebSocketInterface
+from clients import DEMO_STEP, memgpt_exchange, run, user_message
+
+HUGE = "\x1b[2J" + "x" * 500_000  # a terminal escape first: it must reach no log raw
+LARGE = HUGE[:100_000]
+EXCERPT = "x" * 16
+SHORT_REPLY = 1024
+SHORT_LOG_LINE = 512
+
+
+class RaisingBackend:
+    """A backend whose errors repeat what the client sent, as real ones may."""
+
+    def __init__(self, default_interface: SyncWebSocketInterface) -> None:
+        self.interface = default_interface
+
+    def create_agent(self, user_id: str, agent_config: dict[str, Any]) -> None:
+        raise ValueError(f"bad config {agent_config}")
+
+    def user_message(self, user_id: str, agent_id: str, message: str) -> None:
+        if message != "ok":
+            raise ValueError(f"cannot answer {message}")
+        self.interface.assistant_message("fine")
+
+
+BAD_REQUESTS = {
+    "unknown-type": {"type": HUGE},
+    "unknown-type-object": {"type": {LARGE: [LARGE] * 3, "k": {"n": LARGE}}},
+    "unknown-command": {"type": "command", "command": HUGE},
+    "backend-create-agent": {"type": "command", "command": "create_agent", "config": {"x": HUGE}},
+    "backend-user-message": user_message(HUGE, "a"),
+}
+
+
+@pytest.mark.parametrize("request_body", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_a_huge_bad_request_gets_a_short_reply_and_short_log_lines(
+    request_body: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # agentcast serve's default level
+    with AgentServer(RaisingBackend, port=0) as server:
+
+        async def scenario() -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}", max_size=None) as ws:
+                await ws.send(orjson.dumps(request_body).decode())
+                while True:  # a user_message is answered start, error, end
+                    raw = await ws.recv()
+                    assert len(raw) < SHORT_REPLY, len(raw)
+                    reply = orjson.loads(raw)
+                    if reply["type"] in ("server_error", "command_response"):
+                        break
+                    if reply["type"] == "agent_response_error":
+                        assert orjson.loads(await ws.recv())["type"] == "agent_response_end"
+                        break
+                assert EXCERPT in reply.get("message", reply.get("status")), reply  # quoted
+                replies = await memgpt_exchange(ws, user_message("ok", "a"))
+                assert [r["type"] for r in replies] == [
+                    "agent_response_start",
+                    "agent_response",
+                    "agent_response_end",
+                ]
+
+        run(scenario())
+    lines = [record.getMessage() for record in caplog.records]
+    assert any(EXCERPT in line for line in lines), lines  # the error was logged
+    assert all(len(line) < SHORT_LOG_LINE and "\x1b" not in line for line in lines), [
+        line[:100] for line in lines
+    ]
+
+
+def test_the_demo_agent_still_answers_in_full() -> None:
+    """Quoting is for errors: a valid message up to max_message_size is served whole."""
+    with AgentServer(port=0) as server:
+
+        async def scenario() -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}", max_size=None) as ws:
+                replies = await memgpt_exchange(ws, user_message("y" * 100_000, "a"))
+                assert [r["type"] for r in replies] == DEMO_STEP
+                assert replies[3]["message"] == "You said: " + "y" * 100_000
+
+        run(scenario())
+
+
+def test_the_interface_logs_an_excerpt_of_the_user_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentcast.interface")
+    interface = SyncWebSocketInterface()
+    try:
+        interface.user_message(HUGE)
+    finally:
+        interface.close()
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("user message")]
+    assert EXCERPT in line and len(line) < SHORT_LOG_LINE and "\x1b" not in line, len(line)
