@@ -59,6 +59,10 @@ class Broadcaster:
     ``max_message_rate`` messages a second (bursts up to that many) is closed
     with 1008; 0 disables the limit. ``reuse_port`` lets several processes
     listen on one port (SO_REUSEPORT: the kernel spreads the connections).
+    A client holds at most ``max_subscriptions`` channels (None: no limit); a
+    subscribe beyond is not applied, the client gets a ``{"type": "server_error",
+    "code": "too_many_subscriptions", "agent_id": ..., "limit": N}`` notice, and
+    it is counted (``refused_subscriptions``).
 
     Every message published to a channel gets ``"seq": N`` (a per-channel
     counter from 1, no gaps, in queue order) added to its JSON object, and the
@@ -103,6 +107,7 @@ class Broadcaster:
         max_message_rate: float = 100.0,
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
+        max_subscriptions: int | None = 128,
         slow_consumer: Literal["close", "skip"] = "close",
         transport: Literal["uvloop", "aiofastnet"] = "uvloop",
         backplane: str | None = None,
@@ -124,6 +129,7 @@ class Broadcaster:
             "history_size": history_size,
             "history_bytes": history_bytes,
             "slow_consumer": slow_consumer,
+            "max_subscriptions": max_subscriptions,
         }
         self.options = ServerOptions(
             max_message_size=max_message_size,
@@ -289,15 +295,27 @@ class Broadcaster:
         """Queue ``data`` as one binary frame for one client, on the same ordered path."""
         self._router.send_binary(client_id, data)
 
-    def subscribe(self, client_id: int, channel: Hashable, since: int | None = None) -> None:
+    def subscribe(
+        self,
+        client_id: int,
+        channel: Hashable,
+        since: int | None = None,
+        *,
+        ack: bytes | None = None,
+    ) -> None:
         """From now on (in queue order), ``client_id`` receives ``channel``'s messages.
 
         With ``since``, it first gets the kept messages with a larger seq, then the live
         ones, with no gap and no duplicate at the seam. If messages after ``since`` are
         no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
         "first_seq": F, ...}`` and then everything from ``F``.
+
+        ``ack`` (JSON bytes) is sent to the client once the subscription holds, before
+        any replay. Beyond ``max_subscriptions`` nothing changes and the client gets a
+        ``too_many_subscriptions`` notice instead of ``ack`` (this call cannot raise
+        for it: the subscribe is applied later, on the loop thread).
         """
-        self._router.subscribe(client_id, channel, since)
+        self._router.subscribe(client_id, channel, since, ack)
 
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
         self._router.unsubscribe(client_id, channel)

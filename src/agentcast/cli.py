@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-clients", type=_positive, default=None)
     serve.add_argument(
+        "--max-subscriptions",
+        type=_positive,
+        default=128,
+        help="agents one connection may subscribe to; beyond: a too_many_subscriptions error",
+    )
+    serve.add_argument(
         "--slow-consumer",
         choices=["close", "skip"],
         default="close",
@@ -130,6 +136,7 @@ def serve(args: argparse.Namespace) -> int:
         route=args.route,
         workers=args.agent_threads,
         max_clients=args.max_clients,
+        max_subscriptions=args.max_subscriptions,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
         backplane=args.redis,

@@ -38,6 +38,7 @@ __all__ = [
     "server_error",
     "skipped",
     "subscribe",
+    "too_many_subscriptions",
     "unsubscribe",
     "user_message",
 ]
@@ -96,6 +97,7 @@ def agent_response(
 
 HISTORY_GAP: Final = "history_gap"
 SKIPPED: Final = "skipped"
+TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
 
 
 def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -> bytes:
@@ -161,6 +163,20 @@ def skipped(count: int, ranges: Sequence[tuple[Hashable, int, int]]) -> bytes:
     )
 
 
+def too_many_subscriptions(agent_id: Hashable, limit: int) -> bytes:
+    """A subscribe refused: the client already holds ``limit`` subscriptions."""
+    return orjson.dumps(
+        {
+            "type": "server_error",
+            "code": TOO_MANY_SUBSCRIPTIONS,
+            "agent_id": agent_id,
+            "limit": limit,
+            "message": f"not subscribed: at most {limit} subscriptions per connection; "
+            "unsubscribe from another agent first",
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Notices:
     """The notice builders a ``FanoutCore`` is handed: it only frames what they return."""
@@ -169,6 +185,7 @@ class Notices:
     backplane_gap: Callable[[Hashable, int, int], bytes] = backplane_gap
     restarted: Callable[[Hashable, int], bytes] = restarted
     skipped: Callable[[int, Sequence[tuple[Hashable, int, int]]], bytes] = skipped
+    too_many_subscriptions: Callable[[Hashable, int], bytes] = too_many_subscriptions
 
 
 NOTICES: Final = Notices()
