@@ -2,7 +2,7 @@
 """C contract of the fan-out hub: clients, subscriber groups, the write round and the core."""
 
 from agentcast._buffer cimport Buffer
-from agentcast._history cimport Channel
+from agentcast._history cimport Channel, HistoryLedger
 from agentcast._opqueue cimport Op, OpQueue
 from agentcast._sink cimport Sink
 
@@ -60,6 +60,10 @@ cdef class FanoutCore:
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
         readonly Py_ssize_t max_subscriptions
+        readonly Py_ssize_t history_total_bytes
+        readonly double channel_ttl               # inf: never freed
+        HistoryLedger _history
+        list _sweeps                              # (time, n_ticks) of recent sweeps
         dict _channels
         dict _queued_subscribes                   # channel -> subscribes queued, not applied
         long long _next_id
@@ -90,6 +94,8 @@ cdef class FanoutCore:
         unsigned long long n_gaps
         unsigned long long n_failed_ops           # operations that raised when applied
         unsigned long long n_refused_subscriptions  # beyond max_subscriptions
+        unsigned long long n_freed_channels       # idle for channel_ttl, freed by a sweep
+        unsigned long long n_history_trims        # passes over history_total_bytes
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -122,6 +128,7 @@ cdef class FanoutCore:
     cdef int _refuse_subscription(self, long long client_id, object channel) except -1
     cdef int _change_solo(self, Client client, object channel, bint add) except -1
     cdef Channel _channel(self, object name)
+    cdef int _trim_history(self) except -1
     cdef int _resume(self, long long client_id, object name, unsigned long long since,
                      bytes ack) except -1
     cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,

@@ -37,7 +37,7 @@ from agentcast._buffer cimport (
     buf_reset,
     write_header,
 )
-from agentcast._history cimport Channel
+from agentcast._history cimport Channel, HistoryLedger
 from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
@@ -58,6 +58,7 @@ from agentcast._opqueue cimport (
 from agentcast._sink cimport Sink
 
 import logging
+from operator import attrgetter
 
 import orjson
 
@@ -91,6 +92,7 @@ TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
 cdef frozenset NO_CHANNELS = frozenset()
+cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -193,7 +195,9 @@ cdef class FanoutCore:
                  Py_ssize_t max_batch_bytes=256 * 1024,
                  double flush_interval=0.0, bint release_gil=False,
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
-                 str slow_consumer="close", notices=None, object max_subscriptions=128):
+                 str slow_consumer="close", notices=None, object max_subscriptions=128,
+                 Py_ssize_t history_total_bytes=256 * 1024 * 1024,
+                 object channel_ttl=300.0):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
@@ -213,6 +217,14 @@ cdef class FanoutCore:
             raise ValueError("max_subscriptions must be at least 1 (None: no limit)")
         else:
             self.max_subscriptions = max_subscriptions
+        if history_total_bytes < 0:
+            raise ValueError("history_total_bytes must be >= 0")
+        self.history_total_bytes = history_total_bytes
+        if channel_ttl is not None and not channel_ttl > 0:
+            raise ValueError("channel_ttl must be positive (None: channels are never freed)")
+        self.channel_ttl = float("inf") if channel_ttl is None else channel_ttl
+        self._history = HistoryLedger()
+        self._sweeps = []
         self._channels = {}
         self._queued_subscribes = {}
         self._loop = loop
@@ -405,6 +417,9 @@ cdef class FanoutCore:
             "gaps": self.n_gaps,
             "failed_ops": self.n_failed_ops,
             "refused_subscriptions": self.n_refused_subscriptions,
+            "history_bytes": self._history.bytes,
+            "freed_channels": self.n_freed_channels,
+            "history_trims": self.n_history_trims,
         }
 
     def channel_info(self, object channel):
@@ -413,6 +428,32 @@ cdef class FanoutCore:
         return None if state is None else state.info()
 
     # ---- loop thread --------------------------------------------------------
+
+    def sweep_idle(self, double now):
+        """Free the channels that have had no subscriber, no message and no (un)subscribe
+        for ``channel_ttl`` seconds (``now``: the loop's clock; a timer calls this every so
+        often, never per message). Their seq and history go: a resume gets a
+        ``history_gap`` and the channel's numbering starts again at 1. Returns how many."""
+        cdef double horizon = now - self.channel_ttl
+        cdef list sweeps = self._sweeps
+        cdef Py_ssize_t i = 0
+        cdef unsigned long long cutoff
+        cdef Channel state
+        check_thread(self, "sweep_idle")
+        sweeps.append((now, self.n_ticks))
+        while i + 1 < len(sweeps) and sweeps[i + 1][0] <= horizon:
+            i += 1
+        if sweeps[i][0] > horizon:
+            return 0
+        cutoff = sweeps[i][1]  # every tick up to this one ran before the horizon
+        del sweeps[:i]
+        idle = [name for name, state in self._channels.items()
+                if state.used_tick <= cutoff and name not in self._channel_groups
+                and name not in self._queued_subscribes]
+        for name in idle:
+            (<Channel>self._channels.pop(name)).trim(0)
+        self.n_freed_channels += len(idle)
+        return len(idle)
 
     cpdef long long add_client(self, Sink sink) except -1:
         """Register a connected sink; it receives broadcasts until it subscribes."""
@@ -631,12 +672,16 @@ cdef class FanoutCore:
         cdef Client client = self._clients.get(client_id)
         cdef object channels
         cdef Py_ssize_t count
+        cdef Channel state
         if client is None:
             self.n_unknown_targets += 1
             return 0
         channels = client.group.channels
         if add == (channel in channels):
             return 1
+        state = self._channels.get(channel)
+        if state is not None:  # the last subscriber leaving starts its idle time
+            state.used_tick = self.n_ticks
         count = len(channels) + (1 if add else -1)
         if count > self.max_subscriptions:
             return self._refuse_subscription(client_id, channel)
@@ -685,9 +730,22 @@ cdef class FanoutCore:
     cdef Channel _channel(self, object name):
         cdef Channel state = self._channels.get(name)
         if state is None:
-            state = Channel(name, self.history_size, self.history_bytes)
+            state = Channel(name, self.history_size, self.history_bytes, self._history)
+            state.used_tick = self.n_ticks
             self._channels[name] = state
         return state
+
+    cdef int _trim_history(self) except -1:
+        """Over ``history_total_bytes``: forget the oldest history of the least recently
+        used channels, down to 7/8 of it (a pass sorts the channels: rare, not per message)."""
+        cdef Py_ssize_t target = self.history_total_bytes - self.history_total_bytes // 8
+        cdef Channel state
+        self.n_history_trims += 1
+        for state in sorted(self._channels.values(), key=LEAST_RECENTLY_USED):
+            if self._history.bytes <= target:
+                break
+            state.trim(max(0, state.history_bytes - (self._history.bytes - target)))
+        return 0
 
     cdef int _resume(self, long long client_id, object name, unsigned long long since,
                      bytes ack) except -1:
@@ -775,6 +833,8 @@ cdef class FanoutCore:
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
         frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
+        if self._history.bytes > self.history_total_bytes:
+            self._trim_history()
         return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _route_binary(self, object channel, bytes data) except -1:
@@ -830,6 +890,8 @@ cdef class FanoutCore:
                 self._announce_gap(channel, state, seq)
             frame = build_frame(payload)
             state.keep(seq, frame, self.n_ticks)
+            if self._history.bytes > self.history_total_bytes:
+                self._trim_history()
             self.n_published += 1
             self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
         return 0

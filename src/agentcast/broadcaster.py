@@ -19,6 +19,7 @@ log = logging.getLogger("agentcast")
 
 GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
+SWEEP_INTERVAL_MAX = 30.0  # seconds between sweeps for idle channels, whatever channel_ttl
 
 
 class _NotRunning:
@@ -68,6 +69,11 @@ class Broadcaster:
     counter from 1, no gaps, in queue order) added to its JSON object, and the
     last ``history_size`` frames (at most ``history_bytes``) are kept, so a
     client can ``subscribe(..., since=N)`` after a reconnect and miss nothing.
+    A channel nobody has subscribed to, published on or left for ``channel_ttl``
+    seconds is freed with its history (a timer sweeps every ``channel_ttl / 4``,
+    at most 30 s; None: never): a late resume gets a ``history_gap`` and its seq
+    starts again at 1. All channels together keep at most ``history_total_bytes``
+    of history: beyond it the oldest frames of the least recently used channels go.
 
     With ``backplane="redis://host:port/db"`` every node started with the same
     URL delivers every channel's messages to its own subscribers: Redis numbers
@@ -108,6 +114,8 @@ class Broadcaster:
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
         max_subscriptions: int | None = 128,
+        channel_ttl: float | None = 300.0,
+        history_total_bytes: int = 256 * 1024 * 1024,
         slow_consumer: Literal["close", "skip"] = "close",
         transport: Literal["uvloop", "aiofastnet"] = "uvloop",
         backplane: str | None = None,
@@ -130,6 +138,8 @@ class Broadcaster:
             "history_bytes": history_bytes,
             "slow_consumer": slow_consumer,
             "max_subscriptions": max_subscriptions,
+            "channel_ttl": channel_ttl,
+            "history_total_bytes": history_total_bytes,
         }
         self.options = ServerOptions(
             max_message_size=max_message_size,
@@ -150,6 +160,7 @@ class Broadcaster:
         self._core: Any = _NOT_RUNNING
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------
@@ -172,6 +183,8 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
         self._core = core
+        if self._core_options["channel_ttl"] is not None:
+            self._sweep_idle_channels()
         self._router = await self._start_router(core)
         if self._requested_port is None:
             return None
@@ -187,6 +200,13 @@ class Broadcaster:
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
         return port
+
+    def _sweep_idle_channels(self) -> None:
+        """On the loop thread, every ``channel_ttl / 4`` (at most 30 s): free idle channels."""
+        loop = asyncio.get_running_loop()
+        self._core.sweep_idle(loop.time())
+        interval = min(self._core_options["channel_ttl"] / 4, SWEEP_INTERVAL_MAX)
+        self._sweeper = loop.call_later(interval, self._sweep_idle_channels)
 
     async def _start_router(self, core: FanoutCore) -> Router:
         if self.backplane_url is None:
@@ -216,6 +236,8 @@ class Broadcaster:
     async def _shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         core, server = self._core, self._server
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if server is not None:
             server.close()
         await self._router.stop(timeout / 2)

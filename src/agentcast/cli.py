@@ -74,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         "--history", type=int, default=1000, help="messages kept per agent for resume (since)"
     )
     serve.add_argument(
+        "--channel-ttl",
+        type=float,
+        default=300.0,
+        help="seconds an agent nobody subscribes to keeps its history before it is freed",
+    )
+    serve.add_argument(
+        "--history-total-bytes",
+        type=_positive,
+        default=256 * 1024 * 1024,
+        help="history kept for all agents together; beyond, the least recently used lose theirs",
+    )
+    serve.add_argument(
         "--redis",
         default=None,
         metavar="URL",
@@ -139,6 +151,8 @@ def serve(args: argparse.Namespace) -> int:
         max_subscriptions=args.max_subscriptions,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
+        channel_ttl=args.channel_ttl,
+        history_total_bytes=args.history_total_bytes,
         backplane=args.redis,
         reuse_port=args.reuse_port,
     )

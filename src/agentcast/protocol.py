@@ -100,6 +100,12 @@ SKIPPED: Final = "skipped"
 TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
 
 
+HISTORY_FREED: Final = (
+    "an agent's history is dropped once nobody has subscribed to it for channel_ttl "
+    "(numbering then starts again at 1), and oldest first when the server holds too much"
+)
+
+
 def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -> bytes:
     """A resume asked for messages after ``since`` that are no longer kept."""
     return orjson.dumps(
@@ -108,7 +114,7 @@ def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -
             "code": HISTORY_GAP,
             "agent_id": agent_id,
             "message": f"messages after seq {since} are no longer kept; "
-            f"history starts at {first_seq}",
+            f"history starts at {first_seq} ({HISTORY_FREED})",
             "first_seq": first_seq,
             "last_seq": last_seq,
         }
