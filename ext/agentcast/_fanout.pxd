@@ -110,6 +110,7 @@ cdef class FanoutCore:
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
     cpdef close_client(self, long long client_id, int code, str reason)
+    cpdef bint admit_control(self, long long client_id, Py_ssize_t size) except -1
     cpdef tick(self)
 
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,

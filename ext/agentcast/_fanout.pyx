@@ -492,6 +492,22 @@ cdef class FanoutCore:
             client.closed = True
             client.sink.close(code, reason)
 
+    cpdef bint admit_control(self, long long client_id, Py_ssize_t size) except -1:
+        """May the listener write a control frame of ``size`` bytes (a pong) to this client?
+        Such frames count against its budget like the core's own: one that would take it
+        over gets the slow-consumer policy (closed with 1013, or skipping) and is not sent."""
+        cdef Client client
+        cdef Py_ssize_t queued
+        check_thread(self, "admit_control")
+        client = self._clients.get(client_id)
+        if client is None or client.closed or client.sink.closing():
+            return False
+        queued = client.sink.queued() + size
+        if queued > self.client_budget:
+            self._drop_slow(client, queued)
+            return False
+        return True
+
     def close_all(self, int code, str reason):
         """Close every client after what is queued for it; abort those over budget now
         (a shutdown does not wait for clients that were not keeping up anyway)."""
