@@ -13,7 +13,12 @@ from agentcast._ext import FanoutCore, Sink
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.loop import LoopThread
 from agentcast.router import LocalRouter, Router
-from agentcast.server import MessageHandler, ServerOptions, start_server
+from agentcast.server import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MessageHandler,
+    ServerOptions,
+    start_server,
+)
 
 log = logging.getLogger("agentcast")
 
@@ -104,7 +109,7 @@ class Broadcaster:
         max_batch_bytes: int = 256 * 1024,
         flush_interval: float = 0.0,
         release_gil: bool = False,
-        max_message_size: int = 1024 * 1024,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 5.0,

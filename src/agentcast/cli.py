@@ -14,6 +14,7 @@ from agentcast.app import AgentServer
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.loadgen import cli as bench_cli
+from agentcast.server import DEFAULT_MAX_MESSAGE_SIZE
 from agentcast.workers import Supervisor
 
 log = logging.getLogger("agentcast.cli")
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="agent: clients get the agents they talk to; all: every client gets everything",
     )
     serve.add_argument("--max-clients", type=_positive, default=None)
+    serve.add_argument(
+        "--max-message-size",
+        type=_positive,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="bytes of one client message; larger ones close the connection with 1009",
+    )
     serve.add_argument(
         "--max-subscriptions",
         type=_positive,
@@ -149,6 +156,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.agent_threads,
         max_clients=args.max_clients,
         max_subscriptions=args.max_subscriptions,
+        max_message_size=args.max_message_size,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
         channel_ttl=args.channel_ttl,
