@@ -78,7 +78,10 @@ class ReferenceFanout:
             "type": "server_error",
             "code": "history_gap",
             "agent_id": channel,
-            "message": f"messages after seq {since} are no longer kept; history starts at {first}",
+            "message": f"messages after seq {since} are no longer kept; history starts at {first}"
+            " (an agent's history is dropped once nobody has subscribed to it for channel_ttl"
+            " (numbering then starts again at 1), and oldest first when the server holds too"
+            " much)",
             "first_seq": first,
             "last_seq": last,
         }

@@ -2,7 +2,7 @@
 """C contract of the fan-out hub: clients, subscriber groups, the write round and the core."""
 
 from agentcast._buffer cimport Buffer
-from agentcast._history cimport Channel
+from agentcast._history cimport Channel, HistoryLedger
 from agentcast._opqueue cimport Op, OpQueue
 from agentcast._sink cimport Sink
 
@@ -16,8 +16,11 @@ cdef struct PendingWrite:
 
 
 cdef class Group:
-    cdef readonly frozenset channels
+    cdef readonly object channels          # frozenset (shared) or set (solo)
+    cdef readonly bint solo                # one client's own, changed in place
     cdef list members
+    cdef Py_ssize_t slot                   # index in the core's group list
+    cdef dict channel_slots                # channel -> index in that channel's group list
     cdef Buffer buf
     cdef Py_ssize_t frames
 
@@ -56,13 +59,18 @@ cdef class FanoutCore:
         readonly bint skip_slow
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
+        readonly Py_ssize_t max_subscriptions
+        readonly Py_ssize_t history_total_bytes
+        readonly double channel_ttl               # inf: never freed
+        HistoryLedger _history
+        list _sweeps                              # (time, n_ticks) of recent sweeps
         dict _channels
         dict _queued_subscribes                   # channel -> subscribes queued, not applied
         long long _next_id
         dict _clients
-        dict _groups
-        dict _channel_groups
-        list _group_list
+        dict _groups                              # frozenset -> its shared Group
+        dict _channel_groups                      # channel -> [Group], swap-removed
+        list _group_list                          # every Group, shared and solo
         list _diverged
         Py_ssize_t _tick_bytes                    # appended to all buffers this tick
         Py_ssize_t _tick_peak                     # the largest buffer this tick
@@ -85,6 +93,9 @@ cdef class FanoutCore:
         unsigned long long n_duplicates
         unsigned long long n_gaps
         unsigned long long n_failed_ops           # operations that raised when applied
+        unsigned long long n_refused_subscriptions  # beyond max_subscriptions
+        unsigned long long n_freed_channels       # idle for channel_ttl, freed by a sweep
+        unsigned long long n_history_trims        # passes over history_total_bytes
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -92,13 +103,14 @@ cdef class FanoutCore:
     cpdef send_json(self, long long client_id, bytes payload)
     cpdef publish_binary(self, bytes data, object channel=*)
     cpdef send_binary(self, long long client_id, bytes data)
-    cpdef subscribe(self, long long client_id, object channel, object since=*)
+    cpdef subscribe(self, long long client_id, object channel, object since=*, bytes ack=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
     cpdef restart(self, object channel)
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
     cpdef close_client(self, long long client_id, int code, str reason)
+    cpdef bint admit_control(self, long long client_id, Py_ssize_t size) except -1
     cpdef tick(self)
 
     cdef int _enqueue(self, int kind, long long client_id, object target, object payload,
@@ -107,16 +119,24 @@ cdef class FanoutCore:
     cdef int _apply(self, Op* op) except -1
     cdef int _unqueue_subscribe(self, object channel) except -1
     cdef Group _group_for(self, frozenset channels)
+    cdef int _add_group(self, Group group) except -1
     cdef int _drop_group(self, Group group) except -1
+    cdef int _link(self, object channel, Group group) except -1
+    cdef int _unlink(self, object channel, Group group) except -1
     cdef int _change_subscription(self, long long client_id, object channel,
                                   bint add) except -1
+    cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1
+    cdef int _refuse_subscription(self, long long client_id, object channel) except -1
+    cdef int _change_solo(self, Client client, object channel, bint add) except -1
     cdef Channel _channel(self, object name)
-    cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1
+    cdef int _trim_history(self) except -1
+    cdef int _resume(self, long long client_id, object name, unsigned long long since,
+                     bytes ack) except -1
     cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
                                          unsigned long long since) except? 0
     cdef unsigned long long _next_seq(self, object channel) except 0
     cdef int _append_private(self, Client client, bytes frame) except -1
-    cdef int _move(self, Client client, frozenset channels) except -1
+    cdef int _move(self, Client client, Group group) except -1
     cdef int _diverge(self, Client client) except -1
     cdef int _route(self, object channel, bytes payload) except -1
     cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,

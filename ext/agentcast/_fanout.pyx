@@ -9,9 +9,17 @@ A client that received a direct message in the tick gets a private copy of its
 group's buffer from that point on, so per-client order always matches publish
 order. Bytes the kernel does not take go to the sink's transport; a client
 whose queued bytes exceed ``client_budget`` is closed with 1013.
+
+A shared group is keyed by its frozen channel set, so moving a client costs
+the size of that set; a client holding more than ``SHARED_MAX`` channels gets
+a *solo* group of its own whose set is changed in place instead, so one
+subscribe costs the same whether the client holds 20 channels or 10,000.
+At most ``max_subscriptions`` per client: a subscribe beyond is refused,
+counted, and answered with a ``too_many_subscriptions`` notice.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
@@ -29,7 +37,7 @@ from agentcast._buffer cimport (
     buf_reset,
     write_header,
 )
-from agentcast._history cimport Channel
+from agentcast._history cimport Channel, HistoryLedger
 from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
@@ -50,6 +58,7 @@ from agentcast._opqueue cimport (
 from agentcast._sink cimport Sink
 
 import logging
+from operator import attrgetter
 
 import orjson
 
@@ -77,11 +86,13 @@ log = logging.getLogger("agentcast.core")
 
 cdef enum:
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
+    SHARED_MAX = 16          # channel sets larger than this live in solo groups
 
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
 cdef frozenset NO_CHANNELS = frozenset()
+cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -123,11 +134,16 @@ cdef inline int check_thread(FanoutCore core, str method) except -1:
 
 
 cdef class Group:
-    """Clients subscribed to exactly the same channels: they get the same bytes."""
+    """Clients subscribed to exactly the same channels: they get the same bytes.
 
-    def __cinit__(self, frozenset channels):
+    A solo group holds one client with many channels in a mutable set.
+    """
+
+    def __cinit__(self, object channels, bint solo):
         self.channels = channels
+        self.solo = solo
         self.members = []
+        self.channel_slots = {}
 
     def __dealloc__(self):
         buf_free(&self.buf)
@@ -179,7 +195,9 @@ cdef class FanoutCore:
                  Py_ssize_t max_batch_bytes=256 * 1024,
                  double flush_interval=0.0, bint release_gil=False,
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
-                 str slow_consumer="close", notices=None):
+                 str slow_consumer="close", notices=None, object max_subscriptions=128,
+                 Py_ssize_t history_total_bytes=256 * 1024 * 1024,
+                 object channel_ttl=300.0):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
@@ -193,6 +211,20 @@ cdef class FanoutCore:
             raise ValueError("history_size and history_bytes must be >= 0")
         self.history_size = history_size
         self.history_bytes = history_bytes
+        if max_subscriptions is None:
+            self.max_subscriptions = PY_SSIZE_T_MAX
+        elif max_subscriptions < 1:
+            raise ValueError("max_subscriptions must be at least 1 (None: no limit)")
+        else:
+            self.max_subscriptions = max_subscriptions
+        if history_total_bytes < 0:
+            raise ValueError("history_total_bytes must be >= 0")
+        self.history_total_bytes = history_total_bytes
+        if channel_ttl is not None and not channel_ttl > 0:
+            raise ValueError("channel_ttl must be positive (None: channels are never freed)")
+        self.channel_ttl = float("inf") if channel_ttl is None else channel_ttl
+        self._history = HistoryLedger()
+        self._sweeps = []
         self._channels = {}
         self._queued_subscribes = {}
         self._loop = loop
@@ -286,8 +318,15 @@ cdef class FanoutCore:
             raise TypeError("data must be bytes, not None")
         self._enqueue(OP_DIRECT_BINARY, client_id, None, data)
 
-    cpdef subscribe(self, long long client_id, object channel, object since=None):
-        """Subscribe; with ``since``, first replay the channel's kept messages after that seq."""
+    cpdef subscribe(self, long long client_id, object channel, object since=None,
+                    bytes ack=None):
+        """Subscribe; with ``since``, first replay the channel's kept messages after that seq.
+
+        ``ack`` (JSON) is sent to the client when the subscription takes effect, before
+        the replay. A client already holding ``max_subscriptions`` channels is refused:
+        it gets a ``too_many_subscriptions`` notice instead (counted as
+        ``refused_subscriptions``), and what it holds is unchanged.
+        """
         if channel is None:
             raise ValueError("channel must not be None")
         hash(channel)
@@ -297,9 +336,9 @@ cdef class FanoutCore:
         # the write (str, int, tuple channels): under the GIL as atomic as the push itself.
         self._queued_subscribes[channel] = self._queued_subscribes.get(channel, 0) + 1
         if since is None:
-            self._enqueue(OP_SUBSCRIBE, client_id, channel, None)
+            self._enqueue(OP_SUBSCRIBE, client_id, channel, ack)
         else:
-            self._enqueue(OP_RESUME, client_id, channel, None, <unsigned long long>since)
+            self._enqueue(OP_RESUME, client_id, channel, ack, <unsigned long long>since)
 
     cpdef accept(self, object channel, list frames):
         """Queue frames numbered elsewhere (a backplane): ``[(seq, payload), ...]`` in seq order,
@@ -377,6 +416,10 @@ cdef class FanoutCore:
             "duplicates": self.n_duplicates,
             "gaps": self.n_gaps,
             "failed_ops": self.n_failed_ops,
+            "refused_subscriptions": self.n_refused_subscriptions,
+            "history_bytes": self._history.bytes,
+            "freed_channels": self.n_freed_channels,
+            "history_trims": self.n_history_trims,
         }
 
     def channel_info(self, object channel):
@@ -385,6 +428,32 @@ cdef class FanoutCore:
         return None if state is None else state.info()
 
     # ---- loop thread --------------------------------------------------------
+
+    def sweep_idle(self, double now):
+        """Free the channels that have had no subscriber, no message and no (un)subscribe
+        for ``channel_ttl`` seconds (``now``: the loop's clock; a timer calls this every so
+        often, never per message). Their seq and history go: a resume gets a
+        ``history_gap`` and the channel's numbering starts again at 1. Returns how many."""
+        cdef double horizon = now - self.channel_ttl
+        cdef list sweeps = self._sweeps
+        cdef Py_ssize_t i = 0
+        cdef unsigned long long cutoff
+        cdef Channel state
+        check_thread(self, "sweep_idle")
+        sweeps.append((now, self.n_ticks))
+        while i + 1 < len(sweeps) and sweeps[i + 1][0] <= horizon:
+            i += 1
+        if sweeps[i][0] > horizon:
+            return 0
+        cutoff = sweeps[i][1]  # every tick up to this one ran before the horizon
+        del sweeps[:i]
+        idle = [name for name, state in self._channels.items()
+                if state.used_tick <= cutoff and name not in self._channel_groups
+                and name not in self._queued_subscribes]
+        for name in idle:
+            (<Channel>self._channels.pop(name)).trim(0)
+        self.n_freed_channels += len(idle)
+        return len(idle)
 
     cpdef long long add_client(self, Sink sink) except -1:
         """Register a connected sink; it receives broadcasts until it subscribes."""
@@ -422,6 +491,22 @@ cdef class FanoutCore:
         if client is not None and not client.closed:
             client.closed = True
             client.sink.close(code, reason)
+
+    cpdef bint admit_control(self, long long client_id, Py_ssize_t size) except -1:
+        """May the listener write a control frame of ``size`` bytes (a pong) to this client?
+        Such frames count against its budget like the core's own: one that would take it
+        over gets the slow-consumer policy (closed with 1013, or skipping) and is not sent."""
+        cdef Client client
+        cdef Py_ssize_t queued
+        check_thread(self, "admit_control")
+        client = self._clients.get(client_id)
+        if client is None or client.closed or client.sink.closing():
+            return False
+        queued = client.sink.queued() + size
+        if queued > self.client_budget:
+            self._drop_slow(client, queued)
+            return False
+        return True
 
     def close_all(self, int code, str reason):
         """Close every client after what is queued for it; abort those over budget now
@@ -520,15 +605,16 @@ cdef class FanoutCore:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
             self._unqueue_subscribe(target)
-            self._resume(op.client_id, target, op.since)
+            self._resume(op.client_id, target, op.since, payload)
+        elif op.kind == OP_SUBSCRIBE:
+            self._unqueue_subscribe(target)
+            self._subscribe(op.client_id, target, payload)
+        elif op.kind == OP_UNSUBSCRIBE:
+            self._change_subscription(op.client_id, target, False)
         elif op.kind == OP_ACCEPT:
             self._accept(target, payload)
         elif op.kind == OP_RESTART:
             self._restart(target)
-        else:
-            if op.kind == OP_SUBSCRIBE:
-                self._unqueue_subscribe(target)
-            self._change_subscription(op.client_id, target, op.kind == OP_SUBSCRIBE)
         return 0
 
     cdef int _unqueue_subscribe(self, object channel) except -1:
@@ -542,36 +628,87 @@ cdef class FanoutCore:
     # ---- routing ------------------------------------------------------------
 
     cdef Group _group_for(self, frozenset channels):
+        """The shared group of exactly ``channels`` (at most ``SHARED_MAX`` of them)."""
         cdef Group group = self._groups.get(channels)
         if group is None:
-            group = Group(channels)
+            group = Group(channels, False)
             self._groups[channels] = group
-            self._group_list.append(group)
-            for channel in channels:
-                self._channel_groups.setdefault(channel, []).append(group)
+            self._add_group(group)
         return group
 
-    cdef int _drop_group(self, Group group) except -1:
-        del self._groups[group.channels]
-        self._group_list.remove(group)
+    cdef int _add_group(self, Group group) except -1:
+        group.slot = len(self._group_list)
+        self._group_list.append(group)
         for channel in group.channels:
-            groups = self._channel_groups[channel]
-            groups.remove(group)
-            if not groups:
-                del self._channel_groups[channel]
+            self._link(channel, group)
+        return 0
+
+    cdef int _drop_group(self, Group group) except -1:
+        cdef Group last
+        if not group.solo:
+            del self._groups[group.channels]
+        last = self._group_list.pop()
+        if last is not group:
+            self._group_list[group.slot] = last
+            last.slot = group.slot
+        for channel in group.channels:
+            self._unlink(channel, group)
+        return 0
+
+    cdef int _link(self, object channel, Group group) except -1:
+        """Add ``group`` to ``channel``'s group list (lists, not sets: ``_fan`` walks them)."""
+        cdef list groups = self._channel_groups.get(channel)
+        if groups is None:
+            groups = self._channel_groups[channel] = []
+        group.channel_slots[channel] = len(groups)
+        groups.append(group)
+        return 0
+
+    cdef int _unlink(self, object channel, Group group) except -1:
+        """Swap-remove ``group`` from ``channel``'s group list: O(1) whatever its length."""
+        cdef list groups = self._channel_groups[channel]
+        cdef Py_ssize_t slot = group.channel_slots.pop(channel)
+        cdef Group last = groups.pop()
+        if last is not group:
+            groups[slot] = last
+            last.channel_slots[channel] = slot
+        if not groups:
+            del self._channel_groups[channel]
+        return 0
+
+    cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1:
+        if self._change_subscription(client_id, channel, True) and ack is not None:
+            self._route_direct(client_id, ack, TEXT_FRAME)
         return 0
 
     cdef int _change_subscription(self, long long client_id, object channel,
                                   bint add) except -1:
+        """Add or remove one channel of a client's; 1 if the change holds, 0 if the client
+        is unknown or the subscribe was refused (beyond ``max_subscriptions``)."""
         cdef Client client = self._clients.get(client_id)
-        cdef frozenset channels
+        cdef object channels
+        cdef Py_ssize_t count
+        cdef Channel state
         if client is None:
             self.n_unknown_targets += 1
             return 0
         channels = client.group.channels
         if add == (channel in channels):
-            return 0
-        self._move(client, channels | {channel} if add else channels - {channel})
+            return 1
+        state = self._channels.get(channel)
+        if state is not None:  # the last subscriber leaving starts its idle time
+            state.used_tick = self.n_ticks
+        count = len(channels) + (1 if add else -1)
+        if count > self.max_subscriptions:
+            return self._refuse_subscription(client_id, channel)
+        if client.group.solo and count > SHARED_MAX:
+            self._change_solo(client, channel, add)  # O(1), whatever the client holds
+        elif count > SHARED_MAX:  # the one subscribe too many for a shared group
+            self._move(client, Group(set(channels) | {channel}, True))
+        elif add:
+            self._move(client, self._group_for(frozenset(channels) | {channel}))
+        else:
+            self._move(client, self._group_for(frozenset(channels) - {channel}))
         if add:
             client.live_from[channel] = self._next_seq(channel)
             if client.skipped_from is not None:  # skipping: what comes now is skipped too
@@ -580,6 +717,26 @@ cdef class FanoutCore:
             del client.live_from[channel]
             if client.skipped_from is not None:
                 client.skipped_from.pop(channel, None)
+        return 1
+
+    cdef int _refuse_subscription(self, long long client_id, object channel) except -1:
+        self.n_refused_subscriptions += 1
+        if self.n_refused_subscriptions == 1:
+            log.warning("client %d: subscribe beyond max_subscriptions (%d) refused; more are "
+                        "only counted (refused_subscriptions)", client_id, self.max_subscriptions)
+        self._route_direct(client_id, self._notices.too_many_subscriptions(
+            channel, self.max_subscriptions), TEXT_FRAME)
+        return 0
+
+    cdef int _change_solo(self, Client client, object channel, bint add) except -1:
+        """A solo group's set changes in place: its buffer is its one client's bytes."""
+        cdef Group group = client.group
+        if add:
+            (<set>group.channels).add(channel)
+            self._link(channel, group)
+        else:
+            (<set>group.channels).discard(channel)
+            self._unlink(channel, group)
         return 0
 
     cdef unsigned long long _next_seq(self, object channel) except 0:
@@ -589,11 +746,25 @@ cdef class FanoutCore:
     cdef Channel _channel(self, object name):
         cdef Channel state = self._channels.get(name)
         if state is None:
-            state = Channel(name, self.history_size, self.history_bytes)
+            state = Channel(name, self.history_size, self.history_bytes, self._history)
+            state.used_tick = self.n_ticks
             self._channels[name] = state
         return state
 
-    cdef int _resume(self, long long client_id, object name, unsigned long long since) except -1:
+    cdef int _trim_history(self) except -1:
+        """Over ``history_total_bytes``: forget the oldest history of the least recently
+        used channels, down to 7/8 of it (a pass sorts the channels: rare, not per message)."""
+        cdef Py_ssize_t target = self.history_total_bytes - self.history_total_bytes // 8
+        cdef Channel state
+        self.n_history_trims += 1
+        for state in sorted(self._channels.values(), key=LEAST_RECENTLY_USED):
+            if self._history.bytes <= target:
+                break
+            state.trim(max(0, state.history_bytes - (self._history.bytes - target)))
+        return 0
+
+    cdef int _resume(self, long long client_id, object name, unsigned long long since,
+                     bytes ack) except -1:
         """Subscribe, then replay what came after ``since`` that the client does not hold:
         at this point of the queue, so the replay and the live messages meet with no gap
         and no duplicate, also when it was subscribed already (a resubscribe after a
@@ -605,7 +776,10 @@ cdef class FanoutCore:
         if client is None or client.closed:
             self.n_unknown_targets += 1
             return 0
-        self._change_subscription(client_id, name, True)
+        if not self._change_subscription(client_id, name, True):
+            return 0
+        if ack is not None:
+            self._route_direct(client_id, ack, TEXT_FRAME)
         state = self._channel(name)
         if since > state.last_seq:  # ahead of this channel: its numbering started again
             since = self._history_gap(client_id, name, state, since)
@@ -637,15 +811,18 @@ cdef class FanoutCore:
         self._count_tick_bytes(PyBytes_GET_SIZE(frame), client.priv.size)
         return 0
 
-    cdef int _move(self, Client client, frozenset channels) except -1:
-        """Move a client to another group; mid-tick it keeps its bytes so far privately."""
+    cdef int _move(self, Client client, Group group) except -1:
+        """Move a client to ``group`` (a new solo one is registered here); mid-tick it keeps
+        its bytes so far privately."""
         cdef Group old = client.group
         if self._tick_bytes and not client.diverged:
             self._diverge(client)
         leave_group(old, client)
         if not old.members:
             self._drop_group(old)
-        join_group(self._group_for(channels), client)
+        if group.solo:
+            self._add_group(group)
+        join_group(group, client)
         return 0
 
     cdef int _diverge(self, Client client) except -1:
@@ -672,6 +849,8 @@ cdef class FanoutCore:
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
         frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
+        if self._history.bytes > self.history_total_bytes:
+            self._trim_history()
         return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _route_binary(self, object channel, bytes data) except -1:
@@ -727,6 +906,8 @@ cdef class FanoutCore:
                 self._announce_gap(channel, state, seq)
             frame = build_frame(payload)
             state.keep(seq, frame, self.n_ticks)
+            if self._history.bytes > self.history_total_bytes:
+                self._trim_history()
             self.n_published += 1
             self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
         return 0

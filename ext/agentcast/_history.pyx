@@ -10,6 +10,10 @@ cdef enum:
     MAX_SEQ_SUFFIX = 32
 
 
+cdef class HistoryLedger:
+    """The bytes of history every channel of one core holds together (kept by the channels)."""
+
+
 cdef class Channel:
     """A channel's sequence counter and its bounded history of built frames.
 
@@ -18,8 +22,10 @@ cdef class Channel:
     doubles up to ``max_frames`` as needed, so a quiet channel stays small.
     """
 
-    def __cinit__(self, object name, Py_ssize_t max_frames, Py_ssize_t max_bytes):
+    def __cinit__(self, object name, Py_ssize_t max_frames, Py_ssize_t max_bytes,
+                  HistoryLedger ledger not None):
         self.name = name
+        self.ledger = ledger
         self.ring = []
         self.first_seq = 1
         self.max_frames = max_frames
@@ -64,6 +70,7 @@ cdef class Channel:
         return frame
 
     cdef void _note_tick(self, unsigned long long tick) noexcept:
+        self.used_tick = tick
         if self.stamped_tick != tick:
             self.stamped_tick = tick
             self.tick_base = self.last_seq
@@ -80,6 +87,7 @@ cdef class Channel:
         cdef Py_ssize_t i
         for i in range(len(self.ring)):
             self.ring[i] = None
+        self.ledger.bytes -= self.history_bytes
         self.head = self.count = self.history_bytes = 0
         self.last_seq = self.tick_base = last_seq
         self.first_seq = last_seq + 1
@@ -101,7 +109,12 @@ cdef class Channel:
         self.ring[slot] = frame
         self.count += 1
         self.history_bytes += PyBytes_GET_SIZE(frame)
-        while self.count and self.history_bytes > self.max_bytes:
+        self.ledger.bytes += PyBytes_GET_SIZE(frame)
+        return self.trim(self.max_bytes)
+
+    cdef int trim(self, Py_ssize_t max_bytes) except -1:
+        """Forget the oldest frames until at most ``max_bytes`` are kept."""
+        while self.count and self.history_bytes > max_bytes:
             self._forget_oldest()
         return 0
 
@@ -113,7 +126,9 @@ cdef class Channel:
         return 0
 
     cdef void _forget_oldest(self) noexcept:
-        self.history_bytes -= PyBytes_GET_SIZE(<bytes>self.ring[self.head])
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(<bytes>self.ring[self.head])
+        self.history_bytes -= size
+        self.ledger.bytes -= size
         self.ring[self.head] = None
         self.head += 1
         if self.head == len(self.ring):

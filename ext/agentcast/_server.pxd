@@ -33,5 +33,6 @@ cdef class ServerListener(WSListener):
 
     cdef bint _over_rate(self) noexcept
     cdef int _answer_close(self, WSTransport transport, WSFrame frame) except -1
+    cdef int _answer_ping(self, WSTransport transport, WSFrame frame) except -1
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1

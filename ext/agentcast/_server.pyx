@@ -25,6 +25,9 @@ INVALID_TEXT = 1007
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 
+cdef enum:
+    PONG_HEADER = 2  # a server frame of at most 125 bytes: two header bytes
+
 
 cdef inline bint is_valid_close_code(int code) noexcept:
     """Codes a peer may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are reserved,
@@ -107,13 +110,13 @@ cdef class ServerListener(WSListener):
         if msg_type == WSMsgType.CLOSE:
             self._answer_close(transport, frame)
             return
-        if msg_type == WSMsgType.PING:
-            transport.send_pong(frame.get_payload_as_bytes())
-            return
         if msg_type == WSMsgType.PONG:
             return
         if transport.is_close_frame_sent:
-            return  # closing: what the peer still sends is not served
+            return  # closing: what the peer still sends is not served, pings included
+        if msg_type == WSMsgType.PING:
+            self._answer_ping(transport, frame)
+            return
         if msg_type == WSMsgType.CONTINUATION:
             if self._fragments is None:
                 self._reject(transport, PROTOCOL_ERROR, "continuation without a first fragment")
@@ -162,6 +165,15 @@ cdef class ServerListener(WSListener):
             else:
                 transport.send_close(WSCloseCode.PROTOCOL_ERROR, b"invalid close code")
         transport.disconnect(True)
+        return 0
+
+    cdef int _answer_ping(self, WSTransport transport, WSFrame frame) except -1:
+        """A ping counts toward the message rate, and its pong against the client's byte
+        budget: a peer that pings without reading the pongs cannot grow our buffers."""
+        if self._over_rate():
+            self._reject(transport, POLICY_VIOLATION, "message rate limit exceeded")
+        elif self._core.admit_control(self.client_id, PONG_HEADER + frame.payload_size):
+            transport.send_pong(frame.get_payload_as_bytes())
         return 0
 
     cdef bint _over_rate(self) noexcept:

@@ -124,9 +124,10 @@ class AgentServer:
         elif not self._permits(client_id, message):
             return
         elif isinstance(message, protocol.Subscribe):
+            # The ack goes out once the subscription holds, then the replay, then live;
+            # beyond max_subscriptions the client gets too_many_subscriptions instead.
             ack = protocol.command_response(f"OK: subscribed to {message.agent_id}")
-            self.hub.send_json(client_id, ack)  # then the replay (if since), then live
-            self.hub.subscribe(client_id, message.agent_id, message.since)
+            self.hub.subscribe(client_id, message.agent_id, message.since, ack=ack)
         elif isinstance(message, protocol.Unsubscribe):
             self.hub.unsubscribe(client_id, message.agent_id)
             self.hub.send_json(

@@ -18,13 +18,19 @@ from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.loop import LoopThread
 from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
-from agentcast.server import MessageHandler, ServerOptions, start_server
+from agentcast.server import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MessageHandler,
+    ServerOptions,
+    start_server,
+)
 from agentcast.sessions import Sessions
 
 log = logging.getLogger("agentcast")
 
 GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
+SWEEP_INTERVAL_MAX = 30.0  # seconds between sweeps for idle channels, whatever channel_ttl
 
 
 class _NotRunning:
@@ -73,10 +79,20 @@ class Broadcaster:
     encrypted separately, so the core writes through each connection's TLS transport
     instead of sending the shared frame bytes to its socket directly.
 
+    A client holds at most ``max_subscriptions`` channels (None: no limit); a
+    subscribe beyond is not applied, the client gets a ``{"type": "server_error",
+    "code": "too_many_subscriptions", "agent_id": ..., "limit": N}`` notice, and
+    it is counted (``refused_subscriptions``).
+
     Every message published to a channel gets ``"seq": N`` (a per-channel
     counter from 1, no gaps, in queue order) added to its JSON object, and the
     last ``history_size`` frames (at most ``history_bytes``) are kept, so a
     client can ``subscribe(..., since=N)`` after a reconnect and miss nothing.
+    A channel nobody has subscribed to, published on or left for ``channel_ttl``
+    seconds is freed with its history (a timer sweeps every ``channel_ttl / 4``,
+    at most 30 s; None: never): a late resume gets a ``history_gap`` and its seq
+    starts again at 1. All channels together keep at most ``history_total_bytes``
+    of history: beyond it the oldest frames of the least recently used channels go.
 
     With ``backplane="redis://host:port/db"`` every node started with the same
     URL delivers every channel's messages to its own subscribers: Redis numbers
@@ -116,7 +132,7 @@ class Broadcaster:
         max_batch_bytes: int = 256 * 1024,
         flush_interval: float = 0.0,
         release_gil: bool = False,
-        max_message_size: int = 1024 * 1024,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         ping_interval: float = 20.0,
         ping_timeout: float = 20.0,
         handshake_timeout: float = 5.0,
@@ -127,6 +143,9 @@ class Broadcaster:
         max_connect_rate: float = 0.0,
         history_size: int = 1000,
         history_bytes: int = 1024 * 1024,
+        max_subscriptions: int | None = 128,
+        channel_ttl: float | None = 300.0,
+        history_total_bytes: int = 256 * 1024 * 1024,
         slow_consumer: Literal["close", "skip"] = "close",
         transport: Literal["uvloop", "aiofastnet"] = "uvloop",
         backplane: str | None = None,
@@ -151,6 +170,9 @@ class Broadcaster:
             "history_size": history_size,
             "history_bytes": history_bytes,
             "slow_consumer": slow_consumer,
+            "max_subscriptions": max_subscriptions,
+            "channel_ttl": channel_ttl,
+            "history_total_bytes": history_total_bytes,
         }
         self.options = ServerOptions(
             max_message_size=max_message_size,
@@ -180,6 +202,7 @@ class Broadcaster:
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
         self._server: asyncio.Server | None = None
         self._admission: ConnectionAdmission | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------
@@ -202,6 +225,8 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
         self._core = core
+        if self._core_options["channel_ttl"] is not None:
+            self._sweep_idle_channels()
         self._router = await self._start_router(core)
         if self._requested_port is None:
             return None
@@ -225,6 +250,13 @@ class Broadcaster:
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
         return port
+
+    def _sweep_idle_channels(self) -> None:
+        """On the loop thread, every ``channel_ttl / 4`` (at most 30 s): free idle channels."""
+        loop = asyncio.get_running_loop()
+        self._core.sweep_idle(loop.time())
+        interval = min(self._core_options["channel_ttl"] / 4, SWEEP_INTERVAL_MAX)
+        self._sweeper = loop.call_later(interval, self._sweep_idle_channels)
 
     async def _start_router(self, core: FanoutCore) -> Router:
         if self.backplane_url is None:
@@ -255,6 +287,8 @@ class Broadcaster:
     async def _shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         core, server = self._core, self._server
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if server is not None:
             server.close()
         await self._router.stop(timeout / 2)
@@ -334,15 +368,27 @@ class Broadcaster:
         """Queue ``data`` as one binary frame for one client, on the same ordered path."""
         self._router.send_binary(client_id, data)
 
-    def subscribe(self, client_id: int, channel: Hashable, since: int | None = None) -> None:
+    def subscribe(
+        self,
+        client_id: int,
+        channel: Hashable,
+        since: int | None = None,
+        *,
+        ack: bytes | None = None,
+    ) -> None:
         """From now on (in queue order), ``client_id`` receives ``channel``'s messages.
 
         With ``since``, it first gets the kept messages with a larger seq, then the live
         ones, with no gap and no duplicate at the seam. If messages after ``since`` are
         no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
         "first_seq": F, ...}`` and then everything from ``F``.
+
+        ``ack`` (JSON bytes) is sent to the client once the subscription holds, before
+        any replay. Beyond ``max_subscriptions`` nothing changes and the client gets a
+        ``too_many_subscriptions`` notice instead of ``ack`` (this call cannot raise
+        for it: the subscribe is applied later, on the loop thread).
         """
-        self._router.subscribe(client_id, channel, since)
+        self._router.subscribe(client_id, channel, since, ack)
 
     def unsubscribe(self, client_id: int, channel: Hashable) -> None:
         self._router.unsubscribe(client_id, channel)

@@ -17,6 +17,7 @@ from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.loadgen import cli as bench_cli
+from agentcast.server import DEFAULT_MAX_MESSAGE_SIZE
 from agentcast.tls import client_context, server_context
 from agentcast.workers import Supervisor
 
@@ -93,6 +94,18 @@ def _parser() -> argparse.ArgumentParser:
         " --max-connections-per-ip; beyond, HTTP 429 (0: no limit)",
     )
     serve.add_argument(
+        "--max-message-size",
+        type=_positive,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="bytes of one client message; larger ones close the connection with 1009",
+    )
+    serve.add_argument(
+        "--max-subscriptions",
+        type=_positive,
+        default=128,
+        help="agents one connection may subscribe to; beyond: a too_many_subscriptions error",
+    )
+    serve.add_argument(
         "--slow-consumer",
         choices=["close", "skip"],
         default="close",
@@ -100,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--history", type=int, default=1000, help="messages kept per agent for resume (since)"
+    )
+    serve.add_argument(
+        "--channel-ttl",
+        type=float,
+        default=300.0,
+        help="seconds an agent nobody subscribes to keeps its history before it is freed",
+    )
+    serve.add_argument(
+        "--history-total-bytes",
+        type=_positive,
+        default=256 * 1024 * 1024,
+        help="history kept for all agents together; beyond, the least recently used lose theirs",
     )
     serve.add_argument(
         "--redis",
@@ -237,8 +262,12 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         max_clients=args.max_clients,
         max_connections_per_ip=args.max_connections_per_ip or None,
         max_connect_rate=args.max_connect_rate,
+        max_subscriptions=args.max_subscriptions,
+        max_message_size=args.max_message_size,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
+        channel_ttl=args.channel_ttl,
+        history_total_bytes=args.history_total_bytes,
         backplane=args.redis,
         reuse_port=args.reuse_port,
         authenticate=authenticate,

@@ -46,6 +46,7 @@ __all__ = [
     "server_error",
     "skipped",
     "subscribe",
+    "too_many_subscriptions",
     "unauthorized",
     "unsubscribe",
     "user_message",
@@ -146,6 +147,13 @@ def agent_response(
 
 HISTORY_GAP: Final = "history_gap"
 SKIPPED: Final = "skipped"
+TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+
+
+HISTORY_FREED: Final = (
+    "an agent's history is dropped once nobody has subscribed to it for channel_ttl "
+    "(numbering then starts again at 1), and oldest first when the server holds too much"
+)
 
 
 def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -> bytes:
@@ -156,7 +164,7 @@ def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -
             "code": HISTORY_GAP,
             "agent_id": agent_id,
             "message": f"messages after seq {since} are no longer kept; "
-            f"history starts at {first_seq}",
+            f"history starts at {first_seq} ({HISTORY_FREED})",
             "first_seq": first_seq,
             "last_seq": last_seq,
         }
@@ -211,6 +219,20 @@ def skipped(count: int, ranges: Sequence[tuple[Hashable, int, int]]) -> bytes:
     )
 
 
+def too_many_subscriptions(agent_id: Hashable, limit: int) -> bytes:
+    """A subscribe refused: the client already holds ``limit`` subscriptions."""
+    return orjson.dumps(
+        {
+            "type": "server_error",
+            "code": TOO_MANY_SUBSCRIPTIONS,
+            "agent_id": agent_id,
+            "limit": limit,
+            "message": f"not subscribed: at most {limit} subscriptions per connection; "
+            "unsubscribe from another agent first",
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Notices:
     """The notice builders a ``FanoutCore`` is handed: it only frames what they return."""
@@ -219,6 +241,7 @@ class Notices:
     backplane_gap: Callable[[Hashable, int, int], bytes] = backplane_gap
     restarted: Callable[[Hashable, int], bytes] = restarted
     skipped: Callable[[int, Sequence[tuple[Hashable, int, int]]], bytes] = skipped
+    too_many_subscriptions: Callable[[Hashable, int], bytes] = too_many_subscriptions
 
 
 NOTICES: Final = Notices()

@@ -25,6 +25,8 @@ from agentcast.sessions import Sessions
 
 MessageHandler = Callable[[int, bytes], None]
 
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+
 log = logging.getLogger("agentcast.server")
 
 
@@ -32,7 +34,10 @@ log = logging.getLogger("agentcast.server")
 class ServerOptions:
     """Connection-level settings; the defaults suit a public server."""
 
-    max_message_size: int = 1024 * 1024
+    # picows' read buffer grows to the largest frame a connection received and never
+    # shrinks (internal to picows): at 1 MiB, 40 idle clients that each once sent one held
+    # 1.9 MB each. A MemGPT user message needs far less.
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     handshake_timeout: float = 5.0

@@ -81,6 +81,7 @@ class _Subscribe:
     client_id: int
     channel: str
     since: int | None
+    ack: bytes | None
 
 
 @dataclass
@@ -214,10 +215,12 @@ class RedisBackplane:
         """Refused too: sent past the outbox it could overtake the sends queued before it."""
         raise NotImplementedError(NO_BINARY.format("send_binary"))
 
-    def subscribe(self, client_id: int, channel: object, since: int | None = None) -> None:
+    def subscribe(
+        self, client_id: int, channel: object, since: int | None = None, ack: bytes | None = None
+    ) -> None:
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
-        op = _Subscribe(client_id, script.channel_name(channel), since)
+        op = _Subscribe(client_id, script.channel_name(channel), since, ack)
         assert self._loop is not None, "start() first"
         self._loop.call_soon_threadsafe(self._add_local, op)
 
@@ -312,7 +315,7 @@ class RedisBackplane:
                 if not state.live:
                     return
                 state.idle_sweeps = 0
-                self._core.subscribe(op.client_id, op.channel, op.since)
+                self._core.subscribe(op.client_id, op.channel, op.since, op.ack)
             elif isinstance(op, _Unsubscribe):
                 self._core.unsubscribe(op.client_id, op.channel)
             else:
