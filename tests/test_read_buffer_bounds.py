@@ -52,9 +52,11 @@ def test_idle_clients_after_one_large_message_each_hold_little() -> None:
             run(wait_for(lambda: server.status()["clients"] == 0, 20, "clients gone"))
     finally:
         assert server.stop() == 0
-    # Per idle client after a 60 KB message: its read buffer (128 KiB at most) and little
-    # more; and the second round of each reuses the first's memory (KiB).
-    assert max(rss) < CLIENTS * 256, rss
-    assert rss[2] - rss[0] < 2048 and rss[3] - rss[1] < 2048, rss
+    # Before the 64 KiB default, each idle client held 1.9 MB after one 1 MB message (74 MB
+    # for 40). Now a client holds its read buffer (128 KiB at most) and what picows read of
+    # a refused frame before the close: under 512 KiB each in every round. How much of the
+    # freed buffers the heap returns between rounds varies (2-9 MiB here), so the rounds
+    # are bounded, not compared with each other.
+    assert max(rss) < CLIENTS * 512, rss
     assert codes[0] == [1009] * CLIENTS  # over the 64 KiB default: closed, nothing kept
     assert codes[1] == [None] * CLIENTS  # within it: served, and idle
