@@ -4,6 +4,7 @@ addresses (127.0.0.2 is loopback too) are served throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -107,23 +108,32 @@ def test_what_admission_keeps_per_address_is_bounded() -> None:
     assert len(admission._buckets) <= 1000  # refill time: 10 tokens / 10 a second = 1 s
 
 
-@pytest.fixture
-def served_with_cap() -> Iterator[int]:
+@contextlib.contextmanager
+def serving(*arguments: str) -> Iterator[int]:
+    """``agentcast serve`` on a free port with ``arguments``: its port, once it listens."""
     port = free_port()
     process = subprocess.Popen(
-        [*AGENTCAST, "serve", "--port", str(port), "--max-connections-per-ip", "2"],
+        [*AGENTCAST, "serve", "--port", str(port), *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert process.stdout is not None
     banner = process.stdout.readline()
-    if f"ws://127.0.0.1:{port}/" not in banner:
+    if f":{port}/" not in banner:
         process.kill()
         pytest.fail(f"agentcast serve did not start: {banner}{process.communicate(timeout=10)}")
-    yield port
-    process.terminate()
-    process.communicate(timeout=10)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+@pytest.fixture
+def served_with_cap() -> Iterator[int]:
+    with serving("--max-connections-per-ip", "2") as port:
+        yield port
 
 
 def test_agentcast_serve_caps_connections_per_ip(served_with_cap: int) -> None:
@@ -149,3 +159,22 @@ def test_agentcast_serve_refuses_a_negative_limit_in_one_line(argument: list[str
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "must be at least 0" in result.stderr, result.stderr
+
+
+def test_agentcast_serve_limits_per_ip_by_default_only_on_a_public_host() -> None:
+    """On loopback every client of a local reverse proxy or bench shares one address: no
+    per-IP limit unless asked for; a public --host gets 256 connections an address."""
+
+    async def connections_until_refused(url: str, most: int) -> tuple[int, int | None]:
+        async with contextlib.AsyncExitStack() as open_ones:
+            for count in range(most):
+                try:
+                    await open_ones.enter_async_context(websockets.connect(url))
+                except websockets.InvalidStatus as refused:
+                    return count, int(refused.response.status_code)
+            return most, None
+
+    with serving() as port:
+        assert run(connections_until_refused(f"ws://127.0.0.1:{port}", 300)) == (300, None)
+    with serving("--host", "0.0.0.0", "--insecure") as port:
+        assert run(connections_until_refused(f"ws://127.0.0.1:{port}", 300)) == (256, 503)

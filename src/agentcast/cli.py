@@ -10,7 +10,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from agentcast.app import AgentServer
 from agentcast.auth import Authenticate, JWTAuthenticator
@@ -22,6 +22,10 @@ from agentcast.tls import client_context, server_context
 from agentcast.workers import Supervisor
 
 log = logging.getLogger("agentcast.cli")
+
+PUBLIC_CONNECTIONS_PER_IP = 256
+PUBLIC_CONNECT_RATE = 20.0
+T = TypeVar("T", int, float)
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -80,18 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-connections-per-ip",
         type=_count,
-        default=256,
+        default=None,
         metavar="N",
-        help="connections one IP address may hold; the next gets HTTP 503 (0: no limit;"
-        " behind a reverse proxy every client has the proxy's address)",
+        help=f"connections one IP address may hold; the next gets HTTP 503 (0: no limit;"
+        f" default {PUBLIC_CONNECTIONS_PER_IP} on a non-loopback --host, none on loopback,"
+        " where a local reverse proxy or bench gives every client one address)",
     )
     serve.add_argument(
         "--max-connect-rate",
         type=_non_negative,
-        default=20.0,
+        default=None,
         metavar="PER_SECOND",
         help="new connections a second from one IP address, bursts up to"
-        " --max-connections-per-ip; beyond, HTTP 429 (0: no limit)",
+        " --max-connections-per-ip; beyond, HTTP 429 (0: no limit;"
+        f" default {PUBLIC_CONNECT_RATE:g} on a non-loopback --host, none on loopback)",
     )
     serve.add_argument(
         "--max-message-size",
@@ -206,6 +212,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _per_ip(given: T | None, public_default: T, host: str) -> T | int:
+    """A per-IP limit as given; by default on for a public ``host`` and off (0) on
+    loopback, where every client of a local reverse proxy or bench shares one address."""
+    if given is not None:
+        return given
+    return 0 if _is_loopback(host) else public_default
+
+
 def _protected_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Refuse to serve a non-loopback address open to anyone, unless ``--insecure``."""
     authenticated = args.auth_secret_file or args.auth_public_key or args.auth_jwks
@@ -253,6 +267,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"agentcast: cannot load the --auth-* key: {exc}", file=sys.stderr)
         return 1
+    connections_per_ip = _per_ip(args.max_connections_per_ip, PUBLIC_CONNECTIONS_PER_IP, args.host)
     server = AgentServer(
         backend,
         args.host,
@@ -260,8 +275,8 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         route=args.route,
         workers=args.agent_threads,
         max_clients=args.max_clients,
-        max_connections_per_ip=args.max_connections_per_ip or None,
-        max_connect_rate=args.max_connect_rate,
+        max_connections_per_ip=connections_per_ip or None,
+        max_connect_rate=_per_ip(args.max_connect_rate, PUBLIC_CONNECT_RATE, args.host),
         max_subscriptions=args.max_subscriptions,
         max_message_size=args.max_message_size,
         slow_consumer=args.slow_consumer,
