@@ -12,49 +12,22 @@ would read as growth.
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from pathlib import Path
 
 from agentcast.app import AgentServer
+from child_server import ChildServer, rss_kib
 
 
-class ServerProcess:
+class ServerProcess(ChildServer):
     """This file run as a process: an AgentServer whose memory is its own."""
 
     def __init__(self, max_message_size: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__)), str(max_message_size)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._stdin, self._stdout = self.process.stdin, self.process.stdout
-        first = self._stdout.readline()
-        if not first.startswith("port "):
-            self.process.kill()
-            self.stop()
-            raise RuntimeError(f"the server process did not start: {first!r}")
-        self.port = int(first.split()[1])
+        super().__init__(__file__, str(max_message_size))
 
     def status(self) -> tuple[int, int]:
         """(connected clients, RSS in KiB)"""
-        self._stdin.write("status\n")
-        self._stdin.flush()
-        _, clients, _, rss = self._stdout.readline().split()
+        _, clients, _, rss = self.ask("status").split()
         return int(clients), int(rss)
-
-    def stop(self) -> int:
-        self._stdin.close()
-        code = self.process.wait(30)
-        self._stdout.close()
-        return code
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
 
 
 def main(max_message_size: int) -> None:

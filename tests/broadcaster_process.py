@@ -12,51 +12,24 @@ left as it is (``heap_trim_threshold=None``), as in agent_server_process.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from typing import Any
 
-from agent_server_process import rss_kib
 from agentcast import Broadcaster
+from child_server import ChildServer, rss_kib
 
 
-class BroadcasterProcess:
+class BroadcasterProcess(ChildServer):
     """The test's handle on this script run as a child process."""
 
     def __init__(self, **options: object) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._stdin, self._stdout = self.process.stdin, self.process.stdout
-        first = self._stdout.readline()
-        if not first.startswith("port "):
-            self.process.kill()
-            self.stop()
-            raise RuntimeError(f"the server process did not start: {first!r}")
-        self.port = int(first.split()[1])
-        self.url = f"ws://127.0.0.1:{self.port}/"
-
-    def _ask(self, line: str) -> Any:
-        self._stdin.write(line + "\n")
-        self._stdin.flush()
-        return json.loads(self._stdout.readline())
+        super().__init__(__file__, json.dumps(options))
 
     def status(self) -> dict[str, int]:
         """``rss_kib`` and the hub's ``stats()``."""
-        return self._ask("status")  # type: ignore[no-any-return]
+        return json.loads(self.ask("status"))  # type: ignore[no-any-return]
 
     def publish(self, tag: str, count: int, size: int) -> None:
-        self._ask(f"publish {tag} {count} {size}")
-
-    def stop(self) -> int:
-        self._stdin.close()
-        code = self.process.wait(30)
-        self._stdout.close()
-        return code
+        self.ask(f"publish {tag} {count} {size}")
 
 
 def main(options: dict[str, object]) -> None:

@@ -7,6 +7,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
 
 START_TIMEOUT = 10.0
 
@@ -71,3 +74,12 @@ class RedisServer:
     def log_tail(self) -> str:
         path = self.directory / "redis.log"
         return path.read_text()[-2000:] if path.exists() else "(no log)"
+
+
+async def ask_redis(url: str, *command: str | bytes) -> Any:
+    """One command on a connection of its own, closed after."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        return await client.execute_command(*command)
+    finally:
+        await client.aclose()

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from agentcast import (
     AgentServer,
@@ -35,7 +34,7 @@ from clients import (
     wait_for,
     websockets_clients,
 )
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, ask_redis, free_port
 
 
 def subscriber(hub_box: list[Broadcaster]) -> Callable[[int, bytes], None]:
@@ -158,15 +157,6 @@ def test_publishes_wait_bounded_while_redis_is_away_then_land(redis_server: Redi
         kept = 100 - publisher.stats()["dropped"]
     entries = run(ask_redis(redis_server.url, "XRANGE", script.log_key("a"), "-", "+"))
     assert [orjson.loads(fields[b"d"])["i"] for _, fields in entries] == list(range(kept))
-
-
-async def ask_redis(url: str, *command: str | bytes) -> Any:
-    """One command on a connection of its own, closed after."""
-    client = aioredis.Redis.from_url(url)
-    try:
-        return await client.execute_command(*command)
-    finally:
-        await client.aclose()
 
 
 def test_async_publisher_with_the_memgpt_interface_reaches_a_node(

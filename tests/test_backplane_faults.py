@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from agentcast import AgentServer, Broadcaster, Publisher
 from agentcast._ext import MemorySink
@@ -23,16 +21,7 @@ from clients import (
     wait_for,
     websockets_clients,
 )
-from redis_server import RedisServer
-
-
-async def ask_redis(url: str, *command: str | bytes) -> Any:
-    """One command on a connection of its own, closed after."""
-    client = aioredis.Redis.from_url(url)
-    try:
-        return await client.execute_command(*command)
-    finally:
-        await client.aclose()
+from redis_server import RedisServer, ask_redis
 
 
 async def wait_for_refused_subscribes(url: str, count: int) -> None:

@@ -3,29 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
-import pytest
 import uvloop
 import websockets
 
 from agentcast import Broadcaster, protocol
 from agentcast._ext import FanoutCore, MemorySink
 from broadcaster_process import BroadcasterProcess
-from clients import parse_frames, run, wait_for
-
-
-@pytest.fixture
-def loop() -> Iterator[uvloop.Loop]:
-    loop = uvloop.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def _drain(core: FanoutCore) -> None:
-    while core.pending:
-        core.tick()
+from clients import drain, parse_frames, run, wait_for
 
 
 def test_a_sweep_frees_only_channels_idle_for_the_ttl(loop: uvloop.Loop) -> None:
@@ -34,10 +21,10 @@ def test_a_sweep_frees_only_channels_idle_for_the_ttl(loop: uvloop.Loop) -> None
     for name in ("left", "watched", "late"):
         core.publish_json(b'{"m":1}', name)
     core.subscribe(watcher, "watched")
-    _drain(core)
+    drain(core)
     assert core.sweep_idle(0.0) == 0  # nothing is older than the first sweep
     core.publish_json(b'{"m":2}', "late")  # used after the sweep at 0.0
-    _drain(core)
+    drain(core)
     assert core.sweep_idle(5.0) == 0
     assert core.sweep_idle(10.0) == 1  # "left": idle since before 0.0; "late": not yet 10 s
     assert core.channel_info("left") is None
@@ -45,7 +32,7 @@ def test_a_sweep_frees_only_channels_idle_for_the_ttl(loop: uvloop.Loop) -> None
     assert core.channel_info("watched") is not None  # subscribed: never idle
     assert core.sweep_idle(15.0) == 1  # "late" now
     core.unsubscribe(watcher, "watched")  # its idle time starts now, not at its last message
-    _drain(core)
+    drain(core)
     assert core.sweep_idle(24.0) == 0
     assert core.sweep_idle(30.0) == 0  # sweeps are its clock: left after the one at 15.0
     assert core.sweep_idle(34.0) == 1  # 10 s after the first sweep that saw it left
@@ -67,7 +54,7 @@ def test_history_of_all_channels_is_bounded_oldest_of_the_least_recently_used_fi
     for step in range(180):  # 360 KB in all: 60 cold channels, 3 messages each, and a hot one
         core.publish_json(payload, f"agent-{step % 60}")
         core.publish_json(payload, "hot")
-        _drain(core)
+        drain(core)
         assert core.stats()["history_bytes"] <= limit
     assert core.stats()["history_trims"] > 0
     # The channel used all along keeps its full history; the least recently used lost theirs.
@@ -77,7 +64,7 @@ def test_history_of_all_channels_is_bounded_oldest_of_the_least_recently_used_fi
     # A resume of what was trimmed is told so, and why.
     first_kept = core.channel_info("agent-0")["first_seq"]  # type: ignore[index]
     core.subscribe(client, "agent-0", since=0)
-    _drain(core)
+    drain(core)
     (_, notice), *_ = parse_frames(bytes(sink.data))
     assert orjson.loads(notice) == orjson.loads(protocol.history_gap("agent-0", 0, first_kept, 3))
     assert "channel_ttl" in orjson.loads(notice)["message"]

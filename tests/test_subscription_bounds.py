@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 
 import orjson
 import pytest
@@ -21,7 +21,7 @@ import websockets
 from agentcast import Broadcaster, protocol
 from agentcast._ext import FanoutCore, MemorySink
 from agentcast.app import AgentServer
-from clients import DEMO_STEP, memgpt_exchange, parse_frames, run, user_message, wait_for
+from clients import DEMO_STEP, drain, memgpt_exchange, parse_frames, run, user_message, wait_for
 from redis_server import free_port
 from reference import ReferenceFanout, frame
 
@@ -47,18 +47,6 @@ class CappedReference(ReferenceFanout):
             self.subscribe(client_id, channel)  # refused: the notice, no replay
             return []
         return super().resume(client_id, channel, since)
-
-
-@pytest.fixture
-def loop() -> Iterator[uvloop.Loop]:
-    loop = uvloop.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def _drain(core: FanoutCore) -> None:
-    while core.pending:
-        core.tick()
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -108,7 +96,7 @@ def test_many_channels_per_client_match_the_oracle(loop: uvloop.Loop, seed: int)
             oracle.resume(cid, channel, since)
         else:
             core.tick()
-    _drain(core)
+    drain(core)
     assert core.stats()["refused_subscriptions"] > 0  # the cap was reached
     for cid, sink in sinks.items():
         assert bytes(sink.data) == bytes(oracle.streams[cid]), f"client {cid}"
@@ -120,7 +108,7 @@ def test_a_subscribe_beyond_the_cap_is_refused_counted_and_told(loop: uvloop.Loo
     client = core.add_client(sink)
     for channel in ("a", "b", "c"):
         core.subscribe(client, channel, ack=b'{"ok":"%s"}' % channel.encode())
-    _drain(core)
+    drain(core)
     replies = [orjson.loads(payload) for _, payload in parse_frames(bytes(sink.data))]
     assert replies == [
         {"ok": "a"},
@@ -140,7 +128,7 @@ def test_a_subscribe_beyond_the_cap_is_refused_counted_and_told(loop: uvloop.Loo
     core.unsubscribe(client, "a")
     core.subscribe(client, "c", ack=b'{"ok":"c"}')  # room again
     core.publish_json(b'{"to":"c"}', "c")
-    _drain(core)
+    drain(core)
     assert [payload for _, payload in parse_frames(bytes(sink.data))] == [
         b'{"ok":"c"}',
         b'{"to":"c","seq":2}',
