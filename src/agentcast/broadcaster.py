@@ -15,7 +15,9 @@ from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity, Refused, verify_token
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
+from agentcast.http import HttpEndpoints
 from agentcast.loop import LoopThread
+from agentcast.metrics import registry_for
 from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
 from agentcast.server import (
@@ -204,6 +206,7 @@ class Broadcaster:
         self._admission: ConnectionAdmission | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
+        self.metrics_registry = registry_for(self.stats)  # what GET /metrics exposes
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -246,6 +249,7 @@ class Broadcaster:
             self._gate,
             self._sessions,
             self._admission,
+            HttpEndpoints(self.metrics_registry, self._router.unready, self._gate),
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
