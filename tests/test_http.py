@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -142,3 +143,28 @@ def test_a_websocket_client_still_connects_on_the_same_port(hub: Broadcaster) ->
             assert orjson.loads(await connection.recv()) == {"hello": 1}
 
     run(scenario())
+
+
+def test_a_metrics_port_serves_them_instead_without_a_token(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET), metrics_port=0)
+    assert get(hub.metrics_port, "/healthz")[::2] == (200, b"ok\n")
+    assert get(hub.metrics_port, "/readyz")[::2] == (200, b"ready\n")
+    assert metrics(hub.metrics_port)["agentcast_upgrades_refused_total{reason=auth}"] == 0
+    assert get(hub.metrics_port, "/elsewhere")[0] == 404
+    for path in ("/healthz", "/metrics"):  # the WebSocket port: like any path, no token
+        assert get(hub.port, path)[0] == 401
+
+
+def test_the_metrics_port_answers_garbage_and_keeps_serving(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(metrics_port=0)
+    for garbage in (b"NONSENSE\r\n\r\n", b"POST /metrics HTTP/1.1\r\n\r\n", b"x" * 20000):
+        with socket.create_connection(("127.0.0.1", hub.metrics_port), timeout=10) as sock:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            answer = sock.recv(4096)
+        assert answer == b"" or answer.split(b" ")[1] in (b"400", b"405"), answer
+    assert get(hub.metrics_port, "/healthz")[0] == 200
