@@ -115,6 +115,7 @@ async def serve_plain(endpoints: HttpEndpoints, host: str, port: int) -> asyncio
                 response = endpoints.answer(request, peer) or _text(
                     HTTPStatus.NOT_FOUND, "not found"
                 )
+            response.headers["Connection"] = "close"
             writer.write(response.to_bytes())
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
