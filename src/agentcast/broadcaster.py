@@ -15,7 +15,9 @@ from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity, Refused, verify_token
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
+from agentcast.http import HttpEndpoints, serve_plain
 from agentcast.loop import LoopThread
+from agentcast.metrics import registry_for
 from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
 from agentcast.server import (
@@ -117,6 +119,8 @@ class Broadcaster:
     answered 403 unless it matches one of ``allowed_origins`` (globs, case-insensitive);
     without ``authenticate`` the own origin counts only for an IP address or
     ``localhost`` (a DNS name could be rebound to this server: see ``agentcast.origins``).
+    ``GET /healthz``, ``/readyz`` and ``/metrics`` are answered on ``port``, or on
+    ``metrics_port`` (plain HTTP, no token) when it is set.
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class Broadcaster:
         heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD,
         authenticate: Authenticate | None = None,
         allowed_origins: Sequence[str] = (),
+        metrics_port: int | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -204,6 +209,9 @@ class Broadcaster:
         self._admission: ConnectionAdmission | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
+        self._requested_metrics_port = metrics_port
+        self._metrics_server: asyncio.Server | None = None
+        self.metrics_registry = registry_for(self.stats)  # what GET /metrics exposes
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -228,13 +236,24 @@ class Broadcaster:
         if self._core_options["channel_ttl"] is not None:
             self._sweep_idle_channels()
         self._router = await self._start_router(core)
-        if self._requested_port is None:
-            return None
+        metrics_port = self._requested_metrics_port
+        port = None
+        if self._requested_port is not None:  # HTTP there too unless it has a port of its own
+            http = HttpEndpoints(self.metrics_registry, self._router.unready, self._gate)
+            port = await self._listen(core, http if metrics_port is None else None)
+        if metrics_port is not None:  # no token asked there: the operator's own port
+            plain = HttpEndpoints(self.metrics_registry, self._router.unready, None)
+            self._metrics_server = await serve_plain(plain, self.host, metrics_port)
+        return port
+
+    async def _listen(self, core: FanoutCore, http: HttpEndpoints | None) -> int:
+        loop = asyncio.get_running_loop()
         if self._gate.authenticate is not None:
             self._sessions = Sessions(core, loop)
         self._admission = ConnectionAdmission(
             self.options.max_connections_per_ip, self.options.max_connect_rate
         )
+        assert self._requested_port is not None
         self._server = await start_server(
             core,
             self.host,
@@ -246,6 +265,7 @@ class Broadcaster:
             self._gate,
             self._sessions,
             self._admission,
+            http,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
@@ -291,6 +311,9 @@ class Broadcaster:
             self._sweeper.cancel()
         if server is not None:
             server.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         await self._router.stop(timeout / 2)
         core.flush()
         core.close_all(GOING_AWAY, SHUTDOWN_REASON)
@@ -313,6 +336,14 @@ class Broadcaster:
         if self._port is None:
             raise RuntimeError("the Broadcaster is not listening (never started, or port=None)")
         return self._port
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound port of ``/healthz``, ``/readyz`` and ``/metrics`` with ``metrics_port``."""
+        if self._metrics_server is None:
+            raise RuntimeError("no metrics port (not running, or metrics_port=None)")
+        port: int = self._metrics_server.sockets[0].getsockname()[1]
+        return port
 
     @property
     def running(self) -> bool:

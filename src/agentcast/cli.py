@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
     )
     serve.add_argument("--reuse-port", action="store_true", help="let other processes share it")
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="serve /healthz, /readyz and /metrics (no token) on this plain-HTTP port instead",
+    )
     serve.add_argument("--certfile", metavar="PATH", help="PEM certificate chain: serve wss://")
     serve.add_argument("--keyfile", metavar="PATH", help="its PEM private key (else in --certfile)")
     serve.add_argument(
@@ -288,6 +294,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         authenticate=authenticate,
         allowed_origins=args.allowed_origins.split(","),
         ssl=tls,
+        metrics_port=args.metrics_port,
     )
     # Blocked before any thread starts, so every thread inherits the mask and the signal
     # waits for sigwait() below. Left to a handler, a SIGTERM delivered to another thread
@@ -333,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.workers > 1:
+        if args.metrics_port is not None:
+            parser.error("--metrics-port serves one process: it cannot be combined with --workers")
         if args.redis is None:
             parser.error(
                 f"--workers {args.workers} needs --redis URL: without a backplane, clients on"

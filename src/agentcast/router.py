@@ -41,6 +41,9 @@ class Router(Protocol):
     def stats(self) -> dict[str, int]:
         """The router's own counters (the core's are read from the core)."""
 
+    def unready(self) -> str | None:
+        """Why the router cannot deliver now (``/readyz`` says so), or None when it can."""
+
     async def stop(self, timeout: float) -> None:
         """On the loop thread: deliver what is queued (at most ``timeout`` s), let go."""
 
@@ -65,6 +68,9 @@ class LocalRouter:
 
     def stats(self) -> dict[str, int]:
         return {}
+
+    def unready(self) -> str | None:
+        return None
 
     async def stop(self, timeout: float) -> None:
         """Nothing of its own to deliver: the core drains itself."""

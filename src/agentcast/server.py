@@ -21,6 +21,7 @@ from agentcast.admission import ConnectionAdmission, Peer, create_server
 from agentcast.auth import Identity, Refused
 from agentcast.gate import Gate
 from agentcast.handshake import refuse_upgrade
+from agentcast.http import HttpEndpoints
 from agentcast.sessions import Sessions
 
 MessageHandler = Callable[[int, bytes], None]
@@ -114,13 +115,18 @@ async def start_server(
     gate: Gate,
     sessions: Sessions | None,
     admission: ConnectionAdmission,
+    http: HttpEndpoints | None,
 ) -> asyncio.Server:
     """Listen on ``host:port``; every connection ``admission`` lets in and ``gate``
-    admits becomes a client of ``core``, its identity kept in ``sessions``."""
+    admits becomes a client of ``core``, its identity kept in ``sessions``; plain GETs
+    are answered by ``http``."""
 
     def listener_factory(
         request: WSUpgradeRequest, peer: Peer
     ) -> ServerListener | WSUpgradeResponseWithListener:
+        answered = None if http is None else http.answer(request, peer)
+        if answered is not None:
+            return WSUpgradeResponseWithListener(answered, None)
         refusal = refuse_upgrade(request) or gate.refuse_origin(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(refusal, None)

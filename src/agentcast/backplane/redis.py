@@ -251,6 +251,11 @@ class RedisBackplane:
             "backplane_task_restarts": self.task_restarts,
         }
 
+    def unready(self) -> str | None:
+        """Not ready while the pub/sub connection to Redis is down (other nodes' messages
+        would not arrive)."""
+        return None if self._pubsub is not None else "redis unreachable"
+
     # ---- faults (loop thread) ----------------------------------------------------
 
     async def _keep_running(self, run: Callable[[], Awaitable[None]]) -> None:

@@ -1,0 +1,94 @@
+"""Prometheus metrics, read from ``Broadcaster.stats()`` at scrape time (no hot-path cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+__all__ = ["COUNTERS", "GAUGES", "REFUSED_UPGRADES", "StatsCollector", "registry_for"]
+
+# stats() key -> (metric name without agentcast_ / _total, help). Keys a server does not
+# have (no backplane, no authentication) are left out of the scrape.
+GAUGES: dict[str, tuple[str, str]] = {
+    "clients": ("clients", "Connected WebSocket clients."),
+    "groups": ("groups", "Client groups of the core (clients with the same subscriptions)."),
+    "channels": ("channels", "Channels with history or subscribers."),
+    "pending": ("pending_ops", "Operations queued for the core's loop thread."),
+    "history_bytes": ("history_bytes", "Bytes held in channel histories."),
+    "connections": ("connections", "Open TCP connections counted by admission."),
+    "connection_ips": ("connection_ips", "Peer addresses with open connections."),
+    "backplane_pending": ("backplane_pending", "Publishes queued for Redis."),
+    "backplane_channels": ("backplane_channels", "Channels the node follows in Redis."),
+}
+COUNTERS: dict[str, tuple[str, str]] = {
+    "published": ("published", "Messages published (broadcasts and channel messages)."),
+    "deliveries": ("deliveries", "Messages queued to clients (one per client per message)."),
+    "bytes": ("sent_bytes", "Bytes written to client sockets."),
+    "writes": ("write_calls", "Socket write calls."),
+    "queued_writes": ("queued_writes", "Writes left (partly) to the transport's buffer."),
+    "ticks": ("ticks", "Flushes of the core."),
+    "wakeups": ("wakeups", "Loop wake-ups requested by publishers."),
+    "dropped_clients": ("dropped_clients", "Clients closed by the slow-consumer policy."),
+    "unknown_targets": ("unknown_targets", "Sends to a client id that was not connected."),
+    "write_errors": ("write_errors", "Socket writes that failed."),
+    "skip_episodes": ("skip_episodes", "Times a slow client started skipping frames."),
+    "skipped_frames": ("skipped_frames", "Frames skipped for slow clients."),
+    "duplicates": ("duplicate_frames", "Frames from the backplane already numbered here."),
+    "gaps": ("seq_gaps", "Gaps and restarts announced in a channel's numbering."),
+    "failed_ops": ("failed_ops", "Queued operations that raised on the loop thread."),
+    "refused_subscriptions": ("refused_subscriptions", "Subscriptions over the client limit."),
+    "freed_channels": ("freed_channels", "Idle channels freed."),
+    "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
+    "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
+    "forbidden": ("forbidden_requests", "Requests refused by authorization."),
+    "backplane_acked": ("backplane_acked", "Publishes Redis acknowledged."),
+    "backplane_dropped": ("backplane_dropped", "Publishes dropped (the Redis queue was full)."),
+    "backplane_failed": ("backplane_failed", "Publishes Redis refused or lost."),
+    "backplane_sends_dropped": ("backplane_sends_dropped", "Local operations dropped."),
+    "backplane_publish_retries": ("backplane_publish_retries", "Publisher reconnects to Redis."),
+    "backplane_reconnects": ("backplane_reconnects", "Pub/sub reconnects to Redis."),
+    "backplane_resyncs": ("backplane_resyncs", "Channels caught up from the Redis stream."),
+    "backplane_broadcast_gaps": ("backplane_broadcast_gaps", "Broadcasts missed while away."),
+    "backplane_bad_messages": ("backplane_bad_messages", "Unreadable messages from Redis."),
+    "backplane_task_restarts": ("backplane_task_restarts", "Backplane tasks restarted."),
+}
+# stats() key -> reason label of agentcast_upgrades_refused_total.
+REFUSED_UPGRADES: dict[str, str] = {
+    "origin_refused": "origin",
+    "auth_refused": "auth",
+    "connections_refused_per_ip": "per_ip",
+    "connections_refused_rate": "rate",
+}
+
+
+class StatsCollector(Collector):
+    """Turns one ``stats()`` call per scrape into metric families."""
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for key, (name, documentation) in GAUGES.items():
+            if key in stats:
+                yield GaugeMetricFamily(f"agentcast_{name}", documentation, value=stats[key])
+        for key, (name, documentation) in COUNTERS.items():
+            if key in stats:
+                yield CounterMetricFamily(f"agentcast_{name}", documentation, value=stats[key])
+        refused = CounterMetricFamily(
+            "agentcast_upgrades_refused", "Refused WebSocket upgrades by reason.", labels=["reason"]
+        )
+        for key, reason in REFUSED_UPGRADES.items():
+            if key in stats:
+                refused.add_metric([reason], stats[key])
+        if refused.samples:
+            yield refused
+
+
+def registry_for(stats: Callable[[], dict[str, int]]) -> CollectorRegistry:
+    """A registry of its own (not the process-wide default) with one server's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(stats))
+    return registry

@@ -1,0 +1,188 @@
+"""GET /healthz, /readyz and /metrics on the WebSocket port, over real sockets."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import jwt
+import orjson
+import pytest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from agentcast import Broadcaster
+from agentcast.auth import JWTAuthenticator
+from clients import run, wait_for, websockets_clients
+from redis_server import RedisServer
+
+SECRET = b"s" * 32
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    """Status, Content-Type and body of a plain GET (error statuses included)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+
+def metrics(port: int, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Every sample of GET /metrics by name (labels joined in), parsed by prometheus_client."""
+    status, content_type, body = get(port, "/metrics", headers)
+    assert status == 200, body
+    assert content_type.startswith("text/plain; version=")
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
+
+
+def test_healthz_answers_ok(hub: Broadcaster) -> None:
+    assert get(hub.port, "/healthz") == (200, "text/plain; charset=utf-8", b"ok\n")
+
+
+def test_readyz_is_ready_without_a_backplane(hub: Broadcaster) -> None:
+    assert get(hub.port, "/readyz")[::2] == (200, b"ready\n")
+
+
+def test_other_paths_without_an_upgrade_keep_picows_answer(hub: Broadcaster) -> None:
+    status, _, body = get(hub.port, "/elsewhere")
+    assert status == 400 and b"UPGRADE" in body.upper()
+
+
+def test_readyz_follows_the_redis_connection(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    hub = hub_factory(backplane=redis_server.url)
+
+    def readyz() -> tuple[int, bytes]:
+        status, _, body = get(hub.port, "/readyz")
+        return status, body
+
+    async def until(status: int) -> None:
+        await wait_for(lambda: readyz()[0] == status, what=lambda: f"/readyz: {readyz()}")
+
+    run(until(200))
+    redis_server.stop()
+    run(until(503))
+    assert readyz() == (503, b"not ready: redis unreachable\n")
+    redis_server.start()
+    run(until(200))
+    assert readyz() == (200, b"ready\n")
+
+
+def test_metrics_counters_move_with_traffic(hub: Broadcaster) -> None:
+    before = metrics(hub.port)
+    assert before["agentcast_clients"] == 0
+    messages, clients = 5, 3
+    url = f"ws://127.0.0.1:{hub.port}/"
+
+    async def scenario() -> None:
+        async with websockets_clients(url, clients) as connections:
+            await wait_for(lambda: hub.client_count == clients)
+            assert metrics(hub.port)["agentcast_clients"] == clients
+            for n in range(messages):
+                hub.publish({"n": n})
+            for connection in connections:
+                for n in range(messages):
+                    assert orjson.loads(await connection.recv())["n"] == n
+
+    run(scenario())
+    after = metrics(hub.port)
+    assert after["agentcast_published_total"] - before["agentcast_published_total"] == messages
+    grown = after["agentcast_deliveries_total"] - before["agentcast_deliveries_total"]
+    assert grown == messages * clients
+    assert after["agentcast_sent_bytes_total"] > before["agentcast_sent_bytes_total"]
+    assert after["agentcast_write_calls_total"] > before["agentcast_write_calls_total"]
+    assert after["agentcast_upgrades_refused_total{reason=origin}"] == 0
+
+
+def test_metrics_needs_a_token_when_authentication_is_on(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET))
+    status, _, _ = get(hub.port, "/metrics")
+    assert status == 401
+    good = jwt.encode({"sub": "prometheus", "exp": int(time.time()) + 300}, SECRET, "HS256")
+    samples = metrics(hub.port, {"Authorization": f"Bearer {good}"})
+    assert samples["agentcast_upgrades_refused_total{reason=auth}"] == 1
+    assert get(hub.port, "/healthz")[0] == 200
+    assert get(hub.port, "/readyz")[0] == 200
+
+
+class _Failing(Collector):
+    def collect(self) -> Iterator[Metric]:
+        raise RuntimeError("secret detail")
+
+
+def test_a_failing_collector_is_a_generic_500(
+    hub: Broadcaster, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub.metrics_registry.register(_Failing())
+    status, _, body = get(hub.port, "/metrics")
+    assert (status, body) == (500, b"internal error\n")
+    assert "GET /metrics failed" in caplog.text
+    assert get(hub.port, "/healthz")[0] == 200
+
+
+def test_a_websocket_client_still_connects_on_the_same_port(hub: Broadcaster) -> None:
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{hub.port}/healthz", 1) as [connection]:
+            await wait_for(lambda: hub.client_count == 1)
+            hub.publish({"hello": 1})
+            assert orjson.loads(await connection.recv()) == {"hello": 1}
+
+    run(scenario())
+
+
+def test_a_metrics_port_serves_them_instead_without_a_token(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET), metrics_port=0)
+    assert get(hub.metrics_port, "/healthz")[::2] == (200, b"ok\n")
+    assert get(hub.metrics_port, "/readyz")[::2] == (200, b"ready\n")
+    assert metrics(hub.metrics_port)["agentcast_upgrades_refused_total{reason=auth}"] == 0
+    assert get(hub.metrics_port, "/elsewhere")[0] == 404
+    for path in ("/healthz", "/metrics"):  # the WebSocket port: like any path, no token
+        assert get(hub.port, path)[0] == 401
+
+
+def test_the_metrics_port_answers_garbage_and_keeps_serving(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(metrics_port=0)
+    cases = {
+        b"NONSENSE\r\n\r\n": b"HTTP/1.1 400 ",
+        b"POST /metrics HTTP/1.1\r\n\r\n": b"HTTP/1.1 405 ",
+        b"x" * 20000: b"",  # over the head limit: closed unanswered
+    }
+    for garbage, status_line in cases.items():
+        with socket.create_connection(("127.0.0.1", hub.metrics_port), timeout=10) as sock:
+            sock.sendall(garbage)
+            sock.shutdown(socket.SHUT_WR)
+            try:
+                answer = sock.recv(4096)
+            except ConnectionResetError:  # closed with the rest of the garbage unread
+                answer = b""
+        assert answer.startswith(status_line) and (not answer) == (not status_line), answer
+    assert get(hub.metrics_port, "/healthz")[0] == 200
+
+
+def test_the_metrics_port_is_refused_with_several_workers() -> None:
+    argv = ["serve", "--workers", "2", "--redis", "redis://127.0.0.1:1/0", "--port", "1"]
+    command = [sys.executable, "-m", "agentcast", *argv, "--metrics-port", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--metrics-port serves one process" in done.stderr
