@@ -1,0 +1,117 @@
+"""Logs: a line per connect and disconnect, client faults never at ERROR, JSON lines."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from agentcast import Broadcaster
+from echo_server import echo_server
+from test_rfc6455 import BINARY, CLOSE, TEXT, RawClient, close_code
+
+LONG_REASON = "\x1b[31m" + "x" * 110  # a terminal escape, and more than an excerpt's length
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``condition`` (a record another thread logs) until it holds, for a bounded time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def records_with(caplog: pytest.LogCaptureFixture, key: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if hasattr(record, key)]
+
+
+@pytest.fixture
+def echo() -> Iterator[Broadcaster]:
+    with echo_server() as hub:
+        yield hub
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[int], RawClient]]:
+    """Upgraded raw clients, closed at the end of the test (passed or failed)."""
+    clients: list[RawClient] = []
+
+    def upgraded(port: int) -> RawClient:
+        client = RawClient(port)
+        clients.append(client)
+        client.upgrade()
+        return client
+
+    yield upgraded
+    for client in clients:
+        client.close()
+
+
+def test_connect_and_disconnect_are_logged_once_each_with_peer_code_reason_and_duration(
+    echo: Broadcaster, connect: Callable[[int], RawClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agentcast")
+    client = connect(echo.port)
+    host, port = client.sock.getsockname()
+    local = f"{host}:{port}"
+    wait_until(lambda: records_with(caplog, "peer"), "the connect line")
+    client.send(CLOSE, (4000).to_bytes(2, "big") + LONG_REASON.encode())
+    assert close_code(client.receive_close()) == 4000
+    client.close()
+    wait_until(lambda: records_with(caplog, "duration_s"), "the disconnect line")
+
+    connected, disconnected = records_with(caplog, "peer")
+    assert connected.levelno == disconnected.levelno == logging.INFO
+    assert connected.peer == disconnected.peer == local  # type: ignore[attr-defined]
+    assert connected.client_id == disconnected.client_id > 0  # type: ignore[attr-defined]
+    assert local in connected.getMessage()
+    assert disconnected.code == 4000  # type: ignore[attr-defined]
+    assert disconnected.closed_by == "client"  # type: ignore[attr-defined]
+    assert disconnected.duration_s >= 0  # type: ignore[attr-defined]
+    for text in (disconnected.reason, disconnected.getMessage()):  # type: ignore[attr-defined]
+        assert "x" * 65 not in text and "\x1b" not in text, text
+    assert "\\x1b[31mxxx" in disconnected.reason  # type: ignore[attr-defined]
+
+
+def test_a_connection_dropped_without_a_close_frame_is_logged_as_1006(
+    echo: Broadcaster, connect: Callable[[int], RawClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agentcast")
+    client = connect(echo.port)
+    client.close()
+    wait_until(lambda: records_with(caplog, "duration_s"), "the disconnect line")
+    (disconnected,) = records_with(caplog, "duration_s")
+    assert (disconnected.code, disconnected.closed_by) == (1006, "nobody")  # type: ignore[attr-defined]
+
+
+def test_a_server_close_is_logged_with_the_servers_code_and_reason(
+    hub_factory: Callable[..., Broadcaster],
+    connect: Callable[[int], RawClient],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agentcast")
+    hub = hub_factory()  # no binary handler: a binary frame is closed with 1003
+    client = connect(hub.port)
+    client.send(BINARY, b"\x00")
+    assert close_code(client.receive_close()) == 1003
+    client.send(CLOSE, (1000).to_bytes(2, "big"))
+    client.close()
+    wait_until(lambda: records_with(caplog, "duration_s"), "the disconnect line")
+    (disconnected,) = records_with(caplog, "duration_s")
+    assert disconnected.code == 1003  # type: ignore[attr-defined]
+    assert disconnected.closed_by == "server"  # type: ignore[attr-defined]
+    assert disconnected.reason == "binary frames are not supported"  # type: ignore[attr-defined]
+
+
+def test_nothing_is_logged_or_kept_per_connection_when_info_is_off(
+    echo: Broadcaster, connect: Callable[[int], RawClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentcast")
+    client = connect(echo.port)
+    client.send(TEXT, b'"hi"')
+    assert client.receive() == (TEXT, b'"hi"')
+    client.close()
+    wait_until(lambda: echo.stats()["clients"] == 0, "the disconnect")
+    assert not records_with(caplog, "peer")
