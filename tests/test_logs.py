@@ -9,9 +9,20 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from agentcast import Broadcaster
+from agentcast.logs import ClientFaultLog
 from echo_server import echo_server
-from test_rfc6455 import BINARY, CLOSE, TEXT, RawClient, close_code
+from test_rfc6455 import BINARY, CLOSE, TEXT, RawClient, close_code, frame
 
+RESERVED_OPCODE = 0x3
+# Malformed frames, each with the close code it earns and whether picows' parser (rather
+# than agentcast's listener) finds the fault.
+HOSTILE_FRAMES = [
+    (frame(RESERVED_OPCODE, b""), 1002, True),
+    (bytes([0x80 | TEXT, 2]) + b"hi", 1002, True),  # unmasked
+    (frame(TEXT, b"\xff\xfe"), 1007, False),  # not UTF-8
+    (frame(TEXT, b"hi", rsv=4), 1002, False),  # RSV1 without an extension
+    (frame(CLOSE, (999).to_bytes(2, "big")), 1002, True),  # a close code nobody may send
+]
 LONG_REASON = "\x1b[31m" + "x" * 110  # a terminal escape, and more than an excerpt's length
 
 
@@ -115,3 +126,33 @@ def test_nothing_is_logged_or_kept_per_connection_when_info_is_off(
     client.close()
     wait_until(lambda: echo.stats()["clients"] == 0, "the disconnect")
     assert not records_with(caplog, "peer")
+
+
+def test_a_hostile_client_writes_no_error_line_and_its_faults_are_counted(
+    echo: Broadcaster, connect: Callable[[int], RawClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="picows")
+    caplog.set_level(logging.INFO, logger="agentcast")
+    for data, code, _ in HOSTILE_FRAMES:
+        client = connect(echo.port)
+        client.sock.sendall(data)
+        assert close_code(client.receive_close()) == code, data
+    parser_faults = sum(found_by_picows for _, _, found_by_picows in HOSTILE_FRAMES)
+    wait_until(
+        lambda: echo.stats()["client_protocol_errors"] == parser_faults, "the faults counted"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    demoted = [r for r in caplog.records if r.getMessage().startswith("WS parser error")]
+    assert len(demoted) == parser_faults
+    assert {r.levelno for r in demoted} == {logging.INFO}
+
+
+def test_the_servers_own_faults_stay_at_error(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="picows")
+    faults: list[None] = []
+    log = ClientFaultLog(logging.getLogger("picows.test"), lambda: faults.append(None))
+    log.exception("WS parser failure, initiate disconnect")
+    log.error("Initiate disconnect because of exception from WSListener.on_ws_connected: x")
+    log.error("WS parser error: %s, initiate disconnect", (1002, "bad opcode"))
+    assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.ERROR, logging.INFO]
+    assert len(faults) == 1
