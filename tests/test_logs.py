@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from websockets.sync.client import connect as websockets_connect
 
 from agentcast import Broadcaster
 from agentcast.logs import ClientFaultLog
 from echo_server import echo_server
+from redis_server import free_port
 from test_rfc6455 import BINARY, CLOSE, TEXT, RawClient, close_code, frame
 
 RESERVED_OPCODE = 0x3
@@ -156,3 +162,37 @@ def test_the_servers_own_faults_stay_at_error(caplog: pytest.LogCaptureFixture) 
     log.error("WS parser error: %s, initiate disconnect", (1002, "bad opcode"))
     assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.ERROR, logging.INFO]
     assert len(faults) == 1
+
+
+def test_serve_log_format_json_writes_one_object_a_line_with_the_connection_fields() -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "agentcast", "serve", "--port", str(port), "--log-format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:  # its pipes closed and the process waited for on the way out
+        try:
+            assert process.stdout is not None and process.stderr is not None
+            assert f"ws://127.0.0.1:{port}/" in process.stdout.readline()
+            with websockets_connect(f"ws://127.0.0.1:{port}/") as client:
+                local = "{}:{}".format(*client.socket.getsockname())
+                client.close(4000, LONG_REASON)
+            lines = []
+            while not lines or "duration_s" not in lines[-1]:  # bounded by pytest's timeout
+                lines.append(json.loads(process.stderr.readline()))
+            process.send_signal(signal.SIGTERM)
+            _, errors = process.communicate(timeout=15)
+            lines += [json.loads(line) for line in errors.splitlines()]
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    connected, disconnected = (line for line in lines if line.get("peer") == local)
+    assert connected["level"] == "INFO" and connected["logger"] == "agentcast.server"
+    assert connected["client_id"] == disconnected["client_id"] > 0
+    assert disconnected["code"] == 4000 and disconnected["closed_by"] == "client"
+    assert isinstance(disconnected["duration_s"], float)
+    for text in (disconnected["reason"], disconnected["message"]):
+        assert "x" * 65 not in text and "\x1b" not in text, text

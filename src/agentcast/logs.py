@@ -8,11 +8,13 @@ logs those at INFO, counted; ERROR stays for what goes wrong in the server itsel
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["CLIENT_FAULTS", "ClientFaultLog"]
+__all__ = ["CLIENT_FAULTS", "FIELDS", "ClientFaultLog", "JsonFormatter"]
 
 CLIENT_FAULTS = ("WS parser error",)
 """How picows' messages about a client's malformed frames begin (picows 2.x)."""
@@ -32,3 +34,29 @@ class ClientFaultLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             self._on_fault()
             level = logging.INFO
         super().log(level, msg, *args, **kwargs)
+
+
+FIELDS = ("peer", "client_id", "code", "reason", "closed_by", "duration_s")
+"""Record attributes a JSON line carries as keys of their own (the connect and disconnect
+lines set them through ``extra``)."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log shippers: time (UTC, ISO 8601), level, logger,
+    message, the ``FIELDS`` a record has, and the traceback if there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in FIELDS:
+            if hasattr(record, field):
+                entry[field] = getattr(record, field)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
