@@ -122,7 +122,7 @@ def test_a_server_close_is_logged_with_the_servers_code_and_reason(
     assert disconnected.reason == "binary frames are not supported"  # type: ignore[attr-defined]
 
 
-def test_nothing_is_logged_or_kept_per_connection_when_info_is_off(
+def test_no_connection_line_is_logged_when_info_is_off(
     echo: Broadcaster, connect: Callable[[int], RawClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agentcast")
