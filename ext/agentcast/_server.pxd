@@ -30,9 +30,12 @@ cdef class ServerListener(WSListener):
     cdef double _rate
     cdef double _tokens
     cdef double _refilled_at
+    cdef object _peer
+    cdef double _connected_at
 
     cdef bint _over_rate(self) noexcept
     cdef int _answer_close(self, WSTransport transport, WSFrame frame) except -1
     cdef int _answer_ping(self, WSTransport transport, WSFrame frame) except -1
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1
+    cdef int _log_disconnect(self, WSTransport transport) except -1

@@ -11,6 +11,8 @@ invalid close codes with 1002.
 
 import logging
 
+from agentcast.protocol import QUOTE_LIMIT, clip, quote
+
 from libc.stdint cimport uint8_t
 from picows.picows cimport WSCloseCode, WSMsgType
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -18,6 +20,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from agentcast._utf8 cimport utf8_complete, utf8_feed, utf8_reset
 
 log = logging.getLogger("agentcast.server")
+INFO = logging.INFO
+ABNORMAL_CLOSURE = 1006  # no close frame either way (RFC 6455 7.1.5)
 
 UNSUPPORTED_DATA = 1003
 PROTOCOL_ERROR = 1002
@@ -39,6 +43,15 @@ cdef inline double monotonic() noexcept:
     cdef timespec now
     clock_gettime(CLOCK_MONOTONIC, &now)
     return now.tv_sec + now.tv_nsec * 1e-9
+
+
+cdef str peer_address(WSTransport transport):
+    """``host:port`` of the peer (``[host]:port`` for IPv6), or what the transport says."""
+    peer = transport.underlying_transport.get_extra_info("peername")
+    if not isinstance(peer, tuple):
+        return str(peer)
+    host = peer[0]
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
 
 
 cdef class TransportSink(Sink):
@@ -96,10 +109,51 @@ cdef class ServerListener(WSListener):
 
     cpdef on_ws_connected(self, WSTransport transport):
         self.client_id = self._core.add_client(TransportSink(transport, self._close_grace))
+        if log.isEnabledFor(INFO):  # the peer is kept for the disconnect line
+            self._connected_at = monotonic()
+            self._peer = peer_address(transport)
+            log.info(
+                "client %d connected from %s",
+                self.client_id,
+                self._peer,
+                extra={"peer": self._peer, "client_id": self.client_id},
+            )
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         if self.client_id:
             self._core.remove_client(self.client_id)
+        if self._peer is not None and log.isEnabledFor(INFO):
+            self._log_disconnect(transport)
+
+    cdef int _log_disconnect(self, WSTransport transport) except -1:
+        """Who closed first, with which code and (a short escaped excerpt of) which reason;
+        1006 when no close frame was exchanged."""
+        handshake = transport.close_handshake
+        if handshake is None:
+            code, reason, closed_by = ABNORMAL_CLOSURE, "", "nobody"
+        elif handshake.recv_then_sent or handshake.sent is None:
+            code, reason, closed_by = handshake.recv.code, handshake.recv.reason, "client"
+        else:
+            code, reason, closed_by = handshake.sent.code, handshake.sent.reason, "server"
+        duration = round(monotonic() - self._connected_at, 3)
+        log.info(
+            "client %d from %s disconnected after %.3f s: %d %s (closed by %s)",
+            self.client_id,
+            self._peer,
+            duration,
+            code,
+            quote(reason or ""),
+            closed_by,
+            extra={
+                "peer": self._peer,
+                "client_id": self.client_id,
+                "code": int(code),
+                "reason": clip(reason or "", QUOTE_LIMIT),
+                "closed_by": closed_by,
+                "duration_s": duration,
+            },
+        )
+        return 0
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef int msg_type = frame.msg_type
@@ -205,7 +259,7 @@ cdef class ServerListener(WSListener):
         return 0
 
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1:
-        log.info("client %d closed (%d): %s", self.client_id, code, reason)
+        log.debug("client %d closed (%d): %s", self.client_id, code, reason)
         self._core.flush()  # what the client was already answered goes out before the close
         self._core.close_client(self.client_id, code, reason)
         return 0

@@ -24,6 +24,8 @@ from picows import WSAutoPingStrategy, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener as WithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
+from agentcast.logs import ClientFaultLog
+
 __all__ = ["ConnectionAdmission", "create_server"]
 
 Peer = tuple[str, int] | None
@@ -45,6 +47,9 @@ class ConnectionAdmission:
     What it keeps is bounded: a count per address with open connections, and a bucket per
     address that connected within the time a bucket takes to refill (a full bucket is the
     same as none, so it is forgotten). Loop thread only.
+
+    It also counts the protocol errors picows finds in its clients' frames
+    (``client_fault``), which are logged at INFO, not ERROR (see ``agentcast.logs``).
     """
 
     def __init__(
@@ -63,6 +68,10 @@ class ConnectionAdmission:
         self.refused_rate = 0
         self.refused_per_ip = 0
         self.connections = 0
+        self.client_protocol_errors = 0
+
+    def client_fault(self) -> None:
+        self.client_protocol_errors += 1
 
     def connected(self, ip: str) -> None:
         self._open[ip] = self._open.get(ip, 0) + 1
@@ -109,6 +118,7 @@ class ConnectionAdmission:
             "connect_rate_ips": len(self._buckets),
             "connections_refused_rate": self.refused_rate,
             "connections_refused_per_ip": self.refused_per_ip,
+            "client_protocol_errors": self.client_protocol_errors,
         }
 
 
@@ -172,7 +182,7 @@ async def create_server(
         import aiofastnet
 
         create = partial(aiofastnet.create_server, loop)
-    logger = logging.getLogger(f"picows.{logger_name}")
+    logger = ClientFaultLog(logging.getLogger(f"picows.{logger_name}"), admission.client_fault)
 
     def protocol_factory() -> _AdmittedProtocol:
         return _AdmittedProtocol(

@@ -17,6 +17,7 @@ from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import DemoAgentServer, load_backend
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.loadgen import cli as bench_cli
+from agentcast.logs import JsonFormatter
 from agentcast.server import DEFAULT_MAX_MESSAGE_SIZE
 from agentcast.tls import client_context, server_context
 from agentcast.workers import Supervisor
@@ -157,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
         "--agent-threads", type=_positive, default=8, help="threads running agent steps"
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON object a line on stderr, for log shippers",
+    )
     _add_security_arguments(serve)
     client = commands.add_parser("client", help="chat with an agent from the terminal")
     client.add_argument("url", nargs="?", default=DEFAULT_URL)
@@ -326,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if getattr(args, "log_format", "text") == "json":  # serve's option only
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     if args.log_level != "DEBUG":  # picows logs every connect and disconnect at INFO
         logging.getLogger("picows").setLevel(logging.WARNING)
     if args.command == "client":
