@@ -38,6 +38,7 @@ SETTINGS: dict[str, dict[str, type]] = {
         "workers": int,  # > 1: that many processes on one port, joined by the backplane
         "channels": int,  # > 0: clients spread over that many agent channels (seq, history)
         "tls": int,  # 1: wss:// with a throwaway certificate the receivers trust
+        "scrape": int,  # 1: GET /metrics on the server's port once a second, as Prometheus
     },
 }
 # A ':' that starts a setting ("name=value", or a bare "name" meaning name=1), not one
@@ -91,6 +92,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"{name}: workers > 1 needs backplane=redis://...")
     if settings.get("workers", 1) > 1 and settings.get("tls"):
         raise ValueError(f"{name}: tls is not benchmarked with workers > 1")
+    if settings.get("scrape") and (settings.get("tls") or settings.get("workers", 1) > 1):
+        raise ValueError(f"{name}: scrape is benchmarked without tls and workers")
     return name, settings
 
 

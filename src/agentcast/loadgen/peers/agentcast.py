@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import urllib.request
 from typing import Any
 
 from agentcast import Broadcaster
 from agentcast.loadgen.peers import HOST
+
+SCRAPE_INTERVAL = 1.0  # seconds, as a Prometheus scrape_interval would be set
 
 
 class AgentcastPeer:
@@ -18,9 +22,17 @@ class AgentcastPeer:
 
     With ``tls=1`` it serves ``wss://`` with a throwaway certificate; ``ca_pem`` is the
     CA the receivers must trust (None without TLS).
+
+    With ``scrape=1`` a thread fetches ``GET /metrics`` from the hub's own port once a
+    second, as Prometheus would, while the workload runs (``scrapes`` counts them).
     """
 
-    def __init__(self, channels: int = 0, tls: int = 0, **settings: Any) -> None:
+    def __init__(self, channels: int = 0, tls: int = 0, scrape: int = 0, **settings: Any) -> None:
+        self.scrapes = 0
+        self.last_scrape = ""
+        self._scrape = bool(scrape)
+        self._stopping = threading.Event()
+        self._scraper: threading.Thread | None = None
         self.channels = [f"agent-{i}" for i in range(channels)]
         self.ca_pem: str | None = None
         if tls:
@@ -36,7 +48,18 @@ class AgentcastPeer:
         self.hub.subscribe(client_id, self.channels[client_id % len(self.channels)])
 
     def start(self) -> int:
-        return self.hub.start().port
+        port = self.hub.start().port
+        if self._scrape:
+            self._scraper = threading.Thread(target=self._scrape_metrics, args=(port,))
+            self._scraper.start()
+        return port
+
+    def _scrape_metrics(self, port: int) -> None:
+        url = f"http://{HOST}:{port}/metrics"
+        while not self._stopping.wait(SCRAPE_INTERVAL):
+            with urllib.request.urlopen(url, timeout=5) as response:
+                self.last_scrape = response.read().decode()
+            self.scrapes += 1
 
     def publish(self, obj: Any) -> None:
         if not self.channels:
@@ -50,4 +73,7 @@ class AgentcastPeer:
         return self.hub.client_count
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._scraper is not None:
+            self._scraper.join()
         self.hub.stop()
