@@ -173,6 +173,22 @@ cdef inline void leave_group(Group group, Client client):
         last.slot = client.slot
 
 
+cdef inline int check_target(object channel) except -1:
+    """A publish target: None (everyone) or a hashable channel. An unhashable one fails
+    here, in the caller, not later in a tick."""
+    if channel is not None:
+        hash(channel)
+    return 0
+
+
+cdef inline int check_named(object channel) except -1:
+    """A channel a call must name: not None, and hashable."""
+    if channel is None:
+        raise ValueError("channel must not be None")
+    hash(channel)
+    return 0
+
+
 cdef class FanoutCore:
     """Registry, channels, batching and budgets. Loop-thread only, except the enqueue calls.
 
@@ -268,8 +284,7 @@ cdef class FanoutCore:
     cpdef publish(self, object obj, object channel=None):
         """Serialize ``obj`` once and queue it for every client of ``channel`` (None: all)."""
         cdef bytes payload
-        if channel is not None:
-            hash(channel)  # an unhashable channel fails here, in the caller, not in a tick
+        check_target(channel)
         if self._default is None:
             payload = self._dumps(obj)
         else:
@@ -280,8 +295,7 @@ cdef class FanoutCore:
         """Queue already-serialized JSON as is, for every client of ``channel``."""
         if payload is None:
             raise TypeError("payload must be bytes, not None")
-        if channel is not None:
-            hash(channel)
+        check_target(channel)
         self._enqueue(OP_PUBLISH, 0, channel, payload)
 
     cpdef send(self, long long client_id, object obj):
@@ -308,8 +322,7 @@ cdef class FanoutCore:
         """
         if data is None:
             raise TypeError("data must be bytes, not None")
-        if channel is not None:
-            hash(channel)
+        check_target(channel)
         self._enqueue(OP_PUBLISH_BINARY, 0, channel, data)
 
     cpdef send_binary(self, long long client_id, bytes data):
@@ -327,9 +340,7 @@ cdef class FanoutCore:
         it gets a ``too_many_subscriptions`` notice instead (counted as
         ``refused_subscriptions``), and what it holds is unchanged.
         """
-        if channel is None:
-            raise ValueError("channel must not be None")
-        hash(channel)
+        check_named(channel)
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
         # Counted until applied (see subscriber_count). C calls only between the read and
@@ -350,9 +361,7 @@ cdef class FanoutCore:
         jump in seq sends the subscribers a ``history_gap`` notice first.
         """
         cdef object seq, payload
-        if channel is None:
-            raise ValueError("channel must not be None")
-        hash(channel)
+        check_named(channel)
         for seq, payload in frames:
             if type(payload) is not bytes or seq < 1:
                 raise ValueError(f"frames must be (seq >= 1, bytes) pairs, not ({seq!r}, ...)")
@@ -363,9 +372,7 @@ cdef class FanoutCore:
 
         Its history is forgotten and its subscribers get a ``history_gap`` notice.
         """
-        if channel is None:
-            raise ValueError("channel must not be None")
-        hash(channel)
+        check_named(channel)
         self._enqueue(OP_RESTART, 0, channel, None)
 
     def subscriber_count(self, object channel):
@@ -380,9 +387,7 @@ cdef class FanoutCore:
         return count
 
     cpdef unsubscribe(self, long long client_id, object channel):
-        if channel is None:
-            raise ValueError("channel must not be None")
-        hash(channel)
+        check_named(channel)
         self._enqueue(OP_UNSUBSCRIBE, client_id, channel, None)
 
     @property
