@@ -103,6 +103,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, metavar="PATH")
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="PNG")
     parser.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="draw --plot from a run saved with --json instead of running one",
+    )
+    parser.add_argument(
         "--url", default=None, help="count frames from an already running server (burst only)"
     )
     parser.add_argument(
@@ -149,10 +156,27 @@ def _placement(plan: CpuPlan, clients: int) -> list[str]:
     return lines
 
 
+def _replot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Draw ``--plot`` from the document ``--replot`` names."""
+    from agentcast.loadgen.plot import plot
+
+    if args.plot is None:
+        parser.error("--replot needs --plot PATH: where to write the PNG")
+    try:
+        document = json.loads(args.replot.read_text())
+        plot(document, args.plot)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"--replot {args.replot}: not a run saved with --json ({exc})")
+    return 0
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the sweep; exit status 1 when any cell failed, else 0."""
     _check(args, parser)
+    if args.replot is not None:
+        return _replot(args, parser)
     from agentcast.loadgen import report
+    from agentcast.loadgen.plot import plot
     from agentcast.loadgen.sweep import run_sweep
 
     settings = Settings(
@@ -179,10 +203,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if notes := report.notes(sweep):
         print()
         print("\n".join(notes))
+    document = report.document(sweep, settings, plan, sys.argv)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        document = report.document(sweep, settings, plan, sys.argv)
         args.json.write_text(json.dumps(document, indent=2) + "\n")
-    if args.plot is not None:
-        report.plot(sweep, args.plot)
+    if args.plot is not None and any(c.error is None and c.rounds for c in sweep.cells):
+        plot(document, args.plot)
     return 1 if any(cell.error is not None for cell in sweep.cells) else 0

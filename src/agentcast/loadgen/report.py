@@ -1,11 +1,10 @@
-"""The sweep's results as a terminal table, a JSON document and a PNG plot."""
+"""The sweep's results as a terminal table and a JSON document (``plot`` draws the PNG)."""
 
 from __future__ import annotations
 
-import importlib
 import math
+import os
 import platform
-from pathlib import Path
 from typing import Any
 
 from agentcast.loadgen.harness import CpuPlan
@@ -119,6 +118,18 @@ def _json_safe(values: Round) -> dict[str, float | None]:
     return {key: None if math.isnan(value) else value for key, value in values.items()}
 
 
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def document(sweep: Sweep, settings: Settings, plan: CpuPlan, command: list[str]) -> dict[str, Any]:
     """Everything needed to compare runs later: settings, placement, every round."""
     return {
@@ -127,6 +138,8 @@ def document(sweep: Sweep, settings: Settings, plan: CpuPlan, command: list[str]
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpu_model": cpu_model(),
             "server_cpu": plan.server,
             "receiver_cpus": list(plan.receivers),
         },
@@ -143,40 +156,3 @@ def document(sweep: Sweep, settings: Settings, plan: CpuPlan, command: list[str]
         ],
         "skipped": sweep.skipped,
     }
-
-
-def plot(sweep: Sweep, path: Path) -> None:
-    """Deliveries/s and p99 latency against clients, one line per server (needs matplotlib).
-
-    matplotlib is optional (``pip install 'agentcast[bench]'``) and imported
-    by name, so the package type-checks and runs without it.
-    """
-    matplotlib = importlib.import_module("matplotlib")
-    matplotlib.use("Agg")
-    pyplot = importlib.import_module("matplotlib.pyplot")
-    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.5))
-    panels = [
-        (("burst", "observe"), "deliveries_per_s", "deliveries/s", axes[0]),
-        (("latency",), "p99_ms", "latency: p99 (ms)", axes[1]),
-    ]
-    for workloads, key, title, ax in panels:
-        ax.set_title(title)
-        ax.set_xlabel("clients")
-        cells = [c for c in sweep.cells if c.workload in workloads and c.error is None]
-        if not cells:
-            ax.text(0.5, 0.5, f"not measured (--workload {workloads[0]})", ha="center", va="center")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        for server in dict.fromkeys(c.server for c in cells):
-            points = sorted((c.clients, c.summary()[key]) for c in cells if c.server == server)
-            clients, values = zip(*points, strict=True)
-            ax.plot(clients, values, marker="o", label=server)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    pyplot.close(figure)

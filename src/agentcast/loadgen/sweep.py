@@ -25,14 +25,15 @@ class Cell:
     error: str | None = None
 
     def summary(self) -> Round:
-        """Median of the rounds; lost deliveries add up; receiver CPU is the worst round's."""
+        """Median of the rounds; lost deliveries add up; receiver CPU and the share of
+        deliveries lost are the worst round's."""
         keys = dict.fromkeys(key for r in self.rounds for key in r)
         result: Round = {}
         for key in keys:
             values = [r[key] for r in self.rounds if key in r]
             if key == "lost":
                 result[key] = sum(values)
-            elif key == "receiver_cpu":
+            elif key in ("receiver_cpu", "lost_share"):
                 result[key] = max(values)
             else:
                 finite = [v for v in values if not math.isnan(v)]

@@ -88,6 +88,7 @@ def burst(
                 "mb_per_s": delivery.bytes / elapsed / 1e6,
                 "server_ns": cpu / max(delivery.frames, 1) * 1e9,
                 "lost": lost,
+                "lost_share": lost / max(clients * count, 1),
                 "receiver_cpu": delivery.cpu_seconds / elapsed,
             }
 
@@ -109,6 +110,7 @@ def _paced_outcome(session: Session, count: int, started: float, settings: Setti
         "p999_ms": _percentile(ordered, 0.999) * 1e3,
         "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
         "lost": lost,
+        "lost_share": lost / max(session.clients * count, 1),
         "receiver_cpu": delivery.cpu_seconds / elapsed,
     }
 
