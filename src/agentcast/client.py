@@ -90,7 +90,7 @@ class _Dialer:
                 websocket = await websockets.connect(self.url, **self.options)
             except InvalidStatus as exc:
                 failure = self._refused(exc)
-            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
                 failure = str(exc) or type(exc).__name__
                 if failures == 0 and not self.connected_before:
                     hint = isinstance(exc, ConnectionRefusedError)
@@ -136,7 +136,9 @@ class _Link:
                 try:
                     frame = orjson.loads(message)
                 except orjson.JSONDecodeError:
-                    _say(f"not JSON from the server: {message[:80]!r}")
+                    frame = None
+                if not isinstance(frame, dict):
+                    _say(f"not a JSON object from the server: {message[:80]!r}")
                     continue
                 outcome = self.conversation.receive(frame)
                 if outcome.reply is not None:
@@ -162,7 +164,7 @@ class _Link:
         if waiter.done():
             return waiter.result()
         waiter.cancel()
-        raise _Closed(self.why_closed())
+        raise _Closed
 
     def why_closed(self) -> str:
         code, reason = self.websocket.close_code, self.websocket.close_reason
@@ -199,7 +201,7 @@ async def _chat(
         except (_Closed, websockets.ConnectionClosed):
             if conversation.interrupted():
                 pending = None
-                _say("the connection dropped during the reply: the agent's rest follows")
+                _say("the connection dropped during the reply; the agent has the line: not resent")
             _say(f"{link.why_closed()}; reconnecting...")
         finally:
             await link.close()
