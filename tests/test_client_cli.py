@@ -70,9 +70,13 @@ class Lines:
             if accepts(line):
                 return line
 
+    def join(self) -> None:
+        """Wait for the end of the stream (the process has exited)."""
+        self._thread.join(WAIT)
+
     def rest(self) -> list[str]:
         """Every line until the stream ends (the process has exited)."""
-        self._thread.join(WAIT)
+        self.join()
         while (line := self._queue.get_nowait()) is not None:
             self.seen.append(line)
         return self.seen
@@ -104,6 +108,8 @@ class Process:
         if self.popen.poll() is None:
             self.popen.kill()
         self.popen.wait()
+        self.out.join()  # before the streams close under the threads reading them
+        self.err.join()
         for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 stream.close()
