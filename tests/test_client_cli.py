@@ -191,6 +191,19 @@ def test_a_server_closing_while_the_client_is_idle_is_noticed_and_it_reconnects(
     assert chat.out.seen == [*reply("one"), *reply("two")]
 
 
+def test_ctrl_d_while_the_server_is_away_quits_with_0(processes: Callable[..., Process]) -> None:
+    port = free_port()
+    server = serve(processes, port)
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat.type("one")
+    chat.out.expect("-- agent_response_end --")
+    stop(server)
+    chat.err.expect("reconnecting...")
+    chat.popen.stdin.close()  # type: ignore[union-attr]
+    assert chat.wait() == 0  # not after --retries attempts: nothing was left to send
+    assert not any("giving up" in line for line in chat.err.rest())
+
+
 @pytest.mark.parametrize("terminal", [False, True], ids=["stdin-pipe", "stdin-tty"])
 def test_ctrl_c_while_waiting_for_input_exits_at_once_with_130(
     processes: Callable[..., Process], terminal: bool

@@ -177,6 +177,26 @@ class _Link:
         await self._reader
 
 
+async def _connect(
+    dialer: _Dialer, typed: TypedLines, pending: str | None
+) -> tuple[websockets.ClientConnection, str | None] | None:
+    """Connect, taking the next typed line meanwhile if none is pending: the connection
+    and the line to send on it, or None if the input ended first with nothing to send
+    (Ctrl-D quits while the server is away)."""
+    connecting = asyncio.ensure_future(dialer.connect())
+    while pending is None and not typed.ended:
+        reading = asyncio.ensure_future(typed.get())
+        await asyncio.wait({connecting, reading}, return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            reading.cancel()
+            break
+        pending = reading.result()
+    if pending is None and typed.ended and not connecting.done():
+        connecting.cancel()
+        return None
+    return await connecting, pending
+
+
 async def _chat(
     url: str, agent_id: str, retries: int, backoff: float, tls: ssl.SSLContext | None
 ) -> int:
@@ -185,7 +205,11 @@ async def _chat(
     dialer = _Dialer(url, retries, backoff, tls)
     pending: str | None = None  # typed and not yet answered: never lost to a reconnect
     while True:
-        link = _Link(await dialer.connect(), conversation)
+        connected = await _connect(dialer, typed, pending)
+        if connected is None:
+            return 0
+        websocket, pending = connected
+        link = _Link(websocket, conversation)
         try:
             resume = conversation.resume()
             if resume is not None:

@@ -29,6 +29,11 @@ class TypedLines:
             target=self._read, args=(fd,), name="agentcast-client-input", daemon=True
         ).start()
 
+    @property
+    def ended(self) -> bool:
+        """Every line was taken, and then the end of the input."""
+        return self._ended
+
     async def get(self) -> str | None:
         if self._ended:
             return None
