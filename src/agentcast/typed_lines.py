@@ -25,9 +25,7 @@ class TypedLines:
         self._loop = loop
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
         self._ended = False
-        threading.Thread(
-            target=self._read, args=(fd,), name="agentcast-client-input", daemon=True
-        ).start()
+        threading.Thread(target=self._read, args=(fd,), name="typed-lines", daemon=True).start()
 
     @property
     def ended(self) -> bool:
