@@ -13,10 +13,9 @@ import pytest
 import websockets
 from picows import WSMsgType, ws_connect
 
-from agentcast import protocol
 from agentcast.app import AgentServer
 from agentcast.backends import DemoAgentServer
-from agentcast.client import _Stream
+from agentcast.conversation import Conversation
 from agentcast.interface import AsyncWebSocketInterface, SyncWebSocketInterface
 from clients import (
     DEMO_STEP,
@@ -407,24 +406,34 @@ def test_resume_older_than_history_gets_the_gap_notice(
 
 
 def test_client_resumes_the_agent_stream_after_a_reconnect(
-    server_factory: Callable[..., AgentServer], capsys: pytest.CaptureFixture[str]
+    server_factory: Callable[..., AgentServer],
 ) -> None:
     server = server_factory()
     url = f"ws://127.0.0.1:{server.port}"
-    stream = _Stream("demo")
+    conversation = Conversation("demo")
+    printed: list[str] = []
+
+    async def exchange(websocket: websockets.ClientConnection, request: bytes | None) -> None:
+        assert request is not None
+        await websocket.send(request.decode())
+        while True:
+            outcome = conversation.receive(orjson.loads(await websocket.recv()))
+            if outcome.reply is not None:
+                printed.append(outcome.reply)
+            if outcome.answers:
+                return
 
     async def scenario() -> None:
         async with websockets.connect(url) as websocket:
-            await stream.exchange(websocket, protocol.user_message("one", "demo"))
-        assert stream.last_seq == 3
+            await exchange(websocket, conversation.ask("one"))
+        assert conversation.last_seq == 3
         with server.interface.serving("demo"):  # the agent speaks while the client is away
             server.interface.assistant_message("while you were away")
         async with websockets.connect(url) as websocket:
-            await stream.resume(websocket)
-            await stream.exchange(websocket, protocol.user_message("two", "demo"))
+            await exchange(websocket, conversation.resume())
+            await exchange(websocket, conversation.ask("two"))
 
     run(scenario())
-    out = capsys.readouterr().out.splitlines()
-    assert "[assistant_message] while you were away" in out
-    assert out.count("[assistant_message] You said: one") == 1
-    assert stream.last_seq == 7
+    assert "[assistant_message] while you were away" in printed
+    assert printed.count("[assistant_message] You said: one") == 1
+    assert conversation.last_seq == 7

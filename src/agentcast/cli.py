@@ -15,7 +15,7 @@ from typing import NoReturn, TypeVar
 from agentcast.app import AgentServer
 from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import DemoAgentServer, load_backend
-from agentcast.client import DEFAULT_URL, run_client
+from agentcast.client import DEFAULT_URL, check_url, run_client
 from agentcast.loadgen import cli as bench_cli
 from agentcast.logs import JsonFormatter
 from agentcast.server import DEFAULT_MAX_MESSAGE_SIZE
@@ -367,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        check_url(args.url)
+    except ValueError as exc:
+        parser.error(str(exc))
     tls = None
     if args.cafile is not None:
         if not args.url.startswith("wss://"):

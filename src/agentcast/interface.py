@@ -16,6 +16,11 @@ to everyone would leak one agent's messages to every other agent's clients.
 Raising instead would abort the agent's step in the middle (MemGPT does not
 expect its interface to fail), so the drop is counted in ``unrouted`` and
 logged once per interface; wrap such code in ``serving(agent_id)``.
+
+The methods are those MemGPT's ``SyncServer`` and ``Agent`` call on an interface, from
+``AgentInterface`` and ``server/ws_api/interface.py`` of MemGPT 0.2.3 to 0.3.25 (and
+``step_complete``, which ``SyncServer`` calls from 0.3.18 on but only its
+``CLIInterface`` defines): a real MemGPT backend runs on them unchanged.
 """
 
 from __future__ import annotations
@@ -115,6 +120,16 @@ class _WebSocketInterface:
         """MemGPT calls this for the user's own message; nothing is sent (as in MemGPT)."""
         if log.isEnabledFor(logging.DEBUG):  # a client's input: an excerpt only
             log.debug("user message: %s", protocol.quote(msg))
+
+    def step_yield(self) -> None:
+        """MemGPT's ``SyncServer`` (0.2.8 on) calls this when the agent yields after a
+        user message. A no-op, as in MemGPT's own WebSocket interface: the server sends
+        ``agent_response_end`` once ``user_message`` returns."""
+
+    def step_complete(self) -> None:
+        """MemGPT's ``SyncServer`` (0.3.18 on) calls this after each step of a chain. A
+        no-op, as in MemGPT's ``CLIInterface``: the steps of one user message are one
+        reply, ended by ``agent_response_end``."""
 
     def close(self) -> None:
         """Stop the Broadcaster if this interface created it."""

@@ -1,0 +1,263 @@
+"""``agentcast client`` as a user runs it: the real command, its stdin a pipe (or a
+terminal), against real servers that stop and start again on the same port.
+
+Each test failed against the client before issue 15: after a restart every line showed
+the reply to the one before, Ctrl-C was ignored until Enter, a close while idle went
+unnoticed, bad URLs ended in a traceback, a refusal gave no hint, 401 was retried.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import pytest
+
+from agentcast.app import AgentServer
+from agentcast.auth import JWTAuthenticator
+from redis_server import free_port
+
+AGENTCAST = [sys.executable, "-m", "agentcast"]
+WAIT = 30.0  # seconds any one expected line may take on a loaded machine
+
+
+def reply(text: str) -> list[str]:
+    """What the demo agent's reply to ``text`` prints."""
+    return [
+        "-- agent_response_start --",
+        f"[internal_monologue] The user said {text!r}; I will echo it back.",
+        f"[function_message] Running send_message({text!r})",
+        f"[assistant_message] You said: {text}",
+        "-- agent_response_end --",
+    ]
+
+
+class Lines:
+    """A child's output stream, read line by line on a thread, waited on with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, wanted: Callable[[str], bool] | str) -> str:
+        """The next line ``wanted`` accepts (or that contains it); fail if none comes."""
+        accepts = wanted if callable(wanted) else lambda line: wanted in line
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line {wanted!r} within {WAIT} s: {self.seen}") from None
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"the stream ended without {wanted!r}: {self.seen}")
+            self.seen.append(line)
+            if accepts(line):
+                return line
+
+    def join(self) -> None:
+        """Wait for the end of the stream (the process has exited)."""
+        self._thread.join(WAIT)
+
+    def rest(self) -> list[str]:
+        """Every line until the stream ends (the process has exited)."""
+        self.join()
+        while (line := self._queue.get_nowait()) is not None:
+            self.seen.append(line)
+        return self.seen
+
+
+class Process:
+    """A child process with its stdout and stderr read as lines; killed if still running."""
+
+    def __init__(self, argv: list[str], stdin: int | IO[str] | None = subprocess.PIPE) -> None:
+        self.popen = subprocess.Popen(
+            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.popen.stdout is not None and self.popen.stderr is not None
+        self.out = Lines(self.popen.stdout)
+        self.err = Lines(self.popen.stderr)
+
+    def type(self, line: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def wait(self) -> int:
+        try:
+            return self.popen.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {WAIT} s: {self.err.seen}") from None
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+        self.out.join()  # before the streams close under the threads reading them
+        self.err.join()
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., Process]]:
+    """Start processes; each is killed (if still running) and reaped at the end."""
+    started: list[Process] = []
+
+    def start(*argv: str, stdin: int | IO[str] | None = subprocess.PIPE) -> Process:
+        process = Process(list(argv), stdin)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+def serve(processes: Callable[..., Process], port: int) -> Process:
+    """``agentcast serve`` on ``port``, once it listens."""
+    server = processes(*AGENTCAST, "serve", "--port", str(port))
+    server.out.expect(f"ws://127.0.0.1:{port}/")
+    return server
+
+
+def stop(server: Process) -> None:
+    """SIGTERM, as a user's Ctrl-C: the server closes every client with 1001 and exits."""
+    server.popen.send_signal(signal.SIGTERM)
+    assert server.wait() == 0
+
+
+def client(processes: Callable[..., Process], url: str, *options: str, **kwargs: object) -> Process:
+    # Retries every 0.05 s at first, doubling: many tries while a server restarts.
+    argv = [*AGENTCAST, "client", url, "--agent-id", "demo", "--retries", "12", "--backoff", "0.05"]
+    return processes(*argv, *options, **kwargs)
+
+
+def test_each_line_gets_its_own_reply_across_a_server_restart(
+    processes: Callable[..., Process],
+) -> None:
+    port = free_port()
+    server = serve(processes, port)
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat.type("one")
+    chat.out.expect("-- agent_response_end --")
+    stop(server)
+    chat.type("two")  # typed while no server runs: sent once one runs again
+    server = serve(processes, port)
+    chat.out.expect("You said: two")
+    chat.out.expect("-- agent_response_end --")
+    chat.type("three")
+    chat.out.expect("-- agent_response_end --")
+    chat.popen.stdin.close()  # type: ignore[union-attr]
+    assert chat.wait() == 0
+    assert chat.out.rest() == [*reply("one"), *reply("two"), *reply("three")]
+    notices = chat.err.rest()
+    # The fresh server's history_gap (last_seq 0 < since 3) is a notice, not an answer.
+    assert any("numbering restarted" in line for line in notices), notices
+    assert all(line.startswith("agentcast client: ") for line in notices), notices
+
+
+def test_a_server_closing_while_the_client_is_idle_is_noticed_and_it_reconnects(
+    processes: Callable[..., Process],
+) -> None:
+    port = free_port()
+    server = serve(processes, port)
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat.type("one")
+    chat.out.expect("-- agent_response_end --")
+    stop(server)
+    chat.err.expect("reconnecting...")  # at once, with nothing typed
+    serve(processes, port)
+    chat.err.expect("reconnected")
+    chat.type("two")
+    chat.out.expect("You said: two")
+    chat.out.expect("-- agent_response_end --")
+    assert chat.out.seen == [*reply("one"), *reply("two")]
+
+
+def test_ctrl_d_while_the_server_is_away_quits_with_0(processes: Callable[..., Process]) -> None:
+    port = free_port()
+    server = serve(processes, port)
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat.type("one")
+    chat.out.expect("-- agent_response_end --")
+    stop(server)
+    chat.err.expect("reconnecting...")
+    chat.popen.stdin.close()  # type: ignore[union-attr]
+    assert chat.wait() == 0  # not after --retries attempts: nothing was left to send
+    assert not any("giving up" in line for line in chat.err.rest())
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["stdin-pipe", "stdin-tty"])
+def test_ctrl_c_while_waiting_for_input_exits_at_once_with_130(
+    processes: Callable[..., Process], terminal: bool
+) -> None:
+    port = free_port()
+    serve(processes, port)
+    if terminal:
+        controller, tty = pty.openpty()
+        chat = client(processes, f"ws://127.0.0.1:{port}/", stdin=tty)
+        os.close(tty)
+        os.write(controller, b"one\n")
+    else:
+        chat = client(processes, f"ws://127.0.0.1:{port}/")
+        chat.type("one")
+    try:
+        chat.out.expect("-- agent_response_end --")  # now it waits for the next line
+        chat.popen.send_signal(signal.SIGINT)
+        assert chat.wait() == 130
+    finally:
+        if terminal:
+            os.close(controller)
+    assert not any("Traceback" in line for line in chat.err.rest())
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8282", "http://127.0.0.1:8282/"])
+def test_a_url_that_is_not_ws_is_one_line_and_exit_2(
+    processes: Callable[..., Process], url: str
+) -> None:
+    chat = client(processes, url)
+    assert chat.wait() == 2
+    [line] = chat.err.rest()
+    assert "is not a ws:// or wss:// URL (did you mean ws://127.0.0.1:8282" in line, line
+
+
+def test_a_refused_first_connect_asks_whether_the_server_runs_and_keeps_trying(
+    processes: Callable[..., Process],
+) -> None:
+    port = free_port()  # nothing listens there yet
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat.err.expect(f"cannot connect to ws://127.0.0.1:{port}/: is `agentcast serve` running?")
+    serve(processes, port)
+    chat.err.expect(f"connected to ws://127.0.0.1:{port}/; type a message, Ctrl-D to quit")
+    chat.type("one")
+    chat.out.expect("You said: one")
+
+
+def test_a_refused_handshake_is_one_line_and_never_retried(
+    processes: Callable[..., Process],
+) -> None:
+    authenticate = JWTAuthenticator(secret=b"s" * 32)
+    with AgentServer(port=0, authenticate=authenticate) as server:
+        chat = client(processes, f"ws://127.0.0.1:{server.port}/")
+        assert chat.wait() == 1
+        [line] = chat.err.rest()
+        assert server.hub.stats()["auth_refused"] == 1  # one attempt, not --retries more
+    assert line.startswith(f"agentcast client: ws://127.0.0.1:{server.port}/ refused"), line
+    assert "HTTP 401" in line, line
