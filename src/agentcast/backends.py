@@ -8,6 +8,7 @@ built as ``factory(default_interface=interface)``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import threading
 from collections import OrderedDict
@@ -77,4 +78,28 @@ def load_backend(spec: str) -> Any:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
     if not callable(factory):
         raise ValueError(f"backend {spec!r} is not callable")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have none: AgentServer checks what it builds
+        return factory
+    try:
+        signature.bind(default_interface=None)
+    except TypeError as exc:
+        raise ValueError(
+            f"backend {spec!r} cannot be built as factory(default_interface=interface): {exc}"
+        ) from None
     return factory
+
+
+def check_backend(backend: object) -> None:
+    """ValueError unless ``backend`` has MemGPT ``SyncServer``'s two methods."""
+    missing = [
+        name
+        for name in ("create_agent", "user_message")
+        if not callable(getattr(backend, name, None))
+    ]
+    if missing:
+        raise ValueError(
+            f"backend {type(backend).__name__!r} has no {' or '.join(missing)} method (a backend"
+            " needs MemGPT SyncServer's create_agent and user_message)"
+        )

@@ -1,0 +1,133 @@
+"""``serve_forever()`` and what ``agentcast serve`` says: real processes, real signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from agentcast import Broadcaster
+from redis_server import free_port
+
+AGENTCAST = [sys.executable, "-m", "agentcast"]
+
+# An embedding script: it greets each client, serves until a signal, then says what it saw.
+SCRIPT = """
+import sys
+from agentcast import Broadcaster
+
+hub = Broadcaster(port={port}, on_connect=lambda client_id: hub.send(client_id, "hello"))
+if {prestarted}:
+    hub.start()
+print("ready", flush=True) if {prestarted} else None
+stats = hub.serve_forever()
+print("stopped with", stats["clients"], "client", flush=True)
+"""
+
+
+def closed_code(client: object) -> int | None:
+    """Read until the server closes; the close code it sent."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            client.recv(timeout=10)  # type: ignore[attr-defined]
+    return None if closed.value.rcvd is None else closed.value.rcvd.code
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("prestarted", [True, False], ids=["started-before", "started-by-it"])
+def test_serve_forever_serves_until_a_signal_then_closes_1001(
+    stop: signal.Signals, prestarted: bool
+) -> None:
+    port = free_port()
+    script = SCRIPT.format(port=port, prestarted=prestarted)
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            if prestarted:
+                assert process.stdout.readline() == "ready\n"
+            client = _connect_when_listening(port, process)
+            with client:
+                assert client.recv(timeout=10) == '"hello"'  # registered: the greeting came
+                process.send_signal(stop)
+                assert closed_code(client) == 1001
+            out, err = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, err
+    assert out.splitlines()[-1] == "stopped with 1 client"
+    assert "Traceback" not in err, err
+
+
+def _connect_when_listening(port: int, process: subprocess.Popen[str]) -> object:
+    """A websockets client, once the server listens: refused connects are retried for
+    up to 10 s (``serve_forever`` starting the server itself says nothing before)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return connect(f"ws://127.0.0.1:{port}/", open_timeout=10)
+        except ConnectionRefusedError:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the server never listened"
+            time.sleep(0.05)  # the pace of retries, not a synchronization
+
+
+def test_serve_forever_outside_the_main_thread_is_refused_before_starting() -> None:
+    hub = Broadcaster(port=0)
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            hub.serve_forever()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    thread.join(10)
+    assert [str(e) for e in errors] == ["serve_forever() must be called from the main thread"]
+    assert not hub.running
+
+
+STOPPED = re.compile(
+    r"agentcast: stopped after \d+\.\d s: 3 messages published, 5 deliveries,"
+    r" 1 client closed with 1001 \(going away\)"
+)
+
+
+def test_serve_says_listening_once_and_one_readable_line_on_exit() -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [*AGENTCAST, "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline() == (
+                f"agentcast: serving ws://127.0.0.1:{port}/ (page: http://127.0.0.1:{port}/);"
+                " Ctrl-C to stop\n"
+            )
+            with connect(f"ws://127.0.0.1:{port}/") as client:
+                client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
+                while "agent_response_end" not in client.recv(timeout=10):
+                    pass
+                process.send_signal(signal.SIGINT)
+                assert closed_code(client) == 1001
+            out, err = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, err
+    assert STOPPED.fullmatch(out.strip()), out
+    assert "listening" not in err and "{'" not in err, err
