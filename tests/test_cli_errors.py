@@ -183,18 +183,28 @@ def test_plot_without_matplotlib_names_the_source_install_line(tmp_path: Path) -
     )
 
 
-PUBLISHER_WITHOUT_REDIS = """
-from agentcast import Publisher
+WITHOUT_REDIS = """
+from agentcast import {name}
 try:
-    Publisher("redis://127.0.0.1:1/0")
+    {call}
 except ImportError as exc:
-    print(f"{type(exc).__name__}: {exc}")
+    print(f"{{type(exc).__name__}}: {{exc}}")
     print("chained:", exc.__cause__ is not None or not exc.__suppress_context__)
 """
 
 
-def test_publisher_without_the_redis_extra_raises_one_clear_import_error() -> None:
-    result = run(*WITHOUT, "redis", "-c", PUBLISHER_WITHOUT_REDIS)
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("Publisher", "Publisher('redis://127.0.0.1:1/0')"),
+        ("AsyncPublisher", "AsyncPublisher('redis://127.0.0.1:1/0')"),
+        ("Broadcaster", "Broadcaster(port=0, backplane='redis://127.0.0.1:1/0')"),
+    ],
+)
+def test_the_python_api_without_the_redis_extra_raises_one_clear_import_error(
+    name: str, call: str
+) -> None:
+    result = run(*WITHOUT, "redis", "-c", WITHOUT_REDIS.format(name=name, call=call))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         'MissingExtra: the Redis backplane needs the redis package: pip install ".[redis]"',
