@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -11,10 +12,10 @@ import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from agentcast import Broadcaster
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]
 
@@ -32,11 +33,11 @@ print("stopped with", stats["clients"], "client", flush=True)
 """
 
 
-def closed_code(client: object) -> int | None:
+def closed_code(client: ClientConnection) -> int | None:
     """Read until the server closes; the close code it sent."""
     with pytest.raises(ConnectionClosed) as closed:
         while True:
-            client.recv(timeout=10)  # type: ignore[attr-defined]
+            client.recv(timeout=10)
     return None if closed.value.rcvd is None else closed.value.rcvd.code
 
 
@@ -68,7 +69,7 @@ def test_serve_forever_serves_until_a_signal_then_closes_1001(
     assert "Traceback" not in err, err
 
 
-def _connect_when_listening(port: int, process: subprocess.Popen[str]) -> object:
+def _connect_when_listening(port: int, process: subprocess.Popen[str]) -> ClientConnection:
     """A websockets client, once the server listens: refused connects are retried for
     up to 10 s (``serve_forever`` starting the server itself says nothing before)."""
     deadline = time.monotonic() + 10
@@ -131,3 +132,34 @@ def test_serve_says_listening_once_and_one_readable_line_on_exit() -> None:
     assert process.returncode == 0, err
     assert STOPPED.fullmatch(out.strip()), out
     assert "listening" not in err and "{'" not in err, err
+
+
+def test_serve_with_workers_says_listening_once_for_all_of_them(redis_server: RedisServer) -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [*AGENTCAST, "serve", "--workers", "2", "--redis", redis_server.url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline() == (
+                f"agentcast: 2 workers serving ws://127.0.0.1:{port}/; Ctrl-C to stop\n"
+            )
+            with contextlib.ExitStack() as stack:
+                clients = [
+                    stack.enter_context(_connect_when_listening(port, process)) for _ in range(4)
+                ]
+                for client in clients:  # each worker answers, whichever the kernel chose
+                    client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
+                    while "agent_response_end" not in client.recv(timeout=10):
+                        pass
+                process.send_signal(signal.SIGTERM)
+                assert [closed_code(client) for client in clients] == [1001] * 4
+            out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, err
+    assert re.fullmatch(r"agentcast: stopped after \d+\.\d s\n", out), out

@@ -335,11 +335,14 @@ def _worker_argv(argv: Sequence[str]) -> list[str]:
 
 def supervise(args: argparse.Namespace, argv: Sequence[str], scheme: str) -> int:
     print(
-        f"agentcast: {args.workers} workers on {_url(scheme, args.host, args.port)};"
+        f"agentcast: {args.workers} workers serving {_url(scheme, args.host, args.port)};"
         " Ctrl-C to stop",
         flush=True,
     )
-    return Supervisor(_worker_argv(argv), args.workers).run()
+    started = time.monotonic()
+    code = Supervisor(_worker_argv(argv), args.workers).run()
+    print(f"agentcast: stopped after {time.monotonic() - started:.1f} s", flush=True)
+    return code
 
 
 def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
