@@ -223,3 +223,15 @@ def test_publisher_against_an_unreachable_redis_is_one_exception() -> None:
     assert result.stderr.splitlines()[-1].startswith(
         f"ConnectionError: cannot reach Redis at {url}"
     )
+
+
+def test_bench_without_a_peer_library_names_the_source_install_line() -> None:
+    result = run(
+        *WITHOUT, "socketify", "-m", "agentcast", "bench", "--servers", "socketify",
+        "--clients", "1", "--messages", "100", "--rounds", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "skipped socketify: socketify is not available here (No module named 'socketify');"
+        ' pip install ".[bench]"'
+    ) in result.stdout.splitlines()
