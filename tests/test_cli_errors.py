@@ -102,7 +102,8 @@ def test_a_bad_value_names_the_flag_typed_in_one_line(args: list[str], line: str
 def test_a_backend_that_builds_no_backend_is_one_line() -> None:
     """``dict(default_interface=...)`` builds fine, but has no ``user_message``."""
     assert one_line_error(run(*AGENTCAST, "serve", "--backend", "builtins:dict")) == (
-        "agentcast serve: error: backend 'dict' has no create_agent or user_message method"
+        "agentcast serve: error: argument --backend: backend 'dict' has no create_agent or"
+        " user_message method"
         " (a backend needs MemGPT SyncServer's create_agent and user_message)"
     )
 

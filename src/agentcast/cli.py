@@ -16,7 +16,7 @@ from agentcast import __version__
 from agentcast.app import AgentServer
 from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
 from agentcast.auth import Authenticate, JWTAuthenticator
-from agentcast.backends import DemoAgentServer, load_backend
+from agentcast.backends import BadBackend, DemoAgentServer, load_backend
 from agentcast.backplane import require_redis
 from agentcast.client import DEFAULT_URL, run_client
 from agentcast.extras import MissingExtra
@@ -462,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise(args, argv, "ws" if tls is None else "wss")
     try:
         return serve(args, tls)
-    except ValueError as exc:  # a bad backend or setting
+    except BadBackend as exc:  # built, but not a backend
+        command.error(f"argument --backend: {exc}")
+    except ValueError as exc:  # a setting the server refuses
         command.error(str(exc))
 
 
