@@ -71,13 +71,19 @@ def script(block: Block, directory: Path, redis_url: str | None = None) -> Path:
 
 
 def run_to_the_end(path: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, path.name],
-        cwd=path.parent,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"{path.name} did not finish in {TIMEOUT:g} s: a block that serves needs a check"
+            " in CHECKS (a client, then SIGINT), or <!-- not run: reason --> before it"
+        )
     assert result.returncode == 0, result.stderr
     return result
 
