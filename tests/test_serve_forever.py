@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -21,15 +22,13 @@ AGENTCAST = [sys.executable, "-m", "agentcast"]
 
 # An embedding script: it greets each client, serves until a signal, then says what it saw.
 SCRIPT = """
-import sys
 from agentcast import Broadcaster
 
-hub = Broadcaster(port={port}, on_connect=lambda client_id: hub.send(client_id, "hello"))
+hub = Broadcaster(port=0, on_connect=lambda client_id: hub.send(client_id, "hello"))
 if {prestarted}:
     hub.start()
-print("ready", flush=True) if {prestarted} else None
-stats = hub.serve_forever()
-print("stopped with", stats["clients"], "client", flush=True)
+stats = hub.serve_forever(ready=lambda: print("ready", hub.port, flush=True))
+print("stopped with", stats["clients"], "client(s)", flush=True)
 """
 
 
@@ -46,27 +45,44 @@ def closed_code(client: ClientConnection) -> int | None:
 def test_serve_forever_serves_until_a_signal_then_closes_1001(
     stop: signal.Signals, prestarted: bool
 ) -> None:
-    port = free_port()
-    script = SCRIPT.format(port=port, prestarted=prestarted)
+    with _embedded(prestarted) as (process, port):
+        with connect(f"ws://127.0.0.1:{port}/") as client:
+            assert client.recv(timeout=10) == '"hello"'  # registered: the greeting came
+            process.send_signal(stop)
+            assert closed_code(client) == 1001
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert out == "stopped with 1 client(s)\n"
+    assert err == "", err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_right_after_ready_stops_it_cleanly(stop: signal.Signals) -> None:
+    with _embedded(prestarted=True) as (process, _):
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert out == "stopped with 0 client(s)\n"
+    assert err == "", err
+
+
+@contextlib.contextmanager
+def _embedded(prestarted: bool) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The embedding script, once it said it is ready, and its port."""
     with subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", SCRIPT.format(prestarted=prestarted)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as process:
         try:
             assert process.stdout is not None
-            if prestarted:
-                assert process.stdout.readline() == "ready\n"
-            client = _connect_when_listening(port, process)
-            with client:
-                assert client.recv(timeout=10) == '"hello"'  # registered: the greeting came
-                process.send_signal(stop)
-                assert closed_code(client) == 1001
-            out, err = process.communicate(timeout=15)
+            word, port = process.stdout.readline().split()
+            assert word == "ready"
+            yield process, int(port)
         finally:
             if process.poll() is None:
                 process.kill()
-    assert process.returncode == 0, err
-    assert out.splitlines()[-1] == "stopped with 1 client"
-    assert "Traceback" not in err, err
 
 
 def _connect_when_listening(port: int, process: subprocess.Popen[str]) -> ClientConnection:

@@ -97,12 +97,15 @@ class AgentServer:
             pool.shutdown(wait=True, cancel_futures=True)
         self.hub.stop(timeout)
 
-    def serve_forever(self, timeout: float = 5.0) -> dict[str, int]:
+    def serve_forever(
+        self, timeout: float = 5.0, ready: Callable[[], object] | None = None
+    ) -> dict[str, int]:
         """Start unless running, block until SIGINT or SIGTERM, then ``stop(timeout)``.
 
-        Returns ``stats()`` as they stood when the signal came. Main thread only.
+        ``ready()`` is called once it serves and the signals are caught. Returns
+        ``stats()`` as they stood when the signal came. Main thread only.
         """
-        return serve_forever(self, timeout)
+        return serve_forever(self, timeout, ready)
 
     @property
     def running(self) -> bool:

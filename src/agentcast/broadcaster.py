@@ -328,14 +328,17 @@ class Broadcaster:
             core.abort_all()
             await asyncio.sleep(0)
 
-    def serve_forever(self, timeout: float = 5.0) -> dict[str, int]:
+    def serve_forever(
+        self, timeout: float = 5.0, ready: Callable[[], object] | None = None
+    ) -> dict[str, int]:
         """Start unless running, block until SIGINT or SIGTERM, then ``stop(timeout)``.
 
         For a script whose only job is serving (``agentcast serve`` uses it): publish
-        from other threads meanwhile. Returns ``stats()`` as they stood when the signal
-        came. Main thread only (signals are delivered there).
+        from other threads meanwhile. ``ready()`` is called once it serves and the
+        signals are caught. Returns ``stats()`` as they stood when the signal came.
+        Main thread only (signals are delivered there).
         """
-        return serve_forever(self, timeout)
+        return serve_forever(self, timeout, ready)
 
     def __enter__(self) -> Broadcaster:
         return self.start()

@@ -387,8 +387,8 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         )
         return 1
     started = time.monotonic()
-    print(_listening(server, args, tls is not None), flush=True)
-    counters = server.serve_forever()
+    listening = _listening(server, args, tls is not None)
+    counters = server.serve_forever(ready=lambda: print(listening, flush=True))
     print(_stopped(time.monotonic() - started, counters), flush=True)
     return 0
 

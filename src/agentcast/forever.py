@@ -13,7 +13,7 @@ import select
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Protocol
 
@@ -63,16 +63,22 @@ def _wait(wakeups: socket.socket) -> int:
                 return signum
 
 
-def serve_forever(server: Servable, timeout: float = 5.0) -> dict[str, int]:
+def serve_forever(
+    server: Servable, timeout: float = 5.0, ready: Callable[[], object] | None = None
+) -> dict[str, int]:
     """Start ``server`` unless it runs, block until SIGINT or SIGTERM, then ``stop`` it
     (clients closed with 1001 after what is queued for them, within ``timeout`` s).
 
-    Returns ``server.stats()`` as they stood when the signal came. Main thread only.
+    ``ready()`` is called once it serves and the signals are caught: a Ctrl-C from then
+    on stops it cleanly (say "listening" there). Returns ``server.stats()`` as they stood
+    when the signal came. Main thread only.
     """
     with stop_signals() as wakeups:
         try:
             if not server.running:
                 server.start()
+            if ready is not None:
+                ready()
             _wait(wakeups)
             return server.stats()
         finally:
