@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +15,30 @@ import uvloop
 from agentcast import Broadcaster
 from redis_server import RedisServer
 
+NO_REDIS_SERVER = (
+    "{count} selected tests need redis-server, which is not installed: apt-get install -y"
+    " redis-server, or deselect them with -m 'not redis'"
+)
+
 # uvloop opens a process-wide pipe with its first loop; open it before any fd is counted.
 uvloop.new_event_loop().close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redis: needs redis-server (tests start their own)")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if "redis_server" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.redis)
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they deselect
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without redis-server, one line saying how to get it, not an error per test."""
+    needing = [item for item in items if item.get_closest_marker("redis")]
+    if needing and shutil.which("redis-server") is None:
+        raise pytest.UsageError(NO_REDIS_SERVER.format(count=len(needing)))
 
 
 def _open_fds() -> set[int]:

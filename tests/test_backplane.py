@@ -371,6 +371,7 @@ def test_clients_of_a_killed_node_resume_on_another_without_loss_or_duplicate(
         assert follower.notices == []
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "no-persistence"])
 def test_redis_restart_mid_stream(tmp_path: Path, persistent: bool) -> None:
     """Persistent: nodes and publishers reconnect and catch up, nothing is lost. Without

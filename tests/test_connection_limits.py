@@ -158,7 +158,7 @@ def test_agentcast_serve_refuses_a_negative_limit_in_one_line(argument: list[str
         timeout=30,
     )
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "must be at least 0" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "of at least 0, got" in result.stderr, result.stderr
 
 
 def test_agentcast_serve_limits_per_ip_by_default_only_on_a_public_host() -> None:

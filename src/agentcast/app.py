@@ -27,8 +27,9 @@ from typing import Any
 
 from agentcast import protocol
 from agentcast.auth import Refused
-from agentcast.backends import Backend, DemoAgentServer
+from agentcast.backends import Backend, DemoAgentServer, check_backend
 from agentcast.broadcaster import Broadcaster
+from agentcast.forever import serve_forever
 from agentcast.interface import Route, SyncWebSocketInterface
 
 log = logging.getLogger("agentcast.app")
@@ -71,6 +72,7 @@ class AgentServer:
             )
         self.interface = SyncWebSocketInterface(self.hub, route=route)
         self.backend = backend(default_interface=self.interface)
+        check_backend(self.backend)
         self.route = route
         self.user_id = user_id
         self.max_in_flight = max_in_flight
@@ -94,6 +96,24 @@ class AgentServer:
         if pool is not None:  # requests still queued are cancelled: told "shutting down"
             pool.shutdown(wait=True, cancel_futures=True)
         self.hub.stop(timeout)
+
+    def serve_forever(
+        self, timeout: float = 5.0, ready: Callable[[], object] | None = None
+    ) -> dict[str, int]:
+        """Start unless running, block until SIGINT or SIGTERM, then ``stop(timeout)``.
+
+        ``ready()`` is called once it serves and the signals are caught. Returns
+        ``stats()`` as they stood when the signal came. Main thread only.
+        """
+        return serve_forever(self, timeout, ready)
+
+    @property
+    def running(self) -> bool:
+        return self.hub.running
+
+    def stats(self) -> dict[str, int]:
+        """The Broadcaster's counters (see ``Broadcaster.stats``)."""
+        return self.hub.stats()
 
     def __enter__(self) -> AgentServer:
         return self.start()

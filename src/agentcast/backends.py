@@ -8,6 +8,7 @@ built as ``factory(default_interface=interface)``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import threading
 from collections import OrderedDict
@@ -16,6 +17,10 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from agentcast.interface import SyncWebSocketInterface
+
+
+class BadBackend(ValueError):
+    """What ``load_backend`` or ``check_backend`` refuses: not a usable backend."""
 
 
 class Backend(Protocol):
@@ -63,18 +68,42 @@ class DemoAgentServer:
 
 
 def load_backend(spec: str) -> Any:
-    """``module:attr`` -> the factory it names; ValueError with a clear message otherwise."""
+    """``module:attr`` -> the factory it names; ``BadBackend`` saying why otherwise."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"backend must look like module:attr, not {spec!r}")
+        raise BadBackend(f"backend must look like module:attr, not {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import backend module {module_name!r}: {exc}") from None
+        raise BadBackend(f"cannot import backend module {module_name!r}: {exc}") from None
     try:
         factory = getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+        raise BadBackend(f"module {module_name!r} has no attribute {attr!r}") from None
     if not callable(factory):
-        raise ValueError(f"backend {spec!r} is not callable")
+        raise BadBackend(f"backend {spec!r} is not callable")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have none: AgentServer checks what it builds
+        return factory
+    try:
+        signature.bind(default_interface=None)
+    except TypeError as exc:
+        raise BadBackend(
+            f"backend {spec!r} cannot be built as factory(default_interface=interface): {exc}"
+        ) from None
     return factory
+
+
+def check_backend(backend: object) -> None:
+    """``BadBackend`` unless ``backend`` has MemGPT ``SyncServer``'s two methods."""
+    missing = [
+        name
+        for name in ("create_agent", "user_message")
+        if not callable(getattr(backend, name, None))
+    ]
+    if missing:
+        raise BadBackend(
+            f"backend {type(backend).__name__!r} has no {' or '.join(missing)} method (a backend"
+            " needs MemGPT SyncServer's create_agent and user_message)"
+        )

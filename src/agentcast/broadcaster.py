@@ -13,6 +13,8 @@ from typing import Any, Literal
 from agentcast._ext import FanoutCore, Sink
 from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity, Refused, verify_token
+from agentcast.backplane import require_redis
+from agentcast.forever import serve_forever
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.http import HttpEndpoints, serve_plain
@@ -161,6 +163,8 @@ class Broadcaster:
         allowed_origins: Sequence[str] = (),
         metrics_port: int | None = None,
     ) -> None:
+        if backplane is not None:
+            require_redis()
         self.host = host
         self._requested_port = port
         self._on_message = on_message
@@ -268,7 +272,7 @@ class Broadcaster:
             http,
         )
         port: int = self._server.sockets[0].getsockname()[1]
-        log.info("agentcast listening on %s:%d", self.host, port)
+        log.debug("agentcast listening on %s:%d", self.host, port)
         return port
 
     def _sweep_idle_channels(self) -> None:
@@ -323,6 +327,18 @@ class Broadcaster:
             log.warning("%d clients still connected at shutdown; aborting them", core.client_count)
             core.abort_all()
             await asyncio.sleep(0)
+
+    def serve_forever(
+        self, timeout: float = 5.0, ready: Callable[[], object] | None = None
+    ) -> dict[str, int]:
+        """Start unless running, block until SIGINT or SIGTERM, then ``stop(timeout)``.
+
+        For a script whose only job is serving (``agentcast serve`` uses it): publish
+        from other threads meanwhile. ``ready()`` is called once it serves and the
+        signals are caught. Returns ``stats()`` as they stood when the signal came.
+        Main thread only (signals are delivered there).
+        """
+        return serve_forever(self, timeout, ready)
 
     def __enter__(self) -> Broadcaster:
         return self.start()

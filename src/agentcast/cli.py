@@ -1,21 +1,25 @@
-"""``agentcast`` command line: ``serve`` the MemGPT-compatible server, be its ``client``,
-or ``bench`` client scaling against other servers."""
+"""The ``agentcast`` command line: ``serve`` the MemGPT-compatible server, be its
+``client``, or ``bench`` client scaling against other servers."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import logging
-import signal
 import ssl
 import sys
+import time
 from collections.abc import Sequence
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+from agentcast import __version__
 from agentcast.app import AgentServer
+from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
 from agentcast.auth import Authenticate, JWTAuthenticator
-from agentcast.backends import DemoAgentServer, load_backend
+from agentcast.backends import BadBackend, DemoAgentServer, load_backend
+from agentcast.backplane import require_redis
 from agentcast.client import DEFAULT_URL, check_url, run_client
+from agentcast.extras import MissingExtra
 from agentcast.loadgen import cli as bench_cli
 from agentcast.logs import JsonFormatter
 from agentcast.server import DEFAULT_MAX_MESSAGE_SIZE
@@ -26,54 +30,81 @@ log = logging.getLogger("agentcast.cli")
 
 PUBLIC_CONNECTIONS_PER_IP = 256
 PUBLIC_CONNECT_RATE = 20.0
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 T = TypeVar("T", int, float)
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+DESCRIPTION = "Push an AI agent's messages to many WebSocket clients at once."
+EPILOG = "Run 'agentcast COMMAND --help' for a command's options."
+NO_COMMAND = (
+    "agentcast: error: choose a command: serve, client or bench"
+    " ('agentcast --help' says what each does)\n"
+)
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0..65535, not {port}")
-    return port
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default after its help, unless there is none to show (None, a
+    flag's False) or the help already says it."""
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, "") or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
-    """Argument errors are one line and exit code 2."""
+    """Argument errors are one line and exit code 2; help shows the defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _backend(spec: str) -> Any:
+    """``--backend module:attr``: the factory, checked while the user's words are at hand."""
+    try:
+        return load_backend(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _redis_url(url: str) -> str:
+    """``--redis URL``: refused at once when the redis extra is not installed."""
+    try:
+        require_redis()
+    except MissingExtra as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return url
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="agentcast", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the MemGPT-compatible WebSocket server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8282)
+    parser = _Parser(prog="agentcast", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the MemGPT-compatible WebSocket server",
+        description="Serve the MemGPT WebSocket protocol; SIGINT/SIGTERM close every"
+        " client with 1001 and exit 0.",
+    )
+    serve.set_defaults(command_parser=serve)
     serve.add_argument(
-        "--backend", default=None, help="module:attr of a backend factory (default: a demo agent)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any but loopback needs --auth-* or --insecure",
+    )
+    serve.add_argument(
+        "--port", type=PORT, default=8282, help="port to listen on; 0 picks a free one"
+    )
+    serve.add_argument(
+        "--backend",
+        type=_backend,
+        default=None,
+        metavar="MODULE:ATTR",
+        help="a backend factory, e.g. mypkg.server:SyncServer (default: a demo agent)",
     )
     serve.add_argument(
         "--route",
@@ -81,10 +112,16 @@ def _parser() -> argparse.ArgumentParser:
         default="agent",
         help="agent: clients get the agents they talk to; all: every client gets everything",
     )
-    serve.add_argument("--max-clients", type=_positive, default=None)
+    serve.add_argument(
+        "--max-clients",
+        type=POSITIVE_INT,
+        default=None,
+        metavar="N",
+        help="connections served at once; the next gets HTTP 503 (default: no limit)",
+    )
     serve.add_argument(
         "--max-connections-per-ip",
-        type=_count,
+        type=COUNT,
         default=None,
         metavar="N",
         help=f"connections one IP address may hold; the next gets HTTP 503 (0: no limit;"
@@ -93,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connect-rate",
-        type=_non_negative,
+        type=NON_NEGATIVE,
         default=None,
         metavar="PER_SECOND",
         help="new connections a second from one IP address, bursts up to"
@@ -102,14 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-message-size",
-        type=_positive,
+        type=POSITIVE_INT,
         default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
         help="bytes of one client message; larger ones close the connection with 1009",
     )
     serve.add_argument(
         "--max-subscriptions",
-        type=_positive,
+        type=POSITIVE_INT,
         default=128,
+        metavar="N",
         help="agents one connection may subscribe to; beyond: a too_many_subscriptions error",
     )
     serve.add_argument(
@@ -119,45 +158,58 @@ def _parser() -> argparse.ArgumentParser:
         help="a client over its byte budget: close it (1013) or skip messages and say so",
     )
     serve.add_argument(
-        "--history", type=int, default=1000, help="messages kept per agent for resume (since)"
+        "--history",
+        type=COUNT,
+        default=1000,
+        metavar="N",
+        help="messages kept per agent, for clients resuming with since",
     )
     serve.add_argument(
         "--channel-ttl",
-        type=float,
+        type=POSITIVE,
         default=300.0,
+        metavar="SECONDS",
         help="seconds an agent nobody subscribes to keeps its history before it is freed",
     )
     serve.add_argument(
         "--history-total-bytes",
-        type=_positive,
+        type=POSITIVE_INT,
         default=256 * 1024 * 1024,
+        metavar="BYTES",
         help="history kept for all agents together; beyond, the least recently used lose theirs",
     )
     serve.add_argument(
         "--redis",
+        type=_redis_url,
         default=None,
         metavar="URL",
         help="Redis backplane (redis://host:port/db): every node serves every agent",
     )
     serve.add_argument(
         "--workers",
-        type=_positive,
+        type=POSITIVE_INT,
         default=1,
+        metavar="N",
         help="server processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
     )
     serve.add_argument("--reuse-port", action="store_true", help="let other processes share it")
     serve.add_argument(
         "--metrics-port",
-        type=_port,
+        type=PORT,
         default=None,
+        metavar="PORT",
         help="serve /healthz, /readyz and /metrics (no token) on this plain-HTTP port instead",
     )
     serve.add_argument("--certfile", metavar="PATH", help="PEM certificate chain: serve wss://")
     serve.add_argument("--keyfile", metavar="PATH", help="its PEM private key (else in --certfile)")
     serve.add_argument(
-        "--agent-threads", type=_positive, default=8, help="threads running agent steps"
+        "--agent-threads",
+        type=POSITIVE_INT,
+        default=8,
+        metavar="N",
+        help="threads running agent steps",
     )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="on stderr")
     serve.add_argument(
         "--log-format",
         default="text",
@@ -165,18 +217,35 @@ def _parser() -> argparse.ArgumentParser:
         help="json: one JSON object a line on stderr, for log shippers",
     )
     _add_security_arguments(serve)
-    client = commands.add_parser("client", help="chat with an agent from the terminal")
-    client.add_argument("url", nargs="?", default=DEFAULT_URL)
-    client.add_argument("--agent-id", required=True)
-    client.add_argument("--cafile", metavar="PATH", help="PEM CA certificates to trust (wss://)")
-    client.add_argument("--retries", type=_positive, default=5, help="reconnect attempts")
-    client.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay (s)")
+    client = commands.add_parser(
+        "client",
+        help="chat with an agent from the terminal",
+        description="Type a line, see the agent's replies; Ctrl-D quits.",
+    )
+    client.set_defaults(command_parser=client)
     client.add_argument(
-        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "url", nargs="?", default=DEFAULT_URL, help="the server's ws:// or wss:// URL"
     )
+    client.add_argument("--agent-id", required=True, help="the agent to talk to (required)")
+    client.add_argument("--cafile", metavar="PATH", help="PEM CA certificates to trust (wss://)")
+    client.add_argument(
+        "--retries", type=POSITIVE_INT, default=5, metavar="N", help="reconnect attempts"
+    )
+    client.add_argument(
+        "--backoff",
+        type=NON_NEGATIVE,
+        default=0.5,
+        metavar="SECONDS",
+        help="first reconnect delay, doubled each attempt",
+    )
+    client.add_argument("--log-level", default="WARNING", choices=LOG_LEVELS, help="on stderr")
     bench = commands.add_parser(
-        "bench", help="measure fan-out as clients grow, against other servers"
+        "bench",
+        help="measure fan-out as clients grow, against other servers",
+        description="Measure deliveries/s, latency and memory as clients grow, for agentcast"
+        " and other servers (see the README's Benchmarking section).",
     )
+    bench.set_defaults(command_parser=bench)
     bench_cli.add_arguments(bench)
     return parser
 
@@ -189,8 +258,8 @@ def _add_security_arguments(serve: argparse.ArgumentParser) -> None:
         "--auth-public-key", metavar="PATH", help="verify RS256/ES256 JWTs: a PEM public key"
     )
     keys.add_argument("--auth-jwks", metavar="PATH|URL", help="verify RS256/ES256 JWTs: a JWKS")
-    group.add_argument("--auth-audience", default=None, help="required 'aud' claim")
-    group.add_argument("--auth-issuer", default=None, help="required 'iss' claim")
+    group.add_argument("--auth-audience", metavar="AUD", help="required 'aud' claim")
+    group.add_argument("--auth-issuer", metavar="ISS", help="required 'iss' claim")
     group.add_argument(
         "--allowed-origins",
         default="",
@@ -266,15 +335,18 @@ def _worker_argv(argv: Sequence[str]) -> list[str]:
 
 def supervise(args: argparse.Namespace, argv: Sequence[str], scheme: str) -> int:
     print(
-        f"agentcast: {args.workers} workers on {scheme}://{args.host}:{args.port}/"
-        " (Ctrl-C to stop)",
+        f"agentcast: {args.workers} workers serving {_url(scheme, args.host, args.port)};"
+        " Ctrl-C to stop",
         flush=True,
     )
-    return Supervisor(_worker_argv(argv), args.workers).run()
+    started = time.monotonic()
+    code = Supervisor(_worker_argv(argv), args.workers).run()
+    print(f"agentcast: stopped after {time.monotonic() - started:.1f} s", flush=True)
+    return code
 
 
 def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
-    backend = DemoAgentServer if args.backend is None else load_backend(args.backend)
+    backend = DemoAgentServer if args.backend is None else args.backend
     try:
         authenticate = _authenticator(args)
     except (OSError, ValueError) as exc:
@@ -303,10 +375,6 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         ssl=tls,
         metrics_port=args.metrics_port,
     )
-    # Blocked before any thread starts, so every thread inherits the mask and the signal
-    # waits for sigwait() below. Left to a handler, a SIGTERM delivered to another thread
-    # would not wake a main thread blocked on a lock, and the server would never stop.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         server.start()
     except ConnectionError as exc:  # the backplane's Redis does not answer
@@ -318,18 +386,50 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    scheme = "ws" if tls is None else "wss"
-    print(f"agentcast serving {scheme}://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
-    signal.sigwait(STOP_SIGNALS)
-    log.info("stopping: %s", server.hub.stats())
-    server.stop()
+    started = time.monotonic()
+    listening = _listening(server, args, tls is not None)
+    counters = server.serve_forever(ready=lambda: print(listening, flush=True))
+    print(_stopped(time.monotonic() - started, counters), flush=True)
     return 0
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    return f"{scheme}://{host}:{port}/"
+
+
+def _listening(server: AgentServer, args: argparse.Namespace, secure: bool) -> str:
+    """The one line saying where to connect, and where the page is."""
+    ws_url = _url("wss" if secure else "ws", args.host, server.port)
+    if args.metrics_port is not None:  # HTTP has a plain port of its own then
+        page = _url("http", args.host, server.hub.metrics_port)
+    else:
+        page = _url("https" if secure else "http", args.host, server.port)
+    return f"agentcast: serving {ws_url} (page: {page}); Ctrl-C to stop"
+
+
+def _stopped(seconds: float, counters: dict[str, int]) -> str:
+    """The one line said on exit: how long, how much was published and delivered."""
+    return (
+        f"agentcast: stopped after {seconds:.1f} s: {_count(counters, 'published', 'message')}"
+        f" published, {_count(counters, 'deliveries', 'delivery', 'deliveries')},"
+        f" {_count(counters, 'clients', 'client')} closed with 1001 (going away)"
+    )
+
+
+def _count(counters: dict[str, int], key: str, one: str, many: str = "") -> str:
+    value = counters.get(key, 0)
+    return f"{value:,} {one if value == 1 else many or one + 's'}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        parser.exit(2, NO_COMMAND)
+    command: argparse.ArgumentParser = args.command_parser
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -339,31 +439,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":  # picows logs every connect and disconnect at INFO
         logging.getLogger("picows").setLevel(logging.WARNING)
     if args.command == "client":
-        return _client(args, parser)
+        return _client(args, command)
     if args.command == "bench":
-        return bench_cli.run(args, parser)
-    _protected_mode(args, parser)
+        return bench_cli.run(args, command)
+    _protected_mode(args, command)
     if args.keyfile is not None and args.certfile is None:
-        parser.error("--keyfile needs --certfile")
+        command.error("--keyfile needs --certfile")
     try:
         tls = None if args.certfile is None else server_context(args.certfile, args.keyfile)
     except ValueError as exc:
-        parser.error(str(exc))
+        command.error(str(exc))
     if args.workers > 1:
         if args.metrics_port is not None:
-            parser.error("--metrics-port serves one process: it cannot be combined with --workers")
+            command.error("--metrics-port serves one process: it cannot be combined with --workers")
         if args.redis is None:
-            parser.error(
+            command.error(
                 f"--workers {args.workers} needs --redis URL: without a backplane, clients on"
                 " one worker would not see the agents running on another"
             )
         if args.port == 0:
-            parser.error("--workers needs a fixed --port: each worker would pick its own")
+            command.error("--workers needs a fixed --port: each worker would pick its own")
         return supervise(args, argv, "ws" if tls is None else "wss")
     try:
         return serve(args, tls)
-    except ValueError as exc:  # a bad --backend or setting
-        parser.error(str(exc))
+    except BadBackend as exc:  # built, but not a backend
+        command.error(f"argument --backend: {exc}")
+    except ValueError as exc:  # a setting the server refuses
+        command.error(str(exc))
 
 
 def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from agentcast.backplane import require_redis
 from agentcast.loop import LoopThread
 
 __all__ = ["AsyncPublisher", "Publisher"]
@@ -35,6 +36,7 @@ class AsyncPublisher:
         max_pending: int = 100_000,
         default: Callable[[Any], Any] | None = None,
     ) -> None:
+        require_redis()
         self.url = url
         self._history_size = history_size
         self._max_pending = max_pending

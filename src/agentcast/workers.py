@@ -67,7 +67,11 @@ class Supervisor:
             self._drain()
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], float]:
-        process = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+        # A worker's stdout says only where it serves and what it did: the supervisor
+        # says that once for all of them. Its stderr (logs, errors) passes through.
+        process = subprocess.Popen(
+            self.command, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL
+        )
         log.info("worker %d started", process.pid)
         return process, time.monotonic()
 

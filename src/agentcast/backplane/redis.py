@@ -104,7 +104,7 @@ async def reach(client: Any, url: str) -> None:
         await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
     except (*BROKER_ERRORS, asyncio.TimeoutError) as exc:
         await client.aclose()
-        raise ConnectionError(f"cannot reach Redis at {url}: {exc}") from exc
+        raise ConnectionError(f"cannot reach Redis at {url}: {exc}") from None
     except BaseException:
         await client.aclose()
         raise

@@ -8,11 +8,12 @@ until ``run``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+from agentcast.argtypes import POSITIVE, POSITIVE_INT, number_in
+from agentcast.extras import MissingExtra, require
 from agentcast.loadgen.harness import CpuPlan, plan_cpus, raise_fd_limit
 from agentcast.loadgen.peers import NAMES, parse_spec
 from agentcast.loadgen.workloads import WORKLOADS, Settings, Workload
@@ -21,25 +22,9 @@ FD_MARGIN = 128  # descriptors a process needs besides its clients' sockets
 MIN_SIZE, MAX_SIZE = 100, 1 << 20
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
-
-
-def _size(text: str) -> int:
-    value = int(text)
-    if not MIN_SIZE <= value <= MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"must be {MIN_SIZE}..{MAX_SIZE}, not {value}")
-    return value
+_size = number_in(
+    int, f"a size of {MIN_SIZE}-{MAX_SIZE} bytes", lambda n: MIN_SIZE <= n <= MAX_SIZE
+)
 
 
 def _servers(text: str) -> list[str]:
@@ -54,10 +39,10 @@ def _servers(text: str) -> list[str]:
 
 def _client_counts(text: str) -> list[int]:
     try:
-        counts = [_positive_int(part) for part in text.split(",")]
-    except ValueError:
+        counts = [POSITIVE_INT(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected counts like 10,100,1000, not {text!r}"
+            f"expected client counts of at least 1 like 10,100,1000, got {text!r}"
         ) from None
     return list(dict.fromkeys(counts))
 
@@ -83,12 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
         " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2",
     )
-    parser.add_argument("--clients", type=_client_counts, default=[10, 100, 1000], help="sweep")
-    parser.add_argument("--messages", type=_positive_int, default=2000, help="per burst")
-    parser.add_argument("--size", type=_size, default=200, help="message bytes")
-    parser.add_argument("--rate", type=_positive_float, default=1000.0, help="msg/s (latency)")
     parser.add_argument(
-        "--duration", type=_positive_float, default=5.0, help="seconds (latency, headroom)"
+        "--clients",
+        type=_client_counts,
+        default=[10, 100, 1000],
+        metavar="N,N,...",
+        help="client counts to sweep (default: 10,100,1000)",
+    )
+    parser.add_argument("--messages", type=POSITIVE_INT, default=2000, help="per burst")
+    parser.add_argument("--size", type=_size, default=200, help="message bytes")
+    parser.add_argument("--rate", type=POSITIVE, default=1000.0, help="msg/s (latency)")
+    parser.add_argument(
+        "--duration", type=POSITIVE, default=5.0, help="seconds (latency, headroom)"
     )
     parser.add_argument(
         "--workload",
@@ -96,12 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="burst",
         help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all)",
     )
-    parser.add_argument("--rounds", type=_positive_int, default=3, help="report the median")
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=3, help="report the median")
     parser.add_argument(
-        "--receivers", type=_positive_int, default=None, help="receiver processes (cores - 1)"
+        "--receivers", type=POSITIVE_INT, default=None, help="receiver processes (cores - 1)"
     )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH")
-    parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="PNG")
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="write the results as JSON"
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, metavar="PATH", help="draw the results as a PNG"
+    )
     parser.add_argument(
         "--replot",
         type=Path,
@@ -113,7 +108,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--url", default=None, help="count frames from an already running server (burst only)"
     )
     parser.add_argument(
-        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="on stderr",
     )
 
 
@@ -133,8 +131,11 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parse_url(args.url)
         except ValueError as exc:
             parser.error(f"--url: {exc}")
-    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot needs matplotlib: pip install 'agentcast[bench]'")
+    if args.plot is not None:
+        try:
+            require("matplotlib", "bench", "--plot")
+        except MissingExtra as exc:
+            parser.error(str(exc))
 
 
 def _placement(plan: CpuPlan, clients: int) -> list[str]:

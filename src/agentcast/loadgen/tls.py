@@ -2,7 +2,7 @@
 the bench's host, made in memory when the server starts and gone when it stops.
 
 The receivers trust only that CA (``ca_pem``); nothing is read from or written to the
-system's trust store. trustme comes with ``pip install 'agentcast[bench]'``.
+system's trust store. trustme comes with ``pip install ".[bench]"``.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def create(spec: str) -> Peer:
         peer = getattr(module, class_name)(**settings)  # may import a setting's library
     except (ImportError, OSError) as exc:  # OSError: a bundled native library that fails to load
         raise PeerUnavailable(
-            f"{name} is not available here ({exc}); pip install 'agentcast[bench]'"
+            f'{name} is not available here ({exc}); pip install ".[bench]"'
         ) from exc
     return cast(Peer, peer)
 
