@@ -96,6 +96,8 @@ cdef class FanoutCore:
         unsigned long long n_refused_subscriptions  # beyond max_subscriptions
         unsigned long long n_freed_channels       # idle for channel_ttl, freed by a sweep
         unsigned long long n_history_trims        # passes over history_total_bytes
+        unsigned long long n_history_gaps_served  # resumes told part of what they asked is gone
+        Py_ssize_t n_subscriptions                # client -> channel subscriptions now
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)

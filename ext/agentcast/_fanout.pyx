@@ -425,6 +425,8 @@ cdef class FanoutCore:
             "history_bytes": self._history.bytes,
             "freed_channels": self.n_freed_channels,
             "history_trims": self.n_history_trims,
+            "subscriptions": self.n_subscriptions,
+            "history_gaps_served": self.n_history_gaps_served,
         }
 
     def channel_info(self, object channel):
@@ -479,6 +481,7 @@ cdef class FanoutCore:
             return
         client.closed = True
         group = client.group
+        self.n_subscriptions -= len(group.channels)
         leave_group(group, client)
         if not group.members:
             self._drop_group(group)
@@ -714,6 +717,7 @@ cdef class FanoutCore:
             self._move(client, self._group_for(frozenset(channels) | {channel}))
         else:
             self._move(client, self._group_for(frozenset(channels) - {channel}))
+        self.n_subscriptions += 1 if add else -1
         if add:
             client.live_from[channel] = self._next_seq(channel)
             if client.skipped_from is not None:  # skipping: what comes now is skipped too
@@ -804,6 +808,7 @@ cdef class FanoutCore:
                                          unsigned long long since) except? 0:
         """Tell the client that what it asked for after ``since`` is not kept; the replay
         then starts at the oldest kept seq (the returned ``since``)."""
+        self.n_history_gaps_served += 1
         self._route_direct(client_id, self._notices.history_gap(
             name, since, state.first_seq, state.last_seq), TEXT_FRAME)
         return state.first_seq - 1

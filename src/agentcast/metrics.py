@@ -15,6 +15,7 @@ GAUGES: dict[str, tuple[str, str]] = {
     "clients": ("clients", "Connected WebSocket clients."),
     "groups": ("groups", "Client groups of the core (clients with the same subscriptions)."),
     "channels": ("channels", "Channels with history or subscribers."),
+    "subscriptions": ("subscriptions", "Client-to-channel subscriptions."),
     "pending": ("pending_ops", "Operations queued for the core's loop thread."),
     "history_bytes": ("history_bytes", "Bytes held in channel histories."),
     "connections": ("connections", "Open TCP connections counted by admission."),
@@ -37,6 +38,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "skipped_frames": ("skipped_frames", "Frames skipped for slow clients."),
     "duplicates": ("duplicate_frames", "Frames from the backplane already numbered here."),
     "gaps": ("seq_gaps", "Gaps and restarts announced in a channel's numbering."),
+    "history_gaps_served": (
+        "history_gaps_served",
+        "Resumes answered with a history_gap: what they asked for is no longer kept.",
+    ),
     "failed_ops": ("failed_ops", "Queued operations that raised on the loop thread."),
     "refused_subscriptions": ("refused_subscriptions", "Subscriptions over the client limit."),
     "freed_channels": ("freed_channels", "Idle channels freed."),
