@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
-from agentcast._ext import FanoutCore, Sink
+from agentcast._ext import ConnectionStats, FanoutCore, Sink
 from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity, Refused, verify_token
 from agentcast.gate import Gate
@@ -207,11 +207,12 @@ class Broadcaster:
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
         self._server: asyncio.Server | None = None
         self._admission: ConnectionAdmission | None = None
+        self._connections: ConnectionStats | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
         self._metrics_server: asyncio.Server | None = None
-        self.metrics_registry = registry_for(self.stats)  # what GET /metrics exposes
+        self.metrics_registry = registry_for(self)  # what GET /metrics exposes
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -253,6 +254,7 @@ class Broadcaster:
         self._admission = ConnectionAdmission(
             self.options.max_connections_per_ip, self.options.max_connect_rate
         )
+        self._connections = ConnectionStats()
         assert self._requested_port is not None
         self._server = await start_server(
             core,
@@ -266,6 +268,7 @@ class Broadcaster:
             self._sessions,
             self._admission,
             http,
+            self._connections,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
@@ -301,7 +304,7 @@ class Broadcaster:
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
         self._core = self._router = _NOT_RUNNING
-        self._server = self._admission = None
+        self._server = self._admission = self._connections = None
         self._sessions = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -481,10 +484,19 @@ class Broadcaster:
             return {}
         auth = {} if self._sessions is None else self._sessions.stats()
         admitted = {} if self._admission is None else self._admission.stats()
+        connections = {} if self._connections is None else self._connections.stats()
         return {
             **self._core.stats(),
             **self._router.stats(),
             **self._gate.stats(),
             **auth,
             **admitted,
+            **connections,
         }
+
+    def closes(self) -> dict[tuple[str, str], int]:
+        """How the server's connections ended so far: ``{(code, closed_by): count}`` by the
+        code of the close frame that ended each (``"1006"`` when none; codes not named in
+        ``agentcast._server.CLOSE_CODES`` as ``"other"``) and who sent it first
+        (``"client"``, ``"server"``, ``"nobody"``); zeros left out."""
+        return {} if self._connections is None else dict(self._connections.closes())

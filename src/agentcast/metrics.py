@@ -1,13 +1,22 @@
-"""Prometheus metrics, read from ``Broadcaster.stats()`` at scrape time (no hot-path cost)."""
+"""Prometheus metrics, read from a ``Broadcaster`` at scrape time (no hot-path cost)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["COUNTERS", "GAUGES", "REFUSED_UPGRADES", "StatsCollector", "registry_for"]
+__all__ = [
+    "COUNTERS",
+    "DROP_REASONS",
+    "GAUGES",
+    "REFUSED_UPGRADES",
+    "MetricsSource",
+    "StatsCollector",
+    "registry_for",
+]
 
 # stats() key -> (metric name without agentcast_ / _total, help). Keys a server does not
 # have (no backplane, no authentication) are left out of the scrape.
@@ -31,7 +40,6 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "queued_writes": ("queued_writes", "Writes left (partly) to the transport's buffer."),
     "ticks": ("ticks", "Flushes of the core."),
     "wakeups": ("wakeups", "Loop wake-ups requested by publishers."),
-    "dropped_clients": ("dropped_clients", "Clients closed by the slow-consumer policy."),
     "unknown_targets": ("unknown_targets", "Sends to a client id that was not connected."),
     "write_errors": ("write_errors", "Socket writes that failed."),
     "skip_episodes": ("skip_episodes", "Times a slow client started skipping frames."),
@@ -47,6 +55,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "freed_channels": ("freed_channels", "Idle channels freed."),
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
+    "client_protocol_errors": (
+        "client_protocol_errors",
+        "Connections failed for their client's frames (malformed, not UTF-8, too big).",
+    ),
     "forbidden": ("forbidden_requests", "Requests refused by authorization."),
     "backplane_acked": ("backplane_acked", "Publishes Redis acknowledged."),
     "backplane_dropped": ("backplane_dropped", "Publishes dropped (the Redis queue was full)."),
@@ -59,6 +71,14 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "backplane_bad_messages": ("backplane_bad_messages", "Unreadable messages from Redis."),
     "backplane_task_restarts": ("backplane_task_restarts", "Backplane tasks restarted."),
 }
+# stats() key -> reason label of agentcast_dropped_clients_total.
+DROP_REASONS: dict[str, str] = {
+    "dropped_clients": "slow",
+    "dropped_clients_rate": "rate",
+    "dropped_clients_size": "size",
+    "dropped_clients_auth": "auth",
+    "dropped_clients_protocol": "protocol",
+}
 # stats() key -> reason label of agentcast_upgrades_refused_total.
 REFUSED_UPGRADES: dict[str, str] = {
     "origin_refused": "origin",
@@ -68,14 +88,21 @@ REFUSED_UPGRADES: dict[str, str] = {
 }
 
 
-class StatsCollector(Collector):
-    """Turns one ``stats()`` call per scrape into metric families."""
+class MetricsSource(Protocol):
+    """What the metrics are read from (a ``Broadcaster``)."""
 
-    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
-        self._stats = stats
+    def stats(self) -> dict[str, int]: ...
+    def closes(self) -> dict[tuple[str, str], int]: ...
+
+
+class StatsCollector(Collector):
+    """Turns one read of the source per scrape into metric families."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._stats()
+        stats = self._source.stats()
         for key, (name, documentation) in GAUGES.items():
             if key in stats:
                 yield GaugeMetricFamily(f"agentcast_{name}", documentation, value=stats[key])
@@ -90,10 +117,32 @@ class StatsCollector(Collector):
                 refused.add_metric([reason], stats[key])
         if refused.samples:
             yield refused
+        dropped = CounterMetricFamily(
+            "agentcast_dropped_clients",
+            "Clients the server closed, by reason: slow (over its byte budget, 1013), rate"
+            " (message rate, 1008), size (message too big, 1009), auth (token expired, 3005),"
+            " protocol (malformed frames, 1002/1003/1007).",
+            labels=["reason"],
+        )
+        for key, reason in DROP_REASONS.items():
+            if key in stats:
+                dropped.add_metric([reason], stats[key])
+        if dropped.samples:
+            yield dropped
+        closes = CounterMetricFamily(
+            "agentcast_closes",
+            "Ended WebSocket connections by the code of the close frame that ended each,"
+            " sent or received (whichever came first; closed_by says who sent it), 1006 when"
+            " there was none; codes not listed are counted as other.",
+            labels=["code", "closed_by"],
+        )
+        for (code, closed_by), count in sorted(self._source.closes().items()):
+            closes.add_metric([code, closed_by], count)
+        yield closes
 
 
-def registry_for(stats: Callable[[], dict[str, int]]) -> CollectorRegistry:
+def registry_for(source: MetricsSource) -> CollectorRegistry:
     """A registry of its own (not the process-wide default) with one server's metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(stats))
+    registry.register(StatsCollector(source))
     return registry
