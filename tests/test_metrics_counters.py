@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import jwt
 import pytest
+import redis
 import websockets
 
 from agentcast import Broadcaster
@@ -19,6 +20,8 @@ from agentcast.app import AgentServer
 from agentcast.auth import TOKEN_EXPIRED, JWTAuthenticator
 from clients import memgpt_exchange, raw_upgrade, run, wait_for, websockets_clients
 from echo_server import echo_server
+from redis_server import RedisServer
+from test_auth import upgrade_status
 from test_http import SECRET, get, metrics
 from test_logs import HOSTILE_FRAMES
 from test_rfc6455 import CLOSE, CONTINUATION, TEXT, RawClient, close_code, frame
@@ -293,3 +296,66 @@ def test_a_client_that_never_reads_is_a_slow_drop(
     read = Scrape(hub.port)
     assert dropped(read) == {"slow": 1, "rate": 0, "size": 0, "auth": 0, "protocol": 0}
     assert closes(read) == {("1013", "server"): 1}
+
+
+# ---- refused upgrades and readiness -------------------------------------------------
+
+
+def refused(read: Scrape) -> dict[str, float]:
+    return {
+        reason: read(f"agentcast_upgrades_refused_total{{reason={reason}}}")
+        for reason in ("origin", "auth", "per_ip", "rate", "max_clients", "handshake")
+    }
+
+
+def test_upgrades_refused_when_full_or_for_the_handshake_are_counted_by_reason(
+    hub_factory: Callable[..., Broadcaster], connect: Callable[[int], RawClient]
+) -> None:
+    hub = hub_factory(max_clients=1)
+    connect(hub.port)
+    run(wait_for(lambda: hub.client_count == 1))
+    assert [upgrade_status(hub.port) for _ in range(3)] == [503] * 3
+    assert upgrade_status(hub.port, headers={"Sec-WebSocket-Version": "8"}) == 426
+    assert upgrade_status(hub.port, headers={"Sec-WebSocket-Version": ""}) == 426
+    read = Scrape(hub.port)
+    assert refused(read) == {
+        "origin": 0,
+        "auth": 0,
+        "per_ip": 0,
+        "rate": 0,
+        "max_clients": 3,
+        "handshake": 2,
+    }
+    assert read("agentcast_readyz_unready_total") == 0
+
+
+def test_readyz_says_when_the_publisher_cannot_reach_redis_and_each_503_is_counted(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """Pub/sub stays connected while the publisher's connection is cut and Redis takes no
+    new connection (``maxclients``): only the publisher is cut off."""
+    hub = hub_factory(backplane=redis_server.url)
+    unready: list[bytes] = []
+
+    def readyz() -> tuple[int, bytes]:
+        status, _, body = get(hub.port, "/readyz")
+        if status == 503:
+            unready.append(body)
+        return status, body
+
+    async def until(status: int) -> None:
+        await wait_for(lambda: readyz()[0] == status, 30, lambda: f"/readyz: {readyz()}")
+
+    with redis.Redis.from_url(redis_server.url, single_connection_client=True) as admin:
+        run(until(200))
+        admin.client_kill_filter(_type="normal", skipme=True)  # the publisher's connection
+        admin.config_set("maxclients", admin.info("clients")["connected_clients"])
+        try:
+            hub.publish({"type": "agent_response", "message": "held"}, channel="a1")
+            run(until(503))
+            assert readyz() == (503, b"not ready: redis unreachable for publishing\n")
+        finally:
+            admin.config_set("maxclients", 10_000)
+        run(until(200))
+    assert set(unready) == {b"not ready: redis unreachable for publishing\n"}
+    assert Scrape(hub.port)("agentcast_readyz_unready_total") == len(unready)

@@ -208,6 +208,7 @@ class Broadcaster:
         self._server: asyncio.Server | None = None
         self._admission: ConnectionAdmission | None = None
         self._connections: ConnectionStats | None = None
+        self._unready_answers = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
@@ -240,10 +241,10 @@ class Broadcaster:
         metrics_port = self._requested_metrics_port
         port = None
         if self._requested_port is not None:  # HTTP there too unless it has a port of its own
-            http = HttpEndpoints(self.metrics_registry, self._router.unready, self._gate)
+            http = HttpEndpoints(self.metrics_registry, self._readiness, self._gate)
             port = await self._listen(core, http if metrics_port is None else None)
         if metrics_port is not None:  # no token asked there: the operator's own port
-            plain = HttpEndpoints(self.metrics_registry, self._router.unready, None)
+            plain = HttpEndpoints(self.metrics_registry, self._readiness, None)
             self._metrics_server = await serve_plain(plain, self.host, metrics_port)
         return port
 
@@ -273,6 +274,13 @@ class Broadcaster:
         port: int = self._server.sockets[0].getsockname()[1]
         log.info("agentcast listening on %s:%d", self.host, port)
         return port
+
+    def _readiness(self) -> str | None:
+        """Why ``/readyz`` answers 503 (each such answer counted), or None: ready."""
+        reason = self._router.unready()
+        if reason is not None:
+            self._unready_answers += 1
+        return reason
 
     def _sweep_idle_channels(self) -> None:
         """On the loop thread, every ``channel_ttl / 4`` (at most 30 s): free idle channels."""
@@ -492,6 +500,7 @@ class Broadcaster:
             **auth,
             **admitted,
             **connections,
+            "readyz_unready": self._unready_answers,
         }
 
     def closes(self) -> dict[tuple[str, str], int]:

@@ -55,6 +55,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "freed_channels": ("freed_channels", "Idle channels freed."),
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
+    "readyz_unready": ("readyz_unready", "GET /readyz answered 503 (not ready)."),
     "client_protocol_errors": (
         "client_protocol_errors",
         "Connections failed for their client's frames (malformed, not UTF-8, too big).",
@@ -85,6 +86,8 @@ REFUSED_UPGRADES: dict[str, str] = {
     "auth_refused": "auth",
     "connections_refused_per_ip": "per_ip",
     "connections_refused_rate": "rate",
+    "upgrades_refused_max_clients": "max_clients",
+    "upgrades_refused_handshake": "handshake",
 }
 
 

@@ -128,10 +128,15 @@ async def start_server(
         answered = None if http is None else http.answer(request, peer)
         if answered is not None:
             return WSUpgradeResponseWithListener(answered, None)
-        refusal = refuse_upgrade(request) or gate.refuse_origin(request)
+        refusal = refuse_upgrade(request)
+        if refusal is not None:
+            connections.upgrades_refused_handshake += 1
+            return WSUpgradeResponseWithListener(refusal, None)
+        refusal = gate.refuse_origin(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(refusal, None)
         if options.max_clients is not None and core.client_count >= options.max_clients:
+            connections.upgrades_refused_max_clients += 1
             response = WSUpgradeResponse.create_error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
             )
