@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import jwt
+import orjson
 import pytest
 import redis
 import websockets
@@ -359,3 +360,49 @@ def test_readyz_says_when_the_publisher_cannot_reach_redis_and_each_503_is_count
         run(until(200))
     assert set(unready) == {b"not ready: redis unreachable for publishing\n"}
     assert Scrape(hub.port)("agentcast_readyz_unready_total") == len(unready)
+
+
+# ---- publish-to-write latency ----------------------------------------------------------
+
+
+def latency(read: Scrape) -> tuple[list[tuple[float, float]], float, float]:
+    """(le, cumulative count) of every bucket, the sum and the count of the histogram."""
+    prefix = "agentcast_publish_to_write_seconds_bucket{le="
+    buckets = sorted(
+        (float(name[len(prefix) : -1]), value)
+        for name, value in read.samples.items()
+        if name.startswith(prefix)
+    )
+    return (
+        buckets,
+        read("agentcast_publish_to_write_seconds_sum"),
+        read("agentcast_publish_to_write_seconds_count"),
+    )
+
+
+def test_one_publish_in_64_that_reached_a_client_is_observed_in_the_latency_histogram(
+    hub: Broadcaster,
+) -> None:
+    every = 64
+    assert latency(Scrape(hub.port))[1:] == (0, 0)
+
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{hub.port}", 1) as (client,):
+            await wait_for(lambda: hub.client_count == 1)
+            for n in range(10 * every):
+                hub.publish({"n": n})
+            for n in range(10 * every):
+                assert orjson.loads(await client.recv()) == {"n": n}
+            for _ in range(every):  # reaches nobody: its sample is not observed
+                hub.publish({"n": -1}, channel="nobody")
+            hub.publish({"n": "last"})  # applied after them
+            assert orjson.loads(await client.recv()) == {"n": "last"}
+
+    run(scenario())
+    buckets, total, count = latency(Scrape(hub.port))
+    assert count == 10
+    assert 0 < total < 10 * 60  # seconds: stamped on a monotonic clock in ns
+    assert [le for le, _ in buckets][0] == 50e-6 and buckets[-1][0] == float("inf")
+    assert len(buckets) == 15
+    cumulative = [n for _, n in buckets]
+    assert cumulative == sorted(cumulative) and cumulative[-1] == 10

@@ -16,6 +16,11 @@ a *solo* group of its own whose set is changed in place instead, so one
 subscribe costs the same whether the client holds 20 channels or 10,000.
 At most ``max_subscriptions`` per client: a subscribe beyond is refused,
 counted, and answered with a ``too_many_subscriptions`` notice.
+
+One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at;
+the tick that fans it out observes publish-to-write latency at its first write (or
+never, if the frame reached no client), into a fixed histogram. The other publishes pay
+one counter decrement.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -24,6 +29,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from agentcast._buffer cimport (
     BINARY_FRAME,
@@ -91,6 +97,14 @@ cdef enum:
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
+# Upper bounds of the latency histogram's buckets, in ns: 50 us to 1 s, 1-2.5-5 steps.
+cdef unsigned long long LATENCY_BOUNDS_NS[LATENCY_BUCKETS - 1]
+LATENCY_BOUNDS_NS[:] = [
+    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000]
+LATENCY_BOUNDS = tuple(bound / 1e9 for bound in LATENCY_BOUNDS_NS)  # seconds
+SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
+
 cdef frozenset NO_CHANNELS = frozenset()
 cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
@@ -108,6 +122,22 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
                 break
         w.sent = sent
         w.error = errno if sent < 0 else 0
+
+
+cdef inline unsigned long long monotonic_ns() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <unsigned long long>now.tv_sec * 1_000_000_000 + now.tv_nsec
+
+
+cdef inline unsigned long long latency_stamp(FanoutCore core) noexcept:
+    """The time to stamp a publish with, one in ``LATENCY_SAMPLE_EVERY``; else 0 (a
+    decrement: all an unsampled publish pays)."""
+    core._sample_countdown -= 1
+    if core._sample_countdown:
+        return 0
+    core._sample_countdown = LATENCY_SAMPLE_EVERY
+    return monotonic_ns()
 
 
 def build_frame(bytes payload not None) -> bytes:
@@ -255,6 +285,7 @@ cdef class FanoutCore:
         self.flush_interval = flush_interval
         self.release_gil = release_gil
         self._next_id = 1
+        self._sample_countdown = LATENCY_SAMPLE_EVERY
         self._clients = {}
         self._groups = {}
         self._channel_groups = {}
@@ -264,6 +295,7 @@ cdef class FanoutCore:
 
     def __dealloc__(self):
         free(self._writes)
+        free(self._samples)
         ops_clear(&self._ops)
 
     # ---- any thread ---------------------------------------------------------
@@ -289,14 +321,14 @@ cdef class FanoutCore:
             payload = self._dumps(obj)
         else:
             payload = self._dumps(obj, default=self._default)
-        self._enqueue(OP_PUBLISH, 0, channel, payload)
+        self._enqueue(OP_PUBLISH, 0, channel, payload, latency_stamp(self))
 
     cpdef publish_json(self, bytes payload, object channel=None):
         """Queue already-serialized JSON as is, for every client of ``channel``."""
         if payload is None:
             raise TypeError("payload must be bytes, not None")
         check_target(channel)
-        self._enqueue(OP_PUBLISH, 0, channel, payload)
+        self._enqueue(OP_PUBLISH, 0, channel, payload, latency_stamp(self))
 
     cpdef send(self, long long client_id, object obj):
         """Serialize ``obj`` and queue it for one client, in order with publishes."""
@@ -323,7 +355,7 @@ cdef class FanoutCore:
         if data is None:
             raise TypeError("data must be bytes, not None")
         check_target(channel)
-        self._enqueue(OP_PUBLISH_BINARY, 0, channel, data)
+        self._enqueue(OP_PUBLISH_BINARY, 0, channel, data, latency_stamp(self))
 
     cpdef send_binary(self, long long client_id, bytes data):
         """Queue ``data`` as one binary frame for one client, in order with everything else."""
@@ -603,12 +635,17 @@ cdef class FanoutCore:
         cdef object payload = <object>op.payload
         release_ref(op.target)  # the locals hold them now
         release_ref(op.payload)
+        cdef Py_ssize_t fanned = self._tick_bytes
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
+            if op.since and self._tick_bytes != fanned:
+                self._keep_sample(op.since)
         elif op.kind == OP_DIRECT:
             self._route_direct(op.client_id, payload, TEXT_FRAME)
         elif op.kind == OP_PUBLISH_BINARY:
             self._route_binary(target, payload)
+            if op.since and self._tick_bytes != fanned:
+                self._keep_sample(op.since)
         elif op.kind == OP_DIRECT_BINARY:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
@@ -624,6 +661,42 @@ cdef class FanoutCore:
         elif op.kind == OP_RESTART:
             self._restart(target)
         return 0
+
+    cdef int _keep_sample(self, unsigned long long stamp) except -1:
+        """Keep a fanned publish's stamp until this tick's first write."""
+        cdef unsigned long long* samples
+        if self._n_samples == self._samples_cap:
+            samples = <unsigned long long*>realloc(
+                self._samples, (2 * self._samples_cap + 8) * sizeof(unsigned long long))
+            if samples == NULL:
+                raise MemoryError()
+            self._samples = samples
+            self._samples_cap = 2 * self._samples_cap + 8
+        self._samples[self._n_samples] = stamp
+        self._n_samples += 1
+        return 0
+
+    cdef int _observe_latency(self) except -1:
+        """The tick's first write: every kept stamp's latency goes into its bucket."""
+        cdef unsigned long long now = monotonic_ns(), latency
+        cdef Py_ssize_t i
+        cdef int bucket
+        for i in range(self._n_samples):
+            latency = now - self._samples[i] if now > self._samples[i] else 0
+            bucket = 0
+            while bucket < LATENCY_BUCKETS - 1 and latency > LATENCY_BOUNDS_NS[bucket]:
+                bucket += 1
+            self._latency_buckets[bucket] += 1
+            self._latency_sum_ns += latency
+        self._latency_count += self._n_samples
+        self._n_samples = 0
+        return 0
+
+    def publish_latency(self):
+        """The publish-to-write histogram: (bucket upper bounds in s, without +Inf; counts
+        per bucket, not cumulative, +Inf last; sum in s; count). Any thread."""
+        return (LATENCY_BOUNDS, [self._latency_buckets[i] for i in range(LATENCY_BUCKETS)],
+                self._latency_sum_ns / 1e9, self._latency_count)
 
     cdef int _unqueue_subscribe(self, object channel) except -1:
         cdef Py_ssize_t queued = self._queued_subscribes.get(channel, 0)
@@ -999,6 +1072,8 @@ cdef class FanoutCore:
                     count = self._stage(client, &client.priv, client.priv_frames, count, targets)
                 except Exception:
                     self._sink_failed(client)
+        if self._n_samples and count:
+            self._observe_latency()
         if self.release_gil:
             with nogil:
                 send_all(self._writes, count)
@@ -1074,6 +1149,8 @@ cdef class FanoutCore:
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1:
         cdef Py_ssize_t queued
         self.n_queued_writes += 1
+        if self._n_samples:
+            self._observe_latency()
         client.sink.write(data, size)
         queued = client.sink.queued()
         if queued > self.client_budget and not client.sink.closing():
@@ -1129,4 +1206,5 @@ cdef class FanoutCore:
             client.diverged = False
         del self._diverged[:]
         self._tick_bytes = self._tick_peak = 0
+        self._n_samples = 0  # fanned but written to nobody (all skipping, say): not observed
         return 0

@@ -17,7 +17,7 @@ from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.http import HttpEndpoints, serve_plain
 from agentcast.loop import LoopThread
-from agentcast.metrics import registry_for
+from agentcast.metrics import Histogram, registry_for
 from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
 from agentcast.server import (
@@ -502,6 +502,14 @@ class Broadcaster:
             **connections,
             "readyz_unready": self._unready_answers,
         }
+
+    def publish_latency(self) -> Histogram | None:
+        """The core's publish-to-write latency histogram (1 publish in 64 sampled; see
+        ``agentcast.metrics``), or None when not running."""
+        if isinstance(self._core, _NotRunning):
+            return None
+        bounds, counts, total, count = self._core.publish_latency()
+        return bounds, list(counts), total, count
 
     def closes(self) -> dict[tuple[str, str], int]:
         """How the server's connections ended so far: ``{(code, closed_by): count}`` by the
