@@ -18,9 +18,9 @@ At most ``max_subscriptions`` per client: a subscribe beyond is refused,
 counted, and answered with a ``too_many_subscriptions`` notice.
 
 One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at;
-the tick that fans it out observes publish-to-write latency at its first write (or
-never, if the frame reached no client), into a fixed histogram. The other publishes pay
-one counter decrement.
+the tick that fans it out observes publish-to-write latency when its write round starts
+(never, if the frame reached no client's buffer), into a fixed histogram. The other
+publishes pay one counter decrement.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -677,7 +677,7 @@ cdef class FanoutCore:
         return 0
 
     cdef int _observe_latency(self) except -1:
-        """The tick's first write: every kept stamp's latency goes into its bucket."""
+        """The tick's write round starts: every kept stamp's latency goes into its bucket."""
         cdef unsigned long long now = monotonic_ns(), latency
         cdef Py_ssize_t i
         cdef int bucket
@@ -1055,6 +1055,8 @@ cdef class FanoutCore:
         cdef list targets = self._write_clients
         if not self._tick_bytes:
             return 0
+        if self._n_samples:  # once a round, not per client: its first write is microseconds on
+            self._observe_latency()
         self._reserve_writes(len(self._clients))
         for group in self._group_list:
             if not group.buf.size:
@@ -1072,8 +1074,6 @@ cdef class FanoutCore:
                     count = self._stage(client, &client.priv, client.priv_frames, count, targets)
                 except Exception:
                     self._sink_failed(client)
-        if self._n_samples and count:
-            self._observe_latency()
         if self.release_gil:
             with nogil:
                 send_all(self._writes, count)
@@ -1149,8 +1149,6 @@ cdef class FanoutCore:
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1:
         cdef Py_ssize_t queued
         self.n_queued_writes += 1
-        if self._n_samples:
-            self._observe_latency()
         client.sink.write(data, size)
         queued = client.sink.queued()
         if queued > self.client_budget and not client.sink.closing():
@@ -1206,5 +1204,5 @@ cdef class FanoutCore:
             client.diverged = False
         del self._diverged[:]
         self._tick_bytes = self._tick_peak = 0
-        self._n_samples = 0  # fanned but written to nobody (all skipping, say): not observed
+        self._n_samples = 0
         return 0

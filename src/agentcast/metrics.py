@@ -165,8 +165,8 @@ def _latency_histogram(latency: Histogram) -> HistogramMetricFamily:
     buckets = [(le, float(n)) for le, n in zip(upper, accumulate(counts), strict=True)]
     return HistogramMetricFamily(
         "agentcast_publish_to_write_seconds",
-        "Time from publish() (in the caller's thread) to the first socket write of its frame"
-        " in the loop's tick, sampled: 1 publish in 64 (publish, publish_json,"
+        "Time from publish() (in the caller's thread) to the start of the write round of the"
+        " loop's tick that sends its frame, sampled: 1 publish in 64 (publish, publish_json,"
         " publish_binary; not with a backplane); frames that reached no client are left out.",
         buckets=buckets,
         sum_value=total,
