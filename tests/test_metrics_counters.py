@@ -221,6 +221,19 @@ def test_malformed_frames_are_protocol_errors_and_protocol_drops_whoever_finds_t
     assert closes(read) == {("1002", "server"): 4, ("1007", "server"): 1}
 
 
+def test_bad_frames_after_the_first_are_not_served_and_not_counted_again(
+    echo: Broadcaster, connect: Callable[[int], RawClient]
+) -> None:
+    client = connect(echo.port)
+    client.sock.sendall(frame(TEXT, b"hi", rsv=4) * 3 + frame(TEXT, b"\xff") * 3)
+    assert close_code(client.receive_close()) == 1002
+    client.close()
+    run(until_closes(echo.port, 1))
+    read = Scrape(echo.port)
+    assert read("agentcast_client_protocol_errors_total") == 1
+    assert dropped(read)["protocol"] == 1
+
+
 def test_a_client_over_the_message_rate_is_a_rate_drop_not_a_protocol_error(
     hub_factory: Callable[..., Broadcaster], connect: Callable[[int], RawClient]
 ) -> None:

@@ -633,9 +633,9 @@ cdef class FanoutCore:
         """Carry out one popped operation; its references are released even if it fails."""
         cdef object target = <object>op.target
         cdef object payload = <object>op.payload
+        cdef Py_ssize_t fanned = self._tick_bytes  # grows if a publish reaches a buffer
         release_ref(op.target)  # the locals hold them now
         release_ref(op.payload)
-        cdef Py_ssize_t fanned = self._tick_bytes
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
             if op.since and self._tick_bytes != fanned:
@@ -663,7 +663,8 @@ cdef class FanoutCore:
         return 0
 
     cdef int _keep_sample(self, unsigned long long stamp) except -1:
-        """Keep a fanned publish's stamp until this tick's first write."""
+        """Keep a fanned publish's stamp until this tick's write round (the array keeps its
+        size: at most a tick's publishes / ``LATENCY_SAMPLE_EVERY``)."""
         cdef unsigned long long* samples
         if self._n_samples == self._samples_cap:
             samples = <unsigned long long*>realloc(

@@ -40,7 +40,7 @@ cdef enum:
     BY_SERVER = 1
     BY_NOBODY = 2
 
-CLOSERS_NAMES = ("client", "server", "nobody")
+CLOSED_BY = ("client", "server", "nobody")
 # The codes counted by name, in slot order: RFC 6455's and IANA's 1000-1014 but the
 # reserved 1004 and 1015, and 3005 (agentcast.auth.TOKEN_EXPIRED). Any other code a peer
 # sends is "other": random codes cannot grow the label set.
@@ -100,13 +100,13 @@ cdef class ConnectionStats:
 
     def closes(self):
         """``{(code, closed_by): count}`` of the connections ended so far, zeros left out:
-        ``code`` one of ``CLOSE_LABELS``, ``closed_by`` one of ``CLOSERS_NAMES``."""
+        ``code`` one of ``CLOSE_LABELS``, ``closed_by`` one of ``CLOSED_BY``."""
         cdef int closer, slot
         counts = {}
         for closer in range(CLOSERS):
             for slot in range(CLOSE_SLOTS):
                 if self._closes[closer][slot]:
-                    counts[CLOSE_LABELS[slot], CLOSERS_NAMES[closer]] = self._closes[closer][slot]
+                    counts[CLOSE_LABELS[slot], CLOSED_BY[closer]] = self._closes[closer][slot]
         return counts
 
     def stats(self):
@@ -218,7 +218,7 @@ cdef class ServerListener(WSListener):
                              int closer) except -1:
         """Who closed first, with which code and (a short escaped excerpt of) which reason;
         1006 when no close frame was exchanged."""
-        closed_by = CLOSERS_NAMES[closer]
+        closed_by = CLOSED_BY[closer]
         duration = round(monotonic() - self._connected_at, 3)
         log.info(
             "client %d from %s disconnected after %.3f s: %d %s (closed by %s)",

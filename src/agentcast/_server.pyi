@@ -7,7 +7,7 @@ from picows import WSListener, WSTransport
 from agentcast._fanout import FanoutCore
 from agentcast._sink import Sink
 
-CLOSERS_NAMES: tuple[str, str, str]
+CLOSED_BY: tuple[str, str, str]
 CLOSE_CODES: tuple[int, ...]
 CLOSE_LABELS: tuple[str, ...]
 DROP_REASONS: dict[str, tuple[int, ...]]

@@ -235,6 +235,7 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
         self._core = core
+        self._unready_answers = 0  # every counter starts again with the core
         if self._core_options["channel_ttl"] is not None:
             self._sweep_idle_channels()
         self._router = await self._start_router(core)
@@ -508,8 +509,8 @@ class Broadcaster:
         ``agentcast.metrics``), or None when not running."""
         if isinstance(self._core, _NotRunning):
             return None
-        bounds, counts, total, count = self._core.publish_latency()
-        return bounds, list(counts), total, count
+        latency: Histogram = self._core.publish_latency()
+        return latency
 
     def closes(self) -> dict[tuple[str, str], int]:
         """How the server's connections ended so far: ``{(code, closed_by): count}`` by the
