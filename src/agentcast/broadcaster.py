@@ -17,7 +17,7 @@ from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.http import HttpEndpoints, serve_plain
 from agentcast.loop import LoopThread
-from agentcast.metrics import Histogram, registry_for
+from agentcast.metrics import LatencyHistogram, registry_for
 from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
 from agentcast.server import (
@@ -504,12 +504,12 @@ class Broadcaster:
             "readyz_unready": self._unready_answers,
         }
 
-    def publish_latency(self) -> Histogram | None:
+    def publish_latency(self) -> LatencyHistogram | None:
         """The core's publish-to-write latency histogram (1 publish in 64 sampled; see
         ``agentcast.metrics``), or None when not running."""
         if isinstance(self._core, _NotRunning):
             return None
-        latency: Histogram = self._core.publish_latency()
+        latency: LatencyHistogram = self._core.publish_latency()
         return latency
 
     def closes(self) -> dict[tuple[str, str], int]:

@@ -19,7 +19,7 @@ __all__ = [
     "DROP_REASONS",
     "GAUGES",
     "REFUSED_UPGRADES",
-    "Histogram",
+    "LatencyHistogram",
     "MetricsSource",
     "StatsCollector",
     "registry_for",
@@ -99,7 +99,7 @@ REFUSED_UPGRADES: dict[str, str] = {
 
 
 # (bucket upper bounds in s without +Inf, counts per bucket with +Inf last, sum in s, count)
-Histogram = tuple[tuple[float, ...], list[int], float, int]
+LatencyHistogram = tuple[tuple[float, ...], list[int], float, int]
 
 
 class MetricsSource(Protocol):
@@ -107,7 +107,7 @@ class MetricsSource(Protocol):
 
     def stats(self) -> dict[str, int]: ...
     def closes(self) -> dict[tuple[str, str], int]: ...
-    def publish_latency(self) -> Histogram | None: ...
+    def publish_latency(self) -> LatencyHistogram | None: ...
 
 
 class StatsCollector(Collector):
@@ -159,7 +159,7 @@ class StatsCollector(Collector):
             yield _latency_histogram(latency)
 
 
-def _latency_histogram(latency: Histogram) -> HistogramMetricFamily:
+def _latency_histogram(latency: LatencyHistogram) -> HistogramMetricFamily:
     bounds, counts, total, _ = latency
     upper = [*(repr(bound) for bound in bounds), "+Inf"]
     buckets = [(le, float(n)) for le, n in zip(upper, accumulate(counts), strict=True)]
