@@ -16,6 +16,11 @@ a *solo* group of its own whose set is changed in place instead, so one
 subscribe costs the same whether the client holds 20 channels or 10,000.
 At most ``max_subscriptions`` per client: a subscribe beyond is refused,
 counted, and answered with a ``too_many_subscriptions`` notice.
+
+One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at;
+the tick that fans it out observes publish-to-write latency when its write round starts
+(never, if the frame reached no client's buffer), into a fixed histogram. The other
+publishes pay one counter decrement.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -24,6 +29,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from agentcast._buffer cimport (
     BINARY_FRAME,
@@ -91,6 +97,14 @@ cdef enum:
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
+# Upper bounds of the latency histogram's buckets, in ns: 50 us to 1 s, 1-2.5-5 steps.
+cdef unsigned long long LATENCY_BOUNDS_NS[LATENCY_BUCKETS - 1]
+LATENCY_BOUNDS_NS[:] = [
+    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000]
+LATENCY_BOUNDS = tuple(bound / 1e9 for bound in LATENCY_BOUNDS_NS)  # seconds
+SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
+
 cdef frozenset NO_CHANNELS = frozenset()
 cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
@@ -108,6 +122,22 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
                 break
         w.sent = sent
         w.error = errno if sent < 0 else 0
+
+
+cdef inline unsigned long long monotonic_ns() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <unsigned long long>now.tv_sec * 1_000_000_000 + now.tv_nsec
+
+
+cdef inline unsigned long long latency_stamp(FanoutCore core) noexcept:
+    """The time to stamp a publish with, one in ``LATENCY_SAMPLE_EVERY``; else 0 (a
+    decrement: all an unsampled publish pays)."""
+    core._sample_countdown -= 1
+    if core._sample_countdown:
+        return 0
+    core._sample_countdown = LATENCY_SAMPLE_EVERY
+    return monotonic_ns()
 
 
 def build_frame(bytes payload not None) -> bytes:
@@ -255,6 +285,7 @@ cdef class FanoutCore:
         self.flush_interval = flush_interval
         self.release_gil = release_gil
         self._next_id = 1
+        self._sample_countdown = LATENCY_SAMPLE_EVERY
         self._clients = {}
         self._groups = {}
         self._channel_groups = {}
@@ -264,6 +295,7 @@ cdef class FanoutCore:
 
     def __dealloc__(self):
         free(self._writes)
+        free(self._samples)
         ops_clear(&self._ops)
 
     # ---- any thread ---------------------------------------------------------
@@ -289,14 +321,14 @@ cdef class FanoutCore:
             payload = self._dumps(obj)
         else:
             payload = self._dumps(obj, default=self._default)
-        self._enqueue(OP_PUBLISH, 0, channel, payload)
+        self._enqueue(OP_PUBLISH, 0, channel, payload, latency_stamp(self))
 
     cpdef publish_json(self, bytes payload, object channel=None):
         """Queue already-serialized JSON as is, for every client of ``channel``."""
         if payload is None:
             raise TypeError("payload must be bytes, not None")
         check_target(channel)
-        self._enqueue(OP_PUBLISH, 0, channel, payload)
+        self._enqueue(OP_PUBLISH, 0, channel, payload, latency_stamp(self))
 
     cpdef send(self, long long client_id, object obj):
         """Serialize ``obj`` and queue it for one client, in order with publishes."""
@@ -323,7 +355,7 @@ cdef class FanoutCore:
         if data is None:
             raise TypeError("data must be bytes, not None")
         check_target(channel)
-        self._enqueue(OP_PUBLISH_BINARY, 0, channel, data)
+        self._enqueue(OP_PUBLISH_BINARY, 0, channel, data, latency_stamp(self))
 
     cpdef send_binary(self, long long client_id, bytes data):
         """Queue ``data`` as one binary frame for one client, in order with everything else."""
@@ -425,6 +457,8 @@ cdef class FanoutCore:
             "history_bytes": self._history.bytes,
             "freed_channels": self.n_freed_channels,
             "history_trims": self.n_history_trims,
+            "subscriptions": self.n_subscriptions,
+            "history_gaps_served": self.n_history_gaps_served,
         }
 
     def channel_info(self, object channel):
@@ -479,6 +513,7 @@ cdef class FanoutCore:
             return
         client.closed = True
         group = client.group
+        self.n_subscriptions -= len(group.channels)
         leave_group(group, client)
         if not group.members:
             self._drop_group(group)
@@ -598,14 +633,19 @@ cdef class FanoutCore:
         """Carry out one popped operation; its references are released even if it fails."""
         cdef object target = <object>op.target
         cdef object payload = <object>op.payload
+        cdef Py_ssize_t fanned = self._tick_bytes  # grows if a publish reaches a buffer
         release_ref(op.target)  # the locals hold them now
         release_ref(op.payload)
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
+            if op.since and self._tick_bytes != fanned:
+                self._keep_sample(op.since)
         elif op.kind == OP_DIRECT:
             self._route_direct(op.client_id, payload, TEXT_FRAME)
         elif op.kind == OP_PUBLISH_BINARY:
             self._route_binary(target, payload)
+            if op.since and self._tick_bytes != fanned:
+                self._keep_sample(op.since)
         elif op.kind == OP_DIRECT_BINARY:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
@@ -621,6 +661,43 @@ cdef class FanoutCore:
         elif op.kind == OP_RESTART:
             self._restart(target)
         return 0
+
+    cdef int _keep_sample(self, unsigned long long stamp) except -1:
+        """Keep a fanned publish's stamp until this tick's write round (the array keeps its
+        size: at most a tick's publishes / ``LATENCY_SAMPLE_EVERY``)."""
+        cdef unsigned long long* samples
+        if self._n_samples == self._samples_cap:
+            samples = <unsigned long long*>realloc(
+                self._samples, (2 * self._samples_cap + 8) * sizeof(unsigned long long))
+            if samples == NULL:
+                raise MemoryError()
+            self._samples = samples
+            self._samples_cap = 2 * self._samples_cap + 8
+        self._samples[self._n_samples] = stamp
+        self._n_samples += 1
+        return 0
+
+    cdef int _observe_latency(self) except -1:
+        """The tick's write round starts: every kept stamp's latency goes into its bucket."""
+        cdef unsigned long long now = monotonic_ns(), latency
+        cdef Py_ssize_t i
+        cdef int bucket
+        for i in range(self._n_samples):
+            latency = now - self._samples[i] if now > self._samples[i] else 0
+            bucket = 0
+            while bucket < LATENCY_BUCKETS - 1 and latency > LATENCY_BOUNDS_NS[bucket]:
+                bucket += 1
+            self._latency_buckets[bucket] += 1
+            self._latency_sum_ns += latency
+        self._latency_count += self._n_samples
+        self._n_samples = 0
+        return 0
+
+    def publish_latency(self):
+        """The publish-to-write histogram: (bucket upper bounds in s, without +Inf; counts
+        per bucket, not cumulative, +Inf last; sum in s; count). Any thread."""
+        return (LATENCY_BOUNDS, [self._latency_buckets[i] for i in range(LATENCY_BUCKETS)],
+                self._latency_sum_ns / 1e9, self._latency_count)
 
     cdef int _unqueue_subscribe(self, object channel) except -1:
         cdef Py_ssize_t queued = self._queued_subscribes.get(channel, 0)
@@ -714,6 +791,7 @@ cdef class FanoutCore:
             self._move(client, self._group_for(frozenset(channels) | {channel}))
         else:
             self._move(client, self._group_for(frozenset(channels) - {channel}))
+        self.n_subscriptions += 1 if add else -1
         if add:
             client.live_from[channel] = self._next_seq(channel)
             if client.skipped_from is not None:  # skipping: what comes now is skipped too
@@ -804,6 +882,7 @@ cdef class FanoutCore:
                                          unsigned long long since) except? 0:
         """Tell the client that what it asked for after ``since`` is not kept; the replay
         then starts at the oldest kept seq (the returned ``since``)."""
+        self.n_history_gaps_served += 1
         self._route_direct(client_id, self._notices.history_gap(
             name, since, state.first_seq, state.last_seq), TEXT_FRAME)
         return state.first_seq - 1
@@ -977,6 +1056,8 @@ cdef class FanoutCore:
         cdef list targets = self._write_clients
         if not self._tick_bytes:
             return 0
+        if self._n_samples:  # once a round, not per client: its first write is microseconds on
+            self._observe_latency()
         self._reserve_writes(len(self._clients))
         for group in self._group_list:
             if not group.buf.size:
@@ -1124,4 +1205,5 @@ cdef class FanoutCore:
             client.diverged = False
         del self._diverged[:]
         self._tick_bytes = self._tick_peak = 0
+        self._n_samples = 0
         return 0

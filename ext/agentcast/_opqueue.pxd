@@ -23,7 +23,7 @@ cdef enum:
 cdef struct Op:
     int kind
     long long client_id
-    unsigned long long since
+    unsigned long long since  # a resume's seq; a publish's latency stamp (ns, 0: none)
     PyObject* target     # channel or None: an owned reference
     PyObject* payload    # bytes, a list of frames, or None: an owned reference
 

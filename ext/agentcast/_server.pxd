@@ -8,6 +8,21 @@ from agentcast._sink cimport Sink
 from agentcast._utf8 cimport Utf8State
 
 
+cdef enum:
+    CLOSE_SLOTS = 16      # the codes counted by name, then one slot for every other code
+    CLOSERS = 3           # who closed first: the client, the server, nobody (1006)
+
+
+cdef class ConnectionStats:
+    cdef unsigned long long _closes[CLOSERS][CLOSE_SLOTS]
+    cdef readonly unsigned long long protocol_errors
+    cdef public unsigned long long upgrades_refused_handshake   # 400/426 (agentcast.handshake)
+    cdef public unsigned long long upgrades_refused_max_clients  # 503: the server is full
+
+    cdef int count_close(self, int code, int closer) except -1
+    cdef unsigned long long closed_by_server(self, int code) noexcept
+
+
 cdef class TransportSink(Sink):
     cdef WSTransport transport
     cdef object _queued
@@ -19,6 +34,7 @@ cdef class TransportSink(Sink):
 
 cdef class ServerListener(WSListener):
     cdef FanoutCore _core
+    cdef ConnectionStats _stats
     cdef object _on_message
     cdef object _on_binary
     cdef double _close_grace
@@ -38,4 +54,5 @@ cdef class ServerListener(WSListener):
     cdef int _answer_ping(self, WSTransport transport, WSFrame frame) except -1
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1
-    cdef int _log_disconnect(self, WSTransport transport) except -1
+    cdef int _log_disconnect(self, WSTransport transport, int code, str reason,
+                             int closer) except -1

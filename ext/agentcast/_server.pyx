@@ -7,6 +7,9 @@ answers pings and close frames, and unregisters the client when the peer goes aw
 What RFC 6455 says must fail the connection fails it: RSV bits (no extension is
 negotiated) with 1002, text that is not UTF-8 with 1007 (checked fragment by fragment),
 invalid close codes with 1002.
+
+``ConnectionStats`` counts, for one server, how its connections ended (close code and
+who closed first) and the connections failed for their client's frames.
 """
 
 import logging
@@ -32,11 +35,92 @@ MESSAGE_TOO_BIG = 1009
 cdef enum:
     PONG_HEADER = 2  # a server frame of at most 125 bytes: two header bytes
 
+cdef enum:
+    BY_CLIENT = 0
+    BY_SERVER = 1
+    BY_NOBODY = 2
+
+CLOSED_BY = ("client", "server", "nobody")
+# The codes counted by name, in slot order: RFC 6455's and IANA's 1000-1014 but the
+# reserved 1004 and 1015, and 3005 (agentcast.auth.TOKEN_EXPIRED). Any other code a peer
+# sends is "other": random codes cannot grow the label set.
+CLOSE_CODES = (1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+               1014, 3005)
+CLOSE_LABELS = tuple(str(code) for code in CLOSE_CODES) + ("other",)
+# What a close the server sent first says of why it dropped the client (the slow-consumer
+# policy's 1013 is counted by the core itself, also for sinks that are no connection).
+DROP_REASONS = {"rate": (1008,), "size": (1009,), "auth": (3005,),
+                "protocol": (1002, 1003, 1007)}
+
 
 cdef inline bint is_valid_close_code(int code) noexcept:
     """Codes a peer may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are reserved,
     3000-4999 are for libraries and applications, the rest unassigned."""
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+cdef inline int close_slot(int code) noexcept:
+    """The counter slot of ``code``: its index in ``CLOSE_CODES``, else the last ("other")."""
+    if 1000 <= code <= 1003:
+        return code - 1000
+    if 1005 <= code <= 1014:
+        return code - 1001
+    if code == 3005:
+        return CLOSE_SLOTS - 2
+    return CLOSE_SLOTS - 1
+
+
+cdef tuple how_it_ended(WSTransport transport):
+    """(code, reason, closer) of the close frame that ended the connection, whichever side
+    sent it first; (1006, "", BY_NOBODY) when no close frame was exchanged."""
+    handshake = transport.close_handshake
+    if handshake is None:
+        return ABNORMAL_CLOSURE, "", BY_NOBODY
+    if handshake.recv_then_sent or handshake.sent is None:
+        return int(handshake.recv.code), handshake.recv.reason or "", BY_CLIENT
+    return int(handshake.sent.code), handshake.sent.reason or "", BY_SERVER
+
+
+cdef class ConnectionStats:
+    """How one server's connections ended: the upgrades refused in the listener factory
+    (its other refusals are counted where they are decided), the close that ended each
+    upgraded one, and how many failed for their client's frames (picows' parser or the
+    listener found them). Loop thread only; read at scrape time."""
+
+    cdef int count_close(self, int code, int closer) except -1:
+        self._closes[closer][close_slot(code)] += 1
+        return 0
+
+    cdef unsigned long long closed_by_server(self, int code) noexcept:
+        return self._closes[BY_SERVER][close_slot(code)]
+
+    def client_fault(self):
+        """Count one connection failed for its client's malformed frames."""
+        self.protocol_errors += 1
+
+    def closes(self):
+        """``{(code, closed_by): count}`` of the connections ended so far, zeros left out:
+        ``code`` one of ``CLOSE_LABELS``, ``closed_by`` one of ``CLOSED_BY``."""
+        cdef int closer, slot
+        counts = {}
+        for closer in range(CLOSERS):
+            for slot in range(CLOSE_SLOTS):
+                if self._closes[closer][slot]:
+                    counts[CLOSE_LABELS[slot], CLOSED_BY[closer]] = self._closes[closer][slot]
+        return counts
+
+    def stats(self):
+        """``client_protocol_errors``, ``upgrades_refused_<reason>``, and
+        ``dropped_clients_<reason>`` for each of ``DROP_REASONS``: the closes the server
+        sent first with the reason's codes."""
+        stats = {
+            "client_protocol_errors": self.protocol_errors,
+            "upgrades_refused_handshake": self.upgrades_refused_handshake,
+            "upgrades_refused_max_clients": self.upgrades_refused_max_clients,
+        }
+        for reason, codes in DROP_REASONS.items():
+            stats[f"dropped_clients_{reason}"] = sum(self.closed_by_server(c) for c in codes)
+        return stats
 
 
 cdef inline double monotonic() noexcept:
@@ -95,12 +179,14 @@ cdef class TransportSink(Sink):
 
 
 cdef class ServerListener(WSListener):
-    def __cinit__(self, FanoutCore core, on_message, on_binary, double close_grace,
-                  Py_ssize_t max_message_size, double max_message_rate=0.0):
+    def __cinit__(self, FanoutCore core, ConnectionStats stats not None, on_message, on_binary,
+                  double close_grace, Py_ssize_t max_message_size,
+                  double max_message_rate=0.0):
         self._rate = max_message_rate
         self._tokens = max_message_rate
         self._refilled_at = monotonic()
         self._core = core
+        self._stats = stats
         self._on_message = on_message
         self._on_binary = on_binary
         self._close_grace = close_grace
@@ -120,21 +206,19 @@ cdef class ServerListener(WSListener):
             )
 
     cpdef on_ws_disconnected(self, WSTransport transport):
+        cdef int code, closer
         if self.client_id:
             self._core.remove_client(self.client_id)
+        code, reason, closer = how_it_ended(transport)
+        self._stats.count_close(code, closer)
         if self._peer is not None and log.isEnabledFor(INFO):
-            self._log_disconnect(transport)
+            self._log_disconnect(transport, code, reason, closer)
 
-    cdef int _log_disconnect(self, WSTransport transport) except -1:
+    cdef int _log_disconnect(self, WSTransport transport, int code, str reason,
+                             int closer) except -1:
         """Who closed first, with which code and (a short escaped excerpt of) which reason;
         1006 when no close frame was exchanged."""
-        handshake = transport.close_handshake
-        if handshake is None:
-            code, reason, closed_by = ABNORMAL_CLOSURE, "", "nobody"
-        elif handshake.recv_then_sent or handshake.sent is None:
-            code, reason, closed_by = handshake.recv.code, handshake.recv.reason, "client"
-        else:
-            code, reason, closed_by = handshake.sent.code, handshake.sent.reason, "server"
+        closed_by = CLOSED_BY[closer]
         duration = round(monotonic() - self._connected_at, 3)
         log.info(
             "client %d from %s disconnected after %.3f s: %d %s (closed by %s)",
@@ -142,13 +226,13 @@ cdef class ServerListener(WSListener):
             self._peer,
             duration,
             code,
-            quote(reason or ""),
+            quote(reason),
             closed_by,
             extra={
                 "peer": self._peer,
                 "client_id": self.client_id,
-                "code": int(code),
-                "reason": clip(reason or "", QUOTE_LIMIT),
+                "code": code,
+                "reason": clip(reason, QUOTE_LIMIT),
                 "closed_by": closed_by,
                 "duration_s": duration,
             },
@@ -259,6 +343,12 @@ cdef class ServerListener(WSListener):
         return 0
 
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1:
+        """Fail the connection with ``code``, once; every fault but the rate limit's is a
+        fault of the client's frames (``client_protocol_errors``)."""
+        if transport.is_close_frame_sent:
+            return 0  # failed already: what still comes is not served
+        if code != POLICY_VIOLATION:
+            self._stats.protocol_errors += 1
         log.debug("client %d closed (%d): %s", self.client_id, code, reason)
         self._core.flush()  # what the client was already answered goes out before the close
         self._core.close_client(self.client_id, code, reason)

@@ -10,7 +10,7 @@ _REBUILD = 'rebuild it with: pip install -e ".[test]"  (or pip install .)'
 
 try:
     from agentcast._fanout import SOURCE_HASH, FanoutCore, build_frame
-    from agentcast._server import ServerListener, TransportSink
+    from agentcast._server import ConnectionStats, ServerListener, TransportSink
     from agentcast._sink import CallbackSink, MemorySink, Sink
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
@@ -35,6 +35,7 @@ check_fresh()
 
 __all__ = [
     "CallbackSink",
+    "ConnectionStats",
     "FanoutCore",
     "MemorySink",
     "ServerListener",

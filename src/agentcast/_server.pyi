@@ -7,6 +7,20 @@ from picows import WSListener, WSTransport
 from agentcast._fanout import FanoutCore
 from agentcast._sink import Sink
 
+CLOSED_BY: tuple[str, str, str]
+CLOSE_CODES: tuple[int, ...]
+CLOSE_LABELS: tuple[str, ...]
+DROP_REASONS: dict[str, tuple[int, ...]]
+
+class ConnectionStats:
+    upgrades_refused_handshake: int
+    upgrades_refused_max_clients: int
+    @property
+    def protocol_errors(self) -> int: ...
+    def client_fault(self) -> None: ...
+    def closes(self) -> dict[tuple[str, str], int]: ...
+    def stats(self) -> dict[str, int]: ...
+
 class TransportSink(Sink):
     def __init__(self, transport: WSTransport, close_grace: float) -> None: ...
 
@@ -15,6 +29,7 @@ class ServerListener(WSListener):
     def __init__(
         self,
         core: FanoutCore,
+        stats: ConnectionStats,
         on_message: Callable[[int, bytes], None] | None,
         on_binary: Callable[[int, bytes], None] | None,
         close_grace: float,

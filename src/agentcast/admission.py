@@ -47,9 +47,6 @@ class ConnectionAdmission:
     What it keeps is bounded: a count per address with open connections, and a bucket per
     address that connected within the time a bucket takes to refill (a full bucket is the
     same as none, so it is forgotten). Loop thread only.
-
-    It also counts the protocol errors picows finds in its clients' frames
-    (``client_fault``), which are logged at INFO, not ERROR (see ``agentcast.logs``).
     """
 
     def __init__(
@@ -68,10 +65,6 @@ class ConnectionAdmission:
         self.refused_rate = 0
         self.refused_per_ip = 0
         self.connections = 0
-        self.client_protocol_errors = 0
-
-    def client_fault(self) -> None:
-        self.client_protocol_errors += 1
 
     def connected(self, ip: str) -> None:
         self._open[ip] = self._open.get(ip, 0) + 1
@@ -118,7 +111,6 @@ class ConnectionAdmission:
             "connect_rate_ips": len(self._buckets),
             "connections_refused_rate": self.refused_rate,
             "connections_refused_per_ip": self.refused_per_ip,
-            "client_protocol_errors": self.client_protocol_errors,
         }
 
 
@@ -160,6 +152,7 @@ class _AdmittedProtocol(WSProtocol):  # type: ignore[misc]
 async def create_server(
     admission: ConnectionAdmission,
     listener_factory: ListenerFactory,
+    on_client_fault: Callable[[], None],
     host: str,
     port: int,
     *,
@@ -175,14 +168,16 @@ async def create_server(
     reuse_port: bool | None,
     ssl: SSLContext | None,
 ) -> asyncio.Server:
-    """``picows.ws_create_server`` with ``admission`` deciding each upgrade first."""
+    """``picows.ws_create_server`` with ``admission`` deciding each upgrade first; the
+    protocol errors picows finds in clients' frames are logged at INFO, not ERROR, and
+    reported to ``on_client_fault`` (see ``agentcast.logs``)."""
     loop = asyncio.get_running_loop()
     create: Callable[..., Awaitable[asyncio.Server]] = loop.create_server
     if use_aiofastnet:
         import aiofastnet
 
         create = partial(aiofastnet.create_server, loop)
-    logger = ClientFaultLog(logging.getLogger(f"picows.{logger_name}"), admission.client_fault)
+    logger = ClientFaultLog(logging.getLogger(f"picows.{logger_name}"), on_client_fault)
 
     def protocol_factory() -> _AdmittedProtocol:
         return _AdmittedProtocol(

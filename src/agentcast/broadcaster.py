@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
-from agentcast._ext import FanoutCore, Sink
+from agentcast._ext import ConnectionStats, FanoutCore, Sink
 from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity, Refused, verify_token
 from agentcast.backplane import require_redis
@@ -19,7 +19,7 @@ from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.http import HttpEndpoints, serve_plain
 from agentcast.loop import LoopThread
-from agentcast.metrics import registry_for
+from agentcast.metrics import LatencyHistogram, registry_for
 from agentcast.origins import OriginPolicy
 from agentcast.router import LocalRouter, Router
 from agentcast.server import (
@@ -211,11 +211,13 @@ class Broadcaster:
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
         self._server: asyncio.Server | None = None
         self._admission: ConnectionAdmission | None = None
+        self._connections: ConnectionStats | None = None
+        self._unready_answers = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
         self._metrics_server: asyncio.Server | None = None
-        self.metrics_registry = registry_for(self.stats)  # what GET /metrics exposes
+        self.metrics_registry = registry_for(self)  # what GET /metrics exposes
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -237,16 +239,17 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
         self._core = core
+        self._unready_answers = 0  # every counter starts again with the core
         if self._core_options["channel_ttl"] is not None:
             self._sweep_idle_channels()
         self._router = await self._start_router(core)
         metrics_port = self._requested_metrics_port
         port = None
         if self._requested_port is not None:  # HTTP there too unless it has a port of its own
-            http = HttpEndpoints(self.metrics_registry, self._router.unready, self._gate)
+            http = HttpEndpoints(self.metrics_registry, self._readiness, self._gate)
             port = await self._listen(core, http if metrics_port is None else None)
         if metrics_port is not None:  # no token asked there: the operator's own port
-            plain = HttpEndpoints(self.metrics_registry, self._router.unready, None)
+            plain = HttpEndpoints(self.metrics_registry, self._readiness, None)
             self._metrics_server = await serve_plain(plain, self.host, metrics_port)
         return port
 
@@ -257,6 +260,7 @@ class Broadcaster:
         self._admission = ConnectionAdmission(
             self.options.max_connections_per_ip, self.options.max_connect_rate
         )
+        self._connections = ConnectionStats()
         assert self._requested_port is not None
         self._server = await start_server(
             core,
@@ -270,10 +274,18 @@ class Broadcaster:
             self._sessions,
             self._admission,
             http,
+            self._connections,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.debug("agentcast listening on %s:%d", self.host, port)
         return port
+
+    def _readiness(self) -> str | None:
+        """Why ``/readyz`` answers 503 (each such answer counted), or None: ready."""
+        reason = self._router.unready()
+        if reason is not None:
+            self._unready_answers += 1
+        return reason
 
     def _sweep_idle_channels(self) -> None:
         """On the loop thread, every ``channel_ttl / 4`` (at most 30 s): free idle channels."""
@@ -305,7 +317,7 @@ class Broadcaster:
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
         self._core = self._router = _NOT_RUNNING
-        self._server = self._admission = None
+        self._server = self._admission = self._connections = None
         self._sessions = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -497,10 +509,28 @@ class Broadcaster:
             return {}
         auth = {} if self._sessions is None else self._sessions.stats()
         admitted = {} if self._admission is None else self._admission.stats()
+        connections = {} if self._connections is None else self._connections.stats()
         return {
             **self._core.stats(),
             **self._router.stats(),
             **self._gate.stats(),
             **auth,
             **admitted,
+            **connections,
+            "readyz_unready": self._unready_answers,
         }
+
+    def publish_latency(self) -> LatencyHistogram | None:
+        """The core's publish-to-write latency histogram (1 publish in 64 sampled; see
+        ``agentcast.metrics``), or None when not running."""
+        if isinstance(self._core, _NotRunning):
+            return None
+        latency: LatencyHistogram = self._core.publish_latency()
+        return latency
+
+    def closes(self) -> dict[tuple[str, str], int]:
+        """How the server's connections ended so far: ``{(code, closed_by): count}`` by the
+        code of the close frame that ended each (``"1006"`` when none; codes not named in
+        ``agentcast._server.CLOSE_CODES`` as ``"other"``) and who sent it first
+        (``"client"``, ``"server"``, ``"nobody"``); zeros left out."""
+        return {} if self._connections is None else dict(self._connections.closes())

@@ -16,7 +16,7 @@ from picows import (
     WSUpgradeResponseWithListener,
 )
 
-from agentcast._ext import FanoutCore, ServerListener
+from agentcast._ext import ConnectionStats, FanoutCore, ServerListener
 from agentcast.admission import ConnectionAdmission, Peer, create_server
 from agentcast.auth import Identity, Refused
 from agentcast.gate import Gate
@@ -116,10 +116,11 @@ async def start_server(
     sessions: Sessions | None,
     admission: ConnectionAdmission,
     http: HttpEndpoints | None,
+    connections: ConnectionStats,
 ) -> asyncio.Server:
     """Listen on ``host:port``; every connection ``admission`` lets in and ``gate``
-    admits becomes a client of ``core``, its identity kept in ``sessions``; plain GETs
-    are answered by ``http``."""
+    admits becomes a client of ``core``, its identity kept in ``sessions``, how it ends
+    counted in ``connections``; plain GETs are answered by ``http``."""
 
     def listener_factory(
         request: WSUpgradeRequest, peer: Peer
@@ -127,10 +128,15 @@ async def start_server(
         answered = None if http is None else http.answer(request, peer)
         if answered is not None:
             return WSUpgradeResponseWithListener(answered, None)
-        refusal = refuse_upgrade(request) or gate.refuse_origin(request)
+        refusal = refuse_upgrade(request)
+        if refusal is not None:
+            connections.upgrades_refused_handshake += 1
+            return WSUpgradeResponseWithListener(refusal, None)
+        refusal = gate.refuse_origin(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(refusal, None)
         if options.max_clients is not None and core.client_count >= options.max_clients:
+            connections.upgrades_refused_max_clients += 1
             response = WSUpgradeResponse.create_error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
             )
@@ -141,6 +147,7 @@ async def start_server(
             return WSUpgradeResponseWithListener(Gate.refusal(refused), None)
         settings = (
             core,
+            connections,
             on_message,
             on_binary,
             options.close_grace,
@@ -158,6 +165,7 @@ async def start_server(
     return await create_server(
         admission,
         listener_factory,
+        connections.client_fault,
         host,
         port,
         websocket_handshake_timeout=options.handshake_timeout or None,

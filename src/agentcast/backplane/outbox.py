@@ -72,6 +72,7 @@ class Outbox:
         self.dropped = 0  # the queue was full
         self.failed = 0  # Redis refused them
         self.reconnects = 0
+        self.unreachable = False  # the last attempt could not reach Redis
         self._dropped_logged_at = self._refused_logged_at = -DROP_LOG_EVERY
 
     # ---- any thread ---------------------------------------------------------
@@ -124,6 +125,7 @@ class Outbox:
                 acks = await self._send(batch)
             except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 self.reconnects += 1
+                self.unreachable = True
                 log.warning("backplane: publishing failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -143,6 +145,7 @@ class Outbox:
                 self.failed += len(batch)
                 log.exception("backplane: %d publishes could not be sent", len(batch))
                 acks = [(index, channel, 0) for index, channel, _ in batch]
+            self.unreachable = False
             self.acked = batch[-1][0]
             if self._on_ack is not None:
                 self._on_ack(acks)

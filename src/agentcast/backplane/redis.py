@@ -253,8 +253,13 @@ class RedisBackplane:
 
     def unready(self) -> str | None:
         """Not ready while the pub/sub connection to Redis is down (other nodes' messages
-        would not arrive)."""
-        return None if self._pubsub is not None else "redis unreachable"
+        would not arrive), or while the publisher cannot reach Redis (this node's publishes
+        wait in its queue)."""
+        if self._pubsub is None:
+            return "redis unreachable"
+        if self.outbox is not None and self.outbox.unreachable:
+            return "redis unreachable for publishing"
+        return None
 
     # ---- faults (loop thread) ----------------------------------------------------
 
