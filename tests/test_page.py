@@ -1,0 +1,482 @@
+"""The live page (``GET /``): its files and headers over real sockets, and the page itself
+in a real browser, headless Chromium from Debian's ``chromium`` and ``chromium-driver``
+driven by selenium, against real agentcast servers on 127.0.0.1.
+
+The browser tests are marked ``browser``; without Chromium they fail saying what to
+install (CI installs it: see the README's test command).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+import trustme
+from PIL import Image
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from agentcast import Broadcaster, Publisher, protocol
+from agentcast.app import AgentServer
+from agentcast.auth import JWTAuthenticator
+from agentcast.page import PAGE_FILES
+from agentcast.tls import server_context
+from clients import run, user_message, websockets_clients
+from redis_server import RedisServer, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL = "apt-get install -y chromium chromium-driver"
+SECRET = b"p" * 32
+WAIT = 20.0  # seconds a page has to show what a test waits for
+REPO = Path(__file__).resolve().parent.parent
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    """Status, headers and body of one GET, the path sent exactly as given."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def token(**claims: Any) -> str:
+    body = {"sub": "browser", "exp": int(time.time()) + 300, **claims}
+    return jwt.encode(body, SECRET, "HS256")
+
+
+@pytest.fixture
+def agent_server() -> Iterator[AgentServer]:
+    server = AgentServer(port=0).start()
+    yield server
+    server.stop()
+
+
+# ---- the files, over plain HTTP ------------------------------------------------------
+
+
+def test_page_files_are_served_with_their_type_and_a_strict_policy(
+    agent_server: AgentServer,
+) -> None:
+    port = agent_server.port
+    for path, (name, content_type) in PAGE_FILES.items():
+        status, headers, body = get(port, path.decode() + "?agent=x")
+        assert status == 200, path
+        assert body == (REPO / "src/agentcast/static" / name).read_bytes()
+        assert headers["Content-Type"] == content_type
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Cache-Control"] == "no-cache"
+        policy = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self';" in policy
+        assert f"connect-src 'self' ws://127.0.0.1:{port} wss://127.0.0.1:{port};" in policy
+
+
+def test_a_host_header_that_is_no_host_is_not_repeated_in_the_policy(
+    agent_server: AgentServer,
+) -> None:
+    _, headers, _ = get(agent_server.port, "/", {"Host": "x; script-src *"})
+    assert "connect-src 'self'; " in headers["Content-Security-Policy"]
+    assert "*" not in headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../pyproject.toml",
+        "/../../../../etc/passwd",
+        "/static/page.js",
+        "/page.js/../app.py",
+        "/%2e%2e/app.py",
+        "/index.html",
+        "/app.py",
+        "/page.js.map",
+        "//page.js",
+    ],
+)
+def test_only_the_fixed_paths_are_served(agent_server: AgentServer, path: str) -> None:
+    status, _, body = get(agent_server.port, path)
+    assert status == 400 and b"UPGRADE" in body.upper(), (status, body[:200])
+
+
+def test_status_counts_the_connected_clients(agent_server: AgentServer) -> None:
+    async def scenario() -> bytes:
+        async with websockets_clients(f"ws://127.0.0.1:{agent_server.port}/", 3):
+            return get(agent_server.port, "/status")[2]
+
+    assert orjson.loads(run(scenario())) == {"clients": 3}
+    status, headers, body = get(agent_server.port, "/status")
+    assert (status, orjson.loads(body)) == (200, {"clients": 0})
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_status_needs_a_token_when_clients_must_authenticate() -> None:
+    with AgentServer(port=0, authenticate=JWTAuthenticator(secret=SECRET)) as server:
+        port = server.port
+        assert get(port, "/status")[0] == 401
+        assert get(port, "/status?token=forged")[0] == 401
+        assert get(port, f"/status?token={token()}")[::2] == (200, b'{"clients":0}')
+        bearer = {"Authorization": f"Bearer {token()}"}
+        assert get(port, "/status", bearer)[0] == 200
+        assert get(port, "/")[0] == 200  # the page itself holds nothing of the server's
+
+
+def test_the_page_stays_on_the_websocket_port_when_probes_have_their_own(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(metrics_port=0)
+    assert get(hub.port, "/")[0] == 200
+    assert get(hub.port, "/status")[0] == 200
+    assert get(hub.port, "/metrics")[0] == 400  # not here: on the metrics port
+    assert get(hub.metrics_port, "/metrics")[0] == 200
+    assert get(hub.metrics_port, "/")[0] == 404  # its WebSocket could not connect there
+
+
+def test_the_page_files_ship_in_a_built_package(tmp_path: Path) -> None:
+    """``build_py`` copies what a wheel (``pip install .``) gets of the Python side."""
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    shipped = tmp_path / "agentcast" / "static"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(n for n, _ in PAGE_FILES.values())
+
+
+# ---- the page in Chromium ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A trustme certificate for 127.0.0.1 (cert and key files) and the base64 SHA-256 of
+    its public key, the one key Chromium is told to accept without knowing the CA."""
+    directory = tmp_path_factory.mktemp("tls")
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
+    issued.private_key_pem.write_to_path(str(keyfile))
+    for pem in issued.cert_chain_pems:
+        pem.write_to_path(str(certfile), append=True)
+    return certfile, keyfile, spki_hash(issued.cert_chain_pems[0].bytes())
+
+
+def spki_hash(pem: bytes) -> str:
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = x509.load_pem_x509_certificate(pem).public_key()
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def browser(certificates: tuple[Path, Path, str]) -> Iterator[WebDriver]:
+    """One headless Chromium for the module; each test opens its pages in it."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not path.exists():
+            pytest.fail(f"{path} is missing: {INSTALL}", pytrace=False)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--window-size=1100,760",
+        f"--ignore-certificate-errors-spki-list={certificates[2]}",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.get("about:blank")
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def chromium(browser: WebDriver) -> Iterator[WebDriver]:
+    """The module's browser, left with one blank tab and an empty console log."""
+    yield browser
+    for handle in browser.window_handles[1:]:
+        browser.switch_to.window(handle)
+        browser.close()
+    browser.switch_to.window(browser.window_handles[0])
+    browser.get("about:blank")
+    browser.get_log("browser")
+
+
+def wait(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
+    """Until ``condition`` holds in the page (polled by selenium), else fail saying
+    ``what`` was awaited and what the page shows."""
+
+    def shown(driver: WebDriver) -> str:
+        try:
+            return driver.find_element(By.TAG_NAME, "body").text[-1500:]
+        except WebDriverException:
+            return "(no page)"
+
+    try:
+        return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(condition)
+    except TimeoutException:
+        said = f"waited {WAIT} s for {what}; the page shows:\n{shown(driver)}"
+        raise AssertionError(said) from None
+
+
+def state(driver: WebDriver) -> tuple[str, str]:
+    element = driver.find_element(By.ID, "state")
+    return element.get_attribute("data-state") or "", element.text
+
+
+def until_state(driver: WebDriver, wanted: str) -> None:
+    wait(driver, lambda d: state(d)[0] == wanted, f"state {wanted}")
+
+
+def open_page(driver: WebDriver, url: str) -> None:
+    driver.get(url)
+    until_state(driver, "open")
+
+
+def entries(driver: WebDriver) -> list[tuple[str, int | None, str]]:
+    """(type, seq, text) of every message shown, in order."""
+    found = driver.execute_script(
+        "return [...document.querySelectorAll('#log .entry')].map(e =>"
+        " [e.dataset.type, e.dataset.seq ? Number(e.dataset.seq) : null,"
+        " e.querySelector('.text').textContent])"
+    )
+    return [(kind, seq, text) for kind, seq, text in found]
+
+
+def notices(driver: WebDriver) -> list[str]:
+    return [n.text for n in driver.find_elements(By.CSS_SELECTOR, "#log .notice")]
+
+
+def say(driver: WebDriver, text: str) -> None:
+    """Type ``text`` into the page's message field and press Enter; wait for the reply."""
+    field = wait(driver, lambda d: d.find_element(By.ID, "message").is_enabled() and
+                 d.find_element(By.ID, "message"), "an enabled message field")  # fmt: skip
+    field.send_keys(text, Keys.ENTER)
+    until_reply(driver, text)
+
+
+def until_reply(driver: WebDriver, text: str) -> None:
+    wait(
+        driver,
+        lambda d: ("assistant_message", f"You said: {text}") in [(k, t) for k, _, t in entries(d)],
+        f"the reply to {text!r}",
+    )
+
+
+DEMO_TYPES = ["internal_monologue", "function_message", "assistant_message"]
+
+
+def agent_entries(driver: WebDriver) -> list[tuple[str, int | None, str]]:
+    return [e for e in entries(driver) if e[0] != "user"]
+
+
+@pytest.mark.browser
+def test_page_loads_with_no_console_errors(chromium: WebDriver, agent_server: AgentServer) -> None:
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=demo")
+    wait(chromium, lambda d: d.find_element(By.ID, "clients").text == "1", "client count 1")
+    say(chromium, "hello")
+    log = chromium.get_log("browser")
+    assert [entry for entry in log if entry["level"] in ("SEVERE", "WARNING")] == []
+
+
+@pytest.mark.browser
+def test_a_message_typed_gets_the_demo_agents_reply_grouped_as_one_step(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=demo")
+    say(chromium, "hello there")
+    wait(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, ".step.done"), "the step's end")
+    step = chromium.find_element(By.CSS_SELECTOR, ".step.done")
+    shown = [e.get_attribute("data-type") for e in step.find_elements(By.CSS_SELECTOR, ".entry")]
+    assert shown == ["user", *DEMO_TYPES]
+    assert agent_entries(chromium) == [
+        ("internal_monologue", 1, "The user said 'hello there'; I will echo it back."),
+        ("function_message", 2, "Running send_message('hello there')"),
+        ("assistant_message", 3, "You said: hello there"),
+    ]
+    assert chromium.find_element(By.ID, "last-seq").text == "3"
+
+
+@pytest.mark.browser
+def test_two_pages_on_one_agent_both_see_the_stream(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    url = f"http://127.0.0.1:{agent_server.port}/?agent=shared"
+    open_page(chromium, url)
+    first = chromium.current_window_handle
+    chromium.switch_to.new_window("tab")
+    open_page(chromium, url)
+    wait(chromium, lambda d: d.find_element(By.ID, "clients").text == "2", "client count 2")
+    say(chromium, "to both")
+    chromium.switch_to.window(first)
+    until_reply(chromium, "to both")
+    seen = [(kind, seq) for kind, seq, _ in agent_entries(chromium)]
+    assert seen == list(zip(DEMO_TYPES, [1, 2, 3], strict=True))
+
+
+@pytest.mark.browser
+def test_server_text_is_shown_as_text_never_as_markup(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    attack = "<img src=x onerror=\"document.title='owned'\"><b>bold</b>"
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=demo")
+    say(chromium, attack)
+    assert chromium.find_elements(By.CSS_SELECTOR, "#log img, #log b") == []
+    assert chromium.title != "owned"
+    assert agent_entries(chromium)[-1][2] == f"You said: {attack}"
+
+
+@pytest.mark.browser
+def test_agent_in_the_query_opens_that_agent_and_only_its_messages_are_shown(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=alpha")
+    assert chromium.find_element(By.ID, "agent").get_attribute("value") == "alpha"
+    assert chromium.find_element(By.ID, "status-agent").text == "alpha"
+
+    async def others_talk() -> None:  # another client talks to beta, then to alpha
+        url = f"ws://127.0.0.1:{agent_server.port}/"
+        async with websockets_clients(url, 1) as (client,):
+            for agent in ("beta", "alpha"):
+                await client.send(orjson.dumps(user_message(f"for {agent}", agent)).decode())
+                while orjson.loads(await client.recv())["type"] != "agent_response_end":
+                    pass
+
+    run(others_talk())
+    until_reply(chromium, "for alpha")
+    assert "beta" not in " ".join(text for _, _, text in entries(chromium))
+
+
+@pytest.mark.browser
+def test_a_restarted_server_on_the_same_port_is_reconnected_to_and_counted_anew(
+    chromium: WebDriver,
+) -> None:
+    """No backplane: the new server numbers the agent from 1 again, and the page says so."""
+    port = free_port()
+    server = AgentServer(port=port).start()
+    try:
+        open_page(chromium, f"http://127.0.0.1:{port}/?agent=demo")
+        say(chromium, "before")
+        server.stop()
+        wait(chromium, lambda d: state(d)[0] == "reconnecting", "the page to notice the drop")
+        assert "closed 1001" in state(chromium)[1]
+        server = AgentServer(port=port).start()
+        until_state(chromium, "open")
+        wait(chromium, lambda d: any("started again" in n for n in notices(d)), "the notice")
+        say(chromium, "after")
+    finally:
+        server.stop()
+    assert [s for _, s, _ in agent_entries(chromium)] == [1, 2, 3, 1, 2, 3]
+    assert chromium.find_element(By.ID, "last-seq").text == "3"
+
+
+@pytest.mark.browser
+def test_a_restarted_server_with_a_backplane_resumes_with_nothing_missing_or_doubled(
+    chromium: WebDriver, redis_server: RedisServer
+) -> None:
+    """Redis keeps the agent's numbering and history over the restart: what was said
+    while the page was away is replayed once, then the conversation goes on."""
+    port = free_port()
+
+    def start() -> AgentServer:
+        return AgentServer(port=port, backplane=redis_server.url).start()
+
+    server = start()
+    try:
+        open_page(chromium, f"http://127.0.0.1:{port}/?agent=demo")
+        say(chromium, "before")
+        server.stop()
+        wait(chromium, lambda d: state(d)[0] == "reconnecting", "the page to notice the drop")
+        with Publisher(redis_server.url) as publisher:  # said while no server runs
+            for text in ("while away 1", "while away 2"):
+                publisher.publish_json(
+                    protocol.agent_response("assistant_message", text, "demo"), "demo"
+                )
+            assert publisher.flush()
+        server = start()
+        until_state(chromium, "open")
+        wait(chromium, lambda d: len(agent_entries(d)) == 5, "the replay of seqs 4 and 5")
+        say(chromium, "after")
+    finally:
+        server.stop()
+    assert [(s, t) for _, s, t in agent_entries(chromium)][3:6] == [
+        (4, "while away 1"),
+        (5, "while away 2"),
+        (6, "The user said 'after'; I will echo it back."),
+    ]
+    assert [s for _, s, _ in agent_entries(chromium)] == list(range(1, 9))
+    assert not any("started again" in n for n in notices(chromium))
+
+
+@pytest.mark.browser
+def test_token_from_the_fragment_is_used_and_a_bad_one_is_shown_as_refused(
+    chromium: WebDriver,
+) -> None:
+    authenticate = JWTAuthenticator(secret=SECRET)
+    with AgentServer(port=0, authenticate=authenticate) as server:
+        base = f"http://127.0.0.1:{server.port}/?agent=demo"
+        chromium.get(f"{base}#token=forged")
+        until_state(chromium, "unauthorized")
+        assert state(chromium)[1] == "token refused: enter a valid token"
+        field = chromium.find_element(By.ID, "token")
+        assert field.is_displayed()
+        field.send_keys(token(agents=["demo"]), Keys.ENTER)
+        until_state(chromium, "open")
+        say(chromium, "typed token")
+
+        chromium.get("about:blank")
+        open_page(chromium, f"{base}#token={token(agents=['demo'])}")
+        say(chromium, "fragment token")
+        chromium.get("about:blank")
+        open_page(chromium, f"{base}#token={token(agents=['other'])}")
+        wait(chromium, lambda d: any("forbidden" in n for n in notices(d)), "forbidden")
+
+
+@pytest.mark.browser
+def test_the_page_over_https_talks_over_wss(
+    chromium: WebDriver, certificates: tuple[Path, Path, str]
+) -> None:
+    certfile, keyfile, _ = certificates
+    with AgentServer(port=0, ssl=server_context(str(certfile), str(keyfile))) as server:
+        open_page(chromium, f"https://127.0.0.1:{server.port}/?agent=demo")
+        say(chromium, "over tls")
+        assert chromium.execute_script("return location.protocol") == "https:"
+
+
+@pytest.mark.browser
+def test_screenshot_of_a_conversation_is_not_blank(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=demo")
+    for text in ("hello", "how are you?"):
+        say(chromium, text)
+    png = chromium.get_screenshot_as_png()
+    image = Image.open(io.BytesIO(png))
+    assert image.size[0] >= 800 and image.size[1] >= 500
+    assert len(png) > 20_000
+    colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 200  # text, entries and bars, not one fill
+    most_common = max(count for count, _ in colors)
+    assert most_common < 0.9 * image.size[0] * image.size[1]
