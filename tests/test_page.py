@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+with warnings.catch_warnings():  # mozinfo calls distro.linux_distribution() at import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from marionette_driver import By as FirefoxBy
+    from marionette_driver import Wait as FirefoxWait
+    from marionette_driver.marionette import Marionette
+
 from agentcast import Broadcaster, Publisher, protocol
 from agentcast.app import AgentServer
 from agentcast.auth import JWTAuthenticator
@@ -40,7 +49,8 @@ from redis_server import RedisServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL = "apt-get install -y chromium chromium-driver"
+FIREFOX = Path("/usr/lib/firefox-esr/firefox-esr")  # the binary, next to application.ini
+INSTALL = "apt-get install -y chromium chromium-driver firefox-esr"
 SECRET = b"p" * 32
 WAIT = 20.0  # seconds a page has to show what a test waits for
 REPO = Path(__file__).resolve().parent.parent
@@ -480,3 +490,97 @@ def test_screenshot_of_a_conversation_is_not_blank(
     assert colors is not None and len(colors) > 200  # text, entries and bars, not one fill
     most_common = max(count for count, _ in colors)
     assert most_common < 0.9 * image.size[0] * image.size[1]
+
+
+# ---- the page in Firefox -------------------------------------------------------------
+
+
+FIREFOX_PREFS = {
+    "marionette.port": None,  # set per run
+    "app.update.disabledForTesting": True,
+    "browser.aboutwelcome.enabled": False,
+    "browser.shell.checkDefaultBrowser": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+}
+
+
+@pytest.fixture
+def firefox(tmp_path: Path) -> Iterator[Marionette]:
+    """Headless Firefox ESR driven over Marionette by Mozilla's own client (Debian has no
+    geckodriver; Marionette is the protocol geckodriver itself speaks to Firefox). The
+    browser is started here and its port awaited, then the client attaches to it."""
+    if not FIREFOX.exists():
+        pytest.fail(f"{FIREFOX} is missing: {INSTALL}", pytrace=False)
+    port = free_port()
+    prefs = {**FIREFOX_PREFS, "marionette.port": port}
+    (tmp_path / "user.js").write_text(
+        "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
+    )
+    command = [str(FIREFOX), "--headless", "--marionette", "--no-remote", "--profile"]
+    process = subprocess.Popen(
+        [*command, str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + WAIT
+        while not accepts(port):
+            assert process.poll() is None, f"firefox exited with {process.returncode}"
+            assert time.monotonic() < deadline, f"firefox did not listen on {port}"
+            time.sleep(0.05)
+        client = Marionette(host="127.0.0.1", port=port)
+        client.start_session()
+        try:
+            yield client
+        finally:
+            client.delete_session()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def firefox_until(client: Marionette, condition: Callable[[Marionette], Any], what: str) -> None:
+    try:
+        FirefoxWait(client, timeout=WAIT, interval=0.05).until(condition)
+    except Exception:
+        body = client.find_element(FirefoxBy.TAG_NAME, "body").text[-1500:]
+        raise AssertionError(f"waited {WAIT} s for {what}; Firefox shows:\n{body}") from None
+
+
+@pytest.mark.browser
+def test_the_page_works_in_firefox_and_survives_a_restart(firefox: Marionette) -> None:
+    def firefox_state(client: Marionette) -> str:
+        return str(client.find_element(FirefoxBy.ID, "state").get_attribute("data-state"))
+
+    def say_in_firefox(text: str) -> None:
+        firefox_until(firefox, lambda c: firefox_state(c) == "open", "state open")
+        firefox.find_element(FirefoxBy.ID, "message").send_keys(text + "\ue007")  # Enter
+        firefox_until(
+            firefox,
+            lambda c: f"You said: {text}" in c.find_element(FirefoxBy.ID, "log").text,
+            f"the reply to {text!r}",
+        )
+
+    port = free_port()
+    server = AgentServer(port=port).start()
+    try:
+        firefox.navigate(f"http://127.0.0.1:{port}/?agent=fox")
+        say_in_firefox("hello from firefox")
+        server.stop()
+        firefox_until(firefox, lambda c: firefox_state(c) == "reconnecting", "the drop")
+        server = AgentServer(port=port).start()
+        say_in_firefox("after the restart")
+    finally:
+        server.stop()
+    seqs = firefox.execute_script(
+        "return [...document.querySelectorAll('#log .entry[data-seq]')]"
+        ".map(e => Number(e.dataset.seq))"
+    )
+    assert seqs == [1, 2, 3, 1, 2, 3]
