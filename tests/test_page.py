@@ -358,24 +358,31 @@ def test_server_text_is_shown_as_text_never_as_markup(
     assert agent_entries(chromium)[-1][2] == f"You said: {attack}"
 
 
-@pytest.mark.browser
-def test_agent_in_the_query_opens_that_agent_and_only_its_messages_are_shown(
-    chromium: WebDriver, agent_server: AgentServer
-) -> None:
-    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=alpha")
-    assert chromium.find_element(By.ID, "agent").get_attribute("value") == "alpha"
-    assert chromium.find_element(By.ID, "status-agent").text == "alpha"
+def talk(port: int, *exchanges: tuple[str, str]) -> None:
+    """(agent, text) exchanges of another client, each to its agent_response_end."""
 
-    async def others_talk() -> None:  # another client talks to beta, then to alpha
-        url = f"ws://127.0.0.1:{agent_server.port}/"
-        async with websockets_clients(url, 1) as (client,):
-            for agent in ("beta", "alpha"):
-                await client.send(orjson.dumps(user_message(f"for {agent}", agent)).decode())
+    async def scenario() -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{port}/", 1) as (client,):
+            for agent, text in exchanges:
+                await client.send(orjson.dumps(user_message(text, agent)).decode())
                 while orjson.loads(await client.recv())["type"] != "agent_response_end":
                     pass
 
-    run(others_talk())
+    run(scenario())
+
+
+@pytest.mark.browser
+def test_agent_in_the_query_opens_that_agent_its_history_then_only_its_messages(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    talk(agent_server.port, ("alpha", "said earlier"))
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=alpha")
+    assert chromium.find_element(By.ID, "agent").get_attribute("value") == "alpha"
+    assert chromium.find_element(By.ID, "status-agent").text == "alpha"
+    until_reply(chromium, "said earlier")  # the kept history, replayed from seq 1
+    talk(agent_server.port, ("beta", "for beta"), ("alpha", "for alpha"))
     until_reply(chromium, "for alpha")
+    assert [seq for _, seq, _ in entries(chromium)] == [1, 2, 3, 4, 5, 6]
     assert "beta" not in " ".join(text for _, _, text in entries(chromium))
 
 

@@ -298,6 +298,9 @@ function stepEnded() {
   step.ended = true;
   step.node.classList.remove("running");
   step.node.classList.add("done");
+  const count = step.body.querySelectorAll(".entry").length;
+  const took = Math.round(performance.now() - step.sentAt);
+  append(element("div", "step-foot", `step done · ${count} messages · ${took} ms`), step.node);
   session.steps = session.steps.filter((s) => s !== step);
 }
 
@@ -305,6 +308,7 @@ function endOpenSteps() {
   for (const step of session.steps) {
     step.node.classList.remove("running");
     step.node.classList.add("cut");
+    append(element("div", "step-foot", "cut off by the disconnect"), step.node);
   }
   session.steps = [];
 }
@@ -317,7 +321,7 @@ function sendMessage(text) {
   const body = element("div", "step-body");
   node.append(entry("user", text), body);
   append(node);
-  session.steps.push({ node, body, started: false, ended: false });
+  session.steps.push({ node, body, started: false, ended: false, sentAt: performance.now() });
 }
 
 function recentAgents() {
