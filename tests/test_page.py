@@ -159,6 +159,25 @@ def test_the_page_stays_on_the_websocket_port_when_probes_have_their_own(
     assert get(hub.metrics_port, "/")[0] == 404  # its WebSocket could not connect there
 
 
+def test_serve_names_the_page_and_serves_it() -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "agentcast", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        try:
+            banner = process.stdout.readline()
+            assert f"the live page on http://127.0.0.1:{port}/ " in banner, banner
+            status, headers, _ = get(port, "/?agent=demo")
+            assert (status, headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
+
+
 def test_the_page_files_ship_in_a_built_package(tmp_path: Path) -> None:
     """``build_py`` copies what a wheel (``pip install .``) gets of the Python side."""
     subprocess.run(

@@ -318,8 +318,12 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    scheme = "ws" if tls is None else "wss"
-    print(f"agentcast serving {scheme}://{args.host}:{server.port}/ (Ctrl-C to stop)", flush=True)
+    address = f"{args.host}:{server.port}/"
+    ws, page = ("ws", "http") if tls is None else ("wss", "https")
+    print(
+        f"agentcast serving {ws}://{address}, the live page on {page}://{address} (Ctrl-C to stop)",
+        flush=True,
+    )
     signal.sigwait(STOP_SIGNALS)
     log.info("stopping: %s", server.hub.stats())
     server.stop()
