@@ -467,6 +467,43 @@ def test_a_restarted_server_with_a_backplane_resumes_with_nothing_missing_or_dou
 
 
 @pytest.mark.browser
+def test_skipped_messages_are_fetched_again_and_shown_in_order_once(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """A plain Broadcaster whose frames to the page the test writes: the page fell behind
+    (``skipped`` 3-4), 5 came live before the replay it asked for, which overlaps."""
+    clients: list[int] = []
+    requests: list[dict[str, Any]] = []
+    hub = hub_factory(
+        on_connect=clients.append, on_message=lambda _, data: requests.append(orjson.loads(data))
+    )
+
+    def asked(since: int) -> None:
+        wanted = {"type": "subscribe", "agent_id": "a", "since": since}
+        wait(chromium, lambda _: wanted in requests, f"a subscribe since {since}")
+
+    def send(*seqs: int) -> None:
+        for seq in seqs:
+            frame = protocol.agent_response("assistant_message", f"message {seq}", "a", seq)
+            hub.send_json(client, frame)
+
+    open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=a")
+    asked(0)
+    (client,) = clients
+    send(1, 2)
+    hub.send_json(client, protocol.skipped(2, [("a", 3, 4)]))
+    send(5)
+    asked(2)
+    send(3, 4, 2, 5, 6)  # the replay after 2, then live
+    wait(chromium, lambda d: len(agent_entries(d)) == 6, "six messages")
+    assert [(seq, text) for _, seq, text in agent_entries(chromium)] == [
+        (seq, f"message {seq}") for seq in range(1, 7)
+    ]
+    assert chromium.find_element(By.ID, "last-seq").text == "6"
+    assert any("you fell behind" in n for n in notices(chromium))
+
+
+@pytest.mark.browser
 def test_token_from_the_fragment_is_used_and_a_bad_one_is_shown_as_refused(
     chromium: WebDriver,
 ) -> None:

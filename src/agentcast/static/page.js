@@ -31,6 +31,7 @@ const session = {
   agent: new URLSearchParams(location.search).get("agent") || "",
   socket: null,
   lastSeq: 0, // the last seq of the agent shown; a resume asks for what follows it
+  missing: [], // {from, to} seqs the server skipped (we fell behind), awaited from a replay
   askedSince: null, // the since of the subscribe in flight
   failures: 0,
   retryTimer: null,
@@ -163,7 +164,6 @@ async function connect() {
   };
   socket.onmessage = (event) => receive(event.data);
   socket.onclose = (event) => {
-    if (session.socket !== socket) return; // replaced on purpose
     session.socket = null;
     endOpenSteps();
     const reason = event.reason ? ` ${event.reason}` : "";
@@ -243,11 +243,36 @@ function receive(data) {
 function agentResponse(frame) {
   if (frame.agent_id !== undefined && frame.agent_id !== session.agent) return;
   const seq = typeof frame.seq === "number" ? frame.seq : null;
-  if (seq !== null) {
-    if (seq <= session.lastSeq) return; // shown already (a resume's replay overlaps)
+  const node = entry(frame.message_type, frame.message, seq);
+  if (seq === null) {
+    show(node);
+  } else if (seq > session.lastSeq) {
     setLastSeq(seq);
+    show(node);
+  } else if (takeMissing(seq)) {
+    showInOrder(node, seq); // a skipped one, replayed after later ones came live
+  } // else shown already: a replay overlapping what the page holds
+}
+
+// Whether `seq` was skipped and not shown yet; if so it is no longer awaited.
+function takeMissing(seq) {
+  const range = session.missing.find((r) => r.from <= seq && seq <= r.to);
+  if (!range) return false;
+  session.missing = session.missing
+    .flatMap((r) => (r === range ? [{ from: r.from, to: seq - 1 }, { from: seq + 1, to: r.to }] : [r]))
+    .filter((r) => r.from <= r.to);
+  return true;
+}
+
+// Before the run of entries at the end whose seqs are above `seq`.
+function showInOrder(node, seq) {
+  let before = null;
+  const shown = view.log.querySelectorAll(".entry[data-seq]");
+  for (let i = shown.length - 1; i >= 0 && Number(shown[i].dataset.seq) > seq; i -= 1) {
+    before = shown[i];
   }
-  show(entry(frame.message_type, frame.message, seq));
+  if (before) before.before(node);
+  else show(node);
 }
 
 function serverError(frame) {
@@ -255,12 +280,22 @@ function serverError(frame) {
     historyGap(frame);
   } else if (frame.code === "skipped") {
     show(notice("warning", frame.message));
-    subscribe(); // fetch what was skipped and is still kept
+    fetchSkipped(frame.ranges || []);
   } else if (frame.code === "forbidden") {
     show(notice("error", `forbidden: ${frame.message}`));
   } else {
     show(notice("error", frame.code ? `${frame.code}: ${frame.message}` : frame.message));
   }
+}
+
+// Resubscribe from before the first skipped seq: the server replays those it still keeps.
+function fetchSkipped(ranges) {
+  const ours = ranges.filter((r) => r.agent_id === session.agent);
+  if (ours.length === 0) return;
+  session.missing.push(...ours.map((r) => ({ from: r.from_seq, to: r.to_seq })));
+  const since = Math.min(...ours.map((r) => r.from_seq)) - 1;
+  session.askedSince = since;
+  sendJson({ type: "subscribe", agent_id: session.agent, since });
 }
 
 function historyGap(frame) {
@@ -279,8 +314,11 @@ function historyGap(frame) {
       ),
     );
     setLastSeq(first - 1);
+    session.missing = [];
   } else {
     show(notice("warning", `gap: ${frame.message}`));
+    const first = typeof frame.first_seq === "number" ? frame.first_seq : 0;
+    session.missing = session.missing.filter((r) => r.to >= first); // those never come
   }
 }
 
@@ -353,6 +391,7 @@ function openAgent(agent) {
   }
   session.agent = agent;
   session.steps = [];
+  session.missing = [];
   setLastSeq(0);
   view.log.replaceChildren(view.empty);
   view.empty.hidden = false;
