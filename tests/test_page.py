@@ -406,6 +406,25 @@ def test_agent_in_the_query_opens_that_agent_its_history_then_only_its_messages(
 
 
 @pytest.mark.browser
+def test_another_agent_typed_into_the_picker_replaces_the_first(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=one")
+    say(chromium, "to one")
+    picker = chromium.find_element(By.ID, "agent")
+    picker.clear()
+    picker.send_keys("two", Keys.ENTER)
+    wait(chromium, lambda d: d.find_element(By.ID, "status-agent").text == "two", "agent two")
+    assert chromium.execute_script("return location.search") == "?agent=two"
+    say(chromium, "to two")
+    talk(agent_server.port, ("one", "one again"), ("two", "two again"))
+    until_reply(chromium, "two again")
+    assert entries(chromium)[0] == ("user", None, "to two")
+    assert "one" not in " ".join(text for _, _, text in agent_entries(chromium))
+    assert [seq for _, seq, _ in agent_entries(chromium)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.browser
 def test_a_restarted_server_on_the_same_port_is_reconnected_to_and_counted_anew(
     chromium: WebDriver,
 ) -> None:
