@@ -22,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 from agentcast.auth import Refused
 from agentcast.gate import Gate
 
-__all__ = ["Handler", "HttpEndpoints", "Peer", "Probes", "refusal", "serve_plain"]
+__all__ = ["Handler", "HttpEndpoints", "Peer", "Probes", "serve_plain", "token_refusal"]
 
 log = logging.getLogger("agentcast.http")
 
@@ -55,7 +55,9 @@ class HttpEndpoints:
             return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
 
 
-def refusal(gate: Gate | None, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse | None:
+def token_refusal(
+    gate: Gate | None, request: WSUpgradeRequest, peer: Peer
+) -> WSUpgradeResponse | None:
     """The answer to a request ``gate`` refuses (no token, a bad one); None if it passes.
     No gate: open."""
     if gate is None:
@@ -98,7 +100,7 @@ class Probes:
         return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}")
 
     def _metrics(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        refused = refusal(self._gate, request, peer)
+        refused = token_refusal(self._gate, request, peer)
         if refused is not None:
             return refused
         response: WSUpgradeResponse = WSUpgradeResponse.create_ok_response(

@@ -11,6 +11,7 @@ the static files stay open (they hold nothing of the server's).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from importlib.resources import files
@@ -19,7 +20,7 @@ import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
 from agentcast.gate import Gate
-from agentcast.http import Handler, Peer, refusal
+from agentcast.http import Handler, Peer, token_refusal
 
 __all__ = ["PAGE_FILES", "Page"]
 
@@ -61,12 +62,17 @@ class Page:
         }
 
     def routes(self) -> dict[bytes, Handler]:
-        routes: dict[bytes, Handler] = dict.fromkeys(self._files, self._file)
+        routes: dict[bytes, Handler] = {
+            path: functools.partial(self._file, body, content_type)
+            for path, (body, content_type) in self._files.items()
+        }
         routes[b"/status"] = self._status
         return routes
 
-    def _file(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        body, content_type = self._files[request.path.partition(b"?")[0]]
+    @staticmethod
+    def _file(
+        body: bytes, content_type: str, request: WSUpgradeRequest, peer: Peer
+    ) -> WSUpgradeResponse:
         headers = {
             "Content-Type": content_type,
             "Content-Security-Policy": content_security_policy(request.headers.get("Host", "")),
@@ -78,7 +84,7 @@ class Page:
         return response
 
     def _status(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        refused = refusal(self._gate, request, peer)
+        refused = token_refusal(self._gate, request, peer)
         if refused is not None:
             return refused
         headers = {
