@@ -17,6 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from agentcast.app import AgentServer
 
 EXCHANGES = ("hello", "what is the weather like on the moon?")
+DONE_STEPS = (By.CSS_SELECTOR, ".step.done")
 
 
 def main(output: str) -> None:
@@ -34,11 +35,11 @@ def main(output: str) -> None:
         with AgentServer(port=0) as server:
             driver.get(f"http://127.0.0.1:{server.port}/?agent=demo")
             wait = WebDriverWait(driver, 20, poll_frequency=0.05)
+            field = driver.find_element(By.ID, "message")
             for done, text in enumerate(EXCHANGES, 1):
-                field = driver.find_element(By.ID, "message")
-                wait.until(lambda d: field.is_enabled())
+                wait.until(lambda _: field.is_enabled())
                 field.send_keys(text, Keys.ENTER)
-                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".step.done")) == done)
+                wait.until(lambda d, n=done: len(d.find_elements(*DONE_STEPS)) == n)
             driver.find_element(By.ID, "message").send_keys("Tell me more")
             driver.save_screenshot(output)
     finally:
