@@ -448,6 +448,28 @@ def test_a_restarted_server_on_the_same_port_is_reconnected_to_and_counted_anew(
 
 
 @pytest.mark.browser
+def test_reconnects_back_off_exponentially_with_jitter(chromium: WebDriver) -> None:
+    """Each wait is drawn from [ceiling / 2, ceiling], the ceiling doubling from 0.5 s."""
+    with AgentServer(port=0) as server:
+        open_page(chromium, f"http://127.0.0.1:{server.port}/?agent=demo")
+        chromium.execute_script(
+            "window.waits = [];"
+            "new MutationObserver(() => window.waits.push("
+            "  Number(document.getElementById('state').dataset.retryMs)))"
+            ".observe(document.getElementById('state'),"
+            "  {attributes: true, attributeFilter: ['data-retry-ms']});"
+        )
+    waits = wait(
+        chromium,
+        lambda d: (w := d.execute_script("return window.waits")) and len(w) >= 4 and w,
+        "four reconnect attempts",
+    )[:4]
+    ceilings = [500, 1000, 2000, 4000]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits
+    assert len({round(w / c, 2) for w, c in zip(waits, ceilings, strict=True)}) > 1, waits
+
+
+@pytest.mark.browser
 def test_a_restarted_server_with_a_backplane_resumes_with_nothing_missing_or_doubled(
     chromium: WebDriver, redis_server: RedisServer
 ) -> None:

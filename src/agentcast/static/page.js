@@ -183,6 +183,7 @@ function scheduleReconnect(why) {
   const ceiling = Math.min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** session.failures);
   const delay = ceiling * (0.5 + Math.random() / 2);
   session.failures += 1;
+  view.state.dataset.retryMs = String(Math.round(delay * 1000)); // what the wait is, for tests
   const due = Date.now() + delay * 1000;
   const tick = () => {
     const left = Math.max(1, Math.ceil((due - Date.now()) / 1000));
