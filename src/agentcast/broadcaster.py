@@ -17,10 +17,11 @@ from agentcast.backplane import require_redis
 from agentcast.forever import serve_forever
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
-from agentcast.http import HttpEndpoints, serve_plain
+from agentcast.http import HttpEndpoints, Probes, serve_plain
 from agentcast.loop import LoopThread
 from agentcast.metrics import LatencyHistogram, registry_for
 from agentcast.origins import OriginPolicy
+from agentcast.page import Page
 from agentcast.router import LocalRouter, Router
 from agentcast.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -122,7 +123,8 @@ class Broadcaster:
     without ``authenticate`` the own origin counts only for an IP address or
     ``localhost`` (a DNS name could be rebound to this server: see ``agentcast.origins``).
     ``GET /healthz``, ``/readyz`` and ``/metrics`` are answered on ``port``, or on
-    ``metrics_port`` (plain HTTP, no token) when it is set.
+    ``metrics_port`` (plain HTTP, no token) when it is set; the live page (``GET /``,
+    ``agentcast.page``) always on ``port``, where its WebSocket connects.
     """
 
     def __init__(
@@ -245,12 +247,17 @@ class Broadcaster:
         self._router = await self._start_router(core)
         metrics_port = self._requested_metrics_port
         port = None
-        if self._requested_port is not None:  # HTTP there too unless it has a port of its own
-            http = HttpEndpoints(self.metrics_registry, self._readiness, self._gate)
-            port = await self._listen(core, http if metrics_port is None else None)
+        if self._requested_port is not None:  # the page, and the probes unless they have a port
+            page = Page(lambda: core.client_count, self._gate)
+            routes = page.routes()
+            if metrics_port is None:
+                routes |= Probes(self.metrics_registry, self._readiness, self._gate).routes()
+            port = await self._listen(core, HttpEndpoints(routes))
         if metrics_port is not None:  # no token asked there: the operator's own port
-            plain = HttpEndpoints(self.metrics_registry, self._readiness, None)
-            self._metrics_server = await serve_plain(plain, self.host, metrics_port)
+            probes = Probes(self.metrics_registry, self._readiness, None)
+            self._metrics_server = await serve_plain(
+                HttpEndpoints(probes.routes()), self.host, metrics_port
+            )
         return port
 
     async def _listen(self, core: FanoutCore, http: HttpEndpoints | None) -> int:

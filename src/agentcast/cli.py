@@ -401,10 +401,7 @@ def _url(scheme: str, host: str, port: int) -> str:
 def _listening(server: AgentServer, args: argparse.Namespace, secure: bool) -> str:
     """The one line saying where to connect, and where the page is."""
     ws_url = _url("wss" if secure else "ws", args.host, server.port)
-    if args.metrics_port is not None:  # HTTP has a plain port of its own then
-        page = _url("http", args.host, server.hub.metrics_port)
-    else:
-        page = _url("https" if secure else "http", args.host, server.port)
+    page = _url("https" if secure else "http", args.host, server.port)  # even with --metrics-port
     return f"agentcast: serving {ws_url} (page: {page}); Ctrl-C to stop"
 
 

@@ -1,5 +1,6 @@
-"""Plain HTTP GETs: ``/healthz``, ``/readyz``, ``/metrics``, on the WebSocket port or one
-of their own (``serve_plain``).
+"""Plain HTTP GETs: ``/healthz``, ``/readyz``, ``/metrics`` on the WebSocket port or one
+of their own (``serve_plain``), and the live page's (``agentcast.page``) on the WebSocket
+port.
 
 picows hands every request to the listener factory, upgrade or not, and answers an
 exception there with a 500 whose body is the exception's text: every fault here becomes
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
 from multidict import CIMultiDict
@@ -21,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 from agentcast.auth import Refused
 from agentcast.gate import Gate
 
-__all__ = ["HttpEndpoints", "serve_plain"]
+__all__ = ["Handler", "HttpEndpoints", "Peer", "Probes", "serve_plain", "token_refusal"]
 
 log = logging.getLogger("agentcast.http")
 
@@ -31,7 +32,44 @@ HEAD_TIMEOUT = 5.0  # seconds a plain-port client has to send them
 Peer = tuple[str, int] | None
 
 
+Handler = Callable[[WSUpgradeRequest, Peer], WSUpgradeResponse]
+
+
 class HttpEndpoints:
+    """The plain GETs one port answers: a fixed path (query ignored) to its handler."""
+
+    def __init__(self, routes: Mapping[bytes, Handler]) -> None:
+        self._routes = dict(routes)
+
+    def answer(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse | None:
+        """The response to a non-upgrade GET of one of our paths; None for anything else."""
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None
+        route = self._routes.get(request.path.partition(b"?")[0])
+        if route is None:
+            return None
+        try:
+            return route(request, peer)
+        except Exception:
+            log.exception("GET %s failed", request.path[:64].decode("latin-1"))
+            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+
+def token_refusal(
+    gate: Gate | None, request: WSUpgradeRequest, peer: Peer
+) -> WSUpgradeResponse | None:
+    """The answer to a request ``gate`` refuses (no token, a bad one); None if it passes.
+    No gate: open."""
+    if gate is None:
+        return None
+    try:
+        gate.identify(request, peer)
+    except Refused as refused:
+        return Gate.refusal(refused)
+    return None
+
+
+class Probes:
     """The probes and the metrics of one server.
 
     ``unready`` returns why the server cannot serve yet (e.g. Redis unreachable), or None.
@@ -48,24 +86,9 @@ class HttpEndpoints:
         self.registry = registry
         self._unready = unready
         self._gate = gate
-        self._routes: dict[bytes, Callable[[WSUpgradeRequest, Peer], WSUpgradeResponse]] = {
-            b"/healthz": self._healthz,
-            b"/readyz": self._readyz,
-            b"/metrics": self._metrics,
-        }
 
-    def answer(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse | None:
-        """The response to a non-upgrade GET of one of our paths; None for anything else."""
-        if "websocket" in request.headers.get("Upgrade", "").lower():
-            return None
-        route = self._routes.get(request.path.partition(b"?")[0])
-        if route is None:
-            return None
-        try:
-            return route(request, peer)
-        except Exception:
-            log.exception("GET %s failed", request.path[:64].decode("latin-1"))
-            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+    def routes(self) -> dict[bytes, Handler]:
+        return {b"/healthz": self._healthz, b"/readyz": self._readyz, b"/metrics": self._metrics}
 
     def _healthz(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
         return _text(HTTPStatus.OK, "ok")
@@ -77,11 +100,9 @@ class HttpEndpoints:
         return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}")
 
     def _metrics(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        if self._gate is not None:
-            try:
-                self._gate.identify(request, peer)
-            except Refused as refused:
-                return Gate.refusal(refused)
+        refused = token_refusal(self._gate, request, peer)
+        if refused is not None:
+            return refused
         response: WSUpgradeResponse = WSUpgradeResponse.create_ok_response(
             generate_latest(self.registry), {"Content-Type": CONTENT_TYPE_LATEST}
         )
