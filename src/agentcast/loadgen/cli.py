@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agentcast.loadgen.harness import CpuPlan, plan_cpus, raise_fd_limit
 from agentcast.loadgen.peers import NAMES, parse_spec
+from agentcast.loadgen.receivers import RECEIVERS
 from agentcast.loadgen.workloads import WORKLOADS, Settings, Workload
 
 FD_MARGIN = 128  # descriptors a process needs besides its clients' sockets
@@ -99,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=_positive_int, default=3, help="report the median")
     parser.add_argument(
         "--receivers", type=_positive_int, default=None, help="receiver processes (cores - 1)"
+    )
+    parser.add_argument(
+        "--receiver",
+        choices=RECEIVERS,
+        default=RECEIVERS[0],
+        help="compiled: epoll and frames walked in C, latency from every delivery; python: the"
+        " reference, latency from every 10th connection (TLS is always read by python)",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH")
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="PNG")
@@ -185,6 +193,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         rate=args.rate,
         duration=args.duration,
         rounds=args.rounds,
+        receiver=args.receiver,
     )
     plan = plan_cpus(args.receivers)
     for line in _placement(plan, max(args.clients)):
