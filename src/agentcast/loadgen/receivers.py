@@ -311,6 +311,7 @@ class _Selecting(_Counting):
     def add(self, sock: socket.socket, early: bytes) -> None:
         counter = StampCounter(array("d")) if self.stamped else FrameCounter()
         counter.feed(early, len(early))
+        self.received += len(early)
         self.counters.append(counter)
         self.selector.register(sock, selectors.EVENT_READ, counter)
 
@@ -595,6 +596,11 @@ class ReceiverFleet:
             size += child_bytes
             per_cpu[child.cpu_key] = per_cpu.get(child.cpu_key, 0.0) + cpu
         return Snapshot(frames, size, tuple(per_cpu.values()), time.monotonic())
+
+    @property
+    def pids(self) -> list[int]:
+        """The receiver processes' ids (to read their CPU time from /proc)."""
+        return [child.process.pid for child in self._children if child.process.pid is not None]
 
     def stop(self) -> None:
         """Close every connection and end the children (killed if they do not exit in time)."""
