@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from multiprocessing import resource_tracker
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +30,7 @@ from reference import frame
 # Every header length: 7-bit (< 126), 16-bit (126 .. 65535) and 64-bit (> 65535), and a
 # frame larger than a receiver's read buffer (256 KiB), which no read can hold whole.
 SIZES = [2, 125, 126, 200, 4000, 65535, 65536, 70000, 300_000]
+TIMEOUT = 60
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -144,3 +148,21 @@ def test_latency_is_timed_on_every_delivery_by_the_compiled_receivers(receiver: 
     assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["p999_ms"] <= result["max_ms"]
     assert 0 <= result["worst_client_p99_ms"] <= result["max_ms"] * 1.07
     json.dumps(result)  # the round goes into --json as it is
+
+
+def test_the_receiver_flag_is_recorded_and_checked(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    command = [sys.executable, "-m", "agentcast", "bench", "--clients", "3", "--rounds", "1"]
+    ran = subprocess.run(
+        [*command, "--servers", "agentcast", "--messages", "50", "--receiver", "python",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    document = json.loads(out.read_text())
+    assert document["settings"]["receiver"] == "python"
+    assert document["results"][0]["summary"]["lost"] == 0
+    refused = subprocess.run(
+        [*command, "--receiver", "rust"], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert refused.returncode == 2 and "--receiver: invalid choice: 'rust'" in refused.stderr

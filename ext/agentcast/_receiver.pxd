@@ -48,7 +48,7 @@ cdef class Receiver:
                    double now) noexcept nogil
     cdef int _run(self, double deadline) noexcept nogil
     cdef int _read(self, Stream* stream) noexcept nogil
-    cdef void _complete(self, Stream* stream) noexcept nogil
+    cdef inline void _complete(self, Stream* stream) noexcept nogil
     cdef int _stamp(self, Stream* stream, double latency) noexcept nogil
 
 
