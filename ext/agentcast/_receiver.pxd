@@ -16,8 +16,7 @@ cpdef enum Layout:         # of the latency histograms (whole microseconds)
 
 
 cdef struct Stream:
-    int fd                 # -1: fed by the caller (TLS), not on the epoll
-    bint open
+    int fd                 # -1: fed by the caller, not on the epoll
     bint done              # has had the awaited frames in full
     unsigned char head[MAX_HEADER]
     int head_have          # header bytes of the next frame already in

@@ -220,7 +220,8 @@ cdef class Receiver:
 
     def add(self, int fd=-1):
         """A new connection: a non-blocking socket the caller keeps open until the receiver
-        is gone, or -1 for one whose bytes the caller hands to ``feed``. Returns its index."""
+        is gone, or -1 for one whose bytes the caller hands to ``feed`` (a decrypting
+        caller's, or a test's). Returns its index."""
         cdef epoll_event event
         cdef Stream* streams
         cdef Stream* stream
@@ -235,7 +236,6 @@ cdef class Receiver:
         stream = &self._streams[self._count]
         memset(stream, 0, sizeof(Stream))
         stream.fd = fd
-        stream.open = True
         if fd >= 0:
             event.events = EPOLLIN
             event.data.u64 = <uint64_t>self._count
@@ -248,7 +248,8 @@ cdef class Receiver:
 
     def feed(self, Py_ssize_t index, const unsigned char[::1] data not None, double now):
         """Account for ``data``, the next bytes of connection ``index``, received at ``now``
-        (``time.monotonic()``): its bytes that came with the upgrade, or what TLS decrypted."""
+        (``time.monotonic()``): the bytes that came with its upgrade reply, or all of them
+        for a connection added without a socket."""
         if not 0 <= index < self._count:
             raise IndexError(f"no connection {index}")
         if data.shape[0]:
@@ -334,7 +335,6 @@ cdef class Receiver:
             return 0
         # closed by the server or failed: it stays waiting, the run is incomplete
         epoll_ctl(self._epoll, EPOLL_CTL_DEL, stream.fd, &unused)
-        stream.open = False
         return 0
 
     cdef int _feed(self, Stream* stream, const unsigned char* data, Py_ssize_t size,
@@ -401,13 +401,12 @@ cdef class Receiver:
     cdef int _stamp(self, Stream* stream, double latency) noexcept nogil:
         """Count ``latency`` (seconds) in the run's histogram and the connection's."""
         cdef long long micros = <long long>(latency * 1e6 + 0.5) if latency > 0 else 0
+        self._latencies[bucket_index(micros, RUN_BITS)] += 1
         if stream.latencies == NULL:
             stream.latencies = <uint32_t*>calloc(bucket_count(CLIENT_BITS), sizeof(uint32_t))
             if stream.latencies == NULL:
-                return -1  # the run's histogram still counts it
-        if stream.latencies != NULL:
-            stream.latencies[bucket_index(micros, CLIENT_BITS)] += 1
-        self._latencies[bucket_index(micros, RUN_BITS)] += 1
+                return -1  # out of memory: only the run's histogram has it
+        stream.latencies[bucket_index(micros, CLIENT_BITS)] += 1
         return 0
 
     def take_latencies(self):
