@@ -31,7 +31,8 @@ cdef struct Stream:
 cdef class Receiver:
     cdef int _epoll
     cdef int _control
-    cdef bint _nap
+    cdef double _max_nap
+    cdef double _nap_share
     cdef Stream* _streams
     cdef Py_ssize_t _count
     cdef Py_ssize_t _capacity

@@ -67,8 +67,6 @@ cpdef enum Ran:        # why ``Receiver.run`` returned
 
 
 cdef uint64_t CONTROL_KEY = <uint64_t>-1
-cdef double NAP_SHARE = 0.005      # a nap is at most this share of the burst so far ...
-cdef double MAX_NAP = 0.01         # ... and at most this long (seconds)
 
 
 cpdef Py_ssize_t bucket_count(int bits) noexcept nogil:
@@ -184,13 +182,13 @@ cdef bint read_stamp(const unsigned char* payload, Py_ssize_t size, double* sent
 cdef class Receiver:
     """One receiver process's connections; ``run`` reads them until there is something to say.
 
-    ``control_fd`` (the pipe to the parent, -1 for none) ends ``run`` when readable. With
-    ``nap``, when a wake-up brings only small reads (a server writing each frame on its own),
-    ``run`` sleeps briefly so that frames pile up: at most 0.5 % of the burst so far and 10 ms,
-    which bounds what it adds to a burst's time. A receiver whose latencies matter must not nap.
+    ``control_fd`` (the pipe to the parent, -1 for none) ends ``run`` when readable. When a
+    wake-up brings only small reads (a server writing frame by frame), ``run`` sleeps so that
+    frames pile up, for ``nap_share`` of the time since the burst's first bytes and at most
+    ``max_nap`` seconds (0: never), which bounds what it adds to a burst's time or to a latency.
     """
 
-    def __cinit__(self, int control_fd=-1, bint nap=False):
+    def __cinit__(self, int control_fd=-1, double max_nap=0.0, double nap_share=0.0):
         cdef epoll_event event
         self._epoll = epoll_create1(EPOLL_CLOEXEC)
         if self._epoll < 0:
@@ -200,7 +198,8 @@ cdef class Receiver:
         if self._buffer == NULL or self._latencies == NULL:
             raise MemoryError()
         self._control = control_fd
-        self._nap = nap
+        self._max_nap = max_nap
+        self._nap_share = nap_share
         self._target = -1
         if control_fd >= 0:
             event.events = EPOLLIN
@@ -311,9 +310,9 @@ cdef class Receiver:
                     read_bytes += size
             if control:
                 return RUN_CONTROL
-            if (self._nap and reads and read_bytes < reads * TRICKLE_BYTES
+            if (self._max_nap > 0 and reads and read_bytes < reads * TRICKLE_BYTES
                     and self._first_bytes_at > 0 and (self._target < 0 or self._waiting)):
-                pause = min(MAX_NAP, NAP_SHARE * (monotonic() - self._first_bytes_at))
+                pause = min(self._max_nap, self._nap_share * (monotonic() - self._first_bytes_at))
                 nap.tv_sec = 0
                 nap.tv_nsec = <long>(pause * 1e9)
                 nanosleep(&nap, NULL)

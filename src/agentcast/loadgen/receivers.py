@@ -135,7 +135,7 @@ class _Share:
     path: str
     stamped: bool  # its connections measure latency
     cpu: int | None
-    nap: bool
+    nap: float  # at most this long (seconds; 0: never)
     ca_pem: str | None  # the server's CA: connect over TLS
     compiled: bool  # the compiled receiver (never with TLS)
 
@@ -245,9 +245,9 @@ class _Counting:
 class _Compiled(_Counting):
     """The compiled receiver's loop: Python only between its runs (see ``_receiver``)."""
 
-    def __init__(self, control: Connection, nap: bool) -> None:
+    def __init__(self, control: Connection, nap: float) -> None:
         super().__init__(control)
-        self.receiver = Receiver(control.fileno(), nap)
+        self.receiver = Receiver(control.fileno(), nap, NAP_SHARE)
 
     def add(self, sock: socket.socket, early: bytes) -> None:
         self.receiver.feed(self.receiver.add(sock.fileno()), early, time.monotonic())
@@ -294,7 +294,7 @@ class _Selecting(_Counting):
     in the order they became readable.
     """
 
-    def __init__(self, control: Connection, nap: bool, stamped: bool, tls: bool) -> None:
+    def __init__(self, control: Connection, nap: float, stamped: bool, tls: bool) -> None:
         super().__init__(control)
         self.stamped = stamped
         self.counters: list[FrameCounter] = []
@@ -335,7 +335,7 @@ class _Selecting(_Counting):
                 and read_bytes < reads * TRICKLE_BYTES
                 and self.first_bytes_at is not None
             ):
-                time.sleep(min(MAX_NAP, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
+                time.sleep(min(self.nap, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
 
     def _frames(self) -> int:
         return sum(c.frames for c in self.counters)
@@ -467,13 +467,13 @@ class ReceiverFleet:
 
     The parent tells the children in turn how many connections to open, so
     the order in which the server sees them (and usually writes them) is the
-    fleet's plan: blocks of consecutive clients per child. ``sample_every`` > 0
-    asks for latencies (see ``latencies``): the compiled receivers then take
-    them from every delivery of every connection, and none of them naps; the
-    Python ones from every n-th connection and the last, held by one more
-    child, which never naps, and opened in their place in the order. ``nap``
-    lets the other children batch trickling reads. ``ca_pem`` (the server's
-    CA) makes every connection TLS, read by the Python receivers.
+    fleet's plan: blocks of consecutive clients per child. ``nap`` lets the
+    children batch trickling reads. ``sample_every`` > 0 asks for latencies
+    (see ``latencies``): the compiled receivers then take them from every
+    delivery of every connection, and none of them naps; the Python ones from
+    every n-th connection and the last, held by one more child, which never
+    naps, and opened in their place in the order. ``ca_pem`` (the server's CA)
+    makes every connection TLS, read by the Python receivers.
     """
 
     def __init__(
@@ -508,9 +508,10 @@ class ReceiverFleet:
         sampled = sampled_connections(self.clients, 0 if self.compiled else self.sample_every)
         unsampled = self.clients - sum(sampled)
         bulk = min(self.processes, unsampled)  # every child holds at least one connection
-        shares = [self._share(every, self._cpu(i), self.nap and not every) for i in range(bulk)]
+        nap = MAX_NAP if self.nap and not every else 0.0
+        shares = [self._share(every, self._cpu(i), nap) for i in range(bulk)]
         if any(sampled):
-            shares.append(self._share(True, self._cpu(bulk), False))
+            shares.append(self._share(True, self._cpu(bulk), 0.0))
         per_child, extra = divmod(unsampled, max(bulk, 1))
         quotas = [per_child + (i < extra) for i in range(bulk)]
         runs: list[tuple[int, int]] = []
@@ -529,7 +530,7 @@ class ReceiverFleet:
                 runs.append((owner, 1))
         return shares, runs
 
-    def _share(self, stamped: bool, cpu: int | None, nap: bool) -> _Share:
+    def _share(self, stamped: bool, cpu: int | None, nap: float) -> _Share:
         return _Share(
             self.host, self.port, self.path, stamped, cpu, nap, self.ca_pem, self.compiled
         )
