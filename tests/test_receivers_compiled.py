@@ -134,6 +134,25 @@ def test_both_receivers_count_the_same_frames_and_bytes_from_a_real_server(
 
 
 @pytest.mark.parametrize("receiver", ["compiled", "python"])
+def test_frames_that_never_come_end_the_wait_at_its_deadline_as_incomplete(
+    hub_factory: Callable[..., Broadcaster], receiver: str
+) -> None:
+    hub = hub_factory(ping_interval=0)
+    fleet = ReceiverFleet(hub.port, 4, cpus=(None,), receiver=receiver).start()
+    try:
+        for message in mixed_burst()[:5]:
+            hub.publish_json(message)
+        assert fleet.wait_for(5, timeout=60).complete
+        delivery = fleet.wait_for(6, timeout=0.2)  # one more than was published
+        assert not delivery.complete and delivery.frames == 0
+        hub.publish_json(b"{}")
+        again = fleet.wait_for(6, timeout=60)
+        assert again.complete and again.frames == 4
+    finally:
+        fleet.stop()
+
+
+@pytest.mark.parametrize("receiver", ["compiled", "python"])
 def test_latency_is_timed_on_every_delivery_by_the_compiled_receivers(receiver: str) -> None:
     clients, settings = 23, Settings(size=300, rate=200, duration=0.5, rounds=1, receiver=receiver)
     count = round(settings.rate * settings.duration)
