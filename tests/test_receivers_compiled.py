@@ -88,6 +88,19 @@ def test_the_compiled_walker_counts_and_stamps_frames_cut_anywhere(cut: int) -> 
     assert Histogram(counts=receiver.take_latencies()[0]).total == 0  # taken: starts again
 
 
+def test_the_worst_client_is_the_connection_with_the_highest_p99() -> None:
+    receiver = Receiver()
+    fast, slow = receiver.add(), receiver.add()
+    for seq in range(200):  # the slow one: 3 of its frames 0.5 s late (1.5 %), the rest 1 ms
+        receiver.feed(fast, frame(payload(200, 1000.0 - 0.002)), 1000.0)
+        late = 0.5 if seq % 100 == 0 or seq == 1 else 0.001
+        receiver.feed(slow, frame(payload(200, 1000.0 - late)), 1000.0)
+    counts, worst_p99 = receiver.take_latencies()
+    run = Histogram(counts=counts)
+    assert run.total == 400 and run.percentile(0.99) <= 2_000 * 1.01  # the run's p99: 2 ms
+    assert 500_000 <= worst_p99 <= 500_000 * 1.0625  # the slow client's p99: 0.5 s
+
+
 def test_histograms_merge_exactly_and_read_percentiles_within_one_percent() -> None:
     rng = random.Random(3)
     values = [int(rng.lognormvariate(7, 2)) for _ in range(20_000)]
