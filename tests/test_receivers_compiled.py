@@ -165,11 +165,16 @@ def test_frames_that_never_come_end_the_wait_at_its_deadline_as_incomplete(
         fleet.stop()
 
 
-@pytest.mark.parametrize("receiver", ["compiled", "python"])
-def test_latency_is_timed_on_every_delivery_by_the_compiled_receivers(receiver: str) -> None:
+@pytest.mark.parametrize(
+    ("server", "receiver"),
+    [("agentcast", "compiled"), ("agentcast", "python"), ("agentcast:tls", "compiled")],
+)
+def test_latency_is_timed_on_every_delivery_by_the_compiled_receivers(
+    server: str, receiver: str
+) -> None:
     clients, settings = 23, Settings(size=300, rate=200, duration=0.5, rounds=1, receiver=receiver)
     count = round(settings.rate * settings.duration)
-    (result,) = latency("agentcast", clients, settings, plan_cpus(), lambda: None)
+    (result,) = latency(server, clients, settings, plan_cpus(), lambda: None)
     timed = (
         clients
         if receiver == "compiled"

@@ -105,8 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--receiver",
         choices=RECEIVERS,
         default=RECEIVERS[0],
-        help="compiled: epoll and frames walked in C, latency from every delivery; python: the"
-        " reference, latency from every 10th connection (TLS is always read by python)",
+        help="compiled: epoll and frames walked in C, latency from every delivery (TLS read"
+        " by Python, walked in C); python: the reference, latency from every 10th connection",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH")
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH", help="PNG")

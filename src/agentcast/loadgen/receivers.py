@@ -21,8 +21,10 @@ A benchmark must time the server, not its clients, so the receivers:
 
 A server spec with TLS (``agentcast:tls``) hands over the PEM of its throwaway CA; the
 receivers then upgrade over TLS trusting only that CA, and decrypt every record
-already in before counting (``_Selecting._receive_tls``). TLS always uses the Python
-receivers: the compiled one reads raw sockets and has no TLS of its own.
+already in before counting (``_Selecting._receive_tls``). TLS is read by a Python
+loop with either kind: with the compiled receivers, Python decrypts what a wake-up
+brings and the C walker counts it (``_CompiledOverTLS``), so TLS costs a Python call
+per read, but still none per frame.
 
 Servers run with pings off, so every frame counted is a data frame. Times are
 ``time.monotonic()``, which is CLOCK_MONOTONIC on Linux: the same clock in
@@ -137,7 +139,7 @@ class _Share:
     cpu: int | None
     nap: float  # at most this long (seconds; 0: never)
     ca_pem: str | None  # the server's CA: connect over TLS
-    compiled: bool  # the compiled receiver (never with TLS)
+    compiled: bool  # the compiled receiver walks the frames
 
 
 def _serve(share: _Share, control: Connection) -> None:
@@ -145,11 +147,13 @@ def _serve(share: _Share, control: Connection) -> None:
     pin_to_cpu(share.cpu)
     raise_fd_limit()
     tls = None if share.ca_pem is None else ssl.create_default_context(cadata=share.ca_pem)
-    counting: _Counting = (
-        _Compiled(control, share.nap)
-        if share.compiled
-        else _Selecting(control, share.nap, share.stamped, tls is not None)
-    )
+    counting: _Counting
+    if not share.compiled:
+        counting = _Python(control, share.nap, share.stamped, tls is not None)
+    elif tls is not None:
+        counting = _CompiledOverTLS(control, share.nap)
+    else:
+        counting = _Compiled(control, share.nap)
     sockets: list[socket.socket] = []
     control.send(("spawned",))
     try:
@@ -242,24 +246,10 @@ class _Counting:
         self._await(None)
 
 
-class _Compiled(_Counting):
-    """The compiled receiver's loop: Python only between its runs (see ``_receiver``)."""
+class _CompiledCounts:
+    """What the compiled receiver counted, for the loops that use it (a mixin)."""
 
-    def __init__(self, control: Connection, nap: float) -> None:
-        super().__init__(control)
-        self.receiver = Receiver(control.fileno(), nap, NAP_SHARE)
-
-    def add(self, sock: socket.socket, early: bytes) -> None:
-        self.receiver.feed(self.receiver.add(sock.fileno()), early, time.monotonic())
-
-    def run(self) -> None:
-        while True:
-            ran = self.receiver.run(self.deadline)
-            if ran == Ran.RUN_CONTROL:
-                if not self._command():
-                    return
-            elif ran != Ran.RUN_INTERRUPTED and self.target is not None:
-                self._report()
+    receiver: Receiver
 
     def _frames(self) -> int:
         return self.receiver.frames
@@ -281,39 +271,60 @@ class _Compiled(_Counting):
         return counts, float(worst) if worst >= 0 else math.nan
 
 
+class _Compiled(_CompiledCounts, _Counting):
+    """The compiled receiver's own epoll loop: Python only between its runs (see
+    ``_receiver``)."""
+
+    def __init__(self, control: Connection, nap: float) -> None:
+        super().__init__(control)
+        self.receiver = Receiver(control.fileno(), nap, NAP_SHARE)
+
+    def add(self, sock: socket.socket, early: bytes) -> None:
+        self.receiver.feed(self.receiver.add(sock.fileno()), early, time.monotonic())
+
+    def run(self) -> None:
+        while True:
+            ran = self.receiver.run(self.deadline)
+            if ran == Ran.RUN_CONTROL:
+                if not self._command():
+                    return
+            elif ran != Ran.RUN_INTERRUPTED and self.target is not None:
+                self._report()
+
+
 class _Selecting(_Counting):
-    """The Python receiver's loop: drain every socket through a selector.
+    """A loop in Python that drains every socket through a selector, for the Python
+    receivers and for TLS (which only Python's ``ssl`` decrypts here).
 
     Trickling traffic (a server that writes each frame to each client
     separately) would cost one wake-up and one ``recv`` per frame, as much CPU
     as the server spends sending it; so with ``nap`` set, when a poll brings
     only small reads, the loop naps to let frames pile up. The nap is at most
     ``NAP_SHARE`` of the time since the burst's first bytes, which bounds what
-    it can add to a burst's measured time. The child holding the sampled
-    connections never naps (a nap would be measured as latency) and reads them
-    in the order they became readable.
+    it can add to a burst's measured time. Where latency is measured the loop
+    never naps and reads connections in the order they became readable.
     """
 
-    def __init__(self, control: Connection, nap: float, stamped: bool, tls: bool) -> None:
+    def __init__(self, control: Connection, nap: float, tls: bool) -> None:
         super().__init__(control)
-        self.stamped = stamped
-        self.counters: list[FrameCounter] = []
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ)
         self.buffer = bytearray(RECV_BYTES)
         self.view = memoryview(self.buffer)
         self._receive = self._receive_tls if tls else self._receive_plain
-        self.received = 0
         self.nap = nap
-        self.waiting: set[FrameCounter] = set()
         self.first_bytes_at: float | None = None  # of the current burst
 
+    def _track(self, early: bytes) -> object:
+        """Start counting a connection from its early bytes; returns what ``_walk`` gets."""
+        raise NotImplementedError
+
+    def _walk(self, key: object, size: int) -> None:
+        """Count the ``size`` bytes just read into the buffer for the connection ``key``."""
+        raise NotImplementedError
+
     def add(self, sock: socket.socket, early: bytes) -> None:
-        counter = StampCounter(array("d")) if self.stamped else FrameCounter()
-        counter.feed(early, len(early))
-        self.received += len(early)
-        self.counters.append(counter)
-        self.selector.register(sock, selectors.EVENT_READ, counter)
+        self.selector.register(sock, selectors.EVENT_READ, self._track(early))
 
     def run(self) -> None:
         while True:
@@ -327,7 +338,7 @@ class _Selecting(_Counting):
                 size = self._read(key.fileobj, key.data)  # type: ignore[arg-type]
                 reads += 1
                 read_bytes += size
-            if self.target is not None and (not self.waiting or time.monotonic() >= self.deadline):
+            if self.target is not None and (self._complete() or time.monotonic() >= self.deadline):
                 self._report()
             elif (
                 self.nap
@@ -337,6 +348,86 @@ class _Selecting(_Counting):
             ):
                 time.sleep(min(self.nap, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
 
+    def _report(self) -> None:
+        super()._report()
+        self.first_bytes_at = None
+
+    def _read(self, sock: socket.socket, key: object) -> int:
+        try:
+            size = self._receive(sock)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return 0
+        except (ConnectionError, ssl.SSLError):
+            size = 0
+        if not size:  # closed by the server: it stays waiting, the run is incomplete
+            self.selector.unregister(sock)
+            return 0
+        if self.first_bytes_at is None:
+            self.first_bytes_at = time.monotonic()
+        self._walk(key, size)
+        return size
+
+    def _receive_plain(self, sock: socket.socket) -> int:
+        return sock.recv_into(self.buffer)
+
+    def _receive_tls(self, sock: socket.socket) -> int:
+        """Every record already in, decrypted into one buffer: a TLS read returns one record
+        (16 KiB at most), and counting each on its own would cost the receivers more than
+        the plain reads they are compared with."""
+        size = sock.recv_into(self.buffer)
+        while size and size <= RECV_BYTES - TLS_RECORD:
+            try:
+                more = sock.recv_into(self.view[size:])
+            except ssl.SSLWantReadError:
+                break
+            if not more:
+                break
+            size += more
+        return size
+
+
+class _CompiledOverTLS(_CompiledCounts, _Selecting):
+    """TLS for the compiled receiver: Python decrypts each ready connection's records (one
+    Python read per wake-up), the compiled receiver walks and stamps what it decrypted."""
+
+    def __init__(self, control: Connection, nap: float) -> None:
+        super().__init__(control, nap, tls=True)
+        self.receiver = Receiver()
+
+    def _track(self, early: bytes) -> object:
+        index = self.receiver.add()
+        self.receiver.feed(index, early, time.monotonic())
+        return index
+
+    def _walk(self, key: object, size: int) -> None:
+        self.receiver.feed(key, self.view[:size], time.monotonic())  # type: ignore[arg-type]
+
+
+class _Python(_Selecting):
+    """The reference: frame headers walked in Python (``frames.FrameCounter``), and on the
+    sampled connections every payload's send time read (``frames.StampCounter``)."""
+
+    def __init__(self, control: Connection, nap: float, stamped: bool, tls: bool) -> None:
+        super().__init__(control, nap, tls)
+        self.stamped = stamped
+        self.counters: list[FrameCounter] = []
+        self.received = 0
+        self.waiting: set[FrameCounter] = set()
+
+    def _track(self, early: bytes) -> object:
+        counter = StampCounter(array("d")) if self.stamped else FrameCounter()
+        counter.feed(early, len(early))
+        self.received += len(early)
+        self.counters.append(counter)
+        return counter
+
+    def _walk(self, key: object, size: int) -> None:
+        assert isinstance(key, FrameCounter)
+        self.received += size
+        key.feed(self.buffer, size)
+        if key in self.waiting and key.has(self.target):  # type: ignore[arg-type]
+            self.waiting.discard(key)
+
     def _frames(self) -> int:
         return sum(c.frames for c in self.counters)
 
@@ -344,11 +435,7 @@ class _Selecting(_Counting):
         return self.received
 
     def _await(self, target: int | None) -> None:
-        if target is None:
-            self.waiting = set()
-            self.first_bytes_at = None
-        else:
-            self.waiting = {c for c in self.counters if not c.has(target)}
+        self.waiting = set() if target is None else {c for c in self.counters if not c.has(target)}
 
     def _complete(self) -> bool:
         return not self.waiting
@@ -370,42 +457,6 @@ class _Selecting(_Counting):
                 p99s.append(own.percentile(0.99))
                 del counter.latencies[:]
         return run.counts.tobytes(), max(p99s, default=math.nan)
-
-    def _read(self, sock: socket.socket, counter: FrameCounter) -> int:
-        try:
-            size = self._receive(sock)
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return 0
-        except (ConnectionError, ssl.SSLError):
-            size = 0
-        if not size:  # closed by the server: it stays in `waiting`, the run is incomplete
-            self.selector.unregister(sock)
-            return 0
-        if self.first_bytes_at is None:
-            self.first_bytes_at = time.monotonic()
-        self.received += size
-        counter.feed(self.buffer, size)
-        if counter in self.waiting and counter.has(self.target):  # type: ignore[arg-type]
-            self.waiting.discard(counter)
-        return size
-
-    def _receive_plain(self, sock: socket.socket) -> int:
-        return sock.recv_into(self.buffer)
-
-    def _receive_tls(self, sock: socket.socket) -> int:
-        """Every record already in, decrypted into one buffer: a TLS read returns one record
-        (16 KiB at most), and counting each on its own would cost the receivers more than
-        the plain reads they are compared with."""
-        size = sock.recv_into(self.buffer)
-        while size and size <= RECV_BYTES - TLS_RECORD:
-            try:
-                more = sock.recv_into(self.view[size:])
-            except ssl.SSLWantReadError:
-                break
-            if not more:
-                break
-            size += more
-        return size
 
 
 def sampled_connections(clients: int, every: int) -> list[bool]:
@@ -473,7 +524,7 @@ class ReceiverFleet:
     delivery of every connection, and none of them naps; the Python ones from
     every n-th connection and the last, held by one more child, which never
     naps, and opened in their place in the order. ``ca_pem`` (the server's CA)
-    makes every connection TLS, read by the Python receivers.
+    makes every connection TLS.
     """
 
     def __init__(
@@ -493,7 +544,7 @@ class ReceiverFleet:
         if receiver not in RECEIVERS:
             raise ValueError(f"receiver must be one of {RECEIVERS}, not {receiver!r}")
         self.port, self.host, self.path = port, host, path
-        self.compiled = receiver == "compiled" and ca_pem is None
+        self.compiled = receiver == "compiled"
         self.ca_pem = ca_pem
         self.clients = clients
         self.processes = processes
