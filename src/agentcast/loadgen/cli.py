@@ -16,6 +16,7 @@ from agentcast.argtypes import POSITIVE, POSITIVE_INT, number_in
 from agentcast.extras import MissingExtra, require
 from agentcast.loadgen.harness import CpuPlan, plan_cpus, raise_fd_limit
 from agentcast.loadgen.peers import NAMES, parse_spec
+from agentcast.loadgen.receivers import RECEIVERS
 from agentcast.loadgen.workloads import WORKLOADS, Settings, Workload
 
 FD_MARGIN = 128  # descriptors a process needs besides its clients' sockets
@@ -96,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--plot", type=Path, default=None, metavar="PATH", help="draw the results as a PNG"
+    )
+    parser.add_argument(
+        "--receiver",
+        choices=RECEIVERS,
+        default=RECEIVERS[0],
+        help="compiled: epoll and frames walked in C, latency from every delivery (TLS read"
+        " by Python, walked in C); python: the reference, latency from every 10th connection",
     )
     parser.add_argument(
         "--replot",
@@ -186,6 +194,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         rate=args.rate,
         duration=args.duration,
         rounds=args.rounds,
+        receiver=args.receiver,
     )
     plan = plan_cpus(args.receivers)
     for line in _placement(plan, max(args.clients)):

@@ -32,7 +32,13 @@ def observe(
     """Frames/s and MB/s over all ``clients`` connections, one ``duration`` window per round."""
     host, port, path = parse_url(url)
     fleet = ReceiverFleet(
-        port, clients, host=host, path=path, processes=len(plan.receivers), cpus=plan.receivers
+        port,
+        clients,
+        host=host,
+        path=path,
+        processes=len(plan.receivers),
+        cpus=plan.receivers,
+        receiver=settings.receiver,
     ).start()
     rounds: list[Round] = []
     try:

@@ -154,7 +154,8 @@ def _headline(document: dict[str, Any]) -> str:
     settings, machine = document["settings"], document["machine"]
     cpu = machine.get("cpu_model", "unknown CPU")
     return (
-        f"agentcast bench: median of {settings['rounds']} rounds (bars: their range); "
+        f"agentcast bench: median of {settings['rounds']} rounds (bars: their range), "
+        f"{settings.get('receiver', 'python')} receivers; "
         f"{machine.get('cpus', '?')} cores, {cpu}, Python {machine['python']}"
     )
 

@@ -1,4 +1,4 @@
-"""Raw WebSocket receivers in child processes, as cheap per frame as Python allows.
+"""Raw WebSocket receivers in child processes, compiled, with Python's as the reference.
 
 A benchmark must time the server, not its clients, so the receivers:
 
@@ -6,19 +6,25 @@ A benchmark must time the server, not its clients, so the receivers:
   each pinned to a CPU the server does not use, with the clients split
   between them;
 - speak just enough WebSocket: a hand-written HTTP upgrade with a fixed key and
-  no extensions (so no compression is negotiated), then they only walk frame
-  headers (``frames.count_frames``), never payloads, except on the sampled
-  connections that measure latency (``frames.StampCounter``), which get a
-  process of their own so that they never wait behind the others;
-- read every connection through one selector with non-blocking sockets and,
-  for bursts, nap briefly while the server trickles frames (see ``_Counting``);
+  no extensions (so no compression is negotiated), then only count frames;
+- come in two kinds (``receiver=``): ``compiled`` (``agentcast._receiver``) holds a
+  process's connections on one epoll and walks frames and reads every send time in
+  C, so every delivery of every connection is a latency sample; ``python``, the
+  reference, reads through a selector and walks frame headers only
+  (``frames.count_frames``), except on the sampled connections that measure
+  latency (``frames.StampCounter``), which get a process of their own so that they
+  never wait behind the others;
+- for bursts, nap briefly while the server trickles frames (see ``_Selecting``);
 - report their own CPU time, added up per CPU (several children may share
   one), so a run where they were the limit shows up as a receiver CPU share
   near 100 %.
 
 A server spec with TLS (``agentcast:tls``) hands over the PEM of its throwaway CA; the
 receivers then upgrade over TLS trusting only that CA, and decrypt every record
-already in before counting (``_Counting._receive_tls``).
+already in before counting (``_Selecting._receive_tls``). TLS is read by a Python
+loop with either kind: with the compiled receivers, Python decrypts what a wake-up
+brings and the C walker counts it (``_CompiledOverTLS``), so TLS costs a Python call
+per read, but still none per frame.
 
 Servers run with pings off, so every frame counted is a data frame. Times are
 ``time.monotonic()``, which is CLOCK_MONOTONIC on Linux: the same clock in
@@ -29,6 +35,7 @@ the last-frame time reported here.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import selectors
 import socket
@@ -40,8 +47,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from agentcast._receiver import Ran, Receiver
 from agentcast.loadgen.frames import FrameCounter, StampCounter
 from agentcast.loadgen.harness import RECEIVER_CPU, pin_to_cpu, raise_fd_limit
+from agentcast.loadgen.histogram import CLIENT_BITS, Histogram, micros
 
 HOST = "127.0.0.1"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: servers only echo its digest
@@ -52,6 +61,7 @@ TRICKLE_BYTES = 4096  # reads smaller than this on average mean the server sends
 TLS_RECORD = 16 * 1024  # the largest TLS record's plaintext
 NAP_SHARE = 0.005  # a nap is at most this share of the burst so far ...
 MAX_NAP = 0.01  # ... and at most this long (seconds)
+RECEIVERS = ("compiled", "python")
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,14 @@ class Delivery:
     bytes: int  # bytes received (headers included) over all connections since the previous call
     last_frame_at: float  # time.monotonic() when the last of them arrived
     cpu_seconds: float  # receiver CPU time on the busiest receiver CPU since the previous call
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Publish-to-receive latencies since the previous ``ReceiverFleet.latencies`` call."""
+
+    histogram: Histogram  # every sample over all receiver processes, µs
+    worst_client_p99_us: float  # the highest p99 of any one connection; NaN without samples
 
 
 @dataclass(frozen=True)
@@ -119,8 +137,9 @@ class _Share:
     path: str
     stamped: bool  # its connections measure latency
     cpu: int | None
-    nap: bool
+    nap: float  # at most this long (seconds; 0: never)
     ca_pem: str | None  # the server's CA: connect over TLS
+    compiled: bool  # the compiled receiver walks the frames
 
 
 def _serve(share: _Share, control: Connection) -> None:
@@ -128,66 +147,184 @@ def _serve(share: _Share, control: Connection) -> None:
     pin_to_cpu(share.cpu)
     raise_fd_limit()
     tls = None if share.ca_pem is None else ssl.create_default_context(cadata=share.ca_pem)
-    latencies: array[float] = array("d")
-    connections: list[tuple[socket.socket, FrameCounter]] = []
+    counting: _Counting
+    if not share.compiled:
+        counting = _Python(control, share.nap, share.stamped, tls is not None)
+    elif tls is not None:
+        counting = _CompiledOverTLS(control, share.nap)
+    else:
+        counting = _Compiled(control, share.nap)
+    sockets: list[socket.socket] = []
     control.send(("spawned",))
     try:
         while (command := control.recv())[0] == "connect":
             try:
                 for _ in range(command[1]):
                     sock, early = open_websocket(share.port, share.host, share.path, tls=tls)
-                    counter = StampCounter(latencies) if share.stamped else FrameCounter()
-                    counter.feed(early, len(early))
-                    connections.append((sock, counter))
+                    sockets.append(sock)
+                    counting.add(sock, early)
             except OSError as exc:
                 control.send(("error", f"{type(exc).__name__}: {exc}"))
                 return
             control.send(("connected", time.process_time()))
         if command[0] == "count":
-            _Counting(connections, control, latencies, share.nap, tls is not None).run()
+            counting.run()
     finally:
-        for sock, _ in connections:
+        for sock in sockets:
             sock.close()
 
 
 class _Counting:
-    """A child's loop: drain every socket, answer the parent's requests.
+    """A child's loop: count what arrives, answer the parent's requests.
 
     ``("await", total, seconds)`` is answered once every connection has
-    ``total`` frames in full, or at the deadline. Trickling traffic (a server
-    that writes each frame to each client separately) would cost one wake-up
-    and one ``recv`` per frame, as much CPU as the server spends sending it; so
-    with ``nap`` set, when a poll brings only small reads, the loop naps to let
-    frames pile up. The nap is at most ``NAP_SHARE`` of the time since the
-    burst's first bytes, which bounds what it can add to a burst's measured
-    time. The child holding the sampled connections never naps (a nap would
-    be measured as latency) and reads them in the order they became readable.
+    ``total`` frames in full, or at the deadline; ``("latencies",)`` with the
+    histogram of the samples since the last such request (raw counts, which
+    the parent merges exactly) and the worst connection's p99.
     """
 
-    def __init__(
-        self,
-        connections: list[tuple[socket.socket, FrameCounter]],
-        control: Connection,
-        latencies: array[float],
-        nap: bool,
-        tls: bool = False,
-    ) -> None:
-        self.counters = [counter for _, counter in connections]
+    def __init__(self, control: Connection) -> None:
         self.control = control
-        self.latencies = latencies
+        self.target: int | None = None
+        self.deadline = math.inf
+
+    def add(self, sock: socket.socket, early: bytes) -> None:
+        """Count a new connection's frames, starting with the bytes of its upgrade reply."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def _frames(self) -> int:
+        raise NotImplementedError
+
+    def _bytes(self) -> int:
+        raise NotImplementedError
+
+    def _await(self, target: int | None) -> None:
+        """Start waiting for ``target`` frames on every connection (None: stop waiting)."""
+        raise NotImplementedError
+
+    def _complete(self) -> bool:
+        raise NotImplementedError
+
+    def _last_at(self) -> float:
+        raise NotImplementedError
+
+    def _take_latencies(self) -> tuple[bytes, float]:
+        """The run's histogram counts and the worst connection's p99 (µs, NaN: none)."""
+        raise NotImplementedError
+
+    def _command(self) -> bool:
+        """Take the parent's next request; False means stop."""
+        command = self.control.recv()
+        if command[0] == "stop":
+            return False
+        if command[0] == "latencies":
+            self.control.send(("latencies", *self._take_latencies()))
+        elif command[0] == "snapshot":
+            self.control.send(("snapshot", self._frames(), self._bytes(), time.process_time()))
+        else:
+            _, self.target, seconds = command
+            self.deadline = time.monotonic() + seconds
+            self._await(self.target)
+        return True
+
+    def _report(self) -> None:
+        self.control.send(
+            (
+                "done",
+                self._complete(),
+                self._frames(),
+                self._last_at(),
+                self._bytes(),
+                time.process_time(),
+            )
+        )
+        self.target = None
+        self.deadline = math.inf
+        self._await(None)
+
+
+class _CompiledCounts:
+    """What the compiled receiver counted, for the loops that use it (a mixin)."""
+
+    receiver: Receiver
+
+    def _frames(self) -> int:
+        return self.receiver.frames
+
+    def _bytes(self) -> int:
+        return self.receiver.bytes
+
+    def _await(self, target: int | None) -> None:
+        self.receiver.await_frames(-1 if target is None else target)
+
+    def _complete(self) -> bool:
+        return not self.receiver.waiting
+
+    def _last_at(self) -> float:
+        return self.receiver.last_at
+
+    def _take_latencies(self) -> tuple[bytes, float]:
+        counts, worst = self.receiver.take_latencies()
+        return counts, float(worst) if worst >= 0 else math.nan
+
+
+class _Compiled(_CompiledCounts, _Counting):
+    """The compiled receiver's own epoll loop: Python only between its runs (see
+    ``_receiver``)."""
+
+    def __init__(self, control: Connection, nap: float) -> None:
+        super().__init__(control)
+        self.receiver = Receiver(control.fileno(), nap, NAP_SHARE)
+
+    def add(self, sock: socket.socket, early: bytes) -> None:
+        self.receiver.feed(self.receiver.add(sock.fileno()), early, time.monotonic())
+
+    def run(self) -> None:
+        while True:
+            ran = self.receiver.run(self.deadline)
+            if ran == Ran.RUN_CONTROL:
+                if not self._command():
+                    return
+            elif ran != Ran.RUN_INTERRUPTED and self.target is not None:
+                self._report()
+
+
+class _Selecting(_Counting):
+    """A loop in Python that drains every socket through a selector, for the Python
+    receivers and for TLS (which only Python's ``ssl`` decrypts here).
+
+    Trickling traffic (a server that writes each frame to each client
+    separately) would cost one wake-up and one ``recv`` per frame, as much CPU
+    as the server spends sending it; so with ``nap`` set, when a poll brings
+    only small reads, the loop naps to let frames pile up. The nap is at most
+    ``NAP_SHARE`` of the time since the burst's first bytes, which bounds what
+    it can add to a burst's measured time. Where latency is measured the loop
+    never naps and reads connections in the order they became readable.
+    """
+
+    def __init__(self, control: Connection, nap: float, tls: bool) -> None:
+        super().__init__(control)
         self.selector = selectors.DefaultSelector()
-        for sock, counter in connections:
-            self.selector.register(sock, selectors.EVENT_READ, counter)
         self.selector.register(control, selectors.EVENT_READ)
         self.buffer = bytearray(RECV_BYTES)
         self.view = memoryview(self.buffer)
         self._receive = self._receive_tls if tls else self._receive_plain
-        self.bytes = 0
-        self.target: int | None = None
-        self.deadline = 0.0
         self.nap = nap
-        self.waiting: set[FrameCounter] = set()
         self.first_bytes_at: float | None = None  # of the current burst
+
+    def _track(self, early: bytes) -> object:
+        """Start counting a connection from its early bytes; returns what ``_walk`` gets."""
+        raise NotImplementedError
+
+    def _walk(self, key: object, size: int) -> None:
+        """Count the ``size`` bytes just read into the buffer for the connection ``key``."""
+        raise NotImplementedError
+
+    def add(self, sock: socket.socket, early: bytes) -> None:
+        self.selector.register(sock, selectors.EVENT_READ, self._track(early))
 
     def run(self) -> None:
         while True:
@@ -201,7 +338,7 @@ class _Counting:
                 size = self._read(key.fileobj, key.data)  # type: ignore[arg-type]
                 reads += 1
                 read_bytes += size
-            if self.target is not None and (not self.waiting or time.monotonic() >= self.deadline):
+            if self.target is not None and (self._complete() or time.monotonic() >= self.deadline):
                 self._report()
             elif (
                 self.nap
@@ -209,41 +346,25 @@ class _Counting:
                 and read_bytes < reads * TRICKLE_BYTES
                 and self.first_bytes_at is not None
             ):
-                time.sleep(min(MAX_NAP, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
+                time.sleep(min(self.nap, NAP_SHARE * (time.monotonic() - self.first_bytes_at)))
 
-    def _command(self) -> bool:
-        """Take the parent's next request; False means stop."""
-        command = self.control.recv()
-        if command[0] == "stop":
-            return False
-        if command[0] == "latencies":
-            self.control.send(("latencies", self.latencies.tobytes()))
-            del self.latencies[:]
-        elif command[0] == "snapshot":
-            frames = sum(c.frames for c in self.counters)
-            self.control.send(("snapshot", frames, self.bytes, time.process_time()))
-        else:
-            _, self.target, seconds = command
-            self.deadline = time.monotonic() + seconds
-            self.waiting = {c for c in self.counters if not c.has(self.target)}
-        return True
+    def _report(self) -> None:
+        super()._report()
+        self.first_bytes_at = None
 
-    def _read(self, sock: socket.socket, counter: FrameCounter) -> int:
+    def _read(self, sock: socket.socket, key: object) -> int:
         try:
             size = self._receive(sock)
         except (BlockingIOError, ssl.SSLWantReadError):
             return 0
         except (ConnectionError, ssl.SSLError):
             size = 0
-        if not size:  # closed by the server: it stays in `waiting`, the run is incomplete
+        if not size:  # closed by the server: it stays waiting, the run is incomplete
             self.selector.unregister(sock)
             return 0
         if self.first_bytes_at is None:
             self.first_bytes_at = time.monotonic()
-        self.bytes += size
-        counter.feed(self.buffer, size)
-        if counter in self.waiting and counter.has(self.target):  # type: ignore[arg-type]
-            self.waiting.discard(counter)
+        self._walk(key, size)
         return size
 
     def _receive_plain(self, sock: socket.socket) -> int:
@@ -264,19 +385,78 @@ class _Counting:
             size += more
         return size
 
-    def _report(self) -> None:
-        self.control.send(
-            (
-                "done",
-                not self.waiting,
-                sum(c.frames for c in self.counters),
-                max(c.last_at for c in self.counters),
-                self.bytes,
-                time.process_time(),
-            )
-        )
-        self.target = self.first_bytes_at = None
-        self.waiting = set()
+
+class _CompiledOverTLS(_CompiledCounts, _Selecting):
+    """TLS for the compiled receiver: Python decrypts each ready connection's records (one
+    Python read per wake-up), the compiled receiver walks and stamps what it decrypted."""
+
+    def __init__(self, control: Connection, nap: float) -> None:
+        super().__init__(control, nap, tls=True)
+        self.receiver = Receiver()
+
+    def _track(self, early: bytes) -> object:
+        index = self.receiver.add()
+        self.receiver.feed(index, early, time.monotonic())
+        return index
+
+    def _walk(self, key: object, size: int) -> None:
+        self.receiver.feed(key, self.view[:size], time.monotonic())  # type: ignore[arg-type]
+
+
+class _Python(_Selecting):
+    """The reference: frame headers walked in Python (``frames.FrameCounter``), and on the
+    sampled connections every payload's send time read (``frames.StampCounter``)."""
+
+    def __init__(self, control: Connection, nap: float, stamped: bool, tls: bool) -> None:
+        super().__init__(control, nap, tls)
+        self.stamped = stamped
+        self.counters: list[FrameCounter] = []
+        self.received = 0
+        self.waiting: set[FrameCounter] = set()
+
+    def _track(self, early: bytes) -> object:
+        counter = StampCounter(array("d")) if self.stamped else FrameCounter()
+        counter.feed(early, len(early))
+        self.received += len(early)
+        self.counters.append(counter)
+        return counter
+
+    def _walk(self, key: object, size: int) -> None:
+        assert isinstance(key, FrameCounter)
+        self.received += size
+        key.feed(self.buffer, size)
+        if key in self.waiting and key.has(self.target):  # type: ignore[arg-type]
+            self.waiting.discard(key)
+
+    def _frames(self) -> int:
+        return sum(c.frames for c in self.counters)
+
+    def _bytes(self) -> int:
+        return self.received
+
+    def _await(self, target: int | None) -> None:
+        self.waiting = set() if target is None else {c for c in self.counters if not c.has(target)}
+
+    def _complete(self) -> bool:
+        return not self.waiting
+
+    def _last_at(self) -> float:
+        return max(c.last_at for c in self.counters)
+
+    def _take_latencies(self) -> tuple[bytes, float]:
+        """Each sampled connection's latencies into its own small histogram (for its p99)
+        and the run's, rounded as the compiled receiver rounds them."""
+        run, p99s = Histogram(), []
+        for counter in self.counters:
+            if isinstance(counter, StampCounter) and counter.latencies:
+                own = Histogram(CLIENT_BITS)
+                for seconds in counter.latencies:
+                    value = micros(seconds)
+                    run.record(value)
+                    own.record(value)
+                p99s.append(own.percentile(0.99))
+                del counter.latencies[:]
+        return run.counts.tobytes(), max(p99s, default=math.nan)
 
 
 def sampled_connections(clients: int, every: int) -> list[bool]:
@@ -338,11 +518,13 @@ class ReceiverFleet:
 
     The parent tells the children in turn how many connections to open, so
     the order in which the server sees them (and usually writes them) is the
-    fleet's plan: blocks of consecutive clients per child. ``sample_every`` > 0
-    makes every n-th connection, and the last, record latencies (see
-    ``latencies``); they are held by one more child, which never naps, and
-    opened in their place in the order. ``nap`` lets the other children batch
-    trickling reads. ``ca_pem`` (the server's CA) makes every connection TLS.
+    fleet's plan: blocks of consecutive clients per child. ``nap`` lets the
+    children batch trickling reads. ``sample_every`` > 0 asks for latencies
+    (see ``latencies``): the compiled receivers then take them from every
+    delivery of every connection, and none of them naps; the Python ones from
+    every n-th connection and the last, held by one more child, which never
+    naps, and opened in their place in the order. ``ca_pem`` (the server's CA)
+    makes every connection TLS.
     """
 
     def __init__(
@@ -357,8 +539,12 @@ class ReceiverFleet:
         sample_every: int = 0,
         nap: bool = True,
         ca_pem: str | None = None,
+        receiver: str = "compiled",
     ) -> None:
+        if receiver not in RECEIVERS:
+            raise ValueError(f"receiver must be one of {RECEIVERS}, not {receiver!r}")
         self.port, self.host, self.path = port, host, path
+        self.compiled = receiver == "compiled"
         self.ca_pem = ca_pem
         self.clients = clients
         self.processes = processes
@@ -369,17 +555,14 @@ class ReceiverFleet:
 
     def _plan(self) -> tuple[list[_Share], list[tuple[int, int]]]:
         """The children, and the connection order as (child index, how many) runs."""
-        sampled = sampled_connections(self.clients, self.sample_every)
+        every = bool(self.compiled and self.sample_every)  # latency on every connection
+        sampled = sampled_connections(self.clients, 0 if self.compiled else self.sample_every)
         unsampled = self.clients - sum(sampled)
         bulk = min(self.processes, unsampled)  # every child holds at least one connection
-        shares = [
-            _Share(self.host, self.port, self.path, False, self._cpu(i), self.nap, self.ca_pem)
-            for i in range(bulk)
-        ]
+        nap = MAX_NAP if self.nap and not every else 0.0
+        shares = [self._share(every, self._cpu(i), nap) for i in range(bulk)]
         if any(sampled):
-            shares.append(
-                _Share(self.host, self.port, self.path, True, self._cpu(bulk), False, self.ca_pem)
-            )
+            shares.append(self._share(True, self._cpu(bulk), 0.0))
         per_child, extra = divmod(unsampled, max(bulk, 1))
         quotas = [per_child + (i < extra) for i in range(bulk)]
         runs: list[tuple[int, int]] = []
@@ -397,6 +580,11 @@ class ReceiverFleet:
             else:
                 runs.append((owner, 1))
         return shares, runs
+
+    def _share(self, stamped: bool, cpu: int | None, nap: float) -> _Share:
+        return _Share(
+            self.host, self.port, self.path, stamped, cpu, nap, self.ca_pem, self.compiled
+        )
 
     def _cpu(self, index: int) -> int | None:
         return self.cpus[index % len(self.cpus)] if self.cpus else None
@@ -440,12 +628,15 @@ class ReceiverFleet:
             child.frames, child.bytes, child.cpu = child_frames, child_bytes, cpu
         return Delivery(complete, frames, size, last_at, max(per_cpu.values()))
 
-    def latencies(self) -> list[float]:
-        """Publish-to-receive latencies (s) the sampled connections saw since the last call."""
-        samples: array[float] = array("d")
+    def latencies(self) -> Latencies:
+        """Publish-to-receive latencies the connections saw since the last call, merged."""
+        histogram, p99s = Histogram(), []
         for child in self._children:
-            samples.frombytes(child.ask("latencies", timeout=REPLY_GRACE)[1])
-        return samples.tolist()
+            _, counts, worst = child.ask("latencies", timeout=REPLY_GRACE)
+            histogram.merge(Histogram(counts=counts))
+            if not math.isnan(worst):
+                p99s.append(worst)
+        return Latencies(histogram, max(p99s, default=math.nan))
 
     def snapshot(self) -> Snapshot:
         """Frames and bytes received so far over all connections."""
@@ -457,6 +648,11 @@ class ReceiverFleet:
             size += child_bytes
             per_cpu[child.cpu_key] = per_cpu.get(child.cpu_key, 0.0) + cpu
         return Snapshot(frames, size, tuple(per_cpu.values()), time.monotonic())
+
+    @property
+    def pids(self) -> list[int]:
+        """The receiver processes' ids (to read their CPU time from /proc)."""
+        return [child.process.pid for child in self._children if child.process.pid is not None]
 
     def stop(self) -> None:
         """Close every connection and end the children (killed if they do not exit in time)."""

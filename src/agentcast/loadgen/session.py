@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from agentcast.loadgen.harness import CpuPlan, wait_until
-from agentcast.loadgen.receivers import Delivery, ReceiverFleet
+from agentcast.loadgen.receivers import Delivery, Latencies, ReceiverFleet
 from agentcast.loadgen.server_process import ServerProcess
 
 CONNECT_TIMEOUT = 120.0
@@ -21,9 +21,10 @@ class Session:
     clients to close.
     """
 
-    def __init__(self, peer: str, plan: CpuPlan) -> None:
+    def __init__(self, peer: str, plan: CpuPlan, receiver: str = "compiled") -> None:
         self.peer = peer
         self.plan = plan
+        self.receiver = receiver  # which receivers (see receivers.RECEIVERS)
         self.server = ServerProcess(peer, plan.server)
         self.fleet: ReceiverFleet | None = None
         self.clients = 0
@@ -54,6 +55,7 @@ class Session:
             sample_every=sample_every,
             nap=nap,
             ca_pem=self.server.ca_pem,
+            receiver=self.receiver,
         ).start()
         self.clients = clients
         wait_until(
@@ -73,7 +75,7 @@ class Session:
         self.received += delivery.frames
         return delivery, self.owed * self.clients - self.received
 
-    def latencies(self) -> list[float]:
-        """Latencies the sampled connections measured since the last call (s)."""
+    def latencies(self) -> Latencies:
+        """Latencies the connections measured since the last call."""
         assert self.fleet is not None, "connect() first"
         return self.fleet.latencies()

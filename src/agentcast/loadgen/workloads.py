@@ -23,7 +23,7 @@ DRAIN_GRACE = 10.0  # seconds after the last steady-rate publish to deliver ever
 SERVER_GRACE = 30.0  # seconds a server command may take beyond its own length
 SETTLE = 0.5  # seconds for a server's memory to settle before reading it
 IDLE_AGENT_SECONDS = 2.0  # at most, for the agent's idle work rate
-LATENCY_SAMPLE_EVERY = 10  # every 10th connection (and the last) reads timestamps
+LATENCY_SAMPLE_EVERY = 10  # Python receivers: every 10th connection (and the last) reads stamps
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Settings:
     rate: float = 1000.0
     duration: float = 5.0
     rounds: int = 3
+    receiver: str = "compiled"  # receivers.RECEIVERS
 
 
 def _burst_timeout(deliveries: int) -> float:
@@ -72,7 +73,7 @@ def burst(
 
     A quarter-size warm-up burst first grows TCP windows and buffers.
     """
-    with Session(peer, plan) as session:
+    with Session(peer, plan, settings.receiver) as session:
         session.connect(clients)
 
         def round_of(count: int) -> Round:
@@ -90,6 +91,7 @@ def burst(
                 "lost": lost,
                 "lost_share": lost / max(clients * count, 1),
                 "receiver_cpu": delivery.cpu_seconds / elapsed,
+                "receiver_frames_per_cpu_s": delivery.frames / max(delivery.cpu_seconds, 1e-9),
             }
 
         if round_of(max(1, settings.messages // 4))["lost"]:
@@ -98,17 +100,21 @@ def burst(
 
 
 def _paced_outcome(session: Session, count: int, started: float, settings: Settings) -> Round:
-    """After ``count`` paced messages sent from ``started``: wait for them, then the sampled
-    publish-to-receive latencies (p50, p99, p99.9, max in ms), losses and receiver CPU."""
+    """After ``count`` paced messages sent from ``started``: wait for them, then the
+    publish-to-receive latencies (p50, p99, p99.9, max and the worst connection's p99, in
+    ms, and how many deliveries were timed), losses and receiver CPU."""
     session.published(count)
     delivery, lost = session.drain(DRAIN_GRACE + settings.duration)
     elapsed = max(delivery.last_frame_at - started, settings.duration)
-    ordered = sorted(session.latencies())
+    latencies = session.latencies()
+    histogram = latencies.histogram
     return {
-        "p50_ms": _percentile(ordered, 0.5) * 1e3,
-        "p99_ms": _percentile(ordered, 0.99) * 1e3,
-        "p999_ms": _percentile(ordered, 0.999) * 1e3,
-        "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
+        "p50_ms": histogram.percentile(0.5) / 1e3,
+        "p99_ms": histogram.percentile(0.99) / 1e3,
+        "p999_ms": histogram.percentile(0.999) / 1e3,
+        "max_ms": histogram.percentile(1.0) / 1e3,
+        "worst_client_p99_ms": latencies.worst_client_p99_us / 1e3,
+        "latency_samples": histogram.total,
         "lost": lost,
         "lost_share": lost / max(session.clients * count, 1),
         "receiver_cpu": delivery.cpu_seconds / elapsed,
@@ -118,9 +124,10 @@ def _paced_outcome(session: Session, count: int, started: float, settings: Setti
 def latency(
     peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
 ) -> list[Round]:
-    """``rate`` timestamped messages/s for ``duration``; publish-to-receive latency on a sample."""
+    """``rate`` timestamped messages/s for ``duration``; publish-to-receive latency of every
+    delivery (compiled receivers) or of a sample of the connections (Python receivers)."""
     count = max(1, round(settings.rate * settings.duration))
-    with Session(peer, plan) as session:
+    with Session(peer, plan, settings.receiver) as session:
         session.connect(clients, sample_every=LATENCY_SAMPLE_EVERY)
 
         def one_round() -> Round:
@@ -155,7 +162,7 @@ def publish(
         )
         return _percentile(ordered, 0.5) * 1e6, _percentile(ordered, 0.99) * 1e6
 
-    with Session(peer, plan) as session:
+    with Session(peer, plan, settings.receiver) as session:
         costs(session)  # warm-up: the first calls also grow the process's heap and caches
         idle = iter([costs(session) for _ in range(settings.rounds)])
         session.connect(clients)
@@ -191,7 +198,7 @@ def headroom(
     the clients, and what the fan-out costs the agent, in one measurement.
     """
     idle_seconds = min(settings.duration, IDLE_AGENT_SECONDS)
-    with Session(peer, plan) as session:
+    with Session(peer, plan, settings.receiver) as session:
         session.connect(clients, sample_every=LATENCY_SAMPLE_EVERY, nap=False)
 
         def one_round() -> Round:
@@ -215,7 +222,7 @@ def memory(
     """The server process's RSS growth per connected, idle client; a fresh server each round."""
 
     def one_round() -> Round:
-        with Session(peer, plan) as session:
+        with Session(peer, plan, settings.receiver) as session:
             time.sleep(SETTLE)
             before = session.server.rss_bytes()
             session.connect(clients)
