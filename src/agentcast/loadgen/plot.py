@@ -72,18 +72,16 @@ def plot(document: dict[str, Any], path: Path) -> None:
     if any(_lost_share(r) > 0 for r in results):
         handles.append(
             pyplot.Line2D(
-                [],
-                [],
-                color="grey",
-                marker="o",
-                markerfacecolor="white",
-                linestyle="none",
-                label="fell behind: lost deliveries, latency of those that arrived",
+                [], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
+                label="hollow: fell behind",
             )
-        )
-    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
+        )  # fmt: skip
+    columns = max(1, min(len(handles), 2 * len(workloads)))
+    rows = math.ceil(len(handles) / columns)
+    figure.legend(handles=handles, loc="lower center", ncol=columns, frameon=False)
     figure.suptitle(_headline(document), fontsize=11)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.96))
+    legend_share = (0.35 * rows + 0.1) / figure.get_figheight()
+    figure.tight_layout(rect=(0, legend_share, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
