@@ -13,7 +13,9 @@ import pytest
 import uvloop
 
 from agentcast import Broadcaster
+from echo_server import echo_server
 from redis_server import RedisServer
+from test_rfc6455 import RawClient
 
 NO_REDIS_SERVER = (
     "{count} selected tests need redis-server, which is not installed: apt-get install -y"
@@ -109,3 +111,26 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def echo() -> Iterator[Broadcaster]:
+    """A Broadcaster that echoes every text message back to its sender (echo_server)."""
+    with echo_server() as hub:
+        yield hub
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[int], RawClient]]:
+    """Upgraded raw clients, closed at the end of the test (passed or failed)."""
+    clients: list[RawClient] = []
+
+    def upgraded(port: int) -> RawClient:
+        client = RawClient(port)
+        clients.append(client)
+        client.upgrade()
+        return client
+
+    yield upgraded
+    for client in clients:
+        client.close()

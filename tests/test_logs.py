@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from websockets.sync.client import connect as websockets_connect
 
 from agentcast import Broadcaster
 from agentcast.logs import ClientFaultLog
-from echo_server import echo_server
 from redis_server import free_port
 from test_rfc6455 import BINARY, CLOSE, TEXT, RawClient, close_code, frame
 
@@ -42,28 +41,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
 
 def records_with(caplog: pytest.LogCaptureFixture, key: str) -> list[logging.LogRecord]:
     return [record for record in caplog.records if hasattr(record, key)]
-
-
-@pytest.fixture
-def echo() -> Iterator[Broadcaster]:
-    with echo_server() as hub:
-        yield hub
-
-
-@pytest.fixture
-def connect() -> Iterator[Callable[[int], RawClient]]:
-    """Upgraded raw clients, closed at the end of the test (passed or failed)."""
-    clients: list[RawClient] = []
-
-    def upgraded(port: int) -> RawClient:
-        client = RawClient(port)
-        clients.append(client)
-        client.upgrade()
-        return client
-
-    yield upgraded
-    for client in clients:
-        client.close()
 
 
 def test_connect_and_disconnect_are_logged_once_each_with_peer_code_reason_and_duration(

@@ -20,7 +20,6 @@ from agentcast import Broadcaster
 from agentcast.app import AgentServer
 from agentcast.auth import TOKEN_EXPIRED, JWTAuthenticator
 from clients import memgpt_exchange, raw_upgrade, run, wait_for, websockets_clients
-from echo_server import echo_server
 from redis_server import RedisServer
 from test_auth import upgrade_status
 from test_http import SECRET, get, metrics
@@ -109,28 +108,6 @@ def test_a_resume_past_the_kept_history_counts_one_history_gap_served(
 
 
 # ---- how connections end ---------------------------------------------------------
-
-
-@pytest.fixture
-def echo() -> Iterator[Broadcaster]:
-    with echo_server() as hub:
-        yield hub
-
-
-@pytest.fixture
-def connect() -> Iterator[Callable[[int], RawClient]]:
-    """Upgraded raw clients, closed at the end of the test (passed or failed)."""
-    clients: list[RawClient] = []
-
-    def upgraded(port: int) -> RawClient:
-        client = RawClient(port)
-        clients.append(client)
-        client.upgrade()
-        return client
-
-    yield upgraded
-    for client in clients:
-        client.close()
 
 
 def closes(read: Scrape) -> dict[tuple[str, str], float]:

@@ -131,12 +131,6 @@ def close_code(payload: bytes) -> int:
 
 
 @pytest.fixture
-def echo() -> Iterator[Broadcaster]:
-    with echo_server() as hub:
-        yield hub
-
-
-@pytest.fixture
 def client(echo: Broadcaster) -> Iterator[RawClient]:
     raw = RawClient(echo.port)
     yield raw
