@@ -186,6 +186,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _replot(args, parser)
     from agentcast.loadgen import report
     from agentcast.loadgen.plot import plot
+    from agentcast.loadgen.progress import display_for
     from agentcast.loadgen.sweep import run_sweep
 
     settings = Settings(
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         workloads = {name: WORKLOADS[name] for name in args.workload}
         servers = args.servers or ["agentcast", "websockets"]
-    sweep = run_sweep(workloads, servers, args.clients, settings, plan)
+    sweep = run_sweep(workloads, servers, args.clients, settings, plan, display_for(sys.stderr))
     for line in report.tables(sweep, settings):
         print(line)
     if notes := report.notes(sweep):
