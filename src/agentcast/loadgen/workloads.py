@@ -3,7 +3,9 @@
 Each workload starts its own server process and receivers, so a backlog or a
 grown heap from one never skews the next. A round that loses messages ends
 the workload's rounds for that server and client count: its backlog would
-spill into the next round.
+spill into the next round. Each reports what it is doing (warm-up, round k/R)
+to the ``progress.Progress`` it is given, and its session the rest (starting server,
+connecting, draining, stopping); how that is shown is the sweep's business.
 """
 
 from __future__ import annotations
