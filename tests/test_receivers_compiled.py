@@ -7,6 +7,7 @@ receivers connected to it at once. Timings are never asserted (the machine is sh
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -23,6 +24,7 @@ from agentcast._receiver import Receiver
 from agentcast.loadgen.frames import FrameCounter
 from agentcast.loadgen.harness import plan_cpus
 from agentcast.loadgen.histogram import CLIENT_BITS, Histogram, micros
+from agentcast.loadgen.progress import Lines
 from agentcast.loadgen.receivers import ReceiverFleet, sampled_connections
 from agentcast.loadgen.workloads import LATENCY_SAMPLE_EVERY, Settings, latency
 from reference import frame
@@ -174,7 +176,8 @@ def test_latency_is_timed_on_every_delivery_by_the_compiled_receivers(
 ) -> None:
     clients, settings = 23, Settings(size=300, rate=200, duration=0.5, rounds=1, receiver=receiver)
     count = round(settings.rate * settings.duration)
-    (result,) = latency(server, clients, settings, plan_cpus(), lambda: None)
+    progress = Lines(io.StringIO()).cell(server)
+    (result,) = latency(server, clients, settings, plan_cpus(), progress)
     timed = (
         clients
         if receiver == "compiled"

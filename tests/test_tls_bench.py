@@ -87,7 +87,7 @@ def test_tls_is_a_bare_setting_of_the_agentcast_spec(
 @pytest.mark.parametrize(
     ("spec", "words"),
     [
-        ("websockets:tls", "websockets does not take 'tls'"),
+        ("socketify:tls", "socketify does not take 'tls'"),
         ("agentcast:tls:backplane=redis://127.0.0.1:1/0:workers=2", "tls is not benchmarked"),
     ],
 )

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets);"
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
-        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2",
+        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2;"
+        " every server but socketify takes :tls (wss://)",
     )
     parser.add_argument(
         "--clients",
@@ -184,8 +185,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check(args, parser)
     if args.replot is not None:
         return _replot(args, parser)
-    from agentcast.loadgen import report
+    from agentcast.loadgen import report, tls_ratios
     from agentcast.loadgen.plot import plot
+    from agentcast.loadgen.progress import display_for
     from agentcast.loadgen.sweep import run_sweep
 
     settings = Settings(
@@ -207,8 +209,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         workloads = {name: WORKLOADS[name] for name in args.workload}
         servers = args.servers or ["agentcast", "websockets"]
-    sweep = run_sweep(workloads, servers, args.clients, settings, plan)
-    for line in report.tables(sweep, settings):
+    sweep = run_sweep(workloads, servers, args.clients, settings, plan, display_for(sys.stderr))
+    for line in [*report.tables(sweep, settings), *tls_ratios.table(sweep)]:
         print(line)
     if notes := report.notes(sweep):
         print()

@@ -9,10 +9,10 @@ counts, pings included.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from agentcast.loadgen.harness import CpuPlan
+from agentcast.loadgen.progress import Progress, tally
 from agentcast.loadgen.receivers import ReceiverFleet
 from agentcast.loadgen.workloads import Round, Settings
 
@@ -27,10 +27,11 @@ def parse_url(url: str) -> tuple[str, int, str]:
 
 
 def observe(
-    url: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+    url: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """Frames/s and MB/s over all ``clients`` connections, one ``duration`` window per round."""
     host, port, path = parse_url(url)
+    connected = tally(progress, "connecting", clients)
     fleet = ReceiverFleet(
         port,
         clients,
@@ -39,10 +40,11 @@ def observe(
         processes=len(plan.receivers),
         cpus=plan.receivers,
         receiver=settings.receiver,
-    ).start()
+    ).start(connected)
     rounds: list[Round] = []
     try:
-        for _ in range(settings.rounds):
+        for number in range(1, settings.rounds + 1):
+            progress.phase(f"round {number}/{settings.rounds}")
             before = fleet.snapshot()
             time.sleep(settings.duration)
             after = fleet.snapshot()
@@ -55,7 +57,6 @@ def observe(
                     "receiver_cpu": busiest / wall,
                 }
             )
-            done()
     finally:
         fleet.stop()
     return rounds

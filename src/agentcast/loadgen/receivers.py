@@ -42,7 +42,7 @@ import socket
 import ssl
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -56,6 +56,7 @@ HOST = "127.0.0.1"
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: servers only echo its digest
 RECV_BYTES = 256 * 1024
 STARTUP_TIMEOUT = 120.0
+CONNECT_STEP = 100  # connections a child opens per request (see ReceiverFleet.start)
 REPLY_GRACE = 10.0  # how much longer than its own deadline a child may take to answer
 TRICKLE_BYTES = 4096  # reads smaller than this on average mean the server sends frame by frame
 TLS_RECORD = 16 * 1024  # the largest TLS record's plaintext
@@ -589,8 +590,12 @@ class ReceiverFleet:
     def _cpu(self, index: int) -> int | None:
         return self.cpus[index % len(self.cpus)] if self.cpus else None
 
-    def start(self) -> ReceiverFleet:
-        """Spawn the children together, open the connections in order; return once all are up."""
+    def start(self, connected: Callable[[int], None] | None = None) -> ReceiverFleet:
+        """Spawn the children together, open the connections in order; return once all are up.
+
+        ``connected(n)`` is told of every ``CONNECT_STEP`` (or fewer) connections opened, so
+        that opening thousands (each a TLS handshake, with ``ca_pem``) shows progress.
+        """
         shares, runs = self._plan()
         try:
             self._children = [_Child(share) for share in shares]
@@ -598,7 +603,11 @@ class ReceiverFleet:
                 child.reply(STARTUP_TIMEOUT)  # spawned
             for index, count in runs:
                 child = self._children[index]
-                child.cpu = child.ask("connect", count, timeout=STARTUP_TIMEOUT)[1]
+                for step in range(0, count, CONNECT_STEP):
+                    opening = min(CONNECT_STEP, count - step)
+                    child.cpu = child.ask("connect", opening, timeout=STARTUP_TIMEOUT)[1]
+                    if connected is not None:
+                        connected(opening)
             for child in self._children:
                 child.control.send(("count",))
         except BaseException:

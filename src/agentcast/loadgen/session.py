@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from agentcast.loadgen.harness import CpuPlan, wait_until
+from agentcast.loadgen.progress import Progress, tally
 from agentcast.loadgen.receivers import Delivery, Latencies, ReceiverFleet
 from agentcast.loadgen.server_process import ServerProcess
 
@@ -18,11 +19,14 @@ class Session:
     published since the clients connected. ``drain`` waits until each client
     has them all, or the deadline, and counts what is missing as lost.
     Receivers are stopped before the server, so the server never waits on
-    clients to close.
+    clients to close. Each step is reported to ``progress`` as a phase.
     """
 
-    def __init__(self, peer: str, plan: CpuPlan, receiver: str = "compiled") -> None:
+    def __init__(
+        self, peer: str, plan: CpuPlan, progress: Progress, receiver: str = "compiled"
+    ) -> None:
         self.peer = peer
+        self.progress = progress
         self.plan = plan
         self.receiver = receiver  # which receivers (see receivers.RECEIVERS)
         self.server = ServerProcess(peer, plan.server)
@@ -32,6 +36,7 @@ class Session:
         self.received = 0  # frames counted over all clients
 
     def __enter__(self) -> Session:
+        self.progress.phase("starting server")
         self.server.start()
         return self
 
@@ -41,12 +46,14 @@ class Session:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.progress.phase("stopping")
         if self.fleet is not None:
             self.fleet.stop()
         self.server.stop()
 
     def connect(self, clients: int, *, sample_every: int = 0, nap: bool = True) -> None:
         """Open ``clients`` receivers; return once the server counts every one."""
+        connected = tally(self.progress, "connecting", clients)
         self.fleet = ReceiverFleet(
             self.server.port,
             clients,
@@ -56,7 +63,7 @@ class Session:
             nap=nap,
             ca_pem=self.server.ca_pem,
             receiver=self.receiver,
-        ).start()
+        ).start(connected)
         self.clients = clients
         wait_until(
             lambda: self.server.client_count == clients,
@@ -71,6 +78,7 @@ class Session:
         """Wait until every client has every message published so far; also return how many
         deliveries are still missing at the deadline."""
         assert self.fleet is not None, "connect() first"
+        self.progress.phase("draining")
         delivery = self.fleet.wait_for(self.owed, timeout)
         self.received += delivery.frames
         return delivery, self.owed * self.clients - self.received

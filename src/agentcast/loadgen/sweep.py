@@ -1,16 +1,15 @@
-"""Every (workload, server, client count) cell in turn, with a progress line per cell."""
+"""Every (workload, server, client count) cell in turn, each shown as it runs."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
-import sys
-import time
 from dataclasses import dataclass, field
-from typing import TextIO
 
 from agentcast.loadgen.harness import CpuPlan
 from agentcast.loadgen.peers import PeerUnavailable
+from agentcast.loadgen.progress import Display
 from agentcast.loadgen.workloads import Round, Settings, Workload
 
 
@@ -53,45 +52,34 @@ def run_sweep(
     client_counts: list[int],
     settings: Settings,
     plan: CpuPlan,
-    progress: TextIO = sys.stderr,
+    display: Display,
 ) -> Sweep:
-    """Run each cell; a failed cell records its error and the sweep goes on.
+    """Run each cell, showing its phases on ``display``; a failed cell records its error
+    and the sweep goes on.
 
     A server whose library is missing (``PeerUnavailable``) is skipped for
     the rest of the sweep.
     """
     sweep = Sweep()
-    total = len(workloads) * len(servers) * len(client_counts)
-    index = 0
-    for workload, measure in workloads.items():
-        for server in servers:
-            for clients in client_counts:
-                index += 1
-                if server in sweep.skipped:
-                    continue
-                print(
-                    f"[{index:>{len(str(total))}}/{total}] {workload} {server} x {clients:,} ",
-                    end="",
-                    file=progress,
-                    flush=True,
-                )
-                started = time.monotonic()
-                cell = Cell(workload, server, clients)
-                try:
-                    cell.rounds = measure(
-                        server,
-                        clients,
-                        settings,
-                        plan,
-                        lambda: print(".", end="", file=progress, flush=True),
-                    )
-                except PeerUnavailable as exc:
-                    sweep.skipped[server] = str(exc)
-                    print(f"skipped: {exc}", file=progress, flush=True)
-                    continue
-                except Exception as exc:
-                    cell.error = f"{type(exc).__name__}: {exc}"
-                    print(f" error: {cell.error.splitlines()[0]}", end="", file=progress)
-                sweep.cells.append(cell)
-                print(f" {time.monotonic() - started:.1f} s", file=progress, flush=True)
+    cells = list(itertools.product(workloads, servers, client_counts))
+    width = len(str(len(cells)))
+    with display:
+        for index, (workload, server, clients) in enumerate(cells, 1):
+            if server in sweep.skipped:
+                continue
+            label = f"[{index:>{width}}/{len(cells)}] {workload} {server} x {clients:,}"
+            progress = display.cell(label)
+            cell = Cell(workload, server, clients)
+            try:
+                cell.rounds = workloads[workload](server, clients, settings, plan, progress)
+            except PeerUnavailable as exc:
+                sweep.skipped[server] = str(exc)
+                progress.finish(f"skipped: {exc}")
+                continue
+            except Exception as exc:
+                cell.error = f"{type(exc).__name__}: {exc}"
+                progress.finish(f"error: {cell.error.splitlines()[0]}")
+            else:
+                progress.finish("done")
+            sweep.cells.append(cell)
     return sweep

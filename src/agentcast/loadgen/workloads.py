@@ -3,7 +3,9 @@
 Each workload starts its own server process and receivers, so a backlog or a
 grown heap from one never skews the next. A round that loses messages ends
 the workload's rounds for that server and client count: its backlog would
-spill into the next round.
+spill into the next round. Each reports what it is doing (warm-up, round k/R)
+to the ``progress.Progress`` it is given, and its session the rest (starting server,
+connecting, draining, stopping); how that is shown is the sweep's business.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentcast.loadgen.harness import CpuPlan
+from agentcast.loadgen.progress import Progress
 from agentcast.loadgen.session import Session
 
 Round = dict[str, float]
@@ -42,13 +45,11 @@ def _burst_timeout(deliveries: int) -> float:
     return SERVER_GRACE + deliveries / DELIVERY_FLOOR
 
 
-def _repeat(
-    settings: Settings, measure: Callable[[], Round], done: Callable[[], None]
-) -> list[Round]:
+def _repeat(settings: Settings, measure: Callable[[], Round], progress: Progress) -> list[Round]:
     rounds: list[Round] = []
-    for _ in range(settings.rounds):
+    for number in range(1, settings.rounds + 1):
+        progress.phase(f"round {number}/{settings.rounds}")
         rounds.append(measure())
-        done()
         if rounds[-1].get("lost"):
             break
     return rounds
@@ -62,7 +63,7 @@ def _percentile(ordered: list[float], share: float) -> float:
 
 
 def burst(
-    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """``messages`` published back to back; time from the first publish to the last frame.
 
@@ -73,7 +74,7 @@ def burst(
 
     A quarter-size warm-up burst first grows TCP windows and buffers.
     """
-    with Session(peer, plan, settings.receiver) as session:
+    with Session(peer, plan, progress, settings.receiver) as session:
         session.connect(clients)
 
         def round_of(count: int) -> Round:
@@ -94,9 +95,10 @@ def burst(
                 "receiver_frames_per_cpu_s": delivery.frames / max(delivery.cpu_seconds, 1e-9),
             }
 
+        progress.phase("warm-up")
         if round_of(max(1, settings.messages // 4))["lost"]:
             raise RuntimeError("the warm-up burst was not delivered in full")
-        return _repeat(settings, lambda: round_of(settings.messages), done)
+        return _repeat(settings, lambda: round_of(settings.messages), progress)
 
 
 def _paced_outcome(session: Session, count: int, started: float, settings: Settings) -> Round:
@@ -122,12 +124,12 @@ def _paced_outcome(session: Session, count: int, started: float, settings: Setti
 
 
 def latency(
-    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """``rate`` timestamped messages/s for ``duration``; publish-to-receive latency of every
     delivery (compiled receivers) or of a sample of the connections (Python receivers)."""
     count = max(1, round(settings.rate * settings.duration))
-    with Session(peer, plan, settings.receiver) as session:
+    with Session(peer, plan, progress, settings.receiver) as session:
         session.connect(clients, sample_every=LATENCY_SAMPLE_EVERY)
 
         def one_round() -> Round:
@@ -140,11 +142,11 @@ def latency(
             )
             return _paced_outcome(session, count, started, settings)
 
-        return _repeat(settings, one_round, done)
+        return _repeat(settings, one_round, progress)
 
 
 def publish(
-    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """µs per ``publish()`` call in the publisher thread: first with no clients, then ``clients``.
 
@@ -162,12 +164,15 @@ def publish(
         )
         return _percentile(ordered, 0.5) * 1e6, _percentile(ordered, 0.99) * 1e6
 
-    with Session(peer, plan, settings.receiver) as session:
-        costs(session)  # warm-up: the first calls also grow the process's heap and caches
+    with Session(peer, plan, progress, settings.receiver) as session:
+        progress.phase("warm-up")
+        costs(session)  # the first calls also grow the process's heap and caches
+        progress.phase("rounds without clients")
         idle = iter([costs(session) for _ in range(settings.rounds)])
         session.connect(clients)
         timeout = _burst_timeout(clients * settings.messages)
-        costs(session)  # warm-up with clients: TCP windows, buffers
+        progress.phase("warm-up")
+        costs(session)  # with clients: TCP windows, buffers
         session.published(settings.messages)
         session.drain(timeout)
 
@@ -184,11 +189,11 @@ def publish(
                 "lost": lost,
             }
 
-        return _repeat(settings, one_round, done)
+        return _repeat(settings, one_round, progress)
 
 
 def headroom(
-    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """An agent thread's work rate while ``rate`` messages/s fan out, over its idle rate.
 
@@ -198,7 +203,7 @@ def headroom(
     the clients, and what the fan-out costs the agent, in one measurement.
     """
     idle_seconds = min(settings.duration, IDLE_AGENT_SECONDS)
-    with Session(peer, plan, settings.receiver) as session:
+    with Session(peer, plan, progress, settings.receiver) as session:
         session.connect(clients, sample_every=LATENCY_SAMPLE_EVERY, nap=False)
 
         def one_round() -> Round:
@@ -213,16 +218,16 @@ def headroom(
             )
             return {"headroom": busy / idle, **_paced_outcome(session, count, started, settings)}
 
-        return _repeat(settings, one_round, done)
+        return _repeat(settings, one_round, progress)
 
 
 def memory(
-    peer: str, clients: int, settings: Settings, plan: CpuPlan, done: Callable[[], None]
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """The server process's RSS growth per connected, idle client; a fresh server each round."""
 
     def one_round() -> Round:
-        with Session(peer, plan, settings.receiver) as session:
+        with Session(peer, plan, progress, settings.receiver) as session:
             time.sleep(SETTLE)
             before = session.server.rss_bytes()
             session.connect(clients)
@@ -230,10 +235,10 @@ def memory(
             after = session.server.rss_bytes()
         return {"kib_per_client": (after - before) / clients / 1024, "idle_rss_mb": before / 1e6}
 
-    return _repeat(settings, one_round, done)
+    return _repeat(settings, one_round, progress)
 
 
-Workload = Callable[[str, int, Settings, CpuPlan, Callable[[], None]], list[Round]]
+Workload = Callable[[str, int, Settings, CpuPlan, Progress], list[Round]]
 
 WORKLOADS: dict[str, Workload] = {
     "burst": burst,

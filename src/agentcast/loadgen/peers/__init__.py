@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import ssl
 from typing import Any, Protocol, cast
 
 HOST = "127.0.0.1"
@@ -27,9 +28,16 @@ _REGISTRY = {
 }
 NAMES = tuple(_REGISTRY)
 
+# 1: serve wss:// with a throwaway certificate the receivers trust (``tls_identity``)
+_TLS: dict[str, type] = {"tls": int}
 # Settings a server spec may carry ("agentcast:flush_interval=0.02"): agentcast's own knobs,
-# so that a run can set two configurations of it side by side.
+# so that a run can set two configurations of it side by side, and TLS for every peer that
+# can serve it (socketify takes certificates only as files).
 SETTINGS: dict[str, dict[str, type]] = {
+    "memgpt": _TLS,
+    "websockets": _TLS,
+    "picows": _TLS,
+    "pyfanout": _TLS,
     "agentcast": {
         "flush_interval": float,
         "max_batch_bytes": int,
@@ -37,7 +45,7 @@ SETTINGS: dict[str, dict[str, type]] = {
         "backplane": str,  # a Redis URL: every message goes round Redis
         "workers": int,  # > 1: that many processes on one port, joined by the backplane
         "channels": int,  # > 0: clients spread over that many agent channels (seq, history)
-        "tls": int,  # 1: wss:// with a throwaway certificate the receivers trust
+        **_TLS,
         "scrape": int,  # 1: GET /metrics on the server's port once a second, as Prometheus
     },
 }
@@ -113,6 +121,17 @@ def create(spec: str) -> Peer:
             f'{name} is not available here ({exc}); pip install ".[bench]"'
         ) from exc
     return cast(Peer, peer)
+
+
+def tls_identity(tls: int) -> tuple[ssl.SSLContext | None, str | None]:
+    """For a peer asked to serve ``wss://`` (``tls=1``): a server context with a throwaway
+    certificate, and the PEM of the CA the receivers must trust; ``(None, None)`` else."""
+    if not tls:
+        return None, None
+    from agentcast.loadgen.tls import ThrowawayTLS  # trustme: the bench extra
+
+    identity = ThrowawayTLS(HOST)
+    return identity.server_context(), identity.ca_pem
 
 
 def trust_anchor(peer: Peer) -> str | None:

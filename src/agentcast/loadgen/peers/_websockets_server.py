@@ -1,13 +1,15 @@
 """websockets' asyncio server on asyncio's own loop in a thread: how both websockets peers run.
 
 They differ only in how they track clients and publish; starting (port 0, no
-pings, no compression: raw receivers offer no extensions) and stopping are the same.
+pings, no compression: raw receivers offer no extensions, ``wss://`` with a server
+context) and stopping are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -18,9 +20,15 @@ from agentcast.loadgen.peers._loop import LoopServer
 class WebsocketsServer:
     """``handler`` serves each connection; ``loop`` and ``server`` are for the peer's publishing."""
 
-    def __init__(self, handler: Callable[[ServerConnection], Awaitable[None]], name: str) -> None:
+    def __init__(
+        self,
+        handler: Callable[[ServerConnection], Awaitable[None]],
+        name: str,
+        ssl: SSLContext | None = None,
+    ) -> None:
         self.loop = LoopServer(asyncio.new_event_loop, name)
         self._handler = handler
+        self._ssl = ssl
         self._server: Server | None = None
 
     @property
@@ -32,7 +40,9 @@ class WebsocketsServer:
         return self.loop.start(self._serve)
 
     async def _serve(self) -> int:
-        self._server = await serve(self._handler, HOST, 0, ping_interval=None, compression=None)
+        self._server = await serve(
+            self._handler, HOST, 0, ping_interval=None, compression=None, ssl=self._ssl
+        )
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 

@@ -7,7 +7,7 @@ import urllib.request
 from typing import Any
 
 from agentcast import Broadcaster
-from agentcast.loadgen.peers import HOST
+from agentcast.loadgen.peers import HOST, tls_identity
 
 SCRAPE_INTERVAL = 1.0  # seconds, as a Prometheus scrape_interval would be set
 
@@ -34,13 +34,7 @@ class AgentcastPeer:
         self._stopping = threading.Event()
         self._scraper: threading.Thread | None = None
         self.channels = [f"agent-{i}" for i in range(channels)]
-        self.ca_pem: str | None = None
-        if tls:
-            from agentcast.loadgen.tls import ThrowawayTLS  # trustme: the bench extra
-
-            identity = ThrowawayTLS(HOST)
-            settings["ssl"] = identity.server_context()
-            self.ca_pem = identity.ca_pem
+        settings["ssl"], self.ca_pem = tls_identity(tls)
         on_connect = self._assign if channels else None
         self.hub = Broadcaster(HOST, port=0, ping_interval=0, on_connect=on_connect, **settings)
 

@@ -16,14 +16,16 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
+from agentcast.loadgen.peers import tls_identity
 from agentcast.loadgen.peers._websockets_server import WebsocketsServer
 
 
 class MemgptPeer:
     """A registry of clients and a per-message ``gather`` of per-client sends."""
 
-    def __init__(self) -> None:
-        self._websockets = WebsocketsServer(self._handler, "memgpt-peer")
+    def __init__(self, tls: int = 0) -> None:
+        context, self.ca_pem = tls_identity(tls)
+        self._websockets = WebsocketsServer(self._handler, "memgpt-peer", context)
         self.clients: set[ServerConnection] = set()
 
     def start(self) -> int:

@@ -8,7 +8,7 @@ import orjson
 import uvloop
 from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
-from agentcast.loadgen.peers import HOST
+from agentcast.loadgen.peers import HOST, tls_identity
 from agentcast.loadgen.peers._loop import LoopServer
 
 
@@ -33,7 +33,8 @@ class PicowsPeer:
     Cython core and the pure-Python coalescing peer improve on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: int = 0) -> None:
+        self._ssl, self.ca_pem = tls_identity(tls)
         self._loop = LoopServer(uvloop.new_event_loop, "picows-peer")
         self.clients: set[WSTransport] = set()
         self._server: Any = None
@@ -42,7 +43,9 @@ class PicowsPeer:
         return self._loop.start(self._serve)
 
     async def _serve(self) -> int:
-        self._server = await ws_create_server(self._listener, HOST, 0, enable_auto_ping=False)
+        self._server = await ws_create_server(
+            self._listener, HOST, 0, enable_auto_ping=False, ssl=self._ssl
+        )
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 

@@ -33,8 +33,8 @@ def frame(payload: bytes) -> bytes:
 class PyfanoutPeer(PicowsPeer):
     """picows' server and client registry, with agentcast's queue-and-tick fan-out in Python."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tls: int = 0) -> None:
+        super().__init__(tls)
         self._loop = LoopServer(uvloop.new_event_loop, "pyfanout-peer")
         self._pending: collections.deque[bytes] = collections.deque()
         self._tick_scheduled = False

@@ -7,6 +7,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, broadcast
 
+from agentcast.loadgen.peers import tls_identity
 from agentcast.loadgen.peers._websockets_server import WebsocketsServer
 
 
@@ -18,8 +19,9 @@ class WebsocketsPeer:
     asyncio's own, as in websockets' documentation.
     """
 
-    def __init__(self) -> None:
-        self._websockets = WebsocketsServer(_hold_open, "websockets-peer")
+    def __init__(self, tls: int = 0) -> None:
+        context, self.ca_pem = tls_identity(tls)
+        self._websockets = WebsocketsServer(_hold_open, "websockets-peer", context)
 
     def start(self) -> int:
         return self._websockets.start()
