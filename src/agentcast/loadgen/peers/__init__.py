@@ -28,7 +28,7 @@ _REGISTRY = {
 NAMES = tuple(_REGISTRY)
 
 # Settings a server spec may carry ("agentcast:flush_interval=0.02"): agentcast's own knobs,
-# so that a run can set two configurations of it side by side.
+# so that a run can set two configurations of it side by side, and MemGPT's pause.
 SETTINGS: dict[str, dict[str, type]] = {
     "agentcast": {
         "flush_interval": float,
@@ -39,6 +39,9 @@ SETTINGS: dict[str, dict[str, type]] = {
         "channels": int,  # > 0: clients spread over that many agent channels (seq, history)
         "tls": int,  # 1: wss:// with a throwaway certificate the receivers trust
         "scrape": int,  # 1: GET /metrics on the server's port once a second, as Prometheus
+    },
+    "memgpt": {
+        "end_pause": float,  # seconds before agent_response_end (MemGPT's server: 1)
     },
 }
 # A ':' that starts a setting ("name=value", or a bare "name" meaning name=1), not one
