@@ -47,8 +47,9 @@ from agentcast.loadgen.server_process import ServerProcess
 if TYPE_CHECKING:
     from agentcast.loadgen.workloads import Round, Settings
 
-ANSWER_GRACE = 10.0  # seconds after the window for the requests in flight to be answered
+ANSWER_GRACE = 30.0  # seconds for the requests in flight to be answered (warm-up: from the send)
 CONNECT_BATCH = 200  # connections opened at once
+CONNECT_TIMEOUT = 30.0  # seconds for one connection's upgrade (a shared, busy machine is slow)
 STOP_TIMEOUT = 20.0  # seconds for a started server to exit
 URL = re.compile(r"ws://\S+/")
 
@@ -195,7 +196,12 @@ async def _converse(url: str, first: int, count: int, duration: float) -> Tally:
     try:
         for start in range(0, count, CONNECT_BATCH):
             batch = connections[start : start + CONNECT_BATCH]
-            await asyncio.gather(*(ws_connect(lambda c=client: c, url) for client in batch))
+            await asyncio.gather(
+                *(
+                    ws_connect(lambda c=client: c, url, websocket_handshake_timeout=CONNECT_TIMEOUT)
+                    for client in batch
+                )
+            )
         warm_up = [client.converse(until=0.0, tally=None) for client in connections]
         _, pending = await asyncio.wait(warm_up, timeout=ANSWER_GRACE)
         if pending:
