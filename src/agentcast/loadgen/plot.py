@@ -41,6 +41,9 @@ CURVES: dict[str, tuple[str, str, str, str, bool]] = {
     ),
 }
 PANEL_WIDTH, PANEL_HEIGHT = 5.2, 4.2  # inches
+CURVE_SPAN = 2  # a CURVES panel is this many panels wide: its points carry labels
+LEGEND_ENTRY_WIDTH = 2.8  # inches a legend entry may take (a server spec with settings)
+HEADLINE_CHARS_PER_INCH = 11  # at its 11 pt: a narrow figure's headline goes on two lines
 MARKERS = "osD^v<>"  # one per client count on a CURVES panel
 
 
@@ -65,11 +68,14 @@ def plot(document: dict[str, Any], path: Path) -> None:
     palette = pyplot.get_cmap("tab10")
     colors = {server: palette(i % 10) for i, server in enumerate(servers)}
 
+    spans = [CURVE_SPAN if w in CURVES else 1 for w in workloads]
+    width = PANEL_WIDTH * sum(spans)
     figure, axes = pyplot.subplots(
         1,
         len(workloads),
-        figsize=(PANEL_WIDTH * len(workloads), PANEL_HEIGHT + 1.4),
+        figsize=(width, PANEL_HEIGHT + 1.4),
         squeeze=False,
+        gridspec_kw={"width_ratios": spans},
     )
     for workload, ax in zip(workloads, axes[0], strict=True):
         cells = [r for r in results if r["workload"] == workload]
@@ -97,9 +103,13 @@ def plot(document: dict[str, Any], path: Path) -> None:
                 label="fell behind: lost deliveries, latency of those that arrived",
             )
         )
-    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
-    figure.suptitle(_headline(document), fontsize=11)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.96))
+    columns = max(1, min(len(handles), 6, int(width / LEGEND_ENTRY_WIDTH)))
+    figure.legend(handles=handles, loc="lower center", ncol=columns, frameon=False)
+    headline = _wrap(_headline(document), int(width * HEADLINE_CHARS_PER_INCH))
+    figure.suptitle(headline, fontsize=11)
+    legend_rows = math.ceil(len(handles) / columns)
+    top = 0.96 - 0.04 * headline.count("\n")
+    figure.tight_layout(rect=(0, 0.06 * legend_rows, 1, top))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
