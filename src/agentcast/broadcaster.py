@@ -36,6 +36,7 @@ log = logging.getLogger("agentcast")
 GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
 SWEEP_INTERVAL_MAX = 30.0  # seconds between sweeps for idle channels, whatever channel_ttl
+DEFAULT_MAX_MESSAGE_RATE = 100.0  # messages a second one client may send (bursts that many)
 
 
 class _NotRunning:
@@ -146,7 +147,7 @@ class Broadcaster:
         handshake_timeout: float = 5.0,
         close_grace: float = 2.0,
         max_clients: int | None = None,
-        max_message_rate: float = 100.0,
+        max_message_rate: float = DEFAULT_MAX_MESSAGE_RATE,
         max_connections_per_ip: int | None = None,
         max_connect_rate: float = 0.0,
         history_size: int = 1000,

@@ -18,6 +18,7 @@ from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
 from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import BadBackend, DemoAgentServer, load_backend
 from agentcast.backplane import require_redis
+from agentcast.broadcaster import DEFAULT_MAX_MESSAGE_RATE
 from agentcast.client import DEFAULT_URL, check_url, run_client
 from agentcast.extras import MissingExtra
 from agentcast.loadgen import cli as bench_cli
@@ -127,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"connections one IP address may hold; the next gets HTTP 503 (0: no limit;"
         f" default {PUBLIC_CONNECTIONS_PER_IP} on a non-loopback --host, none on loopback,"
         " where a local reverse proxy or bench gives every client one address)",
+    )
+    serve.add_argument(
+        "--max-message-rate",
+        type=NON_NEGATIVE,
+        default=DEFAULT_MAX_MESSAGE_RATE,
+        metavar="PER_SECOND",
+        help="messages one client may send a second, bursts up to that many; beyond, close"
+        " 1008 (0: no limit, as for agentcast bench --workload chat)",
     )
     serve.add_argument(
         "--max-connect-rate",
@@ -364,6 +373,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         max_connect_rate=_per_ip(args.max_connect_rate, PUBLIC_CONNECT_RATE, args.host),
         max_subscriptions=args.max_subscriptions,
         max_message_size=args.max_message_size,
+        max_message_rate=args.max_message_rate,
         slow_consumer=args.slow_consumer,
         history_size=args.history,
         channel_ttl=args.channel_ttl,

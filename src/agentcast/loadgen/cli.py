@@ -20,6 +20,8 @@ from agentcast.loadgen.receivers import RECEIVERS
 from agentcast.loadgen.workloads import WORKLOADS, Settings, Workload
 
 FD_MARGIN = 128  # descriptors a process needs besides its clients' sockets
+APART = ("chat",)  # not in "all": it needs MemGPT-protocol servers (agentcast, memgpt, --url)
+URL_WORKLOADS = ("burst", "chat")  # what --url runs: burst counts frames, chat sends requests
 MIN_SIZE, MAX_SIZE = 100, 1 << 20
 
 
@@ -51,7 +53,7 @@ def _client_counts(text: str) -> list[int]:
 def _workloads(text: str) -> list[str]:
     names = list(dict.fromkeys(name.strip() for name in text.split(",")))
     if names == ["all"]:
-        return list(WORKLOADS)
+        return [name for name in WORKLOADS if name not in APART]
     for name in names:
         if name not in WORKLOADS:
             choices = ", ".join([*WORKLOADS, "all"])
@@ -65,10 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--servers",
         type=_servers,
         default=None,
-        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets);"
+        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets;"
+        " for --workload chat: agentcast,memgpt);"
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
-        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2;"
-        " every server but socketify takes :tls (wss://)",
+        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2; memgpt:end_pause=0 (MemGPT"
+        " sleeps 1 s before agent_response_end); every server but socketify takes :tls (wss://)",
     )
     parser.add_argument(
         "--clients",
@@ -87,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workload",
         type=_workloads,
         default="burst",
-        help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all)",
+        help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all: every one"
+        f" but {','.join(APART)})",
     )
     parser.add_argument("--rounds", type=POSITIVE_INT, default=3, help="report the median")
     parser.add_argument(
@@ -114,7 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="draw --plot from a run saved with --json instead of running one",
     )
     parser.add_argument(
-        "--url", default=None, help="count frames from an already running server (burst only)"
+        "--url",
+        default=None,
+        help="an already running server: --workload burst counts the frames its clients get,"
+        " --workload chat sends it MemGPT requests",
     )
     parser.add_argument(
         "--log-level",
@@ -129,16 +136,16 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.url is not None:
         if args.servers is not None:
             parser.error("--url and --servers exclude each other")
-        if args.workload != ["burst"]:
+        if len(args.workload) != 1 or args.workload[0] not in URL_WORKLOADS:
             parser.error(
-                "--url supports only --workload burst (frame counting): the other workloads "
-                "need a server that agentcast bench starts"
+                "--url supports only --workload burst (frame counting) or chat (MemGPT "
+                "requests): the other workloads need a server that agentcast bench starts"
             )
-        from agentcast.loadgen.observe import parse_url
+        from agentcast.loadgen.observe import parse_url, reachable
 
         try:
-            parse_url(args.url)
-        except ValueError as exc:
+            reachable(*parse_url(args.url)[:2])
+        except (ValueError, OSError) as exc:
             parser.error(f"--url: {exc}")
     if args.plot is not None:
         try:
@@ -204,11 +211,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.url is not None:
         from agentcast.loadgen.observe import observe
 
-        workloads: dict[str, Workload] = {"observe": observe}
+        workloads: dict[str, Workload] = (
+            {"observe": observe} if args.workload == ["burst"] else {"chat": WORKLOADS["chat"]}
+        )
         servers = [args.url]
     else:
         workloads = {name: WORKLOADS[name] for name in args.workload}
-        servers = args.servers or ["agentcast", "websockets"]
+        servers = args.servers or (
+            ["agentcast", "memgpt"] if args.workload == ["chat"] else ["agentcast", "websockets"]
+        )
     sweep = run_sweep(workloads, servers, args.clients, settings, plan, display_for(sys.stderr))
     for line in [*report.tables(sweep, settings), *tls_ratios.table(sweep)]:
         print(line)

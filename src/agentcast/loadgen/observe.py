@@ -8,6 +8,7 @@ counts, pings included.
 
 from __future__ import annotations
 
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -15,6 +16,8 @@ from agentcast.loadgen.harness import CpuPlan
 from agentcast.loadgen.progress import Progress, tally
 from agentcast.loadgen.receivers import ReceiverFleet
 from agentcast.loadgen.workloads import Round, Settings
+
+REACH_TIMEOUT = 5.0  # seconds for --url's server to accept a connection
 
 
 def parse_url(url: str) -> tuple[str, int, str]:
@@ -24,6 +27,17 @@ def parse_url(url: str) -> tuple[str, int, str]:
         raise ValueError(f"expected ws://host[:port]/path, not {url!r} (wss:// is not supported)")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.hostname, parts.port or 80, path
+
+
+def reachable(host: str, port: int, timeout: float = REACH_TIMEOUT) -> None:
+    """Return once something accepts a TCP connection at ``host:port``; OSError saying
+    where nothing does."""
+    try:
+        socket.create_connection((host, port), timeout).close()
+    except OSError as exc:
+        raise OSError(
+            f"nothing accepts connections at {host}:{port} ({exc.strerror or exc})"
+        ) from None
 
 
 def observe(

@@ -44,6 +44,17 @@ class Display(Protocol):
     def cell(self, label: str) -> CellProgress: ...
 
 
+class Prefixed:
+    """A ``Progress`` that names a part of its cell before each phase ("500 msg/s: round 1/3")."""
+
+    def __init__(self, progress: Progress, prefix: str) -> None:
+        self._progress = progress
+        self._prefix = prefix
+
+    def phase(self, name: str, done: int | None = None, total: int | None = None) -> None:
+        self._progress.phase(f"{self._prefix}: {name}", done, total)
+
+
 def tally(progress: Progress, name: str, total: int) -> Callable[[int], None]:
     """A callback for steps of a counted phase: reports ``name`` 0/``total`` now, then the
     running sum of the counts it is given."""

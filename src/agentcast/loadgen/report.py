@@ -7,9 +7,10 @@ import os
 import platform
 from typing import Any
 
+from agentcast.loadgen.frontier import verdicts
 from agentcast.loadgen.harness import CpuPlan
 from agentcast.loadgen.sweep import Cell, Sweep
-from agentcast.loadgen.workloads import Round, Settings
+from agentcast.loadgen.workloads import FRONTIER_LOADS, Round, Settings
 
 SATURATED = 0.9  # receiver CPU time / wall time at which the receivers may be the limit
 
@@ -49,6 +50,29 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("lost", "lost", "{:,.0f}"),
         ("receiver_cpu", "recv CPU", "{:.0%}"),
     ],
+    "frontier": [
+        ("rate", "msg/s", "{:,.0f}"),
+        ("headroom", "agent headroom", "{:.0%}"),
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("max_ms", "max ms", "{:,.2f}"),
+        ("worst_client_p99_ms", "worst client p99 ms", "{:,.2f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "chat": [
+        ("requests_per_s", "requests/s", "{:,.0f}"),
+        ("start_p50_ms", "start p50 ms", "{:,.2f}"),
+        ("start_p99_ms", "start p99 ms", "{:,.2f}"),
+        ("first_p50_ms", "1st msg p50 ms", "{:,.2f}"),
+        ("first_p99_ms", "1st msg p99 ms", "{:,.2f}"),
+        ("end_p50_ms", "end p50 ms", "{:,.2f}"),
+        ("end_p99_ms", "end p99 ms", "{:,.2f}"),
+        ("errors", "errors", "{:,.0f}"),
+        ("no_agent_message", "end before msg", "{:,.0f}"),
+        ("lost", "unanswered", "{:,.0f}"),
+        ("receiver_cpu", "client CPU", "{:.0%}"),
+    ],
     "memory": [
         ("kib_per_client", "KiB/client", "{:,.1f}"),
         ("idle_rss_mb", "RSS, no clients MB", "{:,.1f}"),
@@ -64,6 +88,11 @@ TITLES = {
     "latency": "latency: {rate:,g} msg/s of {size} B for {duration:g} s",
     "publish": "publish: one publish() call, {messages:,} back to back; (0): no clients",
     "headroom": "headroom: agent work rate at {rate:,g} msg/s over its idle rate",
+    "frontier": "frontier: p99 against agent headroom at "
+    + ", ".join(f"{load:g}" for load in FRONTIER_LOADS)
+    + " x {rate:,g} msg/s",
+    "chat": "chat: each client sends user_message in turn for {duration:g} s; ms from the send"
+    " to agent_response_start, the first agent message, agent_response_end",
     "memory": "memory: server RSS per connected idle client",
     "observe": "observe (--url): frames received in {duration:g} s windows, as the server sends",
 }
@@ -76,11 +105,33 @@ def _cell_text(cell: Cell, key: str, form: str) -> str:
     return "-" if value is None or math.isnan(value) else form.format(value)
 
 
+def points(cells: list[Cell]) -> list[Cell]:
+    """The cells as reported: a cell whose rounds ran at several publish rates (``frontier``)
+    becomes one cell per rate, each a point of its server's curve."""
+    reported = []
+    for cell in cells:
+        rates = list(dict.fromkeys(r["rate"] for r in cell.rounds if "rate" in r))
+        if len(rates) < 2:
+            reported.append(cell)
+            continue
+        reported += [
+            Cell(
+                cell.workload,
+                cell.server,
+                cell.clients,
+                [r for r in cell.rounds if r["rate"] == rate],
+            )
+            for rate in rates
+        ]
+    return reported
+
+
 def tables(sweep: Sweep, settings: Settings) -> list[str]:
-    """One table per workload: a row per server and client count, medians of the rounds."""
+    """One table per workload: a row per server and client count (and publish rate, for
+    ``frontier``), medians of the rounds."""
     lines: list[str] = []
     for workload, columns in COLUMNS.items():
-        cells = [c for c in sweep.cells if c.workload == workload]
+        cells = [c for c in points(sweep.cells) if c.workload == workload]
         if not cells:
             continue
         server_width = max(len("server"), *(len(c.server) for c in cells))
@@ -101,10 +152,13 @@ def tables(sweep: Sweep, settings: Settings) -> list[str]:
 
 
 def notes(sweep: Sweep) -> list[str]:
-    """Errors, skipped servers, and cells whose receivers were saturated."""
+    """Errors, skipped servers, cells whose receivers were saturated, and whether each
+    agentcast frontier curve lies below each peer's."""
     lines = [f"skipped {server}: {why}" for server, why in sweep.skipped.items()]
-    for cell in sweep.cells:
+    for cell in points(sweep.cells):
         where = f"{cell.workload} {cell.server} x {cell.clients:,}"
+        if (rate := cell.summary().get("rate")) is not None:
+            where += f" at {rate:,g} msg/s"
         if cell.error is not None:
             lines.append(f"error in {where}: {cell.error}")
         elif cell.summary().get("receiver_cpu", 0.0) >= SATURATED:
@@ -114,7 +168,7 @@ def notes(sweep: Sweep) -> list[str]:
                 "the pace, so this row measures them as much as the server"
                 + ("; compare servers by server ns/deliv" if cell.workload == "burst" else "")
             )
-    return lines
+    return lines + verdicts(points(sweep.cells))
 
 
 def _json_safe(values: Round) -> dict[str, float | None]:
@@ -156,7 +210,7 @@ def document(sweep: Sweep, settings: Settings, plan: CpuPlan, command: list[str]
                 "rounds": [_json_safe(r) for r in c.rounds],
                 "error": c.error,
             }
-            for c in sweep.cells
+            for c in points(sweep.cells)
         ],
         "skipped": sweep.skipped,
     }

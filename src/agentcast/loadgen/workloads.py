@@ -1,4 +1,4 @@
-"""The five measurements, each a function of (server, clients, settings) returning its rounds.
+"""The measurements, each a function of (server, clients, settings) returning its rounds.
 
 Each workload starts its own server process and receivers, so a backlog or a
 grown heap from one never skews the next. A round that loses messages ends
@@ -10,13 +10,15 @@ connecting, draining, stopping); how that is shown is the sweep's business.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agentcast.loadgen.chat import chat
 from agentcast.loadgen.harness import CpuPlan
-from agentcast.loadgen.progress import Progress
+from agentcast.loadgen.progress import Prefixed, Progress
 from agentcast.loadgen.session import Session
 
 Round = dict[str, float]
@@ -27,6 +29,7 @@ SERVER_GRACE = 30.0  # seconds a server command may take beyond its own length
 SETTLE = 0.5  # seconds for a server's memory to settle before reading it
 IDLE_AGENT_SECONDS = 2.0  # at most, for the agent's idle work rate
 LATENCY_SAMPLE_EVERY = 10  # Python receivers: every 10th connection (and the last) reads stamps
+FRONTIER_LOADS = (0.25, 0.5, 1.0, 2.0)  # the publish rates along a frontier curve, times --rate
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,26 @@ def headroom(
         return _repeat(settings, one_round, progress)
 
 
+def frontier(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
+) -> list[Round]:
+    """The latency/headroom trade: ``headroom`` at each of ``FRONTIER_LOADS`` times ``rate``.
+
+    Each publish rate is a point of the server's curve (p99 against headroom, drawn by
+    ``plot``), its rounds tagged with ``rate``; a server setting such as agentcast's
+    ``flush_interval`` is another curve. Each rate gets a fresh server, so a rate a
+    server falls behind at leaves the others' points alone.
+    """
+    points: list[Round] = []
+    for load in FRONTIER_LOADS:
+        at_rate = dataclasses.replace(settings, rate=settings.rate * load)
+        rounds = headroom(
+            peer, clients, at_rate, plan, Prefixed(progress, f"{at_rate.rate:g} msg/s")
+        )
+        points += [{"rate": at_rate.rate, **point} for point in rounds]
+    return points
+
+
 def memory(
     peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
@@ -245,5 +268,7 @@ WORKLOADS: dict[str, Workload] = {
     "latency": latency,
     "publish": publish,
     "headroom": headroom,
+    "frontier": frontier,
+    "chat": chat,
     "memory": memory,
 }

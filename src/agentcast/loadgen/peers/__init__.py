@@ -31,10 +31,13 @@ NAMES = tuple(_REGISTRY)
 # 1: serve wss:// with a throwaway certificate the receivers trust (``tls_identity``)
 _TLS: dict[str, type] = {"tls": int}
 # Settings a server spec may carry ("agentcast:flush_interval=0.02"): agentcast's own knobs,
-# so that a run can set two configurations of it side by side, and TLS for every peer that
-# can serve it (socketify takes certificates only as files).
+# so that a run can set two configurations of it side by side, TLS for every peer that
+# can serve it (socketify takes certificates only as files), and MemGPT's pause.
 SETTINGS: dict[str, dict[str, type]] = {
-    "memgpt": _TLS,
+    "memgpt": {
+        **_TLS,
+        "end_pause": float,  # seconds before agent_response_end (MemGPT's server: 1)
+    },
     "websockets": _TLS,
     "picows": _TLS,
     "pyfanout": _TLS,
