@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from agentcast.loadgen.messages import message
+from agentcast.loadgen.messages import agent_message, agent_padding, message
 from agentcast.loadgen.peers import Peer
 
 AGENT_STEP = 200  # squares summed per work unit: a few microseconds of pure Python
@@ -73,3 +73,23 @@ def headroom(peer: Peer, seconds: float, size: int, rate: float) -> tuple[float,
     busy = agent_rate(seconds)
     publisher.join()
     return busy, count
+
+
+def agents_paced(peer: Peer, agents: list[str], count: int, size: int, rate: float) -> float:
+    """Each of ``agents`` publishes ``count`` stamped events of about ``size`` bytes at
+    ``rate`` per second to its own watchers; return the start time.
+
+    The agents are staggered evenly within each period (agent k at
+    start + (n + k / len(agents)) / rate), as independent agents would be, rather than all
+    publishing at the same instant; the schedule is absolute, as in ``paced``.
+    """
+    padding = [agent_padding(agent, size) for agent in agents]
+    step = 1.0 / (rate * len(agents))
+    started = time.monotonic()
+    for j in range(count * len(agents)):
+        n, k = divmod(j, len(agents))
+        pause = started + j * step - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        peer.publish_to(agents[k], agent_message(agents[k], n, padding[k], time.monotonic()))
+    return started

@@ -9,7 +9,7 @@ from typing import Any
 
 from agentcast.loadgen.harness import CpuPlan
 from agentcast.loadgen.sweep import Cell, Sweep
-from agentcast.loadgen.workloads import Round, Settings
+from agentcast.loadgen.workloads import TOKEN_RATE, Round, Settings
 
 SATURATED = 0.9  # receiver CPU time / wall time at which the receivers may be the limit
 
@@ -53,6 +53,30 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("kib_per_client", "KiB/client", "{:,.1f}"),
         ("idle_rss_mb", "RSS, no clients MB", "{:,.1f}"),
     ],
+    "agents": [
+        ("agents", "agents", "{:,.0f}"),
+        ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+        ("server_ns", "server ns/deliv", "{:,.1f}"),
+        ("server_cpu", "server CPU", "{:.0%}"),
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("worst_client_p99_ms", "worst client p99 ms", "{:,.2f}"),
+        ("latency_samples", "samples", "{:,.0f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "tokens": [
+        ("agents", "agents", "{:,.0f}"),
+        ("deliveries_per_s", "deltas/s", "{:,.0f}"),
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("max_ms", "max ms", "{:,.2f}"),
+        ("server_cpu", "server CPU", "{:.0%}"),
+        ("server_ns", "server ns/deliv", "{:,.1f}"),
+        ("latency_samples", "samples", "{:,.0f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
     "observe": [
         ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
         ("mb_per_s", "MB/s", "{:,.1f}"),
@@ -65,6 +89,10 @@ TITLES = {
     "publish": "publish: one publish() call, {messages:,} back to back; (0): no clients",
     "headroom": "headroom: agent work rate at {rate:,g} msg/s over its idle rate",
     "memory": "memory: server RSS per connected idle client",
+    "agents": "agents: half the clients watch an agent each, half agents of {crowd:,} watchers;"
+    " {rate:,g} events/s of {size} B over all agents, each to its own watchers, {duration:g} s",
+    "tokens": f"tokens: agents streaming {TOKEN_RATE:g} token deltas/s each"
+    " to {watchers:,} watchers each, {duration:g} s",
     "observe": "observe (--url): frames received in {duration:g} s windows, as the server sends",
 }
 
