@@ -117,7 +117,7 @@ def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
     assert cells["agents", "agentcast"]["summary"]["agents"] == agents_count
     assert cells["tokens", "pyfanout"]["summary"]["agents"] == clients // 4
     lines = stdout.splitlines()
-    for title in ("agents: half the clients", "tokens: agents streaming 50 token deltas/s"):
+    for title in ("agents: half 1 watcher/agent", "tokens: 50 token deltas/s per agent"):
         at = next(i for i, line in enumerate(lines) if line.startswith(title))
         rows = [line.split()[:2] for line in lines[at + 2 : at + 4]]
         assert rows == [[peer, str(clients)] for peer in PEERS]

@@ -89,10 +89,10 @@ TITLES = {
     "publish": "publish: one publish() call, {messages:,} back to back; (0): no clients",
     "headroom": "headroom: agent work rate at {rate:,g} msg/s over its idle rate",
     "memory": "memory: server RSS per connected idle client",
-    "agents": "agents: half the clients watch an agent each, half agents of {crowd:,} watchers;"
-    " {rate:,g} events/s of {size} B over all agents, each to its own watchers, {duration:g} s",
-    "tokens": f"tokens: agents streaming {TOKEN_RATE:g} token deltas/s each"
-    " to {watchers:,} watchers each, {duration:g} s",
+    "agents": "agents: half 1 watcher/agent, half {crowd:,}/agent;"
+    " {rate:,g} events/s of {size} B in all, {duration:g} s",
+    "tokens": f"tokens: {TOKEN_RATE:g} token deltas/s per agent,"
+    " {watchers:,} watchers per agent, {duration:g} s",
     "observe": "observe (--url): frames received in {duration:g} s windows, as the server sends",
 }
 
