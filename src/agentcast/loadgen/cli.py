@@ -93,6 +93,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all: every one"
         f" but {','.join(APART)})",
     )
+    parser.add_argument(
+        "--crowd",
+        type=POSITIVE_INT,
+        default=100,
+        help="agents workload: half the clients watch an agent each, the other half agents"
+        " of this many watchers (default 100)",
+    )
+    parser.add_argument(
+        "--watchers",
+        type=POSITIVE_INT,
+        default=100,
+        help="tokens workload: watchers per agent; clients / watchers agents (default 100)",
+    )
     parser.add_argument("--rounds", type=POSITIVE_INT, default=3, help="report the median")
     parser.add_argument(
         "--receivers", type=POSITIVE_INT, default=None, help="receiver processes (cores - 1)"
@@ -204,6 +217,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         duration=args.duration,
         rounds=args.rounds,
         receiver=args.receiver,
+        crowd=args.crowd,
+        watchers=args.watchers,
     )
     plan = plan_cpus(args.receivers)
     for line in _placement(plan, max(args.clients)):

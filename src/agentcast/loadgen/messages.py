@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 MESSAGE_BYTES = 200
 BURST = 2000
+MIN_TEXT = 4  # characters: about one LLM token
 _WORDS = "the agent thinks about the next step and streams it to every viewer "
 
 
@@ -24,3 +26,17 @@ def message(seq: int, size: int = MESSAGE_BYTES, sent_at: float | None = None) -
         raise ValueError(f"a message cannot be smaller than {size - room} bytes")
     event["text"] = (_WORDS * (room // len(_WORDS) + 1))[:room]
     return event
+
+
+def agent_padding(agent: str, size: int) -> str:
+    """The ``text`` that makes ``agent``'s stamped events (``agent_message``) about ``size``
+    bytes; at least a token's ``MIN_TEXT`` characters, whatever the stamp and ids take."""
+    bare = agent_message(agent, 0, "", time.monotonic())
+    room = max(size - len(json.dumps(bare, separators=(",", ":"))), MIN_TEXT)
+    return (_WORDS * (room // len(_WORDS) + 1))[:room]
+
+
+def agent_message(agent: str, n: int, text: str, sent_at: float) -> dict[str, Any]:
+    """Agent ``agent``'s ``n``-th event, stamped with ``sent_at`` for the receivers; ``n``,
+    not ``seq``, because agentcast adds a ``seq`` of its own to a channel's messages."""
+    return {"t": sent_at, "agent": agent, "n": n, "text": text}

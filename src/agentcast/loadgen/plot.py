@@ -27,6 +27,8 @@ PANELS: dict[str, tuple[str, str, bool]] = {
     "headroom": ("headroom", "agent work rate / idle rate", False),
     "publish": ("median_us", "publish() call, median (µs)", True),
     "memory": ("kib_per_client", "server RSS per client (KiB)", False),
+    "agents": ("server_ns", "server CPU per delivery (ns)", True),
+    "tokens": ("p99_ms", "p99 token-delta latency (ms)", True),
 }
 # workload -> (x key, x-axis label, y key, y-axis label, log y axis): one measured value
 # against another, a curve per server (and client count) through its points, one per

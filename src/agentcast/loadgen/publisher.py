@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 import time
 
-from agentcast.loadgen.messages import message
+from agentcast.loadgen.messages import agent_message, agent_padding, message
 from agentcast.loadgen.peers import Peer
 
+MIN_NAP = 0.001  # seconds: agents_paced sleeps at least this long between its rounds
 AGENT_STEP = 200  # squares summed per work unit: a few microseconds of pure Python
 
 
@@ -73,3 +74,31 @@ def headroom(peer: Peer, seconds: float, size: int, rate: float) -> tuple[float,
     busy = agent_rate(seconds)
     publisher.join()
     return busy, count
+
+
+def agents_paced(peer: Peer, agents: list[str], count: int, size: int, rate: float) -> float:
+    """Each of ``agents`` publishes ``count`` stamped events of about ``size`` bytes at
+    ``rate`` per second to its own watchers; return the start time.
+
+    The agents are staggered evenly within each period (agent k's n-th event due at
+    start + (n + k / len(agents)) / rate), as independent agents would be, rather than all
+    publishing at the same instant. The schedule is absolute, as in ``paced``; the thread
+    sleeps at least ``MIN_NAP`` and then publishes every event that fell due meanwhile, so
+    thousands of events a second do not cost a sleep each. Each event is stamped when it is
+    published, so the wait for its turn is not counted as latency.
+    """
+    padding = [agent_padding(agent, size) for agent in agents]
+    step = 1.0 / (rate * len(agents))
+    total = count * len(agents)
+    published = 0
+    started = time.monotonic()
+    while published < total:
+        due = min(total, int((time.monotonic() - started) / step) + 1)
+        for j in range(published, due):
+            n, k = divmod(j, len(agents))
+            peer.publish_to(agents[k], agent_message(agents[k], n, padding[k], time.monotonic()))
+        published = due
+        pause = started + published * step - time.monotonic()
+        if published < total and pause > 0:
+            time.sleep(max(pause, MIN_NAP))
+    return started

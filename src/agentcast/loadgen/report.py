@@ -10,7 +10,7 @@ from typing import Any
 from agentcast.loadgen.frontier import verdicts
 from agentcast.loadgen.harness import CpuPlan
 from agentcast.loadgen.sweep import Cell, Sweep
-from agentcast.loadgen.workloads import FRONTIER_LOADS, Round, Settings
+from agentcast.loadgen.workloads import FRONTIER_LOADS, TOKEN_RATE, Round, Settings
 
 SATURATED = 0.9  # receiver CPU time / wall time at which the receivers may be the limit
 
@@ -77,6 +77,30 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("kib_per_client", "KiB/client", "{:,.1f}"),
         ("idle_rss_mb", "RSS, no clients MB", "{:,.1f}"),
     ],
+    "agents": [
+        ("agents", "agents", "{:,.0f}"),
+        ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+        ("server_ns", "server ns/deliv", "{:,.1f}"),
+        ("server_cpu", "server CPU", "{:.0%}"),
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("worst_client_p99_ms", "worst client p99 ms", "{:,.2f}"),
+        ("latency_samples", "samples", "{:,.0f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "tokens": [
+        ("agents", "agents", "{:,.0f}"),
+        ("deliveries_per_s", "deltas/s", "{:,.0f}"),
+        ("p50_ms", "p50 ms", "{:,.2f}"),
+        ("p99_ms", "p99 ms", "{:,.2f}"),
+        ("max_ms", "max ms", "{:,.2f}"),
+        ("server_cpu", "server CPU", "{:.0%}"),
+        ("server_ns", "server ns/deliv", "{:,.1f}"),
+        ("latency_samples", "samples", "{:,.0f}"),
+        ("lost", "lost", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
     "observe": [
         ("deliveries_per_s", "deliveries/s", "{:,.0f}"),
         ("mb_per_s", "MB/s", "{:,.1f}"),
@@ -94,6 +118,10 @@ TITLES = {
     "chat": "chat: each client sends user_message in turn for {duration:g} s; ms from the send"
     " to agent_response_start, the first agent message, agent_response_end",
     "memory": "memory: server RSS per connected idle client",
+    "agents": "agents: half 1 watcher/agent, half {crowd:,}/agent;"
+    " {rate:,g} events/s of {size} B in all, {duration:g} s",
+    "tokens": f"tokens: {TOKEN_RATE:g} token deltas/s per agent,"
+    " {watchers:,} watchers per agent, {duration:g} s",
     "observe": "observe (--url): frames received in {duration:g} s windows, as the server sends",
 }
 

@@ -32,9 +32,15 @@ def _client_count(peer: Peer) -> int:
     return peer.client_count
 
 
+def _route(peer: Peer, watched: list[str]) -> None:
+    peer.route(watched)
+
+
 _COMMANDS: dict[str, Callable[..., Any]] = {
     "burst": publisher.burst,
     "paced": publisher.paced,
+    "agents_paced": publisher.agents_paced,
+    "route": _route,
     "publish_costs": publisher.publish_costs,
     "headroom": publisher.headroom,
     "agent_rate": lambda _peer, seconds: publisher.agent_rate(seconds),

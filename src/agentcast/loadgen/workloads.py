@@ -30,6 +30,8 @@ SETTLE = 0.5  # seconds for a server's memory to settle before reading it
 IDLE_AGENT_SECONDS = 2.0  # at most, for the agent's idle work rate
 LATENCY_SAMPLE_EVERY = 10  # Python receivers: every 10th connection (and the last) reads stamps
 FRONTIER_LOADS = (0.25, 0.5, 1.0, 2.0)  # the publish rates along a frontier curve, times --rate
+TOKEN_RATE = 50.0  # tokens/s an LLM streams, per agent
+TOKEN_BYTES = 30  # a token delta's JSON: the smallest stamped event (agent_padding)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Settings:
     duration: float = 5.0
     rounds: int = 3
     receiver: str = "compiled"  # receivers.RECEIVERS
+    crowd: int = 100  # agents: watchers of each many-watcher agent
+    watchers: int = 100  # tokens: watchers per agent
 
 
 def _burst_timeout(deliveries: int) -> float:
@@ -114,6 +118,9 @@ def _paced_outcome(session: Session, count: int, started: float, settings: Setti
     latencies = session.latencies()
     histogram = latencies.histogram
     return {
+        "deliveries": delivery.frames,
+        "deliveries_per_s": delivery.frames / elapsed,
+        "elapsed_s": elapsed,
         "p50_ms": histogram.percentile(0.5) / 1e3,
         "p99_ms": histogram.percentile(0.99) / 1e3,
         "p999_ms": histogram.percentile(0.999) / 1e3,
@@ -261,6 +268,83 @@ def memory(
     return _repeat(settings, one_round, progress)
 
 
+def agents_shape(clients: int, crowd: int) -> list[int]:
+    """Watchers per agent for ``clients``: half of them watch an agent of their own, the
+    other half agents of ``crowd`` watchers each (2,000 clients: 1,000 agents with 1
+    watcher and 10 with 100; the last crowd takes the remainder, so sizes sum up)."""
+    singles = clients // 2
+    crowds = clients - singles
+    groups = max(1, crowds // crowd) if crowds else 0
+    return [1] * singles + [crowd] * (groups - 1) + [crowds - crowd * (groups - 1)] * bool(groups)
+
+
+def tokens_shape(clients: int, watchers: int) -> list[int]:
+    """``clients // watchers`` agents of ``watchers`` watchers (the last takes the rest)."""
+    groups = max(1, clients // watchers)
+    return [watchers] * (groups - 1) + [clients - watchers * (groups - 1)]
+
+
+def _many_agents(
+    peer: str,
+    shape: list[int],
+    per_agent_rate: float,
+    size: int,
+    settings: Settings,
+    plan: CpuPlan,
+    progress: Progress,
+) -> list[Round]:
+    """Agent k (``agent-k``, watched by ``shape[k]`` clients) publishes ``per_agent_rate``
+    stamped events/s of about ``size`` bytes for ``duration`` to its own watchers: the
+    latency of every delivery, deliveries/s, and the server's CPU per delivery and share."""
+    agents = [f"agent-{k}" for k in range(len(shape))]
+    count = max(1, round(per_agent_rate * settings.duration))
+    with Session(peer, plan, progress, settings.receiver) as session:
+        watched = [agent for agent, n in zip(agents, shape, strict=True) for _ in range(n)]
+        session.server.call("route", watched, timeout=SERVER_GRACE)
+        session.connect(len(watched), sample_every=LATENCY_SAMPLE_EVERY)
+
+        def one_round() -> Round:
+            cpu_before = session.server.call("cpu_seconds", timeout=SERVER_GRACE)
+            started = session.server.call(
+                "agents_paced",
+                agents,
+                count,
+                size,
+                per_agent_rate,
+                timeout=settings.duration * 2 + SERVER_GRACE,
+            )
+            outcome = _paced_outcome(session, count, started, settings)
+            cpu = session.server.call("cpu_seconds", timeout=SERVER_GRACE) - cpu_before
+            return {
+                **outcome,
+                "server_ns": cpu / max(outcome["deliveries"], 1) * 1e9,
+                "server_cpu": cpu / outcome["elapsed_s"],
+                "agents": len(agents),
+            }
+
+        return _repeat(settings, one_round, progress)
+
+
+def agents(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
+) -> list[Round]:
+    """The chat shape (``agents_shape``): ``rate`` events/s of ``size`` bytes in all, spread
+    evenly over the agents, each published to its own agent's watchers only."""
+    shape = agents_shape(clients, settings.crowd)
+    return _many_agents(
+        peer, shape, settings.rate / len(shape), settings.size, settings, plan, progress
+    )
+
+
+def tokens(
+    peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
+) -> list[Round]:
+    """LLM token deltas (``TOKEN_BYTES``) at ``TOKEN_RATE``/s from each of
+    ``clients // watchers`` agents to its ``watchers`` clients."""
+    shape = tokens_shape(clients, settings.watchers)
+    return _many_agents(peer, shape, TOKEN_RATE, TOKEN_BYTES, settings, plan, progress)
+
+
 Workload = Callable[[str, int, Settings, CpuPlan, Progress], list[Round]]
 
 WORKLOADS: dict[str, Workload] = {
@@ -271,4 +355,6 @@ WORKLOADS: dict[str, Workload] = {
     "frontier": frontier,
     "chat": chat,
     "memory": memory,
+    "agents": agents,
+    "tokens": tokens,
 }

@@ -1,4 +1,5 @@
-"""The servers under comparison, behind one small interface: start, publish, client_count, stop.
+"""The servers under comparison, behind one small interface: start, publish, client_count, stop,
+and for many agents route and publish_to (each client watches one agent).
 
 Each peer serves on 127.0.0.1 with pings off (the raw receivers never answer
 them, and a ping frame would be counted as a message) from a thread of the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib
 import re
 import ssl
+from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 HOST = "127.0.0.1"
@@ -65,6 +67,13 @@ class Peer(Protocol):
 
     def publish(self, obj: Any) -> None:
         """Send ``obj`` as JSON to every connected client; called from a non-loop thread."""
+
+    def route(self, watched: Sequence[str]) -> None:
+        """From now on the k-th client to connect watches agent ``watched[k]`` only (see
+        ``_agents.Watchers``); called before those clients connect."""
+
+    def publish_to(self, agent: str, obj: Any) -> None:
+        """Send ``obj`` as JSON to the clients watching ``agent``; from a non-loop thread."""
 
     @property
     def client_count(self) -> int: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from agentcast import Broadcaster
@@ -23,6 +24,10 @@ class AgentcastPeer:
     With ``tls=1`` it serves ``wss://`` with a throwaway certificate; ``ca_pem`` is the
     CA the receivers must trust (None without TLS).
 
+    ``route`` subscribes the k-th client to connect from then on to its agent's channel
+    (``hub.subscribe`` in ``on_connect``, as the drop-in server subscribes a watcher), and
+    ``publish_to`` publishes to that channel: ``seq`` and history on for every message.
+
     With ``scrape=1`` a thread fetches ``GET /metrics`` from the hub's own port once a
     second, as Prometheus would, while the workload runs (``scrapes`` counts them).
     """
@@ -35,11 +40,19 @@ class AgentcastPeer:
         self._scraper: threading.Thread | None = None
         self.channels = [f"agent-{i}" for i in range(channels)]
         settings["ssl"], self.ca_pem = tls_identity(tls)
-        on_connect = self._assign if channels else None
-        self.hub = Broadcaster(HOST, port=0, ping_interval=0, on_connect=on_connect, **settings)
+        self._route: list[str] = []
+        self._routed = 0  # clients subscribed to their agent's channel, on the loop thread
+        self.hub = Broadcaster(HOST, port=0, ping_interval=0, on_connect=self._assign, **settings)
 
     def _assign(self, client_id: int) -> None:
-        self.hub.subscribe(client_id, self.channels[client_id % len(self.channels)])
+        if self._routed < len(self._route):
+            self.hub.subscribe(client_id, self._route[self._routed])
+            self._routed += 1
+        elif self.channels:
+            self.hub.subscribe(client_id, self.channels[client_id % len(self.channels)])
+
+    def route(self, watched: Sequence[str]) -> None:
+        self._route, self._routed = list(watched), 0
 
     def start(self) -> int:
         port = self.hub.start().port
@@ -55,6 +68,9 @@ class AgentcastPeer:
                 self.last_scrape = response.read().decode()
             self.scrapes += 1
 
+    def publish_to(self, agent: str, obj: Any) -> None:
+        self.hub.publish(obj, agent)
+
     def publish(self, obj: Any) -> None:
         if not self.channels:
             self.hub.publish(obj)
@@ -64,7 +80,9 @@ class AgentcastPeer:
 
     @property
     def client_count(self) -> int:
-        return self.hub.client_count
+        """With a route, the clients subscribed so far: a client is counted once its
+        subscribe is queued, so what is published after the count reaches it."""
+        return self._routed if self._route else self.hub.client_count
 
     def stop(self) -> None:
         self._stopping.set()

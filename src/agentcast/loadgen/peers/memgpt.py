@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -27,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from agentcast.backends import DemoAgentServer
 from agentcast.loadgen.peers import tls_identity
+from agentcast.loadgen.peers._agents import Watchers
 from agentcast.loadgen.peers._websockets_server import WebsocketsServer
 
 END_PAUSE = 1.0  # seconds MemGPT's server sleeps before agent_response_end
@@ -56,7 +58,11 @@ class _Interface:
 
 class MemgptPeer:
     """A registry of clients, a per-message ``gather`` of per-client sends, and MemGPT's
-    request handling in front of the demo agent."""
+    request handling in front of the demo agent.
+
+    Many agents: MemGPT sent every agent's messages to every client; here each agent's go
+    to the set of clients watching it (``Watchers``), with the same ``gather``.
+    """
 
     def __init__(self, tls: int = 0, end_pause: float = END_PAUSE) -> None:
         context, self.ca_pem = tls_identity(tls)
@@ -66,18 +72,21 @@ class MemgptPeer:
         # The demo agent calls only the interface's three message methods.
         interface: Any = _Interface(self)
         self.backend = DemoAgentServer(default_interface=interface)
+        self.watchers: Watchers[ServerConnection] = Watchers()
 
     def start(self) -> int:
         return self._websockets.start()
 
     async def _handler(self, connection: ServerConnection) -> None:
         self.clients.add(connection)
+        self.watchers.add(connection)
         try:
             with contextlib.suppress(ConnectionClosed):
                 async for data in connection:
                     await self._request(connection, data)
         finally:
             self.clients.discard(connection)
+            self.watchers.discard(connection)
 
     async def _request(self, connection: ServerConnection, data: str | bytes) -> None:
         """One client message, answered as MemGPT's ``handle_client`` answers it."""
@@ -119,6 +128,21 @@ class MemgptPeer:
 
     async def _send_to_all_clients(self, obj: Any) -> None:
         await asyncio.gather(*(client.send(json.dumps(obj)) for client in self.clients))
+
+    def route(self, watched: Sequence[str]) -> None:
+        self._websockets.loop.run(self._route(watched))
+
+    async def _route(self, watched: Sequence[str]) -> None:
+        self.watchers.route(watched)
+
+    def publish_to(self, agent: str, obj: Any) -> None:
+        loop = self._websockets.loop.loop
+        assert loop is not None, "start() first"
+        asyncio.run_coroutine_threadsafe(self._send_to_watchers(agent, obj), loop)
+
+    async def _send_to_watchers(self, agent: str, obj: Any) -> None:
+        watching = self.watchers.of(agent)
+        await asyncio.gather(*(client.send(json.dumps(obj)) for client in watching))
 
     @property
     def client_count(self) -> int:

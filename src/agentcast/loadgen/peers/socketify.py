@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -30,12 +31,14 @@ class SocketifyPeer:
     socketify's loop polls libuv from an asyncio loop in the thread that
     created the ``App``, so the app is built and run in its own thread and
     ``publish`` is scheduled on that loop with ``call_soon_threadsafe``.
-    Pings, idle timeouts and compression are off.
+    Pings, idle timeouts and compression are off. Many agents: a topic per agent, the
+    k-th client subscribed to its agent's topic as ``route`` says, ``publish_to`` to it.
     """
 
     def __init__(self) -> None:
         self._app: Any = None
         self._clients = 0
+        self._route: list[str] = []
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
@@ -68,8 +71,17 @@ class SocketifyPeer:
         app.loop.run()  # App.run() would install a SIGINT handler: only the main thread may
 
     def _opened(self, ws: Any) -> None:
-        ws.subscribe(TOPIC)
+        ws.subscribe(self._route[self._clients] if self._clients < len(self._route) else TOPIC)
         self._clients += 1
+
+    def route(self, watched: Sequence[str]) -> None:
+        """Set before the clients connect (they are counted from 0)."""
+        self._route = list(watched)
+
+    def publish_to(self, agent: str, obj: Any) -> None:
+        self._app.loop.loop.call_soon_threadsafe(
+            self._app.publish, agent, orjson.dumps(obj), socketify.OpCode.TEXT
+        )
 
     def _closed(self, _ws: Any, _code: int, _message: Any) -> None:
         self._clients -= 1
