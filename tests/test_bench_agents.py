@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,8 @@ from websockets.sync.client import ClientConnection, connect
 from agentcast.loadgen.harness import wait_until
 from agentcast.loadgen.peers import Peer, create
 from agentcast.loadgen.workloads import TOKEN_RATE, agents_shape, tokens_shape
+from bench_runs import one_round
 
-BENCH = [sys.executable, "-m", "agentcast", "bench"]
 TIMEOUT = 120
 PEERS = ["agentcast", "pyfanout"]
 
@@ -77,16 +75,8 @@ def test_each_watcher_gets_its_own_agents_messages_only(routed: tuple[Peer, int]
 
 def _bench(tmp_path: Path, *args: str) -> tuple[str, dict[tuple[str, str], dict[str, Any]]]:
     """One bench run: its stdout, and its cells keyed by (workload, server)."""
-    out = tmp_path / "agents.json"
-    result = subprocess.run(
-        [*BENCH, *args, "--rounds", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stderr
-    document = json.loads(out.read_text())
-    return result.stdout, {(r["workload"], r["server"]): r for r in document["results"]}
+    stdout, results = one_round(tmp_path, *args, timeout=TIMEOUT)
+    return stdout, {(r["workload"], r["server"]): r for r in results}
 
 
 def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(

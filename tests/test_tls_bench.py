@@ -3,32 +3,21 @@ receivers that count frames over TLS, run as a user runs them (timings never ass
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentcast.loadgen.peers import parse_spec
+from bench_runs import one_round
 
-BENCH = [sys.executable, "-m", "agentcast", "bench"]
 TIMEOUT = 90
 
 
 def bench(tmp_path: Path, *args: str) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """One bench run; its cells from the JSON file, keyed by (workload, server, clients)."""
-    out = tmp_path / "tls.json"
-    result = subprocess.run(
-        [*BENCH, *args, "--rounds", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stderr
-    document = json.loads(out.read_text())
-    return {(r["workload"], r["server"], r["clients"]): r for r in document["results"]}
+    """One bench run; its cells keyed by (workload, server, clients)."""
+    _, results = one_round(tmp_path, *args, timeout=TIMEOUT)
+    return {(r["workload"], r["server"], r["clients"]): r for r in results}
 
 
 def test_burst_and_latency_over_tls_deliver_every_frame(tmp_path: Path) -> None:
