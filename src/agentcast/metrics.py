@@ -124,26 +124,20 @@ class StatsCollector(Collector):
         for key, (name, documentation) in COUNTERS.items():
             if key in stats:
                 yield CounterMetricFamily(f"agentcast_{name}", documentation, value=stats[key])
-        refused = CounterMetricFamily(
-            "agentcast_upgrades_refused", "Refused WebSocket upgrades by reason.", labels=["reason"]
+        yield from _by_label(
+            stats,
+            "agentcast_upgrades_refused",
+            "Refused WebSocket upgrades by reason.",
+            REFUSED_UPGRADES,
         )
-        for key, reason in REFUSED_UPGRADES.items():
-            if key in stats:
-                refused.add_metric([reason], stats[key])
-        if refused.samples:
-            yield refused
-        dropped = CounterMetricFamily(
+        yield from _by_label(
+            stats,
             "agentcast_dropped_clients",
             "Clients the server closed, by reason: slow (over its byte budget, 1013), rate"
             " (message rate, 1008), size (message too big, 1009), auth (token expired, 3005),"
             " protocol (malformed frames, 1002/1003/1007).",
-            labels=["reason"],
+            DROP_REASONS,
         )
-        for key, reason in DROP_REASONS.items():
-            if key in stats:
-                dropped.add_metric([reason], stats[key])
-        if dropped.samples:
-            yield dropped
         closes = CounterMetricFamily(
             "agentcast_closes",
             "Ended WebSocket connections by the code of the close frame that ended each,"
@@ -157,6 +151,18 @@ class StatsCollector(Collector):
         latency = self._source.publish_latency()
         if latency is not None:
             yield _latency_histogram(latency)
+
+
+def _by_label(
+    stats: dict[str, int], name: str, documentation: str, reasons: dict[str, str]
+) -> Iterator[Metric]:
+    """One counter labelled ``reason``, a series per ``stats()`` key the server has."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for key, reason in reasons.items():
+        if key in stats:
+            family.add_metric([reason], stats[key])
+    if family.samples:
+        yield family
 
 
 def _latency_histogram(latency: LatencyHistogram) -> HistogramMetricFamily:
