@@ -1062,6 +1062,7 @@ cdef class FanoutCore:
         for group in self._group_list:
             if not group.buf.size:
                 continue
+            self._round_bytes = None
             for client in group.members:
                 if client.diverged or client.closed:
                     continue
@@ -1071,10 +1072,12 @@ cdef class FanoutCore:
                     self._sink_failed(client)
         for client in self._diverged:
             if not client.closed and client.priv.size:
+                self._round_bytes = None
                 try:
                     count = self._stage(client, &client.priv, client.priv_frames, count, targets)
                 except Exception:
                     self._sink_failed(client)
+        self._round_bytes = None
         if self.release_gil:
             with nogil:
                 send_all(self._writes, count)
@@ -1123,7 +1126,7 @@ cdef class FanoutCore:
         self.n_bytes += buf.size
         self.n_deliveries += frames
         if sink.fd < 0 or sink.queued():
-            self._queue_on_sink(client, buf.data, buf.size)
+            self._queue_round_on_sink(client, buf)
             return count
         w = &self._writes[count]
         w.fd = sink.fd
@@ -1148,10 +1151,21 @@ cdef class FanoutCore:
         return 0
 
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1:
-        cdef Py_ssize_t queued
         self.n_queued_writes += 1
         client.sink.write(data, size)
-        queued = client.sink.queued()
+        return self._check_budget(client)
+
+    cdef int _queue_round_on_sink(self, Client client, Buffer* buf) except -1:
+        """Queue all of ``buf``: one bytes object per buffer and round, shared by every sink
+        that queues it (TLS transports, clients with a backlog), not a copy per client."""
+        if self._round_bytes is None:
+            self._round_bytes = PyBytes_FromStringAndSize(buf.data, buf.size)
+        self.n_queued_writes += 1
+        client.sink.write_bytes(self._round_bytes)
+        return self._check_budget(client)
+
+    cdef int _check_budget(self, Client client) except -1:
+        cdef Py_ssize_t queued = client.sink.queued()
         if queued > self.client_budget and not client.sink.closing():
             self._drop_slow(client, queued)
         return 0
