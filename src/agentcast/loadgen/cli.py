@@ -1,4 +1,5 @@
-"""``agentcast bench``: flags, checks, and the run from sweep to table, JSON and plot.
+"""``agentcast bench``: flags, checks, and the run from sweep to table, JSON and plot, or
+``--plan``'s sweeps one after another.
 
 Kept apart from ``agentcast.cli`` so that ``agentcast serve`` never imports
 the benchmark's peers; this module itself imports only the standard library
@@ -8,6 +9,7 @@ until ``run``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -278,6 +280,12 @@ def _targets(args: argparse.Namespace) -> tuple[dict[str, Workload], list[str]]:
     return {name: WORKLOADS[name] for name in args.workload}, servers
 
 
+def _cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """The (workload, server, clients) cells a run will measure."""
+    workloads, servers = _targets(args)
+    return list(itertools.product(workloads, servers, args.clients))
+
+
 def _sweep(args: argparse.Namespace, out: _Output, command: list[str], label: str = "") -> int:
     """One sweep: its tables and notes to ``out``, its ``--json`` and ``--plot``; 1 when a
     cell failed, else 0. ``label`` starts each cell's progress line."""
@@ -345,7 +353,7 @@ def _flags_beside_plan(args: argparse.Namespace, parser: argparse.ArgumentParser
 def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Every sweep of ``--plan`` in turn, each under a heading with its command; 1 when a
     cell failed, 130 when interrupted (what finished is kept), else 0."""
-    from agentcast.loadgen.plan import PlanError, cell_seconds, minutes, read_plan
+    from agentcast.loadgen.plan import PlanError, cell_seconds, read_plan, spoken
 
     if flags := _flags_beside_plan(args, parser):
         parser.error(
@@ -356,37 +364,28 @@ def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         lines = read_plan(args.plan, _parse_line)
     except PlanError as exc:
         parser.error(str(exc))
-    sizes = [_targets(line.args) for line in lines]
-    cells = sum(
-        len(w) * len(s) * len(line.args.clients) for line, (w, s) in zip(lines, sizes, strict=True)
-    )
-    estimate = sum(
-        cell_seconds(workload, server, clients, _settings(line.args))
-        for line, (workloads, servers) in zip(lines, sizes, strict=True)
-        for workload in workloads
-        for server in servers
-        for clients in line.args.clients
-    )
+    cells = [(cell, _settings(line.args)) for line in lines for cell in _cells(line.args)]
+    estimate = sum(cell_seconds(*cell, settings) for cell, settings in cells)
     started = time.monotonic()
     status = 0
     with _Output(args.report, parser) as out:
-        out.line(f"agentcast bench --plan {args.plan}: {len(lines)} sweeps, {cells} cells")
-        print(f"estimated run time: about {minutes(estimate)}", file=sys.stderr)
+        out.line(f"agentcast bench --plan {args.plan}: {len(lines)} sweeps, {len(cells)} cells")
+        print(f"estimated run time: about {spoken(estimate)}", file=sys.stderr)
         for index, line in enumerate(lines, 1):
             label = f"[{index}/{len(lines)}] "
             out.line()
             out.line(label + line.command)
             try:
-                status |= _sweep(line.args, out, ["agentcast", "bench", *line.words], label)
+                status |= _sweep(line.args, out, line.argv, label)
             except KeyboardInterrupt:
                 out.line()
                 out.line(
                     f"interrupted in sweep {index} of {len(lines)} after"
-                    f" {minutes(time.monotonic() - started)}: the sweeps above it finished"
+                    f" {spoken(time.monotonic() - started)}: the sweeps above it finished"
                 )
                 return 130
         out.line()
-        out.line(f"{len(lines)} sweeps, {cells} cells in {minutes(time.monotonic() - started)}")
+        out.line(f"{len(lines)} sweeps, {len(cells)} cells in {spoken(time.monotonic() - started)}")
     return status
 
 

@@ -41,9 +41,14 @@ class PlanLine:
     args: argparse.Namespace
 
     @property
+    def argv(self) -> list[str]:
+        """The command that runs the same sweep on its own."""
+        return ["agentcast", "bench", *self.words]
+
+    @property
     def command(self) -> str:
-        """The line as the command that runs the same sweep on its own."""
-        return shlex.join(["agentcast", "bench", *self.words])
+        """``argv`` as a shell would take it."""
+        return shlex.join(self.argv)
 
 
 def read_plan(path: Path, parse: Callable[[list[str]], argparse.Namespace]) -> list[PlanLine]:
@@ -110,6 +115,6 @@ def cell_seconds(workload: str, server: str, clients: int, settings: Settings) -
     return _connect_seconds(clients) + settings.rounds * ROUND_EXTRA  # publish, memory
 
 
-def minutes(seconds: float) -> str:
+def spoken(seconds: float) -> str:
     """``38.5 min``, or ``45 s`` for less than a minute."""
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
