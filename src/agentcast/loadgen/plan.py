@@ -17,7 +17,9 @@ from pathlib import Path
 from agentcast.loadgen.peers import parse_spec
 from agentcast.loadgen.workloads import FRONTIER_LOADS, IDLE_AGENT_SECONDS, Settings
 
-# seconds, from timed runs on the shared 2-core VM (see bench/README.md)
+# seconds, fitted to runs timed on the shared 2-core VM (a 30 s sweep, a 10,000-client cell,
+# and the 11.5 min headline run of bench/sweep.json: each within 12 %); chat's are read
+# from its code, not timed
 CELL_START = 0.5  # spawn the server process, start it, stop it and its receivers
 CONNECTS_PER_S = 800.0  # clients connected and registered per second
 ROUND_EXTRA = 0.3  # a round's calls into the server and its drain, beyond its own length
@@ -26,6 +28,7 @@ BURST_PACE = 5e6  # deliveries/s of a burst, for its length
 # (their deliveries/s at 1,000 clients in bench/sweep.json, 2026-11-30)
 SLOW_BURSTS = {"picows": 240e3, "websockets": 130e3, "memgpt": 35e3}
 CHAT_START = 2.0  # ``agentcast serve`` or the memgpt peer as a command of its own
+CHAT_ROUND_EXTRA = 2.0  # a chat round's client processes, warm-up request and last answers
 
 
 class PlanError(Exception):
@@ -109,7 +112,7 @@ def cell_seconds(workload: str, server: str, clients: int, settings: Settings) -
     if workload == "frontier":
         return len(FRONTIER_LOADS) * _headroom_seconds(clients, settings)
     if workload == "chat":
-        return CHAT_START + settings.rounds * (settings.duration + ROUND_EXTRA)
+        return CHAT_START + settings.rounds * (settings.duration + CHAT_ROUND_EXTRA)
     if workload in ("latency", "agents", "tokens", "observe"):
         return _connect_seconds(clients) + settings.rounds * (settings.duration + ROUND_EXTRA)
     return _connect_seconds(clients) + settings.rounds * ROUND_EXTRA  # publish, memory
