@@ -185,3 +185,11 @@ def test_ctrl_c_stops_the_plan_keeping_the_sweeps_that_finished(tmp_path: Path) 
     assert not any(line.startswith("latency:") for line in lines)
     assert lines[-1].startswith("interrupted in sweep 2 of 2 after ")
     assert report.read_text() == stdout
+
+
+def test_a_single_run_reports_its_tables_too(tmp_path: Path) -> None:
+    report = tmp_path / "report.txt"
+    result = bench(*f"--servers agentcast {TINY}".split(), "--report", report)
+    assert result.returncode == 0, result.stderr
+    assert "burst: 50 x 200 B published back to back" in result.stdout.splitlines()
+    assert report.read_text() == result.stdout
