@@ -193,3 +193,17 @@ def test_a_single_run_reports_its_tables_too(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "burst: 50 x 200 B published back to back" in result.stdout.splitlines()
     assert report.read_text() == result.stdout
+
+
+def test_two_lines_writing_the_same_file_are_refused(tmp_path: Path) -> None:
+    same = shlex.quote(str(tmp_path / "sweep.json"))
+    plan = write_plan(
+        tmp_path,
+        f"--servers agentcast {TINY} --json {same}",
+        f"--servers pyfanout {TINY} --json {same}",
+    )
+    result = bench("--plan", plan)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{plan} line 2: line 1 writes {tmp_path / 'sweep.json'} too" in result.stderr
+    assert not (tmp_path / "sweep.json").exists()

@@ -74,7 +74,20 @@ def read_plan(path: Path, parse: Callable[[list[str]], argparse.Namespace]) -> l
             raise PlanError(f"{path} line {number}: {exc}") from None
     if not lines:
         raise PlanError(f"{path}: no sweeps in it (one line of agentcast bench flags per sweep)")
+    _written_once(path, lines)
     return lines
+
+
+def _written_once(path: Path, lines: list[PlanLine]) -> None:
+    """Refuse a plan two of whose lines write the same ``--json`` or ``--plot`` file: the
+    later would overwrite the earlier's results."""
+    writers: dict[Path, int] = {}
+    for line in lines:
+        for output in (line.args.json, line.args.plot):
+            if output is None:
+                continue
+            if (first := writers.setdefault(output.resolve(), line.number)) != line.number:
+                raise PlanError(f"{path} line {line.number}: line {first} writes {output} too")
 
 
 def _connect_seconds(clients: int) -> float:
