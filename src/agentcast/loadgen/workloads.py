@@ -81,7 +81,7 @@ def burst(
 
     A warm-up burst of the rounds' size first grows TCP windows and buffers to what a round
     needs. After a quarter-size one, the first round at 1,000 clients ran at half the
-    deliveries/s of the next two, with the receivers spending three times the CPU per frame,
+    deliveries/s of the next two, with the receivers spending 2-3 times the CPU per frame,
     and that round alone set the reported receiver CPU (the worst round's).
     """
     with Session(peer, plan, progress, settings.receiver) as session:
