@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from agentcast.loadgen import peer_ratios
 from agentcast.loadgen.harness import wait_until
 from agentcast.loadgen.peers import Peer, create
 from agentcast.loadgen.workloads import TOKEN_RATE, agents_shape, tokens_shape
@@ -114,3 +115,9 @@ def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
         at = next(i for i, line in enumerate(lines) if line.startswith(title))
         rows = [line.split()[:2] for line in lines[at + 2 : at + 4]]
         assert rows == [[peer, str(clients)] for peer in PEERS]
+    at = lines.index(peer_ratios.TITLE)
+    ratios = [line.split() for line in lines[at + 2 : at + 4]]
+    assert [row[:5] for row in ratios] == [
+        [workload, "agentcast", "/", "pyfanout", str(clients)] for workload in owed
+    ]
+    assert all(value.endswith("x") for row in ratios for value in row[5:])

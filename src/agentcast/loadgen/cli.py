@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check(args, parser)
     if args.replot is not None:
         return _replot(args, parser)
-    from agentcast.loadgen import report, tls_ratios
+    from agentcast.loadgen import peer_ratios, report, tls_ratios
     from agentcast.loadgen.plot import plot
     from agentcast.loadgen.progress import display_for
     from agentcast.loadgen.sweep import run_sweep
@@ -236,7 +236,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ["agentcast", "memgpt"] if args.workload == ["chat"] else ["agentcast", "websockets"]
         )
     sweep = run_sweep(workloads, servers, args.clients, settings, plan, display_for(sys.stderr))
-    for line in [*report.tables(sweep, settings), *tls_ratios.table(sweep)]:
+    for line in [
+        *report.tables(sweep, settings),
+        *tls_ratios.table(sweep),
+        *peer_ratios.table(sweep),
+    ]:
         print(line)
     if notes := report.notes(sweep):
         print()
