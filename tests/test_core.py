@@ -374,3 +374,31 @@ def test_accept_refuses_bad_frames_in_the_callers_thread(loop: uvloop.Loop, fram
     with pytest.raises((ValueError, TypeError)):
         core.accept("c", frames)
     assert core.pending == 0
+
+
+def test_sinks_that_queue_a_round_share_one_bytes_object_per_buffer(loop: uvloop.Loop) -> None:
+    """Sinks without a socket for the shared send(2) (TLS transports, foreign connections)
+    are handed one bytes object per buffer and round, not a copy each: the per-client copy
+    made agentcast cost 1.14-1.26x pyfanout per delivery over TLS."""
+    received: dict[int, list[bytes]] = {}
+
+    core = FanoutCore(loop, wake=Wakeups())
+    for _ in range(6):
+        writes: list[bytes] = []
+        sink = CallbackSink(writes.append, lambda: 0, lambda code, reason: None, lambda: None)
+        received[core.add_client(sink)] = writes
+    ids = list(received)
+    for client_id in ids[3:]:
+        core.subscribe(client_id, "agent")
+    core.send(ids[5], {"only": 5})  # its own buffer this round
+    core.publish({"to": "all"})
+    core.publish({"to": "agent"}, "agent")
+    drain(core)
+    broadcast_only = [received[i][0] for i in ids[:3]]
+    with_agent = [received[i][0] for i in ids[3:5]]
+    assert all(data is broadcast_only[0] for data in broadcast_only)
+    assert all(data is with_agent[0] for data in with_agent)
+    assert broadcast_only[0] == frame(b'{"to":"all"}')
+    assert parse_frames(with_agent[0])[1][1].startswith(b'{"to":"agent"')
+    assert received[ids[5]][0] is not with_agent[0]
+    assert [len(writes) for writes in received.values()] == [1] * 6

@@ -83,6 +83,7 @@ cdef class FanoutCore:
         PendingWrite* _writes
         Py_ssize_t _writes_cap
         list _write_clients
+        bytes _round_bytes   # the buffer being staged, as bytes for the sinks that queue it
         # counters
         unsigned long long n_published
         unsigned long long n_deliveries
@@ -172,6 +173,8 @@ cdef class FanoutCore:
                            Py_ssize_t count, list targets) except -1
     cdef int _finish_write(self, Client client, PendingWrite* w) except -1
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1
+    cdef int _queue_round_on_sink(self, Client client, Buffer* buf) except -1
+    cdef int _check_budget(self, Client client) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
     cdef int _end_skip(self, Client client) except -1
     cdef int _sink_failed(self, Client client) except -1

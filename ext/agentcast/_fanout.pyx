@@ -1063,6 +1063,7 @@ cdef class FanoutCore:
             self._observe_latency()
         self._reserve_writes(len(self._clients))
         for group in self._filled_groups:
+            self._round_bytes = None
             for client in group.members:
                 if client.diverged or client.closed:
                     continue
@@ -1072,10 +1073,12 @@ cdef class FanoutCore:
                     self._sink_failed(client)
         for client in self._diverged:
             if not client.closed and client.priv.size:
+                self._round_bytes = None
                 try:
                     count = self._stage(client, &client.priv, client.priv_frames, count, targets)
                 except Exception:
                     self._sink_failed(client)
+        self._round_bytes = None
         if self.release_gil:
             with nogil:
                 send_all(self._writes, count)
@@ -1124,7 +1127,7 @@ cdef class FanoutCore:
         self.n_bytes += buf.size
         self.n_deliveries += frames
         if sink.fd < 0 or sink.queued():
-            self._queue_on_sink(client, buf.data, buf.size)
+            self._queue_round_on_sink(client, buf)
             return count
         w = &self._writes[count]
         w.fd = sink.fd
@@ -1149,10 +1152,21 @@ cdef class FanoutCore:
         return 0
 
     cdef int _queue_on_sink(self, Client client, const char* data, Py_ssize_t size) except -1:
-        cdef Py_ssize_t queued
         self.n_queued_writes += 1
         client.sink.write(data, size)
-        queued = client.sink.queued()
+        return self._check_budget(client)
+
+    cdef int _queue_round_on_sink(self, Client client, Buffer* buf) except -1:
+        """Queue all of ``buf``: one bytes object per buffer and round, shared by every sink
+        that queues it (TLS transports, clients with a backlog), not a copy per client."""
+        if self._round_bytes is None:
+            self._round_bytes = PyBytes_FromStringAndSize(buf.data, buf.size)
+        self.n_queued_writes += 1
+        client.sink.write_bytes(self._round_bytes)
+        return self._check_budget(client)
+
+    cdef int _check_budget(self, Client client) except -1:
+        cdef Py_ssize_t queued = client.sink.queued()
         if queued > self.client_budget and not client.sink.closing():
             self._drop_slow(client, queued)
         return 0

@@ -162,6 +162,10 @@ cdef class TransportSink(Sink):
         self._write(data[:size])
         return 0
 
+    cdef int write_bytes(self, bytes data) except -1:
+        self._write(data)
+        return 0
+
     cdef int close(self, int code, str reason) except -1:
         """Close frame after the queued bytes, then wait for the peer's close frame (RFC 6455
         7.1.1: closing TCP first would reset a peer still sending, losing our close frame);

@@ -7,6 +7,7 @@ cdef class Sink:
     cdef Py_ssize_t queued(self) except -1   # bytes the transport holds unsent, >= 0
     cdef bint closing(self) except -1        # closing or gone: write nothing more
     cdef int write(self, const char* data, Py_ssize_t size) except -1
+    cdef int write_bytes(self, bytes data) except -1  # whole, and may keep a reference
     cdef int close(self, int code, str reason) except -1
     cdef int abort(self) except -1
 

@@ -5,6 +5,8 @@ The picows connection is another sink (``_server.TransportSink``); a connection
 owned by another server is a ``CallbackSink``.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
 
 cdef class Sink:
     """Where one client's bytes go. The core only ever talks to this interface."""
@@ -22,6 +24,11 @@ cdef class Sink:
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
         raise NotImplementedError
+
+    cdef int write_bytes(self, bytes data) except -1:
+        """Write ``data`` whole. The core hands every sink that queues a round the same
+        object, so a sink that can keep a reference (a transport) need not copy it."""
+        return self.write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
 
     cdef int close(self, int code, str reason) except -1:
         raise NotImplementedError
@@ -86,6 +93,10 @@ cdef class CallbackSink(Sink):
 
     cdef int write(self, const char* data, Py_ssize_t size) except -1:
         self._on_bytes(data[:size])
+        return 0
+
+    cdef int write_bytes(self, bytes data) except -1:
+        self._on_bytes(data)
         return 0
 
     cdef int close(self, int code, str reason) except -1:

@@ -1,4 +1,5 @@
-"""``agentcast bench``: flags, checks, and the run from sweep to table, JSON and plot.
+"""``agentcast bench``: flags, checks, and the run from sweep to table, JSON and plot, or
+``--plan``'s sweeps one after another.
 
 Kept apart from ``agentcast.cli`` so that ``agentcast serve`` never imports
 the benchmark's peers; this module itself imports only the standard library
@@ -8,9 +9,13 @@ until ``run``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+import time
 from pathlib import Path
+from types import TracebackType
+from typing import NoReturn, TextIO
 
 from agentcast.argtypes import POSITIVE, POSITIVE_INT, number_in
 from agentcast.extras import MissingExtra, require
@@ -137,6 +142,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " --workload chat sends it MemGPT requests",
     )
     parser.add_argument(
+        "--plan",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the sweeps FILE lists, one a line, each line this command's flags"
+        " (# comments); every line is checked before any runs",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write what is printed on stdout (the tables, not the progress) to FILE",
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -200,17 +220,40 @@ def _replot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the sweep; exit status 1 when any cell failed, else 0."""
-    _check(args, parser)
-    if args.replot is not None:
-        return _replot(args, parser)
-    from agentcast.loadgen import peer_ratios, report, tls_ratios
-    from agentcast.loadgen.plot import plot
-    from agentcast.loadgen.progress import display_for
-    from agentcast.loadgen.sweep import run_sweep
+class _Output:
+    """Lines for stdout, written to the ``--report`` file as well when there is one, each as
+    it comes, so that an interrupted run keeps what it printed."""
 
-    settings = Settings(
+    def __init__(self, report: Path | None, parser: argparse.ArgumentParser) -> None:
+        self._file: TextIO | None = None
+        if report is not None:
+            try:
+                report.parent.mkdir(parents=True, exist_ok=True)
+                self._file = report.open("w")
+            except OSError as exc:
+                parser.error(f"--report {report}: {exc.strerror or exc}")
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def line(self, text: str = "") -> None:
+        print(text, flush=True)
+        if self._file is not None:
+            self._file.write(text + "\n")
+            self._file.flush()
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
         messages=args.messages,
         size=args.size,
         rate=args.rate,
@@ -220,35 +263,142 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         crowd=args.crowd,
         watchers=args.watchers,
     )
-    plan = plan_cpus(args.receivers)
-    for line in _placement(plan, max(args.clients)):
-        print(line, file=sys.stderr)
+
+
+def _targets(args: argparse.Namespace) -> tuple[dict[str, Workload], list[str]]:
+    """The workloads and servers of a run: ``--url``'s server, or those it starts."""
     if args.url is not None:
         from agentcast.loadgen.observe import observe
 
         workloads: dict[str, Workload] = (
             {"observe": observe} if args.workload == ["burst"] else {"chat": WORKLOADS["chat"]}
         )
-        servers = [args.url]
-    else:
-        workloads = {name: WORKLOADS[name] for name in args.workload}
-        servers = args.servers or (
-            ["agentcast", "memgpt"] if args.workload == ["chat"] else ["agentcast", "websockets"]
-        )
-    sweep = run_sweep(workloads, servers, args.clients, settings, plan, display_for(sys.stderr))
+        return workloads, [args.url]
+    servers = args.servers or (
+        ["agentcast", "memgpt"] if args.workload == ["chat"] else ["agentcast", "websockets"]
+    )
+    return {name: WORKLOADS[name] for name in args.workload}, servers
+
+
+def _cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """The (workload, server, clients) cells a run will measure."""
+    workloads, servers = _targets(args)
+    return list(itertools.product(workloads, servers, args.clients))
+
+
+def _sweep(args: argparse.Namespace, out: _Output, command: list[str], label: str = "") -> int:
+    """One sweep: its tables and notes to ``out``, its ``--json`` and ``--plot``; 1 when a
+    cell failed, else 0. ``label`` starts each cell's progress line."""
+    from agentcast.loadgen import peer_ratios, report, tls_ratios
+    from agentcast.loadgen.plot import plot
+    from agentcast.loadgen.progress import display_for
+    from agentcast.loadgen.sweep import run_sweep
+
+    settings = _settings(args)
+    cpus = plan_cpus(args.receivers)
+    for line in _placement(cpus, max(args.clients)):
+        print(line, file=sys.stderr)
+    workloads, servers = _targets(args)
+    display = display_for(sys.stderr)
+    sweep = run_sweep(workloads, servers, args.clients, settings, cpus, display, label)
     for line in [
         *report.tables(sweep, settings),
         *tls_ratios.table(sweep),
         *peer_ratios.table(sweep),
     ]:
-        print(line)
+        out.line(line)
     if notes := report.notes(sweep):
-        print()
-        print("\n".join(notes))
-    document = report.document(sweep, settings, plan, sys.argv)
+        out.line()
+        for line in notes:
+            out.line(line)
+    document = report.document(sweep, settings, cpus, command)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     if args.plot is not None and any(c.error is None and c.rounds for c in sweep.cells):
         plot(document, args.plot)
     return 1 if any(cell.error is not None for cell in sweep.cells) else 0
+
+
+class _LineParser(argparse.ArgumentParser):
+    """The bench's flags for one line of a plan: an error raises, for ``read_plan`` to name
+    the line, instead of ending the process."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+NOT_IN_A_PLAN = {"plan": "--plan", "report": "--report", "url": "--url", "replot": "--replot"}
+
+
+def _parse_line(words: list[str]) -> argparse.Namespace:
+    """A plan line's flags, parsed and checked as ``agentcast bench`` checks its own."""
+    parser = _LineParser(prog="agentcast bench", add_help=False)
+    add_arguments(parser)
+    args = parser.parse_args(words)
+    for dest, flag in NOT_IN_A_PLAN.items():
+        if getattr(args, dest) is not None:
+            raise ValueError(f"{flag} cannot be used in a plan's line")
+    _check(args, parser)
+    return args
+
+
+def _flags_beside_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The sweep flags given with ``--plan`` (set to other than their defaults)."""
+    defaults = vars(parser.parse_args([]))
+    beside = {"plan", "report", "log_level"}
+    return [
+        "--" + dest.replace("_", "-")
+        for dest, default in defaults.items()
+        if dest not in beside and getattr(args, dest) != default
+    ]
+
+
+def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Every sweep of ``--plan`` in turn, each under a heading with its command; 1 when a
+    cell failed, 130 when interrupted (what finished is kept), else 0."""
+    from agentcast.loadgen.plan import PlanError, cell_seconds, read_plan, spoken
+
+    if flags := _flags_beside_plan(args, parser):
+        parser.error(
+            f"--plan takes its sweeps' flags from its lines, not {', '.join(flags)}"
+            " (beside it: --report, --log-level)"
+        )
+    try:
+        lines = read_plan(args.plan, _parse_line)
+    except PlanError as exc:
+        parser.error(str(exc))
+    cells = [(cell, _settings(line.args)) for line in lines for cell in _cells(line.args)]
+    estimate = sum(cell_seconds(*cell, settings) for cell, settings in cells)
+    started = time.monotonic()
+    status = 0
+    with _Output(args.report, parser) as out:
+        out.line(f"agentcast bench --plan {args.plan}: {len(lines)} sweeps, {len(cells)} cells")
+        print(f"estimated run time: about {spoken(estimate)}", file=sys.stderr)
+        for index, line in enumerate(lines, 1):
+            label = f"[{index}/{len(lines)}] "
+            out.line()
+            out.line(label + line.command)
+            try:
+                status |= _sweep(line.args, out, line.argv, label)
+            except KeyboardInterrupt:
+                out.line()
+                out.line(
+                    f"interrupted in sweep {index} of {len(lines)} after"
+                    f" {spoken(time.monotonic() - started)}: the sweeps above it finished"
+                )
+                return 130
+        out.line()
+        out.line(f"{len(lines)} sweeps, {len(cells)} cells in {spoken(time.monotonic() - started)}")
+    return status
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the sweep (or ``--plan``'s sweeps); exit status 1 when any cell failed, else 0."""
+    if args.plan is not None:
+        return _run_plan(args, parser)
+    _check(args, parser)
+    if args.replot is not None:
+        return _replot(args, parser)
+    with _Output(args.report, parser) as out:
+        return _sweep(args, out, sys.argv)

@@ -53,9 +53,10 @@ def run_sweep(
     settings: Settings,
     plan: CpuPlan,
     display: Display,
+    label: str = "",
 ) -> Sweep:
-    """Run each cell, showing its phases on ``display``; a failed cell records its error
-    and the sweep goes on.
+    """Run each cell, showing its phases on ``display`` after ``label`` and the cell's own
+    (``[2/4] burst agentcast x 100``); a failed cell records its error and the sweep goes on.
 
     A server whose library is missing (``PeerUnavailable``) is skipped for
     the rest of the sweep.
@@ -67,8 +68,8 @@ def run_sweep(
         for index, (workload, server, clients) in enumerate(cells, 1):
             if server in sweep.skipped:
                 continue
-            label = f"[{index:>{width}}/{len(cells)}] {workload} {server} x {clients:,}"
-            progress = display.cell(label)
+            name = f"[{index:>{width}}/{len(cells)}] {workload} {server} x {clients:,}"
+            progress = display.cell(label + name)
             cell = Cell(workload, server, clients)
             try:
                 cell.rounds = workloads[workload](server, clients, settings, plan, progress)
