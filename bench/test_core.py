@@ -14,6 +14,7 @@ import pytest
 
 from agentcast._ext import FanoutCore, MemorySink, build_frame
 from agentcast.loadgen.messages import MESSAGE_BYTES, message
+from agentcast.loadgen.workloads import agents_shape
 
 PAYLOAD = orjson.dumps(message(0))
 FRAME_BYTES = len(build_frame(PAYLOAD))
@@ -100,3 +101,28 @@ def test_tick_channel_features(benchmark, features):
     if features == "on":
         assert core.channel_info(0)["last_seq"] == 310 * TICK_MESSAGES
     benchmark.extra_info["deliveries_per_tick"] = CHANNELS * TICK_MESSAGES * CHANNEL_CLIENTS
+
+
+AGENTS_SHAPE = agents_shape(2000, 100)  # 1,000 agents of 1 watcher, 10 of 100
+AGENTS_TICK = 20  # events a tick: 20,000 events/s drained once a millisecond
+
+
+def test_tick_agents(benchmark):
+    """The ``agents`` workload's tick: 20 events, each to its own agent's channel (the
+    next 20 of 1,010 in turn), 2,000 clients; a tick's cost should follow the events it
+    carries, not the groups that exist."""
+    core = make_core()
+    channels = [k for k, watchers in enumerate(AGENTS_SHAPE) for _ in range(watchers)]
+    sinks = [MemorySink(keep=False) for _ in channels]
+    for sink, channel in zip(sinks, channels, strict=True):
+        core.subscribe(core.add_client(sink), channel)
+    core.flush()
+    turn = iter(range(1 << 62))
+
+    def queue_messages() -> None:
+        for _ in range(AGENTS_TICK):
+            core.publish_json(PAYLOAD, next(turn) % len(AGENTS_SHAPE))
+
+    benchmark.pedantic(core.tick, setup=queue_messages, rounds=3000, warmup_rounds=100)
+    assert core.stats()["pending"] == 0
+    benchmark.extra_info["events_per_tick"] = AGENTS_TICK

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from agentcast.loadgen import peer_ratios
 from agentcast.loadgen.harness import wait_until
 from agentcast.loadgen.peers import Peer, create
 from agentcast.loadgen.workloads import TOKEN_RATE, agents_shape, tokens_shape
@@ -104,6 +105,9 @@ def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
         assert summary["deliveries"] == owed[workload]
         assert summary["latency_samples"] == owed[workload]
         assert summary["server_ns"] > 0 and summary["p99_ms"] > 0
+        # the bench's publisher, timed alone, is taken out of the server's figure
+        assert summary["publisher_ns"] > 0
+        assert summary["server_ns"] < summary["process_ns"]
     assert cells["agents", "agentcast"]["summary"]["agents"] == agents_count
     assert cells["tokens", "pyfanout"]["summary"]["agents"] == clients // 4
     lines = stdout.splitlines()
@@ -111,3 +115,9 @@ def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
         at = next(i for i, line in enumerate(lines) if line.startswith(title))
         rows = [line.split()[:2] for line in lines[at + 2 : at + 4]]
         assert rows == [[peer, str(clients)] for peer in PEERS]
+    at = lines.index(peer_ratios.TITLE)
+    ratios = [line.split() for line in lines[at + 2 : at + 4]]
+    assert [row[:5] for row in ratios] == [
+        [workload, "agentcast", "/", "pyfanout", str(clients)] for workload in owed
+    ]
+    assert all(value.endswith("x") for row in ratios for value in row[5:])

@@ -76,6 +76,7 @@ cdef class FanoutCore:
         dict _groups                              # frozenset -> its shared Group
         dict _channel_groups                      # channel -> [Group], swap-removed
         list _group_list                          # every Group, shared and solo
+        list _filled_groups                       # the Groups given bytes this tick
         list _diverged
         Py_ssize_t _tick_bytes                    # appended to all buffers this tick
         Py_ssize_t _tick_peak                     # the largest buffer this tick

@@ -290,6 +290,7 @@ cdef class FanoutCore:
         self._groups = {}
         self._channel_groups = {}
         self._group_list = []
+        self._filled_groups = []
         self._diverged = []
         self._write_clients = []
 
@@ -956,6 +957,8 @@ cdef class FanoutCore:
         if groups is None:
             return 0
         for group in groups:
+            if not group.buf.size:  # its first bytes this tick: the write round visits it
+                self._filled_groups.append(group)
             buf_append_frame(&group.buf, header, hl, data, size)
             group.frames += 1
             self._count_tick_bytes(hl + size, group.buf.size)
@@ -1059,9 +1062,7 @@ cdef class FanoutCore:
         if self._n_samples:  # once a round, not per client: its first write is microseconds on
             self._observe_latency()
         self._reserve_writes(len(self._clients))
-        for group in self._group_list:
-            if not group.buf.size:
-                continue
+        for group in self._filled_groups:
             self._round_bytes = None
             for client in group.members:
                 if client.diverged or client.closed:
@@ -1210,9 +1211,10 @@ cdef class FanoutCore:
     cdef int _end_tick(self) except -1:
         cdef Group group
         cdef Client client
-        for group in self._group_list:
+        for group in self._filled_groups:
             buf_reset(&group.buf)
             group.frames = 0
+        del self._filled_groups[:]
         for client in self._diverged:
             buf_reset(&client.priv)
             client.priv_frames = 0

@@ -289,7 +289,7 @@ def _cells(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 def _sweep(args: argparse.Namespace, out: _Output, command: list[str], label: str = "") -> int:
     """One sweep: its tables and notes to ``out``, its ``--json`` and ``--plot``; 1 when a
     cell failed, else 0. ``label`` starts each cell's progress line."""
-    from agentcast.loadgen import report, tls_ratios
+    from agentcast.loadgen import peer_ratios, report, tls_ratios
     from agentcast.loadgen.plot import plot
     from agentcast.loadgen.progress import display_for
     from agentcast.loadgen.sweep import run_sweep
@@ -301,7 +301,11 @@ def _sweep(args: argparse.Namespace, out: _Output, command: list[str], label: st
     workloads, servers = _targets(args)
     display = display_for(sys.stderr)
     sweep = run_sweep(workloads, servers, args.clients, settings, cpus, display, label)
-    for line in [*report.tables(sweep, settings), *tls_ratios.table(sweep)]:
+    for line in [
+        *report.tables(sweep, settings),
+        *tls_ratios.table(sweep),
+        *peer_ratios.table(sweep),
+    ]:
         out.line(line)
     if notes := report.notes(sweep):
         out.line()

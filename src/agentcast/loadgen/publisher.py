@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any, Protocol
 
 from agentcast.loadgen.messages import agent_message, agent_padding, message
 from agentcast.loadgen.peers import Peer
@@ -76,7 +77,32 @@ def headroom(peer: Peer, seconds: float, size: int, rate: float) -> tuple[float,
     return busy, count
 
 
-def agents_paced(peer: Peer, agents: list[str], count: int, size: int, rate: float) -> float:
+class PublishesTo(Protocol):
+    """What ``agents_paced`` needs of a peer: a publish to one agent's watchers."""
+
+    def publish_to(self, agent: str, obj: Any) -> None: ...
+
+
+class Dropping:
+    """A peer that drops every event: ``agents_paced`` to it is the bench's own cost."""
+
+    def publish_to(self, agent: str, obj: Any) -> None:
+        pass
+
+
+def agents_publisher_cpu(
+    _peer: Peer, agents: list[str], count: int, size: int, rate: float
+) -> float:
+    """CPU seconds the publisher thread spends on ``agents_paced``'s own work (building,
+    stamping and pacing the events, its naps) when the server takes nothing: the part of
+    the server process's CPU in the ``agents`` and ``tokens`` workloads that is the
+    bench's, the same for every peer."""
+    started = time.thread_time()
+    agents_paced(Dropping(), agents, count, size, rate)
+    return time.thread_time() - started
+
+
+def agents_paced(peer: PublishesTo, agents: list[str], count: int, size: int, rate: float) -> float:
     """Each of ``agents`` publishes ``count`` stamped events of about ``size`` bytes at
     ``rate`` per second to its own watchers; return the start time.
 

@@ -40,6 +40,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "burst": publisher.burst,
     "paced": publisher.paced,
     "agents_paced": publisher.agents_paced,
+    "agents_publisher_cpu": publisher.agents_publisher_cpu,
     "route": _route,
     "publish_costs": publisher.publish_costs,
     "headroom": publisher.headroom,

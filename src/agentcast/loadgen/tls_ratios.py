@@ -38,13 +38,14 @@ def _plain(parsed: Parsed | None) -> Parsed | None:
     return name, {key: value for key, value in settings.items() if key != "tls"}
 
 
-def _ratio(tls: Cell | None, plain: Cell | None, key: str) -> str:
-    if tls is None or plain is None or tls.error is not None or plain.error is not None:
+def ratio(over: Cell | None, under: Cell | None, key: str) -> str:
+    """``over``'s median of ``key`` over ``under``'s, as "0.93x"; "-" when either is missing."""
+    if over is None or under is None or over.error is not None or under.error is not None:
         return "-"
-    over, under = tls.summary().get(key, math.nan), plain.summary().get(key, math.nan)
-    if math.isnan(over) or math.isnan(under) or under == 0:
+    top, bottom = over.summary().get(key, math.nan), under.summary().get(key, math.nan)
+    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
         return "-"
-    return f"{over / under:.2f}x"
+    return f"{top / bottom:.2f}x"
 
 
 def table(sweep: Sweep) -> list[str]:
@@ -58,9 +59,7 @@ def table(sweep: Sweep) -> list[str]:
         if twin is None:
             continue
         ratios = [
-            _ratio(
-                cells.get((workload, server, clients)), cells.get((workload, twin, clients)), key
-            )
+            ratio(cells.get((workload, server, clients)), cells.get((workload, twin, clients)), key)
             for workload, key, _ in RATIOS
         ]
         if any(ratio != "-" for ratio in ratios):

@@ -32,6 +32,7 @@ LATENCY_SAMPLE_EVERY = 10  # Python receivers: every 10th connection (and the la
 FRONTIER_LOADS = (0.25, 0.5, 1.0, 2.0)  # the publish rates along a frontier curve, times --rate
 TOKEN_RATE = 50.0  # tokens/s an LLM streams, per agent
 TOKEN_BYTES = 30  # a token delta's JSON: the smallest stamped event (agent_padding)
+PUBLISHER_ALONE_SECONDS = 2.0  # at most: the bench's publisher timed with no server behind it
 
 
 @dataclass(frozen=True)
@@ -311,13 +312,28 @@ def _many_agents(
 ) -> list[Round]:
     """Agent k (``agent-k``, watched by ``shape[k]`` clients) publishes ``per_agent_rate``
     stamped events/s of about ``size`` bytes for ``duration`` to its own watchers: the
-    latency of every delivery, deliveries/s, and the server's CPU per delivery and share."""
+    latency of every delivery, deliveries/s, and the server's CPU per delivery and share.
+
+    The publisher thread runs in the server process and paces every event, so its own CPU
+    (``publisher_ns`` per event, timed first with nothing behind it, the same code for
+    every peer) is taken out of ``server_ns`` and ``server_event_ns``; ``process_ns`` per
+    delivery and ``server_cpu`` are the whole process's, the bench's publisher included."""
     agents = [f"agent-{k}" for k in range(len(shape))]
     count = max(1, round(per_agent_rate * settings.duration))
     with Session(peer, plan, progress, settings.receiver) as session:
         watched = [agent for agent, n in zip(agents, shape, strict=True) for _ in range(n)]
         session.server.call("route", watched, timeout=SERVER_GRACE)
         session.connect(len(watched), sample_every=LATENCY_SAMPLE_EVERY)
+        progress.phase("publisher alone")
+        alone = max(1, round(per_agent_rate * min(settings.duration, PUBLISHER_ALONE_SECONDS)))
+        publisher_cpu = session.server.call(
+            "agents_publisher_cpu",
+            agents,
+            alone,
+            size,
+            per_agent_rate,
+            timeout=settings.duration * 2 + SERVER_GRACE,
+        ) / (alone * len(agents))  # seconds per event
 
         def one_round() -> Round:
             cpu_before = session.server.call("cpu_seconds", timeout=SERVER_GRACE)
@@ -331,9 +347,15 @@ def _many_agents(
             )
             outcome = _paced_outcome(session, count, started, settings)
             cpu = session.server.call("cpu_seconds", timeout=SERVER_GRACE) - cpu_before
+            events = count * len(agents)
+            server = max(cpu - publisher_cpu * events, 0.0)
+            deliveries = max(outcome["deliveries"], 1)
             return {
                 **outcome,
-                "server_ns": cpu / max(outcome["deliveries"], 1) * 1e9,
+                "server_ns": server / deliveries * 1e9,
+                "server_event_ns": server / events * 1e9,
+                "publisher_ns": publisher_cpu * 1e9,
+                "process_ns": cpu / deliveries * 1e9,
                 "server_cpu": cpu / outcome["elapsed_s"],
                 "agents": len(agents),
             }

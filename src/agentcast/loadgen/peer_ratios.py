@@ -1,0 +1,56 @@
+"""agentcast against each peer where each agent has its own watchers (``agents``,
+``tokens``): the ratios of their medians for the same workload and client count, this run.
+
+A delivery there is a ``send`` of its own with one frame, and an event's serialization,
+``seq`` and history are shared by 1-2 deliveries (``agents``) or ``--watchers``
+(``tokens``), not by a burst's thousand: its cost is compared with the peers' in the
+same workload, never with a burst's.
+"""
+
+from __future__ import annotations
+
+from agentcast.loadgen.sweep import Cell, Sweep
+from agentcast.loadgen.tls_ratios import ratio
+
+WORKLOADS = ("agents", "tokens")
+# (summary key, column header) in table order
+RATIOS = [("server_ns", "server ns/deliv"), ("p99_ms", "p99")]
+TITLE = (
+    "agentcast / peer: medians of the same workload and clients, this run (< 1: agentcast's lower)"
+)
+OURS = "agentcast"
+
+
+def _name(cell: Cell) -> str:
+    return cell.server.partition(":")[0]
+
+
+def table(sweep: Sweep) -> list[str]:
+    """A row per agentcast cell of ``WORKLOADS`` and peer cell of the same workload and
+    client count; nothing when there is no such pair."""
+    rows: list[tuple[str, str, int, list[str]]] = [
+        (
+            ours.workload,
+            f"{ours.server} / {theirs.server}",
+            ours.clients,
+            [ratio(ours, theirs, key) for key, _ in RATIOS],
+        )
+        for ours in sweep.cells
+        if ours.workload in WORKLOADS and _name(ours) == OURS
+        for theirs in sweep.cells
+        if (theirs.workload, theirs.clients) == (ours.workload, ours.clients)
+        and _name(theirs) != OURS
+    ]
+    if not rows:
+        return []
+    width = max(len("servers"), *(len(row[1]) for row in rows))
+    headers = [header for _, header in RATIOS]
+    lines = [
+        "",
+        TITLE,
+        f"{'workload':<8}  {'servers'.ljust(width)}  {'clients':>7}  " + "  ".join(headers),
+    ]
+    for workload, servers, clients, ratios in rows:
+        values = "  ".join(r.rjust(len(h)) for r, h in zip(ratios, headers, strict=True))
+        lines.append(f"{workload:<8}  {servers.ljust(width)}  {clients:>7,}  {values}")
+    return lines
