@@ -74,6 +74,20 @@ def test_a_tls_server_is_compared_with_its_own_settings_without_tls_only() -> No
     assert rows == [["agentcast:tls:flush_interval=0.02", "10", "0.20x", "-", "-", "-"]]
 
 
+@pytest.mark.parametrize(
+    ("over", "under", "shown"),
+    [(10.0, 100.0, "0.10x"), (6.5, 11534.0, "0.00056x"), (3.0, 1.0, "3.00x")],
+)
+def test_a_ratio_far_below_one_keeps_two_significant_digits(
+    over: float, under: float, shown: str
+) -> None:
+    ours, theirs = (
+        cell("latency", "agentcast", p99_ms=over),
+        cell("latency", "memgpt", p99_ms=under),
+    )
+    assert tls_ratios.ratio(ours, theirs, "p99_ms") == shown
+
+
 @pytest.mark.parametrize("server", ["memgpt", "websockets", "picows", "pyfanout", "agentcast"])
 def test_tls_is_a_setting_of_every_peer_that_can_serve_it(server: str) -> None:
     assert parse_spec(f"{server}:tls") == (server, {"tls": 1})

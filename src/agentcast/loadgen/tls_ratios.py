@@ -39,13 +39,16 @@ def _plain(parsed: Parsed | None) -> Parsed | None:
 
 
 def ratio(over: Cell | None, under: Cell | None, key: str) -> str:
-    """``over``'s median of ``key`` over ``under``'s, as "0.93x"; "-" when either is missing."""
+    """``over``'s median of ``key`` over ``under``'s, as "0.93x" (two significant digits
+    below 0.1, "0.00057x", so a ratio of thousands is not printed as zero); "-" when either
+    is missing."""
     if over is None or under is None or over.error is not None or under.error is not None:
         return "-"
     top, bottom = over.summary().get(key, math.nan), under.summary().get(key, math.nan)
     if math.isnan(top) or math.isnan(bottom) or bottom == 0:
         return "-"
-    return f"{top / bottom:.2f}x"
+    value = top / bottom
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
 
 
 def table(sweep: Sweep) -> list[str]:
