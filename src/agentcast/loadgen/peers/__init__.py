@@ -47,6 +47,7 @@ SETTINGS: dict[str, dict[str, type]] = {
         "flush_interval": float,
         "max_batch_bytes": int,
         "release_gil": int,
+        "transport": str,  # "uvloop" (agentcast's default) or "aiofastnet" (picows')
         "backplane": str,  # a Redis URL: every message goes round Redis
         "workers": int,  # > 1: that many processes on one port, joined by the backplane
         "channels": int,  # > 0: clients spread over that many agent channels (seq, history)
