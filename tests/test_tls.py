@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import pytest
@@ -23,6 +24,7 @@ from websockets.sync.client import connect
 
 from agentcast import Broadcaster
 from agentcast.app import AgentServer
+from agentcast.server import ServerOptions
 from agentcast.tls import client_context, server_context
 from clients import (
     DEMO_STEP,
@@ -313,3 +315,21 @@ def test_under_tls_the_own_origin_is_https(
     with pytest.raises(InvalidStatus, match="403"):
         connect(url, ssl=certificates.client(), origin=f"http://127.0.0.1:{hub.port}")
     assert hub.stats()["origin_refused"] == 1
+
+
+@pytest.mark.parametrize(
+    ("tls", "asked", "used"),
+    [
+        (False, None, "uvloop"),
+        (True, None, "aiofastnet"),
+        (True, "uvloop", "uvloop"),
+        (False, "aiofastnet", "aiofastnet"),
+    ],
+)
+def test_the_transport_is_picked_per_protocol_unless_asked(
+    certificates: Certificates, tls: bool, asked: Literal["uvloop", "aiofastnet"] | None, used: str
+) -> None:
+    """uvloop's transports hold less per ws:// client; aiofastnet's TLS costs less CPU per
+    wss:// delivery at the same memory (bench/RESULTS.md): None picks by protocol."""
+    options = ServerOptions(ssl=certificates.server() if tls else None, transport=asked)
+    assert options.transport == used

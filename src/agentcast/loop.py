@@ -16,6 +16,19 @@ T = TypeVar("T")
 log = logging.getLogger("agentcast.loop")
 
 
+def _handle_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A client's failed TLS handshake (it does not trust the certificate, or it spoke plain
+    HTTP) is the client's doing: logged at debug, as uvloop's own TLS does, not as the loop
+    error aiofastnet's TLS reports, so that such clients cannot fill a server's error log.
+    (aiofastnet 1.2 passes the exception's class, not an instance, for a reset peer.)"""
+    failure = context.get("exception")
+    kind = failure if isinstance(failure, type) else type(failure)
+    if context.get("message") == "SSL handshake failed" and issubclass(kind, OSError):
+        log.debug("a client's TLS handshake failed: %s", failure)
+        return
+    loop.default_exception_handler(context)
+
+
 class LoopThread:
     """A uvloop event loop in its own thread.
 
@@ -55,6 +68,7 @@ class LoopThread:
 
     def _run(self, setup: Callable[[], Awaitable[T]], ready: concurrent.futures.Future[T]) -> None:
         loop = uvloop.new_event_loop()
+        loop.set_exception_handler(_handle_exception)
         asyncio.set_event_loop(loop)
         try:
             ready.set_result(loop.run_until_complete(setup()))
