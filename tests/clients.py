@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -87,12 +88,17 @@ async def wait_for(
         await asyncio.sleep(0.005)
 
 
-def raw_upgrade(port: int, rcvbuf: int | None = None) -> socket.socket:
-    """A blocking raw socket that completes the WebSocket handshake and then reads nothing."""
+def raw_upgrade(
+    port: int, rcvbuf: int | None = None, tls: ssl.SSLContext | None = None
+) -> socket.socket:
+    """A blocking raw socket (over TLS with ``tls``) that completes the WebSocket handshake
+    and then reads nothing."""
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
     sock.sendall(
         b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -31,6 +31,7 @@ from clients import (
     Collector,
     memgpt_exchange,
     picows_clients,
+    raw_upgrade,
     run,
     user_message,
     wait_for,
@@ -141,6 +142,28 @@ def test_broadcast_reaches_many_tls_clients_complete_and_in_order(
     stats = hub.stats()
     assert stats["writes"] == 0, "a direct send(2) of the shared frame bytes under TLS"
     assert stats["queued_writes"] > 0
+
+
+@pytest.mark.parametrize("transport", ["uvloop", "aiofastnet"])
+def test_a_tls_client_that_never_reads_is_dropped_as_slow(
+    hub_factory: Callable[..., Broadcaster], certificates: Certificates, transport: str
+) -> None:
+    """Under TLS the client's budget counts what its TLS transport holds unsent, with either
+    transport: a reader that stalls is closed with 1013, not buffered without bound."""
+    hub = hub_factory(ssl=certificates.server(), transport=transport, client_budget=64 * 1024)
+    stalled = raw_upgrade(hub.port, rcvbuf=4096, tls=certificates.client())
+    try:
+        run(wait_for(lambda: hub.client_count == 1))
+        for _ in range(1000):  # at most ~100 MB: far beyond any socket buffer
+            if hub.stats()["dropped_clients"]:
+                break
+            for _ in range(100):
+                hub.publish({"pad": "x" * 1000})
+            run(wait_for(lambda: hub.stats()["pending"] == 0))
+        assert hub.stats()["dropped_clients"] == 1
+    finally:
+        stalled.close()
+    run(wait_for(lambda: hub.client_count == 0))
 
 
 def test_plain_client_on_the_tls_port_fails_and_the_others_are_served(
