@@ -113,6 +113,18 @@ def raw_upgrade(
     return sock
 
 
+def publish_until_a_client_is_dropped(hub: Any) -> None:
+    """Publish 100 KB at a time, each drained by the hub, until it drops a client (a
+    stalled reader: ``raw_upgrade`` with a small ``rcvbuf``); at most ~100 MB, far beyond
+    any socket buffer."""
+    for _ in range(1000):
+        if hub.stats()["dropped_clients"]:
+            return
+        for _ in range(100):
+            hub.publish({"pad": "x" * 1000})
+        run(wait_for(lambda: hub.stats()["pending"] == 0))
+
+
 def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
     """Split unmasked server frames into (opcode, payload); fails on a truncated tail."""
     frames = []

@@ -19,7 +19,14 @@ import websockets
 from agentcast import Broadcaster
 from agentcast.app import AgentServer
 from agentcast.auth import TOKEN_EXPIRED, JWTAuthenticator
-from clients import memgpt_exchange, raw_upgrade, run, wait_for, websockets_clients
+from clients import (
+    memgpt_exchange,
+    publish_until_a_client_is_dropped,
+    raw_upgrade,
+    run,
+    wait_for,
+    websockets_clients,
+)
 from redis_server import RedisServer
 from test_auth import upgrade_status
 from test_http import SECRET, get, metrics
@@ -275,12 +282,7 @@ def test_a_client_that_never_reads_is_a_slow_drop(
     stalled = raw_upgrade(hub.port, rcvbuf=4096)
     try:
         run(wait_for(lambda: hub.client_count == 1))
-        for _ in range(1000):  # at most ~100 MB: far beyond any socket buffer
-            if hub.stats()["dropped_clients"]:
-                break
-            for _ in range(100):
-                hub.publish({"pad": "x" * 1000})
-            run(wait_for(lambda: hub.stats()["pending"] == 0))
+        publish_until_a_client_is_dropped(hub)
     finally:
         stalled.close()
     run(until_closes(hub.port, 1))

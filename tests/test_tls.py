@@ -31,6 +31,7 @@ from clients import (
     Collector,
     memgpt_exchange,
     picows_clients,
+    publish_until_a_client_is_dropped,
     raw_upgrade,
     run,
     user_message,
@@ -154,12 +155,7 @@ def test_a_tls_client_that_never_reads_is_dropped_as_slow(
     stalled = raw_upgrade(hub.port, rcvbuf=4096, tls=certificates.client())
     try:
         run(wait_for(lambda: hub.client_count == 1))
-        for _ in range(1000):  # at most ~100 MB: far beyond any socket buffer
-            if hub.stats()["dropped_clients"]:
-                break
-            for _ in range(100):
-                hub.publish({"pad": "x" * 1000})
-            run(wait_for(lambda: hub.stats()["pending"] == 0))
+        publish_until_a_client_is_dropped(hub)
         assert hub.stats()["dropped_clients"] == 1
     finally:
         stalled.close()
