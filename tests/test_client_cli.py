@@ -149,17 +149,24 @@ def client(processes: Callable[..., Process], url: str, *options: str, **kwargs:
     return processes(*argv, *options, **kwargs)
 
 
-def test_each_line_gets_its_own_reply_across_a_server_restart(
-    processes: Callable[..., Process],
-) -> None:
+def answered_then_server_stopped(processes: Callable[..., Process]) -> tuple[int, Process]:
+    """A client on a fresh port whose "one" was answered, then its server stopped (SIGTERM):
+    the port and the client."""
     port = free_port()
     server = serve(processes, port)
     chat = client(processes, f"ws://127.0.0.1:{port}/")
     chat.type("one")
     chat.out.expect("-- agent_response_end --")
     stop(server)
+    return port, chat
+
+
+def test_each_line_gets_its_own_reply_across_a_server_restart(
+    processes: Callable[..., Process],
+) -> None:
+    port, chat = answered_then_server_stopped(processes)
     chat.type("two")  # typed while no server runs: sent once one runs again
-    server = serve(processes, port)
+    serve(processes, port)
     chat.out.expect("You said: two")
     chat.out.expect("-- agent_response_end --")
     chat.type("three")
@@ -176,12 +183,7 @@ def test_each_line_gets_its_own_reply_across_a_server_restart(
 def test_a_server_closing_while_the_client_is_idle_is_noticed_and_it_reconnects(
     processes: Callable[..., Process],
 ) -> None:
-    port = free_port()
-    server = serve(processes, port)
-    chat = client(processes, f"ws://127.0.0.1:{port}/")
-    chat.type("one")
-    chat.out.expect("-- agent_response_end --")
-    stop(server)
+    port, chat = answered_then_server_stopped(processes)
     chat.err.expect("reconnecting...")  # at once, with nothing typed
     serve(processes, port)
     chat.err.expect("reconnected")
@@ -192,12 +194,7 @@ def test_a_server_closing_while_the_client_is_idle_is_noticed_and_it_reconnects(
 
 
 def test_ctrl_d_while_the_server_is_away_quits_with_0(processes: Callable[..., Process]) -> None:
-    port = free_port()
-    server = serve(processes, port)
-    chat = client(processes, f"ws://127.0.0.1:{port}/")
-    chat.type("one")
-    chat.out.expect("-- agent_response_end --")
-    stop(server)
+    _, chat = answered_then_server_stopped(processes)
     chat.err.expect("reconnecting...")
     chat.popen.stdin.close()  # type: ignore[union-attr]
     assert chat.wait() == 0  # not after --retries attempts: nothing was left to send

@@ -67,22 +67,30 @@ def test_a_signal_right_after_ready_stops_it_cleanly(stop: signal.Signals) -> No
 
 
 @contextlib.contextmanager
-def _embedded(prestarted: bool) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """The embedding script, once it said it is ready, and its port."""
+def _started(argv: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``argv`` running with its output piped, and the first line it printed; killed on the
+    way out if it has not exited by then."""
     with subprocess.Popen(
-        [sys.executable, "-c", SCRIPT.format(prestarted=prestarted)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:
         try:
             assert process.stdout is not None
-            word, port = process.stdout.readline().split()
-            assert word == "ready"
-            yield process, int(port)
+            yield process, process.stdout.readline()
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+@contextlib.contextmanager
+def _embedded(prestarted: bool) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The embedding script, once it said it is ready, and its port."""
+    with _started([sys.executable, "-c", SCRIPT.format(prestarted=prestarted)]) as (
+        process,
+        first,
+    ):
+        word, port = first.split()
+        assert word == "ready"
+        yield process, int(port)
 
 
 def _connect_when_listening(port: int, process: subprocess.Popen[str]) -> ClientConnection:
@@ -123,28 +131,18 @@ STOPPED = re.compile(
 
 def test_serve_says_listening_once_and_one_readable_line_on_exit() -> None:
     port = free_port()
-    with subprocess.Popen(
-        [*AGENTCAST, "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline() == (
-                f"agentcast: serving ws://127.0.0.1:{port}/ (page: http://127.0.0.1:{port}/);"
-                " Ctrl-C to stop\n"
-            )
-            with connect(f"ws://127.0.0.1:{port}/") as client:
-                client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
-                while "agent_response_end" not in client.recv(timeout=10):
-                    pass
-                process.send_signal(signal.SIGINT)
-                assert closed_code(client) == 1001
-            out, err = process.communicate(timeout=15)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with _started([*AGENTCAST, "serve", "--port", str(port)]) as (process, first):
+        assert first == (
+            f"agentcast: serving ws://127.0.0.1:{port}/ (page: http://127.0.0.1:{port}/);"
+            " Ctrl-C to stop\n"
+        )
+        with connect(f"ws://127.0.0.1:{port}/") as client:
+            client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
+            while "agent_response_end" not in client.recv(timeout=10):
+                pass
+            process.send_signal(signal.SIGINT)
+            assert closed_code(client) == 1001
+        out, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
     assert STOPPED.fullmatch(out.strip()), out
     assert "listening" not in err and "{'" not in err, err
@@ -152,30 +150,19 @@ def test_serve_says_listening_once_and_one_readable_line_on_exit() -> None:
 
 def test_serve_with_workers_says_listening_once_for_all_of_them(redis_server: RedisServer) -> None:
     port = free_port()
-    with subprocess.Popen(
-        [*AGENTCAST, "serve", "--workers", "2", "--redis", redis_server.url, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline() == (
-                f"agentcast: 2 workers serving ws://127.0.0.1:{port}/; Ctrl-C to stop\n"
-            )
-            with contextlib.ExitStack() as stack:
-                clients = [
-                    stack.enter_context(_connect_when_listening(port, process)) for _ in range(4)
-                ]
-                for client in clients:  # each worker answers, whichever the kernel chose
-                    client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
-                    while "agent_response_end" not in client.recv(timeout=10):
-                        pass
-                process.send_signal(signal.SIGTERM)
-                assert [closed_code(client) for client in clients] == [1001] * 4
-            out, err = process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
+    argv = [*AGENTCAST, "serve", "--workers", "2", "--redis", redis_server.url]
+    with _started([*argv, "--port", str(port)]) as (process, first):
+        assert first == f"agentcast: 2 workers serving ws://127.0.0.1:{port}/; Ctrl-C to stop\n"
+        with contextlib.ExitStack() as stack:
+            clients = [
+                stack.enter_context(_connect_when_listening(port, process)) for _ in range(4)
+            ]
+            for client in clients:  # each worker answers, whichever the kernel chose
+                client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
+                while "agent_response_end" not in client.recv(timeout=10):
+                    pass
+            process.send_signal(signal.SIGTERM)
+            assert [closed_code(client) for client in clients] == [1001] * 4
+        out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert re.fullmatch(r"agentcast: stopped after \d+\.\d s\n", out), out
