@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from agentcast.loadgen.chat import PHASES
 from agentcast.loadgen.frontier import compare
 from agentcast.loadgen.workloads import FRONTIER_LOADS
 from redis_server import free_port
+from serve_cli import AGENTCAST, serving
 
-AGENTCAST = [sys.executable, "-m", "agentcast"]
 TIMEOUT = 120
 
 
@@ -38,29 +37,9 @@ def results(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def served() -> Iterator[int]:
-    """``agentcast serve`` (its demo agent) on a free port, no limit on requests a second."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *AGENTCAST,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "WARNING",
-            "--max-message-rate",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    banner = process.stdout.readline()
-    assert f"ws://127.0.0.1:{port}/" in banner, banner + process.stderr.read()
-    yield port
-    process.terminate()
-    process.communicate(timeout=20)
+    """``agentcast serve`` (its demo agent), no limit on requests a second."""
+    with serving("--log-level", "WARNING", "--max-message-rate", "0") as (_, port):
+        yield port
 
 
 def test_frontier_gives_each_server_a_point_per_rate_and_draws_them(tmp_path: Path) -> None:

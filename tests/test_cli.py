@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -12,27 +11,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from redis_server import free_port
-
-AGENTCAST = [sys.executable, "-m", "agentcast"]
+from serve_cli import AGENTCAST, serving
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """``agentcast serve`` on a free port, stopped with SIGTERM afterwards."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*AGENTCAST, "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    banner = process.stdout.readline()
-    assert f"ws://127.0.0.1:{port}/" in banner, banner + process.stderr.read()
-    yield process, port
-    if process.poll() is None:
-        process.kill()
-    process.communicate(timeout=10)
+    with serving() as (process, port):
+        yield process, port
 
 
 def test_serve_then_client_as_in_the_readme(served: tuple[subprocess.Popen[str], int]) -> None:
