@@ -9,8 +9,6 @@ across the shared/solo boundary, and the cap from the core up to the command lin
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Hashable
 
 import orjson
@@ -22,8 +20,8 @@ from agentcast import Broadcaster, protocol
 from agentcast._ext import FanoutCore, MemorySink
 from agentcast.app import AgentServer
 from clients import DEMO_STEP, drain, memgpt_exchange, parse_frames, run, user_message, wait_for
-from redis_server import free_port
 from reference import ReferenceFanout, frame
+from serve_cli import serving
 
 
 class CappedReference(ReferenceFanout):
@@ -203,20 +201,7 @@ def test_broadcaster_subscribe_beyond_the_cap_changes_nothing(
 
 
 def test_serve_max_subscriptions_option() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentcast", "serve", "--port", str(port), "--max-subscriptions=2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert f"ws://127.0.0.1:{port}/" in banner, banner
+    with serving("--max-subscriptions=2") as (_, port):
         replies = run(_subscribe_all(f"ws://127.0.0.1:{port}/", ["x", "y", "z"]))
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
     assert [r.get("code") for r in replies[:3]] == [None, None, "too_many_subscriptions"]
     assert replies[-1]["status"] == "OK: subscribed to z"
