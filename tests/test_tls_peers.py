@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentcast.loadgen import tls_ratios
+from agentcast.loadgen import ratios, tls_ratios
 from agentcast.loadgen.peers import parse_spec
 from agentcast.loadgen.sweep import Cell, Sweep
 
@@ -85,7 +85,7 @@ def test_a_ratio_far_below_one_keeps_two_significant_digits(
         cell("latency", "agentcast", p99_ms=over),
         cell("latency", "memgpt", p99_ms=under),
     )
-    assert tls_ratios.ratio(ours, theirs, "p99_ms") == shown
+    assert ratios.ratio(ours, theirs, "p99_ms") == shown
 
 
 @pytest.mark.parametrize("server", ["memgpt", "websockets", "picows", "pyfanout", "agentcast"])

@@ -9,8 +9,9 @@ same workload, never with a burst's.
 
 from __future__ import annotations
 
+from agentcast.loadgen.ratios import ratio
+from agentcast.loadgen.ratios import table as ratios_table
 from agentcast.loadgen.sweep import Cell, Sweep
-from agentcast.loadgen.tls_ratios import ratio
 
 WORKLOADS = ("agents", "tokens")
 # (summary key, column header) in table order
@@ -28,11 +29,9 @@ def _name(cell: Cell) -> str:
 def table(sweep: Sweep) -> list[str]:
     """A row per agentcast cell of ``WORKLOADS`` and peer cell of the same workload and
     client count; nothing when there is no such pair."""
-    rows: list[tuple[str, str, int, list[str]]] = [
+    rows = [
         (
-            ours.workload,
-            f"{ours.server} / {theirs.server}",
-            ours.clients,
+            [ours.workload, f"{ours.server} / {theirs.server}", f"{ours.clients:,}"],
             [ratio(ours, theirs, key) for key, _ in RATIOS],
         )
         for ours in sweep.cells
@@ -41,16 +40,6 @@ def table(sweep: Sweep) -> list[str]:
         if (theirs.workload, theirs.clients) == (ours.workload, ours.clients)
         and _name(theirs) != OURS
     ]
-    if not rows:
-        return []
-    width = max(len("servers"), *(len(row[1]) for row in rows))
-    headers = [header for _, header in RATIOS]
-    lines = [
-        "",
-        TITLE,
-        f"{'workload':<8}  {'servers'.ljust(width)}  {'clients':>7}  " + "  ".join(headers),
-    ]
-    for workload, servers, clients, ratios in rows:
-        values = "  ".join(r.rjust(len(h)) for r, h in zip(ratios, headers, strict=True))
-        lines.append(f"{workload:<8}  {servers.ljust(width)}  {clients:>7,}  {values}")
-    return lines
+    return ratios_table(
+        TITLE, ["workload", "servers", "clients"], [header for _, header in RATIOS], rows
+    )

@@ -3,11 +3,12 @@ and ``picows:tls``), the ratios of their medians for the same workload and clien
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from agentcast.loadgen.peers import parse_spec
-from agentcast.loadgen.sweep import Cell, Sweep
+from agentcast.loadgen.ratios import ratio
+from agentcast.loadgen.ratios import table as ratios_table
+from agentcast.loadgen.sweep import Sweep
 
 # (workload, summary key, column header) in table order
 RATIOS = [
@@ -38,24 +39,11 @@ def _plain(parsed: Parsed | None) -> Parsed | None:
     return name, {key: value for key, value in settings.items() if key != "tls"}
 
 
-def ratio(over: Cell | None, under: Cell | None, key: str) -> str:
-    """``over``'s median of ``key`` over ``under``'s, as "0.93x" (two significant digits
-    below 0.1, "0.00057x", so a ratio of thousands is not printed as zero); "-" when either
-    is missing."""
-    if over is None or under is None or over.error is not None or under.error is not None:
-        return "-"
-    top, bottom = over.summary().get(key, math.nan), under.summary().get(key, math.nan)
-    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
-        return "-"
-    value = top / bottom
-    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
-
-
 def table(sweep: Sweep) -> list[str]:
     """A row per TLS server and client count whose plain twin ran too; nothing otherwise."""
     cells = {(c.workload, c.server, c.clients): c for c in sweep.cells}
     specs = {server: _parsed(server) for _, server, _ in cells}
-    rows: list[tuple[str, int, list[str]]] = []
+    rows: list[tuple[list[str], list[str]]] = []
     for server, clients in dict.fromkeys((server, n) for _, server, n in cells):
         plain = _plain(specs[server])
         twin = next((other for other, parsed in specs.items() if plain and parsed == plain), None)
@@ -65,14 +53,6 @@ def table(sweep: Sweep) -> list[str]:
             ratio(cells.get((workload, server, clients)), cells.get((workload, twin, clients)), key)
             for workload, key, _ in RATIOS
         ]
-        if any(ratio != "-" for ratio in ratios):
-            rows.append((server, clients, ratios))
-    if not rows:
-        return []
-    width = max(len("server"), *(len(server) for server, _, _ in rows))
-    headers = [header for _, _, header in RATIOS]
-    lines = ["", TITLE, f"{'server'.ljust(width)}  {'clients':>7}  " + "  ".join(headers)]
-    for server, clients, ratios in rows:
-        values = "  ".join(r.rjust(len(h)) for r, h in zip(ratios, headers, strict=True))
-        lines.append(f"{server.ljust(width)}  {clients:>7,}  {values}")
-    return lines
+        if any(value != "-" for value in ratios):
+            rows.append(([server, f"{clients:,}"], ratios))
+    return ratios_table(TITLE, ["server", "clients"], [header for _, _, header in RATIOS], rows)
