@@ -114,7 +114,7 @@ def cell_seconds(workload: str, server: str, clients: int, settings: Settings) -
     """About how long one cell takes (a server that falls behind at a steady rate waits
     for its drain, but stops after that round: about as long)."""
     if workload == "burst":
-        bursts = settings.rounds + 0.25  # the warm-up is a quarter of a burst
+        bursts = settings.rounds + 1  # and the warm-up, a burst of the rounds' size
         return (
             _connect_seconds(clients)
             + (settings.rounds + 1) * ROUND_EXTRA
