@@ -13,12 +13,14 @@ AGENTCAST = [sys.executable, "-m", "agentcast"]
 
 
 @contextlib.contextmanager
-def serving(*options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """``agentcast serve --port N *options`` once its banner names the port, and N;
-    killed afterwards unless it has exited."""
+def serving(
+    *options: str, host: str = "127.0.0.1"
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``agentcast serve --host HOST --port N *options`` once its banner names that address,
+    and N; killed afterwards unless it has exited."""
     port = free_port()
     process = subprocess.Popen(
-        [*AGENTCAST, "serve", "--port", str(port), *options],
+        [*AGENTCAST, "serve", "--host", host, "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -26,7 +28,7 @@ def serving(*options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
-        assert f"ws://127.0.0.1:{port}/" in banner, banner + process.stderr.read()
+        assert f"ws://{host}:{port}/" in banner, banner + process.stderr.read()
         yield process, port
     finally:
         if process.poll() is None:

@@ -15,8 +15,7 @@ import websockets
 from agentcast.admission import ConnectionAdmission
 from agentcast.app import AgentServer
 from clients import DEMO_STEP, memgpt_exchange, run, user_message, wait_for
-from redis_server import free_port
-from test_cli import AGENTCAST
+from serve_cli import AGENTCAST, serving
 
 OTHER_IP = "127.0.0.2"
 
@@ -108,31 +107,9 @@ def test_what_admission_keeps_per_address_is_bounded() -> None:
     assert len(admission._buckets) <= 1000  # refill time: 10 tokens / 10 a second = 1 s
 
 
-@contextlib.contextmanager
-def serving(*arguments: str) -> Iterator[int]:
-    """``agentcast serve`` on a free port with ``arguments``: its port, once it listens."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*AGENTCAST, "serve", "--port", str(port), *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    banner = process.stdout.readline()
-    if f":{port}/" not in banner:
-        process.kill()
-        pytest.fail(f"agentcast serve did not start: {banner}{process.communicate(timeout=10)}")
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
-
-
 @pytest.fixture
 def served_with_cap() -> Iterator[int]:
-    with serving("--max-connections-per-ip", "2") as port:
+    with serving("--max-connections-per-ip", "2") as (_, port):
         yield port
 
 
@@ -174,7 +151,7 @@ def test_agentcast_serve_limits_per_ip_by_default_only_on_a_public_host() -> Non
                     return count, int(refused.response.status_code)
             return most, None
 
-    with serving() as port:
+    with serving() as (_, port):
         assert run(connections_until_refused(f"ws://127.0.0.1:{port}", 300)) == (300, None)
-    with serving("--host", "0.0.0.0", "--insecure") as port:
+    with serving("--insecure", host="0.0.0.0") as (_, port):
         assert run(connections_until_refused(f"ws://127.0.0.1:{port}", 300)) == (256, 503)
