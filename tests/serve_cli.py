@@ -13,9 +13,7 @@ AGENTCAST = [sys.executable, "-m", "agentcast"]
 
 
 @contextlib.contextmanager
-def serving(
-    *options: str, host: str = "127.0.0.1"
-) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def serving(*options: str, host: str = "127.0.0.1") -> Iterator[tuple[subprocess.Popen[str], int]]:
     """``agentcast serve --host HOST --port N *options`` once its banner names that address,
     and N; killed afterwards unless it has exited."""
     port = free_port()
