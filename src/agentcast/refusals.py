@@ -1,0 +1,63 @@
+"""What the server answers instead of a WebSocket: every refusal's status and counter, and
+the one builder of plain-text HTTP answers (handshake, gate, admission, server, http).
+
+Each refusal is counted under one ``stats()`` key (``agentcast_upgrades_refused_total``'s
+reason label in ``agentcast.metrics``) and never logged per request: a flood of bad
+upgrades must not grow the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from picows import WSUpgradeResponse
+
+__all__ = [
+    "CONNECT_RATE",
+    "PER_IP",
+    "SERVER_FULL",
+    "Refusal",
+    "text_response",
+]
+
+BODY_LIMIT = 200  # bytes of a reason quoted in an answer (a reason may quote client input)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refusal with a status and a counter of its own (the ``stats()`` key)."""
+
+    status: HTTPStatus
+    counter: str
+    reason: str
+
+    def response(self) -> WSUpgradeResponse:
+        return text_response(self.status, self.reason)
+
+
+PER_IP = Refusal(
+    HTTPStatus.SERVICE_UNAVAILABLE,
+    "connections_refused_per_ip",
+    "too many connections from your IP",
+)
+CONNECT_RATE = Refusal(
+    HTTPStatus.TOO_MANY_REQUESTS,
+    "connections_refused_rate",
+    "too many new connections from your IP",
+)
+SERVER_FULL = Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "upgrades_refused_max_clients", "server full")
+
+
+def text_response(
+    status: HTTPStatus, text: str, headers: dict[str, str] | None = None
+) -> WSUpgradeResponse:
+    """``text`` (at most ``BODY_LIMIT`` bytes of it) and a newline as ``text/plain``, with
+    ``status`` and any ``headers``."""
+    body = text.encode()[:BODY_LIMIT] + b"\n"
+    all_headers = {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
+    if status == HTTPStatus.OK:
+        response: WSUpgradeResponse = WSUpgradeResponse.create_ok_response(body, all_headers)
+    else:
+        response = WSUpgradeResponse.create_error_response(status, body, all_headers)
+    return response
