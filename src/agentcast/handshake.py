@@ -11,6 +11,8 @@ from http import HTTPStatus
 
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
+from agentcast.refusals import text_response
+
 __all__ = ["SUPPORTED_VERSION", "refuse_upgrade"]
 
 SUPPORTED_VERSION = "13"
@@ -18,15 +20,6 @@ SUPPORTED_VERSION = "13"
 
 def _tokens(value: str) -> list[str]:
     return [token.strip().lower() for token in value.split(",")]
-
-
-def _error(
-    status: HTTPStatus, body: str, headers: dict[str, str] | None = None
-) -> WSUpgradeResponse:
-    response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(
-        status, body.encode() + b"\n", headers
-    )
-    return response
 
 
 def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
@@ -43,19 +36,19 @@ def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
     """
     headers = request.headers
     if len(headers.getall("Host", ())) != 1:
-        return _error(HTTPStatus.BAD_REQUEST, "exactly one Host header is required")
+        return text_response(HTTPStatus.BAD_REQUEST, "exactly one Host header is required")
     if "websocket" not in _tokens(headers.get("Upgrade", "")):
         return None
     headers["Upgrade"] = "websocket"
     if "upgrade" in _tokens(headers.get("Connection", "")):
         headers["Connection"] = "Upgrade"
     if len(headers.getall("Sec-WebSocket-Key", ())) > 1:
-        return _error(HTTPStatus.BAD_REQUEST, "more than one Sec-WebSocket-Key header")
+        return text_response(HTTPStatus.BAD_REQUEST, "more than one Sec-WebSocket-Key header")
     versions = headers.getall("Sec-WebSocket-Version", ())
     if not versions:
-        return _error(HTTPStatus.BAD_REQUEST, "no Sec-WebSocket-Version header")
+        return text_response(HTTPStatus.BAD_REQUEST, "no Sec-WebSocket-Version header")
     if versions != [SUPPORTED_VERSION]:
-        return _error(
+        return text_response(
             HTTPStatus.UPGRADE_REQUIRED,
             f"WebSocket version {SUPPORTED_VERSION} only",
             {"Sec-WebSocket-Version": SUPPORTED_VERSION},
