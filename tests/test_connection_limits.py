@@ -134,6 +134,7 @@ def test_a_connect_burst_over_the_rate_is_refused(scheme: Scheme) -> None:
             async with scheme.connect(url) as first, scheme.connect(url):
                 async with scheme.connect(url):  # the burst: up to the cap
                     pass
+                await wait_for(lambda: server.hub.stats()["connections"] == 2, what="released")
                 # a slot is free; the rate is spent
                 assert await scheme.refusal(url) == scheme.refused(429)
                 await _served(scheme, url, OTHER_IP)  # its own bucket

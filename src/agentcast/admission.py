@@ -26,13 +26,13 @@ from functools import partial
 from ssl import SSLContext
 from typing import Any
 
-from picows import WSAutoPingStrategy, WSUpgradeRequest
+from picows import WSAutoPingStrategy, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener as WithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from agentcast.acceptor import Acceptor, listening_sockets
 from agentcast.logs import ClientFaultLog
-from agentcast.refusals import CONNECT_RATE, PER_IP, Refusal
+from agentcast.refusals import CONNECT_RATE, HANDSHAKE, PER_IP, SERVER_FULL, Refusal
 
 __all__ = ["ConnectionAdmission", "create_server", "peer_key"]
 
@@ -82,7 +82,8 @@ class ConnectionAdmission:
         self._clock = clock
         self._open: dict[str, int] = {}
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # oldest first
-        self._refused = {PER_IP.counter: 0, CONNECT_RATE.counter: 0}
+        counters = (PER_IP.counter, CONNECT_RATE.counter, SERVER_FULL.counter, HANDSHAKE)
+        self._refused = dict.fromkeys(counters, 0)
         self.connections = 0
 
     def admit(self, peer: str) -> Refusal | None:
@@ -91,12 +92,17 @@ class ConnectionAdmission:
         self._open[peer] = self._open.get(peer, 0) + 1
         self.connections += 1
         if self.max_per_ip is not None and self._open[peer] > self.max_per_ip:
-            return self._refuse(PER_IP)
+            return self._counted(PER_IP)
         if self.max_rate and not self._take_token(peer):
-            return self._refuse(CONNECT_RATE)
+            return self._counted(CONNECT_RATE)
         return None
 
-    def _refuse(self, refusal: Refusal) -> Refusal:
+    def refuse(self, refusal: Refusal) -> WSUpgradeResponse:
+        """The answer to an upgrade refused after admission (the handshake's checks, a
+        full server), counted."""
+        return self._counted(refusal).response()
+
+    def _counted(self, refusal: Refusal) -> Refusal:
         self._refused[refusal.counter] += 1
         return refusal
 

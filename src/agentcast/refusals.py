@@ -8,6 +8,7 @@ upgrades must not grow the log.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -15,6 +16,7 @@ from picows import WSUpgradeResponse
 
 __all__ = [
     "CONNECT_RATE",
+    "HANDSHAKE",
     "PER_IP",
     "SERVER_FULL",
     "Refusal",
@@ -26,14 +28,16 @@ BODY_LIMIT = 200  # bytes of a reason quoted in an answer (a reason may quote cl
 
 @dataclass(frozen=True)
 class Refusal:
-    """A refusal with a status and a counter of its own (the ``stats()`` key)."""
+    """A refusal: its status, the counter it is counted under (a ``stats()`` key), the
+    reason its answer says, and any headers the answer needs."""
 
     status: HTTPStatus
     counter: str
     reason: str
+    headers: Mapping[str, str] | None = None
 
     def response(self) -> WSUpgradeResponse:
-        return text_response(self.status, self.reason)
+        return text_response(self.status, self.reason, self.headers)
 
 
 PER_IP = Refusal(
@@ -47,10 +51,11 @@ CONNECT_RATE = Refusal(
     "too many new connections from your IP",
 )
 SERVER_FULL = Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "upgrades_refused_max_clients", "server full")
+HANDSHAKE = "upgrades_refused_handshake"  # 400 or 426: agentcast.handshake's refusals
 
 
 def text_response(
-    status: HTTPStatus, text: str, headers: dict[str, str] | None = None
+    status: HTTPStatus, text: str, headers: Mapping[str, str] | None = None
 ) -> WSUpgradeResponse:
     """``text`` (at most ``BODY_LIMIT`` bytes of it) and a newline as ``text/plain``, with
     ``status`` and any ``headers``."""

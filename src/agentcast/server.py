@@ -130,14 +130,12 @@ async def start_server(
             return WSUpgradeResponseWithListener(answered, None)
         refusal = refuse_upgrade(request)
         if refusal is not None:
-            connections.upgrades_refused_handshake += 1
-            return WSUpgradeResponseWithListener(refusal, None)
-        refusal = gate.refuse_origin(request)
-        if refusal is not None:
-            return WSUpgradeResponseWithListener(refusal, None)
+            return WSUpgradeResponseWithListener(admission.refuse(refusal), None)
+        foreign = gate.refuse_origin(request)
+        if foreign is not None:
+            return WSUpgradeResponseWithListener(foreign, None)
         if options.max_clients is not None and core.client_count >= options.max_clients:
-            connections.upgrades_refused_max_clients += 1
-            return WSUpgradeResponseWithListener(SERVER_FULL.response(), None)
+            return WSUpgradeResponseWithListener(admission.refuse(SERVER_FULL), None)
         try:
             identity = gate.identify(request, peer)
         except Refused as refused:
