@@ -227,6 +227,21 @@ def test_a_connection_stalled_in_its_tls_handshake_is_closed_at_the_handshake_ti
         run(wait_for(lambda: server.hub.stats()["connections"] == 0, what="released"))
 
 
+def test_a_connection_silent_after_its_tls_handshake_is_closed_by_the_same_deadline(
+    certificates: Certificates,
+) -> None:
+    """The deadline from accept covers the HTTP request after TLS too."""
+    with AgentServer(port=0, ssl=certificates.server(), handshake_timeout=0.3) as server:
+        address = ("127.0.0.1", server.port)
+        with certificates.client().wrap_socket(
+            socket.create_connection(address), server_hostname="127.0.0.1"
+        ) as silent:
+            silent.settimeout(10)
+            with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
+                assert silent.recv(1024) == b""
+        run(wait_for(lambda: server.hub.stats()["connections"] == 0, what="released"))
+
+
 def test_ipv6_peers_are_counted_per_64_and_ipv4_mapped_ones_as_their_ipv4() -> None:
     same = {peer_key("2001:db8:1:2::1"), peer_key("2001:db8:1:2:ffff:ee:dd:cc")}
     assert same == {"2001:db8:1:2::/64"}
