@@ -62,7 +62,9 @@ class ConnectionAdmission:
     """Open connections per peer (beyond ``max_per_ip``: ``PER_IP``) and new connections
     per peer a second (a token bucket refilled at ``max_rate`` a second, holding
     ``max_per_ip`` tokens, or ``max_rate`` without a cap: ``CONNECT_RATE``). A connection
-    refused at the cap takes no token. Peers are ``peer_key``s.
+    refused at the cap takes no token. Peers are ``peer_key``s. The upgrades refused later
+    (``agentcast.handshake``'s checks, a full server) are counted here too (``refuse``):
+    each refusal under its one counter.
 
     What it keeps is bounded: a count per peer with open connections, and a bucket per
     peer that connected within the time a bucket takes to refill (a full bucket is the
