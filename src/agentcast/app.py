@@ -136,7 +136,12 @@ class AgentServer:
         try:
             message = protocol.parse_client_message(data)
         except protocol.ProtocolError as exc:
-            log.info("client %d: %s", client_id, exc)
+            if self.hub.record_invalid_request(client_id):
+                log.info(
+                    "client %d: %s; further ones on this connection are only counted",
+                    client_id,
+                    exc,
+                )
             self.hub.send_json(client_id, exc.reply)
             return
         if isinstance(message, protocol.Refresh):

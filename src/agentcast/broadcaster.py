@@ -18,6 +18,7 @@ from agentcast.forever import serve_forever
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.http import HttpEndpoints, Probes, serve_plain
+from agentcast.logs import OncePerClient
 from agentcast.loop import LoopThread
 from agentcast.metrics import LatencyHistogram, registry_for
 from agentcast.origins import OriginPolicy
@@ -218,6 +219,8 @@ class Broadcaster:
         self._admission: ConnectionAdmission | None = None
         self._connections: ConnectionStats | None = None
         self._unready_answers = 0
+        self._invalid_requests = 0
+        self._invalid_logged = OncePerClient()
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
@@ -244,7 +247,7 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
         self._core = core
-        self._unready_answers = 0  # every counter starts again with the core
+        self._unready_answers = self._invalid_requests = 0  # counters start with the core
         if self._core_options["channel_ttl"] is not None:
             self._sweep_idle_channels()
         self._router = await self._start_router(core)
@@ -500,6 +503,13 @@ class Broadcaster:
         (log it then, once per connection). Loop thread only."""
         return self._sessions is not None and self._sessions.forbid(client_id)
 
+    def record_invalid_request(self, client_id: int) -> bool:
+        """Count a client message answered with an error frame (not JSON, an unknown type,
+        a bad field); True the first time for this client (log it then, once per
+        connection). Loop thread only."""
+        self._invalid_requests += 1
+        return self._invalid_logged.first(client_id)
+
     # ---- introspection -----------------------------------------------------
 
     @property
@@ -528,6 +538,7 @@ class Broadcaster:
             **admitted,
             **connections,
             "readyz_unready": self._unready_answers,
+            "invalid_requests": self._invalid_requests,
         }
 
     def publish_latency(self) -> LatencyHistogram | None:

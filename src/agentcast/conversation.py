@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentcast import protocol
+from agentcast.printable import for_terminal
 
 __all__ = ["Conversation", "Outcome", "describe"]
 
@@ -24,13 +25,16 @@ LINE_ANSWERS = frozenset({"agent_response_end", "agent_response_error", "server_
 
 
 def describe(frame: dict[str, Any]) -> str:
-    """One frame as the one line the client prints for it."""
+    """One frame as the line the client prints for it, terminal escapes shown, not obeyed
+    (an agent others share can write anything into its messages)."""
     kind = frame.get("type")
     if kind == "agent_response":
-        return f"[{frame.get('message_type')}] {frame.get('message')}"
-    if kind in ("agent_response_start", "agent_response_end"):
-        return f"-- {kind} --"
-    return f"[{kind}] {frame.get('message') or frame.get('status') or ''}"
+        line = f"[{frame.get('message_type')}] {frame.get('message')}"
+    elif kind in ("agent_response_start", "agent_response_end"):
+        line = f"-- {kind} --"
+    else:
+        line = f"[{kind}] {frame.get('message') or frame.get('status') or ''}"
+    return for_terminal(line)
 
 
 @dataclass(frozen=True)

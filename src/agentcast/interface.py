@@ -36,6 +36,7 @@ from typing import Any, Literal
 from agentcast import protocol
 from agentcast.broadcaster import Broadcaster
 from agentcast.foreign import ForeignConnection
+from agentcast.printable import for_log
 from agentcast.publisher import AsyncPublisher, Publisher
 
 __all__ = ["AsyncWebSocketInterface", "SyncWebSocketInterface"]
@@ -79,7 +80,8 @@ class _WebSocketInterface:
 
     def _emit(self, message_type: protocol.MessageType, msg: str) -> None:
         agent_id = _serving.get()
-        log.debug("%s %s: %s", agent_id, message_type, msg)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %s", agent_id, message_type, for_log(msg))
         if self.route == "all":
             self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), None)
         elif agent_id is not None:

@@ -68,6 +68,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "Connections failed for their client's frames (malformed, not UTF-8, too big).",
     ),
     "forbidden": ("forbidden_requests", "Requests refused by authorization."),
+    "invalid_requests": (
+        "invalid_requests",
+        "Client messages answered with an error frame (not JSON, unknown type, bad field).",
+    ),
     "backplane_acked": ("backplane_acked", "Publishes Redis acknowledged."),
     "backplane_dropped": ("backplane_dropped", "Publishes dropped (the Redis queue was full)."),
     "backplane_failed": ("backplane_failed", "Publishes Redis refused or lost."),
