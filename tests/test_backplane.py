@@ -436,12 +436,14 @@ def test_redis_restart_mid_stream(tmp_path: Path, persistent: bool) -> None:
             assert ns == expected and follower.notices == []
             assert follower.by_publisher("b")["pub0"] == expected_broadcasts
         else:
-            # Told, on the channel and on the broadcasts: a history_gap notice saying the
-            # numbering restarted, standing where the loss is.
-            for agent_id, key, values in [(follower.channel, "n", expected),
-                                          (None, "b", expected_broadcasts)]:  # fmt: skip
+            # Told, on the channel and on the broadcasts: a notice saying the numbering
+            # restarted, standing where the loss is.
+            for agent_id, key, values, code in [
+                (follower.channel, "n", expected, "channel_restarted"),
+                (None, "b", expected_broadcasts, "broadcasts_lost"),
+            ]:
                 stream = follower.stream_of(agent_id)
                 notices = [m for m in stream if "code" in m]
-                assert [n["code"] for n in notices] == ["history_gap"]
+                assert [n["code"] for n in notices] == [code]
                 assert notices[0].get("restarted") is True
                 assert_lost_only_where_told(stream, key, values)

@@ -175,7 +175,7 @@ def test_each_line_gets_its_own_reply_across_a_server_restart(
     assert chat.wait() == 0
     assert chat.out.rest() == [*reply("one"), *reply("two"), *reply("three")]
     notices = chat.err.rest()
-    # The fresh server's history_gap (last_seq 0 < since 3) is a notice, not an answer.
+    # The fresh server's channel_restarted (last_seq 0 < since 3) is a notice, not an answer.
     assert any("numbering restarted" in line for line in notices), notices
     assert all(line.startswith("agentcast client: ") for line in notices), notices
 

@@ -14,7 +14,7 @@ who closed first) and the connections failed for their client's frames.
 
 import logging
 
-from agentcast.protocol import QUOTE_LIMIT, clip, quote
+from agentcast.printable import QUOTE_LIMIT, clip, quote
 
 from libc.stdint cimport uint8_t
 from picows.picows cimport WSCloseCode, WSMsgType

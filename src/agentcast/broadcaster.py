@@ -99,8 +99,8 @@ class Broadcaster:
     client can ``subscribe(..., since=N)`` after a reconnect and miss nothing.
     A channel nobody has subscribed to, published on or left for ``channel_ttl``
     seconds is freed with its history (a timer sweeps every ``channel_ttl / 4``,
-    at most 30 s; None: never): a late resume gets a ``history_gap`` and its seq
-    starts again at 1. All channels together keep at most ``history_total_bytes``
+    at most 30 s; None: never): a late resume gets a ``channel_restarted`` notice
+    and its seq starts again at 1. All channels together keep at most ``history_total_bytes``
     of history: beyond it the oldest frames of the least recently used channels go.
 
     With ``backplane="redis://host:port/db"`` every node started with the same
@@ -110,8 +110,8 @@ class Broadcaster:
     ``start`` raises if Redis cannot be reached; later outages are ridden out
     (publishes wait in a queue of ``backplane_max_pending``, then catch up).
     Broadcasts are numbered and kept by Redis too (their frames carry no seq):
-    each node delivers each one once, in order, or a ``history_gap`` notice with
-    ``"agent_id": null`` where some were lost.
+    each node delivers each one once, in order, or a ``broadcasts_lost`` notice
+    with ``"agent_id": null`` where some were lost.
 
     ``start`` sets glibc's heap trim threshold to ``heap_trim_threshold``
     (process-wide; see ``agentcast.heap``): a tick frees many messages at once,
@@ -452,8 +452,10 @@ class Broadcaster:
 
         With ``since``, it first gets the kept messages with a larger seq, then the live
         ones, with no gap and no duplicate at the seam. If messages after ``since`` are
-        no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
-        "first_seq": F, ...}`` and then everything from ``F``.
+        no longer kept, it first gets ``{"type": "server_error", "code":
+        "history_trimmed", "first_seq": F, ...}`` and then everything from ``F`` (or
+        ``"channel_restarted"`` when ``since`` is past the channel's last seq: its
+        numbering started again; see ``agentcast.notices``).
 
         ``ack`` (JSON bytes) is sent to the client once the subscription holds, before
         any replay. Beyond ``max_subscriptions`` nothing changes and the client gets a

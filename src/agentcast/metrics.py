@@ -55,7 +55,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "gaps": ("seq_gaps", "Gaps and restarts announced in a channel's numbering."),
     "history_gaps_served": (
         "history_gaps_served",
-        "Resumes answered with a history_gap: what they asked for is no longer kept.",
+        "Resumes answered with history_trimmed or channel_restarted: not all is kept.",
     ),
     "failed_ops": ("failed_ops", "Queued operations that raised on the loop thread."),
     "refused_subscriptions": ("refused_subscriptions", "Subscriptions over the client limit."),
