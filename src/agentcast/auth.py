@@ -34,7 +34,6 @@ __all__ = [
     "JWTAuthenticator",
     "Refused",
     "UpgradeRequest",
-    "verify_token",
 ]
 
 log = logging.getLogger("agentcast.auth")
@@ -119,7 +118,8 @@ class UpgradeRequest:
 
     @property
     def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.path).query)
+        # Not urlsplit: it raises on a path such as "//[" (an IPv6 netloc left open).
+        return parse_qs(self.path.partition("?")[2])
 
     def token(self) -> str | None:
         """The bearer token: ``?token=`` first, else ``Authorization: Bearer``."""
@@ -275,25 +275,29 @@ class JWTAuthenticator:
         return self.verify(token)
 
     def verify(self, token: str) -> Identity:
+        key, algorithms = self._key(token)
         try:
             claims = jwt.decode(
                 token,
-                self._key(token),
-                algorithms=self.algorithms,
+                key,
+                algorithms=algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
                 options={"require": ["sub"], "verify_aud": self.audience is not None},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # pyjwt raises TypeError or ValueError, not its own errors, for some input it
+            # cannot use (e.g. a key of another type than the header's alg): a client's.
             raise Refused(f"invalid token: {exc}") from None
         return Identity.from_claims(claims)
 
-    def _key(self, token: str) -> Any:
+    def _key(self, token: str) -> tuple[Any, list[str]]:
+        """The key to verify ``token`` with, and the algorithms that key allows."""
         if self._secret is not None:
-            return self._secret
+            return self._secret, self.algorithms
         if self._jwks is None:
-            return self._public_key
+            return self._public_key, self.algorithms
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
@@ -301,9 +305,6 @@ class JWTAuthenticator:
         key = self._jwks.key(kid if isinstance(kid, str) else None)
         if key is None:
             raise Refused("unknown signing key (kid); retry shortly")
-        return key.key
-
-
-def verify_token(authenticate: Authenticate, token: str) -> Identity | None:
-    """Verify a refreshed token the way the upgrade was verified: as a Bearer header."""
-    return authenticate(UpgradeRequest("/", {"Authorization": f"Bearer {token}"}))
+        if key.algorithm_name not in self.algorithms:
+            raise Refused(f"the signing key's algorithm {key.algorithm_name} is not accepted")
+        return key.key, [key.algorithm_name]  # the key's own: a header naming another fails

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from agentcast._ext import ConnectionStats, FanoutCore, Sink
 from agentcast.admission import ConnectionAdmission
-from agentcast.auth import Authenticate, Identity, Refused, verify_token
+from agentcast.auth import Authenticate, Identity
 from agentcast.backplane import require_redis
 from agentcast.forever import serve_forever
 from agentcast.gate import Gate
@@ -486,12 +486,8 @@ class Broadcaster:
         client's identity, moving its expiry. It must name the same ``sub`` with the same
         rights (reconnect to change them); raises ``Refused`` otherwise, and the old
         expiry stands. Loop thread only."""
-        current = self.identity(client_id)
-        if self._sessions is None or self._gate.authenticate is None or current is None:
-            raise Refused("this connection has no token to refresh")
-        renewed = verify_token(self._gate.authenticate, token)
-        if renewed is None or not renewed.same_rights(current):
-            raise Refused("a refreshed token must keep the same sub and rights")
+        renewed = self._gate.refresh(self.identity(client_id), token)
+        assert self._sessions is not None  # there is an identity: sessions keep them
         self._sessions.renew(client_id, renewed)
         return renewed
 

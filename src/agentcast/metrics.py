@@ -62,6 +62,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "freed_channels": ("freed_channels", "Idle channels freed."),
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
+    "refresh_refused": ("refreshes_refused", "Token refreshes refused (answered unauthorized)."),
     "readyz_unready": ("readyz_unready", "GET /readyz answered 503 (not ready)."),
     "client_protocol_errors": (
         "client_protocol_errors",

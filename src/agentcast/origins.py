@@ -64,7 +64,10 @@ class OriginPolicy:
         return self._is_own(origin, headers.get("Host", ""))
 
     def _is_own(self, origin: str, host: str) -> bool:
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # e.g. "http://[": not an origin, so not ours
+            return False
         if parts.scheme != self.scheme or parts.path not in ("", "/"):
             return False
         own = _host_port(host.strip().lower(), self.scheme)
