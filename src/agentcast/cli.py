@@ -207,7 +207,13 @@ def _parser() -> argparse.ArgumentParser:
         type=PORT,
         default=None,
         metavar="PORT",
-        help="serve /healthz, /readyz and /metrics (no token) on this plain-HTTP port instead",
+        help="serve /healthz, /readyz and /metrics on this plain-HTTP port instead",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address of --metrics-port (default 127.0.0.1: the operator's machine only)",
     )
     serve.add_argument("--certfile", metavar="PATH", help="PEM certificate chain: serve wss://")
     serve.add_argument("--keyfile", metavar="PATH", help="its PEM private key (else in --certfile)")
@@ -384,6 +390,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         allowed_origins=args.allowed_origins.split(","),
         ssl=tls,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     try:
         server.start()

@@ -29,6 +29,7 @@ class Gate:
         self.origin_refused = 0
         self.auth_refused = 0
         self.refresh_refused = 0
+        self.host_refused = 0
 
     def refuse_origin(self, request: WSUpgradeRequest) -> WSUpgradeResponse | None:
         """403 for a browser page of a foreign origin, else None."""
@@ -47,6 +48,16 @@ class Gate:
         except Refused:
             self.auth_refused += 1
             raise
+
+    def check_reader(self, request: WSUpgradeRequest, peer: tuple[str, int] | None) -> None:
+        """Raises ``Refused`` for a plain GET that must not read the server's state: a bad
+        token with authentication; without it, a ``Host`` that is a DNS name not allowed
+        (a rebound page's: see ``OriginPolicy.permits_host``)."""
+        if self.authenticate is not None:
+            self.identify(request, peer)
+        elif not self.origins.permits_host(request.headers.get("Host", "")):
+            self.host_refused += 1
+            raise Refused("Host not allowed: list it in allowed origins", HTTPStatus.FORBIDDEN)
 
     def refresh(self, current: Identity | None, token: str) -> Identity:
         """The identity a refreshed ``token`` gives, verified as the upgrade was (as a
@@ -86,6 +97,7 @@ class Gate:
             "origin_refused": self.origin_refused,
             "auth_refused": self.auth_refused,
             "refresh_refused": self.refresh_refused,
+            "host_refused": self.host_refused,
         }
 
 

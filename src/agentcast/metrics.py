@@ -92,6 +92,7 @@ DROP_REASONS: dict[str, str] = {
 REFUSED_UPGRADES: dict[str, str] = {
     "origin_refused": "origin",
     "auth_refused": "auth",
+    "host_refused": "host",
     "connections_refused_per_ip": "per_ip",
     "connections_refused_rate": "rate",
     "upgrades_refused_max_clients": "max_clients",
