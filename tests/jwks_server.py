@@ -29,15 +29,20 @@ def jwks(*keys: tuple[str, Any]) -> bytes:
 
 
 class JWKSHandler(http.server.BaseHTTPRequestHandler):
-    """Serves ``body``, or redirects to ``redirect`` when set; ``fetches`` counts the GETs."""
+    """Serves ``body``, or redirects to ``redirect`` when set; ``fetches`` counts the GETs;
+    while ``held`` is set each answer waits for ``release`` (bounded)."""
 
     body = b""
     redirect: str | None = None
     fetches = 0
     url = ""
+    held = False
+    release = threading.Event()
 
     def do_GET(self) -> None:
         type(self).fetches += 1
+        if self.held:
+            self.release.wait(10)
         if self.redirect is not None:
             self.send_response(302)
             self.send_header("Location", self.redirect)
@@ -57,7 +62,11 @@ class JWKSHandler(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serving_jwks(body: bytes = b"") -> Iterator[type[JWKSHandler]]:
     """A JWKS server of its own; its handler class holds ``body``, ``fetches`` and ``url``."""
-    handler = type("Handler", (JWKSHandler,), {"body": body, "fetches": 0, "redirect": None})
+    handler = type(
+        "Handler",
+        (JWKSHandler,),
+        {"body": body, "fetches": 0, "redirect": None, "held": False, "release": threading.Event()},
+    )
     server = http.server.HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="jwks-http")
     thread.start()

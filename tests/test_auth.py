@@ -236,12 +236,51 @@ def test_jwks_url_fetched_off_the_loop_with_kid_rotation(
     run(wait_for(lambda: not keys.fetching))
 
 
-def test_unknown_kid_refetches_at_most_once_per_interval(jwks_url: Any) -> None:
+def test_unknown_kids_refetch_once_per_interval_one_at_a_time_and_are_counted(
+    hub_factory: Callable[..., Broadcaster], jwks_url: Any
+) -> None:
     jwks_url.body = jwks(("k1", KEY_TYPES["RS256"]()))
-    keys = JWKSKeys(jwks_url.url, refetch_interval=3600.0)
-    assert [keys.key("nope") for _ in range(50)] == [None] * 50
+    keys = JWKSKeys(jwks_url.url)
+    assert keys.refetch_interval >= 60  # a client may make the server fetch this often
+    hub = hub_factory(authenticate=JWTAuthenticator(jwks=keys))
+    rsa_key = KEY_TYPES["RS256"]()
+    for n in range(20):
+        assert upgrade_status(hub.port, f"/?token={token(rsa_key, 'RS256', kid=f'x{n}')}") == 401
     run(wait_for(lambda: not keys.fetching))
-    assert jwks_url.fetches == 1  # the constructor's: the interval has not passed
+    assert jwks_url.fetches == 2  # the constructor's, and one refetch
+    assert hub.stats()["jwks_refetches"] == 1
+
+
+def test_unknown_kids_never_start_a_second_fetch_while_one_is_in_flight(
+    jwks_url: Any,
+) -> None:
+    jwks_url.body = jwks(("k1", KEY_TYPES["RS256"]()))
+    keys = JWKSKeys(jwks_url.url, refetch_interval=0.0)
+    jwks_url.held = True  # the refetch's answer waits
+    assert [keys.key(f"x{n}") for n in range(50)] == [None] * 50
+    run(wait_for(lambda: jwks_url.fetches == 2, what="the refetch reaching the server"))
+    assert keys.fetching and keys.stats() == {"jwks_refetches": 1}
+    jwks_url.release.set()
+    run(wait_for(lambda: not keys.fetching))
+    assert jwks_url.fetches == 2
+
+
+def test_a_jwks_url_that_redirects_is_refused(
+    jwks_url: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serving_jwks(jwks(("k1", KEY_TYPES["RS256"]()))) as elsewhere:
+        jwks_url.redirect = elsewhere.url
+        with pytest.raises(ValueError, match="redirect"):
+            JWKSKeys(jwks_url.url)
+        jwks_url.redirect = None
+        jwks_url.body = elsewhere.body
+        keys = JWKSKeys(jwks_url.url, refetch_interval=0.0)
+        jwks_url.redirect = elsewhere.url  # a later refetch is refused too
+        assert keys.key("k2") is None
+        run(wait_for(lambda: not keys.fetching))
+        assert elsewhere.fetches == 0
+    assert keys.kids == {"k1"}  # the cached keys stay
+    assert "redirect" in caplog.text
 
 
 # ---- hostile tokens and headers: refused and counted, never a 500 or an ERROR line ----
