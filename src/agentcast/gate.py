@@ -12,7 +12,7 @@ from http import HTTPStatus
 
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
-from agentcast.auth import Authenticate, Identity, Refused, UpgradeRequest
+from agentcast.auth import Authenticate, Identity, JWTAuthenticator, Refused, UpgradeRequest
 from agentcast.origins import OriginPolicy
 
 __all__ = ["Gate"]
@@ -93,7 +93,9 @@ class Gate:
         return _response(refused.status, refused.reason, headers)
 
     def stats(self) -> dict[str, int]:
+        verifier = self.authenticate if isinstance(self.authenticate, JWTAuthenticator) else None
         return {
+            **({} if verifier is None else verifier.stats()),
             "origin_refused": self.origin_refused,
             "auth_refused": self.auth_refused,
             "refresh_refused": self.refresh_refused,

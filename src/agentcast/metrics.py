@@ -63,6 +63,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
     "refresh_refused": ("refreshes_refused", "Token refreshes refused (answered unauthorized)."),
+    "jwks_refetches": ("jwks_refetches", "JWKS fetches started by a token's unknown kid."),
     "readyz_unready": ("readyz_unready", "GET /readyz answered 503 (not ready)."),
     "client_protocol_errors": (
         "client_protocol_errors",
