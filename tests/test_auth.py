@@ -555,6 +555,25 @@ def test_serve_with_a_secret_file_authenticates(tmp_path: Path) -> None:
         _stop(process)
 
 
+@pytest.mark.parametrize("audience", [None, "agentcast"], ids=["no-audience", "audience"])
+def test_serve_warns_once_when_tokens_of_any_audience_are_accepted(
+    tmp_path: Path, audience: str | None
+) -> None:
+    (tmp_path / "secret").write_bytes(SECRET)
+    options = ["--auth-secret-file", str(tmp_path / "secret")]
+    if audience is not None:
+        options += ["--auth-audience", audience]
+    process, banner = _serve("--port", str(free_port()), *options)
+    stderr = _stop(process)
+    assert "serving" in banner, stderr
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
+    if audience is None:
+        assert len(warnings) == 1, stderr
+        assert "--auth-audience" in warnings[0] and "admin" in warnings[0]
+    else:
+        assert warnings == []
+
+
 def test_a_short_secret_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(b"short")
     result = subprocess.run(
