@@ -300,6 +300,16 @@ def _authenticator(args: argparse.Namespace) -> Authenticate | None:
     return None
 
 
+def _warn_of_any_audience(args: argparse.Namespace) -> None:
+    """Once started with tokens but no ``--auth-audience``: say what that accepts."""
+    if args.auth_audience is None:
+        log.warning(
+            "no --auth-audience: any token the key signs is accepted, tokens minted for other"
+            " services included, and one with admin: true may drive every agent; set"
+            " --auth-audience to the 'aud' your issuer puts in agentcast's tokens"
+        )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -403,6 +413,8 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if authenticate is not None:
+        _warn_of_any_audience(args)
     started = time.monotonic()
     listening = _listening(server, args, tls is not None)
     counters = server.serve_forever(ready=lambda: print(listening, flush=True))
