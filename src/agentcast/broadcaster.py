@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from agentcast._ext import ConnectionStats, FanoutCore, Sink
 from agentcast.admission import ConnectionAdmission
-from agentcast.auth import Authenticate, Identity, Refused, verify_token
+from agentcast.auth import Authenticate, Identity
 from agentcast.backplane import require_redis
 from agentcast.forever import serve_forever
 from agentcast.gate import Gate
@@ -127,8 +127,9 @@ class Broadcaster:
     without ``authenticate`` the own origin counts only for an IP address or
     ``localhost`` (a DNS name could be rebound to this server: see ``agentcast.origins``).
     ``GET /healthz``, ``/readyz`` and ``/metrics`` are answered on ``port``, or on
-    ``metrics_port`` (plain HTTP, no token) when it is set; the live page (``GET /``,
-    ``agentcast.page``) always on ``port``, where its WebSocket connects.
+    ``metrics_host:metrics_port`` (plain HTTP; loopback unless told otherwise) when
+    ``metrics_port`` is set; ``/metrics`` asks for a token there too. The live page
+    (``GET /``, ``agentcast.page``) is always on ``port``, where its WebSocket connects.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class Broadcaster:
         authenticate: Authenticate | None = None,
         allowed_origins: Sequence[str] = (),
         metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if backplane is not None:
             require_redis()
@@ -224,6 +226,7 @@ class Broadcaster:
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self._metrics_server: asyncio.Server | None = None
         self.metrics_registry = registry_for(self)  # what GET /metrics exposes
 
@@ -259,10 +262,10 @@ class Broadcaster:
             if metrics_port is None:
                 routes |= Probes(self.metrics_registry, self._readiness, self._gate).routes()
             port = await self._listen(core, HttpEndpoints(routes))
-        if metrics_port is not None:  # no token asked there: the operator's own port
-            probes = Probes(self.metrics_registry, self._readiness, None)
+        if metrics_port is not None:
+            probes = Probes(self.metrics_registry, self._readiness, self._gate)
             self._metrics_server = await serve_plain(
-                HttpEndpoints(probes.routes()), self.host, metrics_port
+                HttpEndpoints(probes.routes()), self.metrics_host, metrics_port
             )
         return port
 
@@ -491,12 +494,8 @@ class Broadcaster:
         client's identity, moving its expiry. It must name the same ``sub`` with the same
         rights (reconnect to change them); raises ``Refused`` otherwise, and the old
         expiry stands. Loop thread only."""
-        current = self.identity(client_id)
-        if self._sessions is None or self._gate.authenticate is None or current is None:
-            raise Refused("this connection has no token to refresh")
-        renewed = verify_token(self._gate.authenticate, token)
-        if renewed is None or not renewed.same_rights(current):
-            raise Refused("a refreshed token must keep the same sub and rights")
+        renewed = self._gate.refresh(self.identity(client_id), token)
+        assert self._sessions is not None  # there is an identity: sessions keep them
         self._sessions.renew(client_id, renewed)
         return renewed
 

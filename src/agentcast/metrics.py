@@ -62,6 +62,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "freed_channels": ("freed_channels", "Idle channels freed."),
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
+    "refresh_refused": ("refreshes_refused", "Token refreshes refused (answered unauthorized)."),
+    "jwks_refetches": ("jwks_refetches", "JWKS fetches started by a token's unknown kid."),
     "readyz_unready": ("readyz_unready", "GET /readyz answered 503 (not ready)."),
     "client_protocol_errors": (
         "client_protocol_errors",
@@ -95,6 +97,7 @@ DROP_REASONS: dict[str, str] = {
 REFUSED_UPGRADES: dict[str, str] = {
     "origin_refused": "origin",
     "auth_refused": "auth",
+    "host_refused": "host",
     "connections_refused_per_ip": "per_ip",
     "connections_refused_rate": "rate",
     "upgrades_refused_max_clients": "max_clients",
