@@ -46,6 +46,9 @@ _DISCARDED = memoryview(bytearray(READ_SIZE))
 # _head_left past the head: reads go to picows; or the head was refused: they are dropped.
 _HEAD_READ = -1
 _HEAD_REFUSED = -2
+# picows' own, called directly: super() would cost as much again on every read.
+_picows_get_buffer = WSProtocol.get_buffer
+_picows_buffer_updated = WSProtocol.buffer_updated
 
 
 class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
@@ -65,22 +68,22 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
     def get_buffer(self, size_hint: int) -> memoryview:
         left = self._head_left
         if left == _HEAD_READ:
-            return super().get_buffer(size_hint)[:READ_SIZE]  # type: ignore[no-any-return]
+            return _picows_get_buffer(self, size_hint)[:READ_SIZE]  # type: ignore[no-any-return]
         if left == _HEAD_REFUSED:
             return _DISCARDED
-        return super().get_buffer(size_hint)[:left]  # type: ignore[no-any-return]
+        return _picows_get_buffer(self, size_hint)[:left]  # type: ignore[no-any-return]
 
     def buffer_updated(self, nbytes: int) -> None:
         left = self._head_left
         if left == _HEAD_READ:
-            super().buffer_updated(nbytes)
+            _picows_buffer_updated(self, nbytes)
         elif left != _HEAD_REFUSED:
             self._head_updated(left - nbytes, nbytes)
 
     def _head_updated(self, left: int, nbytes: int) -> None:
         """picows reads the head so far; once it has parsed (and answered) it, or given up
         on it, reads go to picows; a head still unfinished with no byte left gets 431."""
-        super().buffer_updated(nbytes)
+        _picows_buffer_updated(self, nbytes)
         if self.transport.request is not None or self.transport.underlying_transport.is_closing():
             self._head_left = _HEAD_READ
         elif left:
