@@ -76,7 +76,9 @@ class Broadcaster:
     has a core of its own. ``max_clients`` caps connections: the next one is
     answered with HTTP 503 at upgrade. A client sending more than
     ``max_message_rate`` messages a second (bursts up to that many) is closed
-    with 1008; 0 disables the limit. One IP address may hold ``max_connections_per_ip``
+    with 1008; 0 disables the limit. Every frame counts: a message's first frame, a ping
+    and an unsolicited pong as one message, each further fragment as 1/16 of one.
+    One IP address may hold ``max_connections_per_ip``
     connections (the next is answered HTTP 503 at upgrade) and open new ones at
     ``max_connect_rate`` a second, bursts up to the cap (beyond: HTTP 429). Both are
     off by default (None, 0): behind a reverse proxy every client has the proxy's

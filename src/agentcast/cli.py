@@ -134,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
         type=NON_NEGATIVE,
         default=DEFAULT_MAX_MESSAGE_RATE,
         metavar="PER_SECOND",
-        help="messages one client may send a second, bursts up to that many; beyond, close"
-        " 1008 (0: no limit, as for agentcast bench --workload chat)",
+        help="messages one client may send a second, bursts up to that many (pings and"
+        " pongs count as one, each fragment after a message's first as 1/16); beyond,"
+        " close 1008 (0: no limit, as for agentcast bench --workload chat)",
     )
     serve.add_argument(
         "--max-connect-rate",

@@ -102,6 +102,7 @@ REFUSED_UPGRADES: dict[str, str] = {
     "connections_refused_rate": "rate",
     "upgrades_refused_max_clients": "max_clients",
     "upgrades_refused_handshake": "handshake",
+    "upgrades_refused_head_size": "head_size",
 }
 
 
