@@ -28,11 +28,18 @@ from typing import Any
 
 from picows import WSAutoPingStrategy, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener as WithListener
-from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
 from agentcast.acceptor import Acceptor, listening_sockets
+from agentcast.bounded_reads import BoundedReadsProtocol
 from agentcast.logs import ClientFaultLog
-from agentcast.refusals import CONNECT_RATE, HANDSHAKE, PER_IP, SERVER_FULL, Refusal
+from agentcast.refusals import (
+    CONNECT_RATE,
+    HANDSHAKE,
+    HEAD_TOO_LARGE,
+    PER_IP,
+    SERVER_FULL,
+    Refusal,
+)
 
 __all__ = ["ConnectionAdmission", "create_server", "peer_key"]
 
@@ -84,8 +91,8 @@ class ConnectionAdmission:
         self._clock = clock
         self._open: dict[str, int] = {}
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # oldest first
-        counters = (PER_IP.counter, CONNECT_RATE.counter, SERVER_FULL.counter, HANDSHAKE)
-        self._refused = dict.fromkeys(counters, 0)
+        counters = (PER_IP, CONNECT_RATE, SERVER_FULL, HEAD_TOO_LARGE)
+        self._refused = dict.fromkeys([r.counter for r in counters] + [HANDSHAKE], 0)
         self.connections = 0
 
     def admit(self, peer: str) -> Refusal | None:
@@ -94,17 +101,18 @@ class ConnectionAdmission:
         self._open[peer] = self._open.get(peer, 0) + 1
         self.connections += 1
         if self.max_per_ip is not None and self._open[peer] > self.max_per_ip:
-            return self._counted(PER_IP)
+            return self.count(PER_IP)
         if self.max_rate and not self._take_token(peer):
-            return self._counted(CONNECT_RATE)
+            return self.count(CONNECT_RATE)
         return None
 
     def refuse(self, refusal: Refusal) -> WSUpgradeResponse:
         """The answer to an upgrade refused after admission (the handshake's checks, a
         full server), counted."""
-        return self._counted(refusal).response()
+        return self.count(refusal).response()
 
-    def _counted(self, refusal: Refusal) -> Refusal:
+    def count(self, refusal: Refusal) -> Refusal:
+        """Count ``refusal`` (answered elsewhere: a 431 for an oversized head)."""
         self._refused[refusal.counter] += 1
         return refusal
 
@@ -141,10 +149,10 @@ class ConnectionAdmission:
         }
 
 
-class _AdmittedProtocol(WSProtocol):  # type: ignore[misc]
-    """picows' server protocol for an admitted socket: counted against its peer until it
-    closes, refused at its upgrade if admission refused it, closed at its deadline unless
-    upgraded by then."""
+class _AdmittedProtocol(BoundedReadsProtocol):
+    """picows' server protocol for an admitted socket (reads bounded, an oversized head
+    answered 431): counted against its peer until it closes, refused at its upgrade if
+    admission refused it, closed at its deadline unless upgraded by then."""
 
     __slots__ = (  # no __dict__
         "_admission",
@@ -192,6 +200,9 @@ class _AdmittedProtocol(WSProtocol):  # type: ignore[misc]
         self._deadline = None
         if self.transport is not None:  # else still in its TLS handshake: TLS times it out
             self._handshake_timeout_callback()  # picows': fails the handshake, disconnects
+
+    def head_too_large(self) -> None:
+        self._admission.count(HEAD_TOO_LARGE)
 
     def _upgrade(self, request: WSUpgradeRequest) -> Any:
         if self._deadline is not None:  # answered now: the handshake is over, either way

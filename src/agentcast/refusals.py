@@ -17,6 +17,7 @@ from picows import WSUpgradeResponse
 __all__ = [
     "CONNECT_RATE",
     "HANDSHAKE",
+    "HEAD_TOO_LARGE",
     "PER_IP",
     "SERVER_FULL",
     "Refusal",
@@ -52,6 +53,12 @@ CONNECT_RATE = Refusal(
 )
 SERVER_FULL = Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "upgrades_refused_max_clients", "server full")
 HANDSHAKE = "upgrades_refused_handshake"  # 400 or 426: agentcast.handshake's refusals
+HEAD_TOO_LARGE = Refusal(  # written by agentcast.bounded_reads
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+    "upgrades_refused_head_size",
+    "request head over 16 KiB",
+    {"Connection": "close"},
+)
 
 
 def text_response(
