@@ -11,8 +11,10 @@ import select
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,9 +48,9 @@ class Scheme:
     def url(self, port: int, host: str = "127.0.0.1") -> str:
         return f"{self.name}://{host}:{port}"
 
-    def connect(self, url: str, local_ip: str | None = None) -> Any:
+    def connect(self, url: str, local_ip: str | None = None, **options: Any) -> Any:
         local = None if local_ip is None else (local_ip, 0)
-        return websockets.connect(url, ssl=self.client_ssl, local_addr=local)
+        return websockets.connect(url, ssl=self.client_ssl, local_addr=local, **options)
 
     def refused(self, status: int) -> int | str:
         """What a refused client sees: the HTTP status over ws://, a closed socket over wss://."""
@@ -240,6 +242,38 @@ def test_a_connection_silent_after_its_tls_handshake_is_closed_by_the_same_deadl
             with contextlib.suppress(ConnectionResetError, ssl.SSLEOFError):
                 assert silent.recv(1024) == b""
         run(wait_for(lambda: server.hub.stats()["connections"] == 0, what="released"))
+
+
+def test_out_of_file_descriptors_the_server_pauses_accepting_then_serves_again() -> None:
+    """EMFILE at accept: one WARNING, accepting resumes a second later, no ERROR line."""
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fd_starved_server.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline().split()[1])
+        url = PLAIN.url(port)
+
+        async def scenario() -> None:
+            with contextlib.ExitStack() as stack:  # more connections than fds to spare
+                for _ in range(8):
+                    stack.enter_context(socket.create_connection(("127.0.0.1", port)))
+            async with PLAIN.connect(url, open_timeout=10):  # once fds are free again
+                pass
+
+        run(scenario())
+        _, errors = child.communicate(timeout=20)  # closes its stdin: it stops
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, errors
+    assert "WARNING" in errors and "cannot accept" in errors, errors
+    assert "ERROR" not in errors and "Traceback" not in errors, errors
 
 
 def test_ipv6_peers_are_counted_per_64_and_ipv4_mapped_ones_as_their_ipv4() -> None:
