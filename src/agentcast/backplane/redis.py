@@ -592,7 +592,7 @@ class RedisBackplane:
                 state.idle_sweeps += 1
                 if state.idle_sweeps >= 2 and self._pubsub is not None:
                     del self._channels[channel]
-                    self._core.restart(channel)  # forget its history: no one here reads it
+                    self._core.forget(channel)  # no one here reads it; Redis keeps it
                     with contextlib.suppress(*BROKER_ERRORS):
                         await self._pubsub.unsubscribe(script.pubsub_key(channel))
 
