@@ -135,40 +135,59 @@ def replica_of(primary: RedisServer, directory: Path) -> RedisServer:
     return replica
 
 
+def wait_out_not_now(
+    hub_factory: Callable[..., Broadcaster], url: str, recover: Callable[[], object]
+) -> None:
+    """A node and a Publisher publish to a Redis that answers "not now": they retry with
+    backoff and fail nothing; once ``recover()`` ran every publish lands, each
+    publisher's in order, each exactly once."""
+    hub = hub_factory(backplane=url, port=None)
+    sink = MemorySink()
+    subscribed(hub, hub.attach(sink), "a")
+    with Publisher(url) as publisher:
+        for n in range(5):
+            hub.publish({"node": n}, "a")
+            publisher.publish({"pub": n}, "a")
+
+        def both_retried() -> bool:
+            return (hub.stats()["backplane_publish_retries"] >= 1
+                    and publisher.stats()["publish_retries"] >= 1)  # fmt: skip
+
+        run(wait_for(both_retried, what=lambda: f"{hub.stats()} {publisher.stats()}"))
+        assert hub.stats()["backplane_failed"] == publisher.stats()["failed"] == 0
+        assert frames_of(sink) == []
+        recover()
+        assert publisher.flush(15)
+        run(wait_for(lambda: len(frames_of(sink)) >= 10, 15, lambda: str(frames_of(sink))))
+        assert publisher.stats()["failed"] == 0
+    assert hub.stats()["backplane_failed"] == 0
+    received = [orjson.loads(f) for f in frames_of(sink)]
+    assert [m["seq"] for m in received] == list(range(1, 11))
+    assert [m["node"] for m in received if "node" in m] == list(range(5))
+    assert [m["pub"] for m in received if "pub" in m] == list(range(5))
+
+
 def test_publishes_to_a_replica_wait_and_land_once_it_is_promoted(
     redis_server: RedisServer, hub_factory: Callable[..., Broadcaster], tmp_path: Path
 ) -> None:
-    """A node and a Publisher pointed at a read-only replica (a failover under way):
-    Redis answers READONLY, they retry with backoff and fail nothing; once it is
-    promoted every publish lands, each publisher's in order, each exactly once."""
+    """Pointed at a read-only replica (a failover under way), Redis answers READONLY
+    until the replica is promoted."""
     replica = replica_of(redis_server, tmp_path / "replica")
     try:
-        hub = hub_factory(backplane=replica.url, port=None)
-        sink = MemorySink()
-        subscribed(hub, hub.attach(sink), "a")
-        with Publisher(replica.url) as publisher:
-            for n in range(5):
-                hub.publish({"node": n}, "a")
-                publisher.publish({"pub": n}, "a")
-
-            def both_retried() -> bool:
-                return (hub.stats()["backplane_publish_retries"] >= 1
-                        and publisher.stats()["publish_retries"] >= 1)  # fmt: skip
-
-            run(wait_for(both_retried, what=lambda: f"{hub.stats()} {publisher.stats()}"))
-            assert hub.stats()["backplane_failed"] == publisher.stats()["failed"] == 0
-            assert frames_of(sink) == []
-            run(ask_redis(replica.url, "REPLICAOF", "NO", "ONE"))
-            assert publisher.flush(15)
-            run(wait_for(lambda: len(frames_of(sink)) >= 10, 15, lambda: str(frames_of(sink))))
-            assert publisher.stats()["failed"] == 0
-        assert hub.stats()["backplane_failed"] == 0
-        received = [orjson.loads(f) for f in frames_of(sink)]
-        assert [m["seq"] for m in received] == list(range(1, 11))
-        assert [m["node"] for m in received if "node" in m] == list(range(5))
-        assert [m["pub"] for m in received if "pub" in m] == list(range(5))
+        promote = lambda: run(ask_redis(replica.url, "REPLICAOF", "NO", "ONE"))  # noqa: E731
+        wait_out_not_now(hub_factory, replica.url, promote)
     finally:
         replica.stop()
+
+
+def test_publishes_to_a_full_redis_wait_and_land_once_it_has_room(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster], broker: redis.Redis
+) -> None:
+    """At ``maxmemory`` with ``noeviction`` Redis answers OOM until memory frees (here:
+    the limit is lifted)."""
+    broker.config_set("maxmemory-policy", "noeviction")
+    broker.config_set("maxmemory", 1)
+    wait_out_not_now(hub_factory, redis_server.url, lambda: broker.config_set("maxmemory", 0))
 
 
 def test_leaving_an_idle_channel_and_following_it_again_is_no_gap(
