@@ -52,7 +52,7 @@ class _Checker(WSListener):  # type: ignore[misc]
         seq = message.get("seq")
         if seq is None:
             if message.get("code"):
-                self.state["gaps"] += 1  # history_gap: outside the window
+                self.state["gaps"] += 1  # history_trimmed: outside the window
             return
         last = self.state["last"]
         if last is not None and seq != last + 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-import orjson
+from agentcast import notices
 
 
 def frame(payload: bytes) -> bytes:
@@ -74,18 +74,8 @@ class ReferenceFanout:
     def _gap_notice(
         self, client_id: int, channel: Hashable, since: int, first: int, last: int
     ) -> int:
-        notice = {
-            "type": "server_error",
-            "code": "history_gap",
-            "agent_id": channel,
-            "message": f"messages after seq {since} are no longer kept; history starts at {first}"
-            " (an agent's history is dropped once nobody has subscribed to it for channel_ttl"
-            " (numbering then starts again at 1), and oldest first when the server holds too"
-            " much)",
-            "first_seq": first,
-            "last_seq": last,
-        }
-        self.streams[client_id] += frame(orjson.dumps(notice))
+        notice = notices.resume_gap(channel, since, first, last)
+        self.streams[client_id] += frame(notice)
         return first - 1
 
     def send(self, client_id: int, payload: bytes) -> None:

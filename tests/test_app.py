@@ -399,7 +399,7 @@ def test_resume_older_than_history_gets_the_gap_notice(
             return got
 
     gap, *replay = run(scenario())
-    assert gap["type"] == "server_error" and gap["code"] == "history_gap"
+    assert gap["type"] == "server_error" and gap["code"] == "history_trimmed"
     assert (gap["first_seq"], gap["last_seq"]) == (41, 50)
     assert [m["seq"] for m in replay] == list(range(41, 52))
     assert replay[-1]["message"] == "live"

@@ -3,17 +3,15 @@ protected mode, with real clients and raw handshakes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
-import http.server
-import json
 import logging
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
@@ -25,7 +23,7 @@ import orjson
 import pytest
 import websockets
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentcast import Broadcaster, protocol
 from agentcast.app import AgentServer
@@ -38,6 +36,7 @@ from agentcast.auth import (
     UpgradeRequest,
 )
 from clients import run, wait_for
+from jwks_server import KEY_TYPES, JWKSHandler, jwks, serving_jwks
 from redis_server import free_port
 
 SECRET = b"s" * 32
@@ -158,12 +157,6 @@ def _pem(public_key: Any) -> bytes:
     return pem
 
 
-KEY_TYPES = {
-    "RS256": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-    "ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
-}
-
-
 @pytest.mark.parametrize("algorithm", sorted(KEY_TYPES))
 def test_rs256_and_es256_public_keys(
     hub_factory: Callable[..., Broadcaster], tmp_path: Path, algorithm: str
@@ -195,14 +188,6 @@ def test_a_public_key_of_another_curve_is_refused(tmp_path: Path) -> None:
         JWTAuthenticator.from_public_key_file(tmp_path / "p384.pem")
 
 
-def _jwks(*keys: tuple[str, Any]) -> bytes:
-    entries = []
-    for kid, private in keys:
-        entry = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
-        entries.append({**entry, "kid": kid, "alg": "RS256", "use": "sig"})
-    return json.dumps({"keys": entries}).encode()
-
-
 def _until_accepted(port: int, path: str) -> None:
     """A token with a kid new to the cache is refused until the background refetch has
     landed; a client retries."""
@@ -218,68 +203,156 @@ def test_jwks_file_with_kid_rotation(
 ) -> None:
     first, second = KEY_TYPES["RS256"](), KEY_TYPES["RS256"]()
     path = tmp_path / "jwks.json"
-    path.write_bytes(_jwks(("k1", first)))
+    path.write_bytes(jwks(("k1", first)))
     keys = JWKSKeys(str(path), refetch_interval=0.0)
     hub = hub_factory(authenticate=JWTAuthenticator(jwks=keys))
     assert upgrade_status(hub.port, f"/?token={token(first, 'RS256', kid='k1')}") == 101
     assert upgrade_status(hub.port, f"/?token={token(second, 'RS256', kid='k1')}") == 401
-    path.write_bytes(_jwks(("k1", first), ("k2", second)))
+    path.write_bytes(jwks(("k1", first), ("k2", second)))
     _until_accepted(hub.port, f"/?token={token(second, 'RS256', kid='k2')}")
     assert keys.kids == {"k1", "k2"}
     run(wait_for(lambda: not keys.fetching))
 
 
-class _JWKSHandler(http.server.BaseHTTPRequestHandler):
-    body = b""
-    fetches = 0
-
-    def do_GET(self) -> None:
-        type(self).fetches += 1
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def jwks_url() -> Iterator[type[_JWKSHandler]]:
-    handler = type("Handler", (_JWKSHandler,), {"body": b"", "fetches": 0})
-    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="jwks-http")
-    thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"  # type: ignore[attr-defined]
-    yield handler
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def jwks_url() -> Iterator[type[JWKSHandler]]:
+    with serving_jwks() as handler:
+        yield handler
 
 
 def test_jwks_url_fetched_off_the_loop_with_kid_rotation(
     hub_factory: Callable[..., Broadcaster], jwks_url: Any
 ) -> None:
     first, second = KEY_TYPES["RS256"](), KEY_TYPES["RS256"]()
-    jwks_url.body = _jwks(("k1", first))
+    jwks_url.body = jwks(("k1", first))
     keys = JWKSKeys(jwks_url.url, refetch_interval=0.0)
     hub = hub_factory(authenticate=JWTAuthenticator(jwks=keys))
     assert upgrade_status(hub.port, f"/?token={token(first, 'RS256', kid='k1')}") == 101
     assert jwks_url.fetches == 1  # cached: a known kid costs no fetch
-    jwks_url.body = _jwks(("k2", second))
+    jwks_url.body = jwks(("k2", second))
     _until_accepted(hub.port, f"/?token={token(second, 'RS256', kid='k2')}")
     run(wait_for(lambda: not keys.fetching))
     assert upgrade_status(hub.port, f"/?token={token(first, 'RS256', kid='k1')}") == 401
     run(wait_for(lambda: not keys.fetching))
 
 
-def test_unknown_kid_refetches_at_most_once_per_interval(jwks_url: Any) -> None:
-    jwks_url.body = _jwks(("k1", KEY_TYPES["RS256"]()))
-    keys = JWKSKeys(jwks_url.url, refetch_interval=3600.0)
-    assert [keys.key("nope") for _ in range(50)] == [None] * 50
+def test_unknown_kids_refetch_at_most_once_a_minute(
+    hub_factory: Callable[..., Broadcaster], jwks_url: Any
+) -> None:
+    jwks_url.body = jwks(("k1", KEY_TYPES["RS256"]()))
+    keys = JWKSKeys(jwks_url.url)
+    assert keys.refetch_interval >= 60  # a client may make the server fetch this often
+    hub = hub_factory(authenticate=JWTAuthenticator(jwks=keys))
+    rsa_key = KEY_TYPES["RS256"]()
+    for n in range(20):
+        assert upgrade_status(hub.port, f"/?token={token(rsa_key, 'RS256', kid=f'x{n}')}") == 401
     run(wait_for(lambda: not keys.fetching))
-    assert jwks_url.fetches == 1  # the constructor's: the interval has not passed
+    assert jwks_url.fetches == 1  # the constructor's: the interval has not passed since
+    assert hub.stats()["jwks_refetches"] == 0
+
+
+def test_unknown_kids_start_one_fetch_at_a_time_and_are_counted(
+    hub_factory: Callable[..., Broadcaster], jwks_url: Any
+) -> None:
+    jwks_url.body = jwks(("k1", KEY_TYPES["RS256"]()))
+    keys = JWKSKeys(jwks_url.url, refetch_interval=0.0)
+    hub = hub_factory(authenticate=JWTAuthenticator(jwks=keys))
+    jwks_url.held = True  # the refetch's answer waits
+    rsa_key = KEY_TYPES["RS256"]()
+    for n in range(20):
+        assert upgrade_status(hub.port, f"/?token={token(rsa_key, 'RS256', kid=f'x{n}')}") == 401
+    run(wait_for(lambda: jwks_url.fetches == 2, what="the refetch reaching the server"))
+    assert keys.fetching and hub.stats()["jwks_refetches"] == 1
+    jwks_url.release.set()
+    run(wait_for(lambda: not keys.fetching))
+    assert jwks_url.fetches == 2
+
+
+def test_a_jwks_url_that_redirects_is_refused(
+    jwks_url: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serving_jwks(jwks(("k1", KEY_TYPES["RS256"]()))) as elsewhere:
+        jwks_url.redirect = elsewhere.url
+        with pytest.raises(ValueError, match="redirect"):
+            JWKSKeys(jwks_url.url)
+        jwks_url.redirect = None
+        jwks_url.body = elsewhere.body
+        keys = JWKSKeys(jwks_url.url, refetch_interval=0.0)
+        jwks_url.redirect = elsewhere.url  # a later refetch is refused too
+        assert keys.key("k2") is None
+        run(wait_for(lambda: not keys.fetching))
+        assert elsewhere.fetches == 0
+    assert keys.kids == {"k1"}  # the cached keys stay
+    assert "redirect" in caplog.text
+
+
+# ---- hostile tokens and headers: refused and counted, never a 500 or an ERROR line ----
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def confused_token(kid: str) -> str:
+    """A token whose header names ES256 for the kid of an RSA key in the JWKS."""
+    return token(KEY_TYPES["ES256"](), "ES256", kid=kid)
+
+
+@pytest.fixture
+def jwks_server(jwks_url: Any) -> Iterator[tuple[AgentServer, Any]]:
+    """An AgentServer verifying RS256 tokens against a JWKS served on 127.0.0.1, and
+    the key ``k1`` it holds."""
+    private = KEY_TYPES["RS256"]()
+    jwks_url.body = jwks(("k1", private))
+    with AgentServer(port=0, authenticate=JWTAuthenticator.from_jwks(jwks_url.url)) as server:
+        yield server, private
+
+
+def test_a_token_whose_alg_names_the_other_key_type_is_401_and_counted(
+    jwks_server: tuple[AgentServer, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = jwks_server
+    assert upgrade_status(server.port, f"/?token={confused_token('k1')}") == 401
+    assert server.hub.stats()["auth_refused"] == 1
+    assert error_lines(caplog) == []
+
+
+def test_a_refresh_whose_alg_names_the_other_key_type_is_answered_unauthorized(
+    jwks_server: tuple[AgentServer, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, private = jwks_server
+    url = f"ws://127.0.0.1:{server.port}/?token={token(private, 'RS256', kid='k1')}"
+
+    async def scenario() -> None:
+        async with websockets.connect(url) as websocket:
+            for _ in range(3):
+                await websocket.send(protocol.refresh(confused_token("k1")).decode())
+                reply = orjson.loads(await asyncio.wait_for(websocket.recv(), 5))
+                assert reply["code"] == "unauthorized", reply
+
+    run(scenario())
+    assert server.hub.stats()["refresh_refused"] == 3
+    assert error_lines(caplog) == []
+
+
+def test_a_path_that_urlsplit_refuses_is_401_with_authentication(
+    hs256_hub: Broadcaster, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert upgrade_status(hs256_hub.port, "//[") == 401
+    assert upgrade_status(hs256_hub.port, f"//[?token={token()}") == 101
+    assert hs256_hub.stats()["auth_refused"] == 1
+    assert error_lines(caplog) == []
+
+
+@pytest.mark.parametrize("authenticated", [False, True], ids=["open", "auth"])
+def test_an_origin_that_urlsplit_refuses_is_403_and_counted(
+    hub_factory: Callable[..., Broadcaster], caplog: pytest.LogCaptureFixture, authenticated: bool
+) -> None:
+    hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET) if authenticated else None)
+    for origin in ("http://[", "http://[::1", "http://127.0.0.1:99999"):
+        assert upgrade_status(hub.port, f"/?token={token()}", {"Origin": origin}) == 403
+    assert hub.stats()["origin_refused"] == 3
+    assert error_lines(caplog) == []
 
 
 # ---- Origin -----------------------------------------------------------------
@@ -480,6 +553,25 @@ def test_serve_with_a_secret_file_authenticates(tmp_path: Path) -> None:
         assert upgrade_status(port, headers={"Origin": "http://evil.example"}) == 403
     finally:
         _stop(process)
+
+
+@pytest.mark.parametrize("audience", [None, "agentcast"], ids=["no-audience", "audience"])
+def test_serve_warns_once_when_tokens_of_any_audience_are_accepted(
+    tmp_path: Path, audience: str | None
+) -> None:
+    (tmp_path / "secret").write_bytes(SECRET)
+    options = ["--auth-secret-file", str(tmp_path / "secret")]
+    if audience is not None:
+        options += ["--auth-audience", audience]
+    process, banner = _serve("--port", str(free_port()), *options)
+    stderr = _stop(process)
+    assert "serving" in banner, stderr
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
+    if audience is None:
+        assert len(warnings) == 1, stderr
+        assert "--auth-audience" in warnings[0] and "admin" in warnings[0]
+    else:
+        assert warnings == []
 
 
 def test_a_short_secret_is_a_one_line_error(tmp_path: Path) -> None:

@@ -249,11 +249,34 @@ def assert_lost_only_where_told(stream: list[dict[str, Any]], key: str, expected
         else:
             runs[-1].append(message[key])
     assert runs[0] == expected[: len(runs[0])], "lost or doubled before any notice"
+    resumed_at = len(runs[0])  # where in ``expected`` the next run may start, at the earliest
     for run_ in runs[1:]:
         if run_:
             start = expected.index(run_[0])
+            assert start >= resumed_at, f"{run_[0]} doubled across a notice"
             assert run_ == expected[start : start + len(run_)], "lost or doubled, untold"
+            resumed_at = start + len(run_)
     assert [v for r in runs for v in r][-1:] == expected[-1:]
+
+
+@pytest.mark.parametrize(
+    ("values", "passes"),
+    [
+        ([1, 2, None, 4, 5], True),  # 3 lost where the notice stands
+        ([1, 2, None, 2, 3, 4, 5], False),  # 2 doubled across the notice
+        ([1, 2, None, 4, None, 3, 5], False),  # 3 after 4: reordered across notices
+        ([1, 3, 4, 5], False),  # 2 lost, untold
+    ],
+)
+def test_the_stream_check_refuses_what_a_notice_does_not_excuse(
+    values: list[int | None], passes: bool
+) -> None:
+    stream = [{"code": "gap"} if v is None else {"n": v} for v in values]
+    if passes:
+        assert_lost_only_where_told(stream, "n", [1, 2, 3, 4, 5])
+    else:
+        with pytest.raises(AssertionError):
+            assert_lost_only_where_told(stream, "n", [1, 2, 3, 4, 5])
 
 
 async def follow(followers: list[Follower]) -> list[asyncio.Task[None]]:
@@ -413,12 +436,14 @@ def test_redis_restart_mid_stream(tmp_path: Path, persistent: bool) -> None:
             assert ns == expected and follower.notices == []
             assert follower.by_publisher("b")["pub0"] == expected_broadcasts
         else:
-            # Told, on the channel and on the broadcasts: a history_gap notice saying the
-            # numbering restarted, standing where the loss is.
-            for agent_id, key, values in [(follower.channel, "n", expected),
-                                          (None, "b", expected_broadcasts)]:  # fmt: skip
+            # Told, on the channel and on the broadcasts: a notice saying the numbering
+            # restarted, standing where the loss is.
+            for agent_id, key, values, code in [
+                (follower.channel, "n", expected, "channel_restarted"),
+                (None, "b", expected_broadcasts, "broadcasts_lost"),
+            ]:
                 stream = follower.stream_of(agent_id)
                 notices = [m for m in stream if "code" in m]
-                assert [n["code"] for n in notices] == ["history_gap"]
+                assert [n["code"] for n in notices] == [code]
                 assert notices[0].get("restarted") is True
                 assert_lost_only_where_told(stream, key, values)

@@ -90,7 +90,8 @@ def test_a_lost_meta_starts_a_new_log_and_subscribers_are_told(
 ) -> None:
     """Publish 3, lose ``:meta`` (evicted, say) while ``:log`` survives, publish 3: the
     new epoch numbers from 1 in a new log, nothing is refused, the subscriber gets a
-    restart notice between the two runs, and a node that syncs later reads the new log."""
+    channel_restarted notice between the two runs, and a node that syncs later reads
+    the new log."""
     hub = hub_factory(backplane=redis_server.url, port=None)
     sink = MemorySink()
     subscribed(hub, hub.attach(sink), "c")
@@ -107,7 +108,7 @@ def test_a_lost_meta_starts_a_new_log_and_subscribers_are_told(
     received = [orjson.loads(f) for f in frames_of(sink)]
     assert [(m.get("n"), m.get("seq")) for m in received[:3]] == [(0, 1), (1, 2), (2, 3)]
     notice = received[3]
-    assert notice["code"] == "history_gap" and notice["restarted"] is True, notice
+    assert notice["code"] == "channel_restarted" and notice["first_seq"] == 1, notice
     assert [(m["n"], m["seq"]) for m in received[4:]] == [(3, 1), (4, 2), (5, 3), (6, 4)]
 
     late = hub_factory(backplane=redis_server.url, port=None)

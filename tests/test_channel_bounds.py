@@ -9,7 +9,7 @@ import orjson
 import uvloop
 import websockets
 
-from agentcast import Broadcaster, protocol
+from agentcast import Broadcaster, notices
 from agentcast._ext import FanoutCore, MemorySink
 from broadcaster_process import BroadcasterProcess
 from clients import drain, parse_frames, run, wait_for
@@ -66,7 +66,7 @@ def test_history_of_all_channels_is_bounded_oldest_of_the_least_recently_used_fi
     core.subscribe(client, "agent-0", since=0)
     drain(core)
     (_, notice), *_ = parse_frames(bytes(sink.data))
-    assert orjson.loads(notice) == orjson.loads(protocol.history_gap("agent-0", 0, first_kept, 3))
+    assert orjson.loads(notice) == orjson.loads(notices.resume_gap("agent-0", 0, first_kept, 3))
     assert "channel_ttl" in orjson.loads(notice)["message"]
 
 
@@ -100,7 +100,7 @@ def test_channels_created_and_left_are_freed_after_the_ttl(
             return orjson.loads(await ws.recv())  # type: ignore[no-any-return]
 
     notice = run(late_resume())
-    assert notice["code"] == "history_gap" and notice["agent_id"] == "r1-0"
+    assert notice["code"] == "channel_restarted" and notice["agent_id"] == "r1-0"
     assert "channel_ttl" in notice["message"]
 
 

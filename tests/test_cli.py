@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -128,3 +130,13 @@ def test_bad_setting_values_are_one_line_with_exit_2() -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--max-message-size" in lines[0], result.stderr
+
+
+def test_serve_metrics_host_moves_the_metrics_port_off_loopback() -> None:
+    metrics_port = free_port()
+    options = ("--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.2")
+    with serving(*options):
+        with urllib.request.urlopen(f"http://127.0.0.2:{metrics_port}/healthz", timeout=10) as ok:
+            assert ok.status == 200
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", metrics_port), timeout=10).close()

@@ -175,7 +175,7 @@ def test_each_line_gets_its_own_reply_across_a_server_restart(
     assert chat.wait() == 0
     assert chat.out.rest() == [*reply("one"), *reply("two"), *reply("three")]
     notices = chat.err.rest()
-    # The fresh server's history_gap (last_seq 0 < since 3) is a notice, not an answer.
+    # The fresh server's channel_restarted (last_seq 0 < since 3) is a notice, not an answer.
     assert any("numbering restarted" in line for line in notices), notices
     assert all(line.startswith("agentcast client: ") for line in notices), notices
 
@@ -258,3 +258,18 @@ def test_a_refused_handshake_is_one_line_and_never_retried(
         assert server.hub.stats()["auth_refused"] == 1  # one attempt, not --retries more
     assert line.startswith(f"agentcast client: ws://127.0.0.1:{server.port}/ refused"), line
     assert "HTTP 401" in line, line
+
+
+def test_terminal_escapes_in_an_agents_reply_are_printed_escaped_not_obeyed(
+    processes: Callable[..., Process],
+) -> None:
+    """The demo agent echoes the line: an OSC 52 (clipboard write) and a CSI in it reach the
+    watcher's terminal as text, never as escapes (a shared agent may write anything)."""
+    port = free_port()
+    serve(processes, port)
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat.type("copy \x1b]52;c;aGVsbG8=\x07 then \x9b2J")
+    line = chat.out.expect("[assistant_message]")
+    assert line == "[assistant_message] You said: copy \\x1b]52;c;aGVsbG8=\\x07 then \\x9b2J"
+    chat.out.expect("-- agent_response_end --")
+    assert not any(c in "".join(chat.out.seen) for c in "\x1b\x07\x9b"), chat.out.seen

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from agentcast import protocol
+from agentcast import notices, protocol
 from agentcast.conversation import Conversation, Outcome
 
 
@@ -28,10 +28,10 @@ def resumed_after(conversation: Conversation, last_seq: int) -> None:
     assert ack == Outcome(answers=True)
 
 
-def test_a_history_gap_below_the_resumed_seq_restarts_the_count() -> None:
+def test_a_resume_past_the_last_seq_is_a_restart_and_restarts_the_count() -> None:
     conversation = Conversation("demo")
     resumed_after(conversation, 3)
-    notice = conversation.receive(frame(protocol.history_gap("demo", 3, 1, 0)))
+    notice = conversation.receive(frame(notices.resume_gap("demo", 3, 1, 0)))
     assert not notice.answers and notice.reply is None
     assert notice.notice is not None and "numbering restarted" in notice.notice
     assert conversation.last_seq == 0
@@ -42,10 +42,10 @@ def test_a_history_gap_below_the_resumed_seq_restarts_the_count() -> None:
     assert conversation.receive(frame(protocol.agent_response_end())).answers
 
 
-def test_a_history_gap_of_a_running_numbering_keeps_the_count() -> None:
+def test_a_trimmed_history_keeps_the_count() -> None:
     conversation = Conversation("demo")
     resumed_after(conversation, 3)
-    notice = conversation.receive(frame(protocol.history_gap("demo", 3, 10, 12)))
+    notice = conversation.receive(frame(notices.resume_gap("demo", 3, 10, 12)))
     assert notice.notice is not None and "no longer kept" in notice.notice
     assert conversation.last_seq == 3
     assert conversation.receive(said("m10", 10)).reply == "[assistant_message] m10"
@@ -55,7 +55,7 @@ def test_a_history_gap_of_a_running_numbering_keeps_the_count() -> None:
 def test_a_backplane_restart_notice_restarts_the_count_while_live() -> None:
     conversation = Conversation("demo")
     conversation.receive(said("m5", 5))
-    notice = conversation.receive(frame(protocol.restarted("demo", 5)))
+    notice = conversation.receive(frame(notices.channel_restarted("demo", 5)))
     assert notice.notice is not None and "numbering restarted" in notice.notice
     assert conversation.receive(said("new", 1)).reply == "[assistant_message] new"
 
@@ -64,9 +64,9 @@ def test_only_the_end_of_a_reply_answers_a_line() -> None:
     conversation = Conversation("demo")
     conversation.ask("hi")
     for notice in (
-        protocol.history_gap("demo", 3, 1, 0),
-        protocol.skipped(2, [("demo", 4, 5)]),
-        protocol.too_many_subscriptions("demo", 128),
+        notices.resume_gap("demo", 3, 1, 0),
+        notices.skipped(2, [("demo", 4, 5)]),
+        notices.too_many_subscriptions("demo", 128),
     ):
         outcome = conversation.receive(frame(notice))
         assert not outcome.answers and outcome.notice is not None, notice

@@ -341,7 +341,7 @@ def test_accepted_frames_are_kept_deduplicated_and_gaps_announced(loop: uvloop.L
     received = [orjson.loads(f) for f in _frames(sink.data)]
     assert [m.get("seq") for m in received] == [5, 6, 7, None, 10]
     gap = received[3]
-    assert gap["code"] == "history_gap" and (gap["from_seq"], gap["to_seq"]) == (8, 9)
+    assert gap["code"] == "backplane_gap" and (gap["from_seq"], gap["to_seq"]) == (8, 9)
     assert core.stats()["duplicates"] == 1 and core.stats()["gaps"] == 1
     kept = len(frame(_stamped(10)[1]))
     assert core.channel_info("c") == {"last_seq": 10, "first_seq": 10, "frames": 1, "bytes": kept}
@@ -362,7 +362,7 @@ def test_restart_forgets_history_and_tells_subscribers(loop: uvloop.Loop) -> Non
     drain(core)
     received = [orjson.loads(f) for f in _frames(sink.data)]
     assert [m.get("seq") for m in received] == [1, 2, None, 1]
-    assert received[2]["restarted"] is True and received[2]["from_seq"] == 3
+    assert received[2]["code"] == "channel_restarted" and received[2]["from_seq"] == 3
     assert core.channel_info("c")["last_seq"] == 1  # type: ignore[index]
 
 

@@ -12,7 +12,7 @@ import uvloop
 from agentcast import Broadcaster, protocol
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink
 from agentcast.app import AgentServer
-from agentcast.protocol import Notices
+from agentcast.notices import Notices
 from clients import parse_frames, run, websockets_clients
 from redis_server import RedisServer
 

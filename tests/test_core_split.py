@@ -1,4 +1,4 @@
-"""The core after its split: it frames the notices protocol.py builds, and its loop-only
+"""The core after its split: it frames the notices agentcast.notices builds, and its loop-only
 methods refuse other threads."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import orjson
 import pytest
 import uvloop
 
-from agentcast import protocol
+from agentcast import notices
 from agentcast._ext import FanoutCore, MemorySink
 from agentcast.loop import LoopThread
 from clients import drain, parse_frames
@@ -31,7 +31,7 @@ def _stamped(seq: int) -> tuple[int, bytes]:
     return seq, orjson.dumps({"n": seq, "seq": seq})
 
 
-def recording_notices() -> tuple[protocol.Notices, list[tuple[object, ...]]]:
+def recording_notices() -> tuple[notices.Notices, list[tuple[object, ...]]]:
     """Builders that record their arguments and return recognizable bytes."""
     calls: list[tuple[object, ...]] = []
 
@@ -51,7 +51,7 @@ def recording_notices() -> tuple[protocol.Notices, list[tuple[object, ...]]]:
         calls.append(("skipped", count, list(ranges)))
         return b'{"notice":"skipped"}'
 
-    return protocol.Notices(history_gap, backplane_gap, restarted, skipped), calls
+    return notices.Notices(history_gap, backplane_gap, restarted, skipped), calls
 
 
 def test_the_core_frames_the_notices_it_is_handed(loop: uvloop.Loop) -> None:
@@ -110,7 +110,7 @@ def test_by_default_the_core_sends_protocol_py_notices(loop: uvloop.Loop) -> Non
     core.subscribe(core.add_client(late), "d", since=0)
     drain(core)
     assert late.data is not None
-    assert bytes(late.data).startswith(frame(protocol.history_gap("d", 0, 3, 4)))
+    assert bytes(late.data).startswith(frame(notices.resume_gap("d", 0, 3, 4)))
 
 
 @pytest.fixture

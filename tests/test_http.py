@@ -147,16 +147,58 @@ def test_a_websocket_client_still_connects_on_the_same_port(hub: Broadcaster) ->
     run(scenario())
 
 
-def test_a_metrics_port_serves_them_instead_without_a_token(
+def test_a_metrics_port_listens_on_loopback_and_asks_the_token_when_authenticating(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:
-    hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET), metrics_port=0)
+    hub = hub_factory(host="0.0.0.0", authenticate=JWTAuthenticator(secret=SECRET), metrics_port=0)
+    with pytest.raises(ConnectionRefusedError):  # 127.0.0.2 reaches 0.0.0.0, not 127.0.0.1
+        socket.create_connection(("127.0.0.2", hub.metrics_port), timeout=10).close()
     assert get(hub.metrics_port, "/healthz")[::2] == (200, b"ok\n")
     assert get(hub.metrics_port, "/readyz")[::2] == (200, b"ready\n")
-    assert metrics(hub.metrics_port)["agentcast_upgrades_refused_total{reason=auth}"] == 0
+    assert get(hub.metrics_port, "/metrics")[0] == 401
+    good = jwt.encode({"sub": "prometheus", "exp": int(time.time()) + 300}, SECRET, "HS256")
+    samples = metrics(hub.metrics_port, {"Authorization": f"Bearer {good}"})
+    assert samples["agentcast_upgrades_refused_total{reason=auth}"] == 1
     assert get(hub.metrics_port, "/elsewhere")[0] == 404
     for path in ("/healthz", "/metrics"):  # the WebSocket port: like any path, no token
         assert get(hub.port, path)[0] == 401
+
+
+def test_a_metrics_port_binds_the_metrics_host_it_is_given(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory(metrics_port=0, metrics_host="0.0.0.0")
+    socket.create_connection(("127.0.0.2", hub.metrics_port), timeout=10).close()
+    assert get(hub.metrics_port, "/metrics")[0] == 200  # open: no authentication
+
+
+@pytest.mark.parametrize("on_metrics_port", [False, True], ids=["ws-port", "metrics-port"])
+def test_without_authentication_state_is_read_by_ip_or_localhost_hosts_only(
+    hub_factory: Callable[..., Broadcaster], on_metrics_port: bool
+) -> None:
+    """A page on evil.example rebound to 127.0.0.1 sends Host: evil.example: refused."""
+    hub = hub_factory(metrics_port=0 if on_metrics_port else None)
+    port = hub.metrics_port if on_metrics_port else hub.port
+    paths = ["/metrics"] if on_metrics_port else ["/metrics", "/status"]
+    for path in paths:
+        for host in ("evil.example", f"evil.example:{port}", "", "[", "127.0.0.1.evil.example"):
+            assert get(port, path, {"Host": host})[0] == 403, (path, host)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]", "127.0.0.1"):
+            assert get(port, path, {"Host": host})[0] == 200, (path, host)
+    assert hub.stats()["host_refused"] == 5 * len(paths)
+    assert get(port, "/healthz", {"Host": "evil.example"})[0] == 200  # says nothing
+
+
+def test_a_dns_host_reads_state_when_allowed_or_with_authentication(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    allowed = hub_factory(allowed_origins=["http://agents.example:*"])
+    assert get(allowed.port, "/metrics", {"Host": f"agents.example:{allowed.port}"})[0] == 200
+    assert get(allowed.port, "/metrics", {"Host": "other.example"})[0] == 403
+    authenticated = hub_factory(authenticate=JWTAuthenticator(secret=SECRET))
+    good = jwt.encode({"sub": "prometheus", "exp": int(time.time()) + 300}, SECRET, "HS256")
+    named = {"Host": "agents.example", "Authorization": f"Bearer {good}"}
+    assert get(authenticated.port, "/metrics", named)[0] == 200
 
 
 def test_the_metrics_port_answers_garbage_and_keeps_serving(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -10,12 +11,20 @@ import sys
 import time
 from collections.abc import Callable
 
+import jwt
 import pytest
+import websockets
 from websockets.sync.client import connect as websockets_connect
 
-from agentcast import Broadcaster
+from agentcast import Broadcaster, protocol
+from agentcast.app import AgentServer
+from agentcast.auth import JWTAuthenticator
 from agentcast.logs import ClientFaultLog
+from clients import run
+from jwks_server import KEY_TYPES, jwks, serving_jwks
 from redis_server import free_port
+from test_auth import upgrade_status
+from test_http import get
 from test_rfc6455 import BINARY, CLOSE, TEXT, RawClient, close_code, frame
 
 RESERVED_OPCODE = 0x3
@@ -129,6 +138,49 @@ def test_a_hostile_client_writes_no_error_line_and_its_faults_are_counted(
     demoted = [r for r in caplog.records if r.getMessage().startswith("WS parser error")]
     assert len(demoted) == parser_faults
     assert {r.levelno for r in demoted} == {logging.INFO}
+
+
+def test_a_hostile_client_on_the_auth_and_refresh_paths_writes_no_error_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tokens, paths and headers nothing can decode, at the upgrade, on the token-checked
+    GETs and in refreshes: each refused with its status or error frame and counted."""
+    caplog.set_level(logging.INFO, logger="picows")
+    caplog.set_level(logging.INFO, logger="agentcast")
+    rsa_key = KEY_TYPES["RS256"]()
+    good = jwt.encode({"sub": "a", "exp": int(time.time()) + 300}, rsa_key, "RS256", {"kid": "k1"})
+    hostile_tokens = [
+        jwt.encode({"sub": "a"}, KEY_TYPES["ES256"](), "ES256", {"kid": "k1"}),  # alg confusion
+        "not.a.jwt",
+        "e30.e30.",  # {} and {}: no alg
+        "eyJhbGciOlsiUlMyNTYiXX0.e30.AA",  # "alg": ["RS256"], a list
+    ]
+    with (
+        serving_jwks(jwks(("k1", rsa_key))) as jwks_url,
+        AgentServer(port=0, authenticate=JWTAuthenticator.from_jwks(jwks_url.url)) as server,
+    ):
+        port = server.port
+        for bad in hostile_tokens:
+            assert upgrade_status(port, f"/?token={bad}") == 401, bad
+            for path in ("/metrics", "/status"):  # the plain GETs that check a token
+                assert get(port, f"{path}?token={bad}")[0] == 401, (path, bad)
+        assert upgrade_status(port, "//[") == 401
+        assert upgrade_status(port, f"/?token={good}", {"Origin": "http://["}) == 403
+
+        async def refresh_with_hostile_tokens() -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/?token={good}") as client:
+                for _ in range(50 // len(hostile_tokens) + 1):
+                    for bad in hostile_tokens:
+                        await client.send(protocol.refresh(bad).decode())
+                        reply = json.loads(await asyncio.wait_for(client.recv(), 5))
+                        assert reply["code"] == "unauthorized", reply
+
+        run(refresh_with_hostile_tokens())
+        stats = server.hub.stats()
+    assert stats["auth_refused"] == 3 * len(hostile_tokens) + 1
+    assert stats["origin_refused"] == 1
+    assert stats["refresh_refused"] == (50 // len(hostile_tokens) + 1) * len(hostile_tokens)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_the_servers_own_faults_stay_at_error(caplog: pytest.LogCaptureFixture) -> None:

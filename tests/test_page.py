@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -42,6 +43,8 @@ with warnings.catch_warnings():  # mozinfo calls distro.linux_distribution() at 
 from agentcast import Broadcaster, Publisher, protocol
 from agentcast.app import AgentServer
 from agentcast.auth import JWTAuthenticator
+from agentcast.notices import GAP_CODES, broadcasts_lost, channel_restarted, resume_gap
+from agentcast.notices import skipped as skipped_notice
 from agentcast.page import PAGE_FILES
 from agentcast.tls import server_context
 from clients import run, user_message, websockets_clients
@@ -80,6 +83,13 @@ def agent_server() -> Iterator[AgentServer]:
 
 
 # ---- the files, over plain HTTP ------------------------------------------------------
+
+
+def test_the_page_knows_every_gap_notice_code_the_server_sends() -> None:
+    """page.js lists the gap codes by hand (no build step): it must match agentcast.notices."""
+    script = (REPO / "src/agentcast/static/page.js").read_text()
+    [listed] = re.findall(r"^const GAP_CODES = \[(.*)\];$", script, re.MULTILINE)
+    assert {code.strip().strip('"') for code in listed.split(",")} == GAP_CODES
 
 
 def test_page_files_are_served_with_their_type_and_a_strict_policy(
@@ -532,7 +542,7 @@ def test_skipped_messages_are_fetched_again_and_shown_in_order_once(
     asked(0)
     (client,) = clients
     send(1, 2)
-    hub.send_json(client, protocol.skipped(2, [("a", 3, 4)]))
+    hub.send_json(client, skipped_notice(2, [("a", 3, 4)]))
     send(5)
     asked(2)
     send(3, 4, 2, 5, 6)  # the replay after 2, then live
@@ -542,6 +552,30 @@ def test_skipped_messages_are_fetched_again_and_shown_in_order_once(
     ]
     assert chromium.find_element(By.ID, "last-seq").text == "6"
     assert any("you fell behind" in n for n in notices(chromium))
+
+
+@pytest.mark.browser
+def test_each_gap_notice_is_read_by_its_code(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """Lost broadcasts (even with their numbering restarted) and a trimmed history leave
+    the agent's count alone; only ``channel_restarted`` for this agent restarts it."""
+    clients: list[int] = []
+    hub = hub_factory(on_connect=clients.append)
+    open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=a")
+    wait(chromium, lambda _: bool(clients), "the page's connection")
+    (client,) = clients
+    for seq in (1, 2):
+        hub.send_json(client, protocol.agent_response("assistant_message", f"m{seq}", "a", seq))
+    hub.send_json(client, broadcasts_lost(5, 0))
+    hub.send_json(client, resume_gap("a", 2, 2, 2))  # nothing lost after 2: a trim notice
+    wait(chromium, lambda d: len(notices(d)) == 2, "two notices")
+    assert chromium.find_element(By.ID, "last-seq").text == "2"
+    hub.send_json(client, channel_restarted("b", 9))  # another agent's
+    hub.send_json(client, channel_restarted("a", 2))
+    wait(chromium, lambda d: any("started again" in n for n in notices(d)), "the restart")
+    assert chromium.find_element(By.ID, "last-seq").text == "none"
+    assert sum("started again" in n for n in notices(chromium)) == 1
 
 
 @pytest.mark.browser

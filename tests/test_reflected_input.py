@@ -109,3 +109,44 @@ def test_the_interface_logs_an_excerpt_of_the_user_message(
         interface.close()
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("user message")]
     assert EXCERPT in line and len(line) < SHORT_LOG_LINE and "\x1b" not in line, len(line)
+
+
+CLIPBOARD_WRITE = "\x1b]52;c;aGVsbG8=\x07"  # OSC 52: a terminal that obeys it sets the clipboard
+
+
+def test_agent_text_in_the_debug_log_has_its_control_characters_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Agent text is logged whole at DEBUG, but a shared agent's escapes and newlines are
+    written as escapes: they neither reach a terminal tailing the log nor forge a line."""
+    caplog.set_level(logging.DEBUG, logger="agentcast.interface")
+    interface = SyncWebSocketInterface()
+    try:
+        with interface.serving("a"):
+            interface.assistant_message(f"copy {CLIPBOARD_WRITE}\nFAKE LINE\x9b2J")
+    finally:
+        interface.close()
+    [line] = [r.getMessage() for r in caplog.records if "assistant_message" in r.getMessage()]
+    assert line == "a assistant_message: copy \\x1b]52;c;aGVsbG8=\\x07\\nFAKE LINE\\x9b2J", line
+
+
+def test_invalid_json_is_answered_every_time_counted_and_logged_once_per_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # agentcast serve's default level
+    with AgentServer(port=0) as server:
+
+        async def scenario() -> None:
+            for _ in range(2):  # two connections: one line each
+                async with websockets.connect(f"ws://127.0.0.1:{server.port}") as ws:
+                    for _ in range(20):
+                        await ws.send("{not json")
+                        reply = orjson.loads(await ws.recv())
+                        assert reply["type"] == "server_error", reply
+                        assert "not valid JSON" in reply["message"], reply
+
+        run(scenario())
+        assert server.stats()["invalid_requests"] == 40
+    lines = [r.getMessage() for r in caplog.records if "not valid JSON" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert all("further ones on this connection are only counted" in line for line in lines)

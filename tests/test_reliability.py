@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from picows import WSMsgType
 
 from agent_server_process import ServerProcess
-from agentcast import Broadcaster, protocol
+from agentcast import Broadcaster, notices, protocol
 from clients import (
     DEMO_STEP,
     FINAL,
@@ -117,7 +117,7 @@ BINARY_REPLY = orjson.loads(
 )
 
 
-NOTICE_CODES = {protocol.HISTORY_GAP, protocol.SKIPPED}
+NOTICE_CODES = notices.GAP_CODES | {notices.SKIPPED}
 
 
 def _is_answer(frame: dict) -> bool:

@@ -326,17 +326,26 @@ def test_a_malformed_upgrade_gets_400(client: RawClient, headers: list[tuple[str
     "extra",
     [
         pytest.param([("X-Big", "a" * 1_000_000)], id="1 MB header"),
+        pytest.param([("X-Big", "a" * 20_000)], id="20 KB header"),
         pytest.param([(f"X-{i}", "v") for i in range(10_000)], id="10,000 headers"),
     ],
 )
-def test_a_request_head_over_16_kib_is_dropped_without_a_response(
-    client: RawClient, extra: list[tuple[str, str]]
+def test_a_request_head_over_16_kib_gets_431_and_is_counted(
+    echo: Broadcaster, client: RawClient, extra: list[tuple[str, str]]
 ) -> None:
-    """picows 2.3.1 reads at most 16 KiB of request head, a limit out of the listener
-    factory's reach (it is never called): no 431, the connection is closed (the README
-    says so). This fails, to be updated with the README, once picows answers."""
-    with pytest.raises((ConnectionError, OSError)):
-        client.request([*PLAIN_HEADERS, *extra])
+    """picows 2.3.1 reads at most 16 KiB of request head and dropped a longer one without
+    a word (the client still sending saw a reset): the admission layer answers it 431,
+    counts it, and the server goes on serving."""
+    status, _ = client.request([*PLAIN_HEADERS, *extra])
+    assert status == 431
+    assert echo.stats()["upgrades_refused_head_size"] == 1
+    other = RawClient(echo.port)
+    try:
+        other.upgrade()
+        other.send(TEXT, b"[]")
+        assert other.receive() == (TEXT, b"[]")
+    finally:
+        other.close()
 
 
 def test_more_than_128_headers_under_16_kib_get_400(client: RawClient) -> None:

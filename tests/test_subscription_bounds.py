@@ -16,7 +16,7 @@ import pytest
 import uvloop
 import websockets
 
-from agentcast import Broadcaster, protocol
+from agentcast import Broadcaster, notices, protocol
 from agentcast._ext import FanoutCore, MemorySink
 from agentcast.app import AgentServer
 from clients import DEMO_STEP, drain, memgpt_exchange, parse_frames, run, user_message, wait_for
@@ -35,7 +35,7 @@ class CappedReference(ReferenceFanout):
     def subscribe(self, client_id: int, channel: Hashable) -> None:
         held = self.channels[client_id]
         if channel not in held and len(held) >= self.cap:
-            self.streams[client_id] += frame(protocol.too_many_subscriptions(channel, self.cap))
+            self.streams[client_id] += frame(notices.too_many_subscriptions(channel, self.cap))
             return
         super().subscribe(client_id, channel)
 
@@ -117,7 +117,7 @@ def test_a_subscribe_beyond_the_cap_is_refused_counted_and_told(loop: uvloop.Loo
             "agent_id": "c",
             "limit": 2,
             "message": "not subscribed: at most 2 subscriptions per connection; "
-            "unsubscribe from another agent first",
+            "unsubscribe from another channel first",
         },
     ]
     assert core.stats()["refused_subscriptions"] == 1

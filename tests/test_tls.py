@@ -162,6 +162,26 @@ def test_a_tls_client_that_never_reads_is_dropped_as_slow(
     run(wait_for(lambda: hub.client_count == 0))
 
 
+@pytest.mark.parametrize("transport", ["uvloop", "aiofastnet"])
+def test_a_request_head_over_16_kib_gets_431_over_tls(
+    hub_factory: Callable[..., Broadcaster], certificates: Certificates, transport: str
+) -> None:
+    """A TLS transport cannot half-close: the 431 goes out, the rest is read and dropped."""
+    hub = hub_factory(ssl=certificates.server(), transport=transport)
+    with (
+        socket.create_connection(("127.0.0.1", hub.port), timeout=10) as plain,
+        certificates.client().wrap_socket(plain, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer
+    assert hub.stats()["upgrades_refused_head_size"] == 1
+    with connect(f"wss://127.0.0.1:{hub.port}/", ssl=certificates.client()) as other:
+        other.ping().wait(10)
+
+
 def test_plain_client_on_the_tls_port_fails_and_the_others_are_served(
     agent_server: AgentServer, certificates: Certificates
 ) -> None:

@@ -69,7 +69,7 @@ from operator import attrgetter
 
 import orjson
 
-from agentcast.protocol import NOTICES
+from agentcast.notices import NOTICES
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
@@ -233,7 +233,7 @@ cdef class FanoutCore:
 
     The notices the core sends (a resume's history gap, a backplane's gap or
     restart, a slow client's skipped messages) are built by ``notices``
-    (``agentcast.protocol.NOTICES`` by default): the core frames them, it does
+    (``agentcast.notices.NOTICES`` by default): the core frames them, it does
     not speak the protocol.
     """
 

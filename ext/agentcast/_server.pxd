@@ -49,7 +49,7 @@ cdef class ServerListener(WSListener):
     cdef object _peer
     cdef double _connected_at
 
-    cdef bint _over_rate(self) noexcept
+    cdef bint _over_rate(self, double cost) noexcept
     cdef int _answer_close(self, WSTransport transport, WSFrame frame) except -1
     cdef int _answer_ping(self, WSTransport transport, WSFrame frame) except -1
     cdef int _reject(self, WSTransport transport, int code, str reason) except -1

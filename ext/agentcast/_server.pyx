@@ -6,7 +6,8 @@ on the loop thread, reassembles fragmented messages up to the size limit,
 answers pings and close frames, and unregisters the client when the peer goes away.
 What RFC 6455 says must fail the connection fails it: RSV bits (no extension is
 negotiated) with 1002, text that is not UTF-8 with 1007 (checked fragment by fragment),
-invalid close codes with 1002.
+invalid close codes with 1002. Every frame but a close counts against the client's
+message rate as it arrives, pongs and empty fragments too (1008 beyond it).
 
 ``ConnectionStats`` counts, for one server, how its connections ended (close code and
 who closed first) and the connections failed for their client's frames.
@@ -14,7 +15,7 @@ who closed first) and the connections failed for their client's frames.
 
 import logging
 
-from agentcast.protocol import QUOTE_LIMIT, clip, quote
+from agentcast.printable import QUOTE_LIMIT, clip, quote
 
 from libc.stdint cimport uint8_t
 from picows.picows cimport WSCloseCode, WSMsgType
@@ -34,6 +35,10 @@ MESSAGE_TOO_BIG = 1009
 
 cdef enum:
     PONG_HEADER = 2  # a server frame of at most 125 bytes: two header bytes
+    # A fragment after a message's first frame takes 1/16 of a message's token: a message
+    # may come in 16 fragments for the price of two, and a peer that sends nothing but
+    # empty fragments is held to 16 times the message rate.
+    FRAGMENTS_PER_TOKEN = 16
 
 cdef enum:
     BY_CLIENT = 0
@@ -252,10 +257,14 @@ cdef class ServerListener(WSListener):
         if msg_type == WSMsgType.CLOSE:
             self._answer_close(transport, frame)
             return
-        if msg_type == WSMsgType.PONG:
-            return
         if transport.is_close_frame_sent:
             return  # closing: what the peer still sends is not served, pings included
+        if self._over_rate(1.0 / FRAGMENTS_PER_TOKEN if msg_type == WSMsgType.CONTINUATION
+                           else 1.0):
+            self._reject(transport, POLICY_VIOLATION, "message rate limit exceeded")
+            return
+        if msg_type == WSMsgType.PONG:
+            return  # unsolicited (picows takes the answer to its own ping before us)
         if msg_type == WSMsgType.PING:
             self._answer_ping(transport, frame)
             return
@@ -310,31 +319,29 @@ cdef class ServerListener(WSListener):
         return 0
 
     cdef int _answer_ping(self, WSTransport transport, WSFrame frame) except -1:
-        """A ping counts toward the message rate, and its pong against the client's byte
-        budget: a peer that pings without reading the pongs cannot grow our buffers."""
-        if self._over_rate():
-            self._reject(transport, POLICY_VIOLATION, "message rate limit exceeded")
-        elif self._core.admit_control(self.client_id, PONG_HEADER + frame.payload_size):
+        """A ping's pong counts against the client's byte budget: a peer that pings without
+        reading the pongs cannot grow our buffers."""
+        if self._core.admit_control(self.client_id, PONG_HEADER + frame.payload_size):
             transport.send_pong(frame.get_payload_as_bytes())
         return 0
 
-    cdef bint _over_rate(self) noexcept:
-        """Token bucket: ``rate`` messages a second, bursts up to ``rate`` messages."""
+    cdef bint _over_rate(self, double cost) noexcept:
+        """Token bucket: ``rate`` tokens a second, bursts up to ``rate`` tokens; a frame
+        takes ``cost`` of them. Every frame counts as it arrives, before anything is kept
+        for it: the first frame of a message, a ping or an unsolicited pong one token, a
+        further fragment ``1 / FRAGMENTS_PER_TOKEN``."""
         cdef double now
         if self._rate <= 0.0:
             return False
         now = monotonic()
         self._tokens = min(self._rate, self._tokens + (now - self._refilled_at) * self._rate)
         self._refilled_at = now
-        if self._tokens < 1.0:
+        if self._tokens < cost:
             return True
-        self._tokens -= 1.0
+        self._tokens -= cost
         return False
 
     cdef int _deliver(self, WSTransport transport, int msg_type, bytes data) except -1:
-        if self._over_rate():
-            self._reject(transport, POLICY_VIOLATION, "message rate limit exceeded")
-            return 0
         handler = self._on_message if msg_type == WSMsgType.TEXT else self._on_binary
         if handler is None:
             if msg_type != WSMsgType.TEXT:

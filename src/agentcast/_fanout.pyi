@@ -5,7 +5,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from agentcast._sink import Sink
-from agentcast.protocol import Notices
+from agentcast.notices import Notices
 
 SOURCE_HASH: str
 TRY_AGAIN_LATER: int

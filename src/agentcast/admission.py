@@ -22,8 +22,8 @@ from typing import Any
 
 from picows import WSAutoPingStrategy, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener as WithListener
-from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
+from agentcast.bounded_reads import BoundedReadsProtocol
 from agentcast.logs import ClientFaultLog
 
 __all__ = ["ConnectionAdmission", "create_server"]
@@ -64,6 +64,7 @@ class ConnectionAdmission:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # oldest first
         self.refused_rate = 0
         self.refused_per_ip = 0
+        self.refused_head_size = 0
         self.connections = 0
 
     def connected(self, ip: str) -> None:
@@ -111,11 +112,13 @@ class ConnectionAdmission:
             "connect_rate_ips": len(self._buckets),
             "connections_refused_rate": self.refused_rate,
             "connections_refused_per_ip": self.refused_per_ip,
+            "upgrades_refused_head_size": self.refused_head_size,
         }
 
 
-class _AdmittedProtocol(WSProtocol):  # type: ignore[misc]
-    """picows' server protocol, counted against its peer's address while it is open."""
+class _AdmittedProtocol(BoundedReadsProtocol):
+    """picows' server protocol (reads bounded, an oversized head answered 431), counted
+    against its peer's address while it is open."""
 
     __slots__ = ("_admission", "_ip", "_listener_factory_after_admission", "_peer")  # no __dict__
 
@@ -140,6 +143,9 @@ class _AdmittedProtocol(WSProtocol):  # type: ignore[misc]
             self._admission.disconnected(self._ip)
             self._ip = None
         super().connection_lost(exc)
+
+    def head_too_large(self) -> None:
+        self._admission.refused_head_size += 1
 
     def _upgrade(self, request: WSUpgradeRequest) -> Any:
         assert self._ip is not None

@@ -31,6 +31,7 @@ from agentcast.backends import Backend, DemoAgentServer, check_backend
 from agentcast.broadcaster import Broadcaster
 from agentcast.forever import serve_forever
 from agentcast.interface import Route, SyncWebSocketInterface
+from agentcast.printable import clip
 
 log = logging.getLogger("agentcast.app")
 
@@ -136,7 +137,12 @@ class AgentServer:
         try:
             message = protocol.parse_client_message(data)
         except protocol.ProtocolError as exc:
-            log.info("client %d: %s", client_id, exc)
+            if self.hub.record_invalid_request(client_id):
+                log.info(
+                    "client %d: %s; further ones on this connection are only counted",
+                    client_id,
+                    exc,
+                )
             self.hub.send_json(client_id, exc.reply)
             return
         if isinstance(message, protocol.Refresh):
@@ -252,7 +258,7 @@ class AgentServer:
             with self.interface.serving(message.agent_id):
                 self.backend.user_message(self.user_id, message.agent_id, message.message)
         except Exception as exc:
-            reason = protocol.clip(str(exc), ERROR_LIMIT)  # it may repeat the client's input
+            reason = clip(str(exc), ERROR_LIMIT)  # it may repeat the client's input
             log.warning("agent %s failed: %s", message.agent_id, reason)
             self.hub.send_json(
                 client_id,
@@ -264,7 +270,7 @@ class AgentServer:
         try:
             self.backend.create_agent(self.user_id, agent_config=message.config)
         except Exception as exc:
-            reason = protocol.clip(str(exc), ERROR_LIMIT)
+            reason = clip(str(exc), ERROR_LIMIT)
             log.warning("create_agent failed: %s", reason)
             status = f"Error: Failed to init agent - {reason}"
         else:

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,6 @@ __all__ = [
     "JWTAuthenticator",
     "Refused",
     "UpgradeRequest",
-    "verify_token",
 ]
 
 log = logging.getLogger("agentcast.auth")
@@ -119,7 +119,8 @@ class UpgradeRequest:
 
     @property
     def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.path).query)
+        # Not urlsplit: it raises on a path such as "//[" (an IPv6 netloc left open).
+        return parse_qs(self.path.partition("?")[2])
 
     def token(self) -> str | None:
         """The bearer token: ``?token=`` first, else ``Authorization: Bearer``."""
@@ -137,28 +138,46 @@ Authenticate = Callable[[UpgradeRequest], "Identity | None"]
 to any agent under ``AgentServer``); raises ``Refused`` to answer the upgrade with 401."""
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Keys are trusted for where they come from: a JWKS URL that redirects is refused
+    rather than followed (to wherever a compromised or misconfigured host points)."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def _fetch(source: str, timeout: float) -> bytes:
     if "://" not in source:
         return Path(source).read_bytes()
     if urlsplit(source).scheme not in ("http", "https"):
         raise ValueError(f"JWKS URL must be http or https: {source}")
-    with urllib.request.urlopen(source, timeout=timeout) as response:
-        body: bytes = response.read(1024 * 1024)
-        return body
+    try:
+        with _OPENER.open(source, timeout=timeout) as response:
+            body: bytes = response.read(1024 * 1024)
+            return body
+    except urllib.error.HTTPError as error:
+        error.close()
+        redirect = " (a redirect: give the final URL)" if 300 <= error.code < 400 else ""
+        raise ValueError(f"JWKS URL {source} answered HTTP {error.code}{redirect}") from None
 
 
 class JWKSKeys:
     """A JWKS (file or URL) cached by ``kid``: loaded once in the constructor (the caller's
     thread), refreshed in the background every ``refresh_interval`` seconds, and at most
-    once per ``refetch_interval`` when a token names a ``kid`` the cache lacks. Lookups
-    never wait: a token with a new ``kid`` is refused until the refetch has landed."""
+    once per ``refetch_interval`` when a token names a ``kid`` the cache lacks (any client
+    can send one: the interval bounds how often it makes the server fetch; those
+    refetches are counted). One fetch at a time. Lookups never wait: a token with a new
+    ``kid`` is refused until the refetch has landed."""
 
     def __init__(
         self,
         source: str,
         *,
         refresh_interval: float = 300.0,
-        refetch_interval: float = 10.0,
+        refetch_interval: float = 60.0,
         timeout: float = 5.0,
     ) -> None:
         self.source = source
@@ -167,6 +186,7 @@ class JWKSKeys:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._fetcher: threading.Thread | None = None
+        self.refetches = 0  # fetches started for a kid the cache lacked
         self._keys = self._parse(_fetch(source, timeout))
         self._attempted_at = time.monotonic()
 
@@ -193,17 +213,24 @@ class JWKSKeys:
         keys = self._keys
         found = keys.get(kid) if kid is not None or len(keys) != 1 else next(iter(keys.values()))
         since = now - self._attempted_at  # failed fetches are not retried at once either
-        if since >= self.refresh_interval or (found is None and since >= self.refetch_interval):
+        if since >= self.refresh_interval:
             self._refetch(now)
+        elif found is None and since >= self.refetch_interval and self._refetch(now):
+            self.refetches += 1
         return found
 
-    def _refetch(self, now: float) -> None:
+    def stats(self) -> dict[str, int]:
+        return {"jwks_refetches": self.refetches}
+
+    def _refetch(self, now: float) -> bool:
+        """Start a background fetch unless one is running; whether it started."""
         with self._lock:
             if self.fetching:
-                return
+                return False
             self._attempted_at = now
             self._fetcher = threading.Thread(target=self._load, name="agentcast-jwks", daemon=True)
             self._fetcher.start()
+            return True
 
     def _load(self) -> None:
         try:
@@ -253,6 +280,10 @@ class JWTAuthenticator:
         self.issuer = issuer
         self.leeway = leeway
 
+    def stats(self) -> dict[str, int]:
+        """The JWKS' refetch counter (none for a secret or a public key)."""
+        return {} if self._jwks is None else self._jwks.stats()
+
     @classmethod
     def from_secret_file(cls, path: str | Path, **options: Any) -> JWTAuthenticator:
         secret = Path(path).read_bytes().strip()
@@ -275,25 +306,29 @@ class JWTAuthenticator:
         return self.verify(token)
 
     def verify(self, token: str) -> Identity:
+        key, algorithms = self._key(token)
         try:
             claims = jwt.decode(
                 token,
-                self._key(token),
-                algorithms=self.algorithms,
+                key,
+                algorithms=algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
                 options={"require": ["sub"], "verify_aud": self.audience is not None},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # pyjwt raises TypeError or ValueError, not its own errors, for some input it
+            # cannot use (e.g. a key of another type than the header's alg): a client's.
             raise Refused(f"invalid token: {exc}") from None
         return Identity.from_claims(claims)
 
-    def _key(self, token: str) -> Any:
+    def _key(self, token: str) -> tuple[Any, list[str]]:
+        """The key to verify ``token`` with, and the algorithms that key allows."""
         if self._secret is not None:
-            return self._secret
+            return self._secret, self.algorithms
         if self._jwks is None:
-            return self._public_key
+            return self._public_key, self.algorithms
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
@@ -301,9 +336,6 @@ class JWTAuthenticator:
         key = self._jwks.key(kid if isinstance(kid, str) else None)
         if key is None:
             raise Refused("unknown signing key (kid); retry shortly")
-        return key.key
-
-
-def verify_token(authenticate: Authenticate, token: str) -> Identity | None:
-    """Verify a refreshed token the way the upgrade was verified: as a Bearer header."""
-    return authenticate(UpgradeRequest("/", {"Authorization": f"Bearer {token}"}))
+        if key.algorithm_name not in self.algorithms:
+            raise Refused(f"the signing key's algorithm {key.algorithm_name} is not accepted")
+        return key.key, [key.algorithm_name]  # the key's own: a header naming another fails

@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from agentcast._ext import ConnectionStats, FanoutCore, Sink
 from agentcast.admission import ConnectionAdmission
-from agentcast.auth import Authenticate, Identity, Refused, verify_token
+from agentcast.auth import Authenticate, Identity
 from agentcast.backplane import require_redis
 from agentcast.forever import serve_forever
 from agentcast.gate import Gate
 from agentcast.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
 from agentcast.http import HttpEndpoints, Probes, serve_plain
+from agentcast.logs import OncePerClient
 from agentcast.loop import LoopThread
 from agentcast.metrics import LatencyHistogram, registry_for
 from agentcast.origins import OriginPolicy
@@ -75,7 +76,9 @@ class Broadcaster:
     has a core of its own. ``max_clients`` caps connections: the next one is
     answered with HTTP 503 at upgrade. A client sending more than
     ``max_message_rate`` messages a second (bursts up to that many) is closed
-    with 1008; 0 disables the limit. One IP address may hold ``max_connections_per_ip``
+    with 1008; 0 disables the limit. Every frame counts: a message's first frame, a ping
+    and an unsolicited pong as one message, each further fragment as 1/16 of one.
+    One IP address may hold ``max_connections_per_ip``
     connections (the next is answered HTTP 503 at upgrade) and open new ones at
     ``max_connect_rate`` a second, bursts up to the cap (beyond: HTTP 429). Both are
     off by default (None, 0): behind a reverse proxy every client has the proxy's
@@ -98,8 +101,8 @@ class Broadcaster:
     client can ``subscribe(..., since=N)`` after a reconnect and miss nothing.
     A channel nobody has subscribed to, published on or left for ``channel_ttl``
     seconds is freed with its history (a timer sweeps every ``channel_ttl / 4``,
-    at most 30 s; None: never): a late resume gets a ``history_gap`` and its seq
-    starts again at 1. All channels together keep at most ``history_total_bytes``
+    at most 30 s; None: never): a late resume gets a ``channel_restarted`` notice
+    and its seq starts again at 1. All channels together keep at most ``history_total_bytes``
     of history: beyond it the oldest frames of the least recently used channels go.
 
     With ``backplane="redis://host:port/db"`` every node started with the same
@@ -109,8 +112,8 @@ class Broadcaster:
     ``start`` raises if Redis cannot be reached; later outages are ridden out
     (publishes wait in a queue of ``backplane_max_pending``, then catch up).
     Broadcasts are numbered and kept by Redis too (their frames carry no seq):
-    each node delivers each one once, in order, or a ``history_gap`` notice with
-    ``"agent_id": null`` where some were lost.
+    each node delivers each one once, in order, or a ``broadcasts_lost`` notice
+    with ``"agent_id": null`` where some were lost.
 
     ``start`` sets glibc's heap trim threshold to ``heap_trim_threshold``
     (process-wide; see ``agentcast.heap``): a tick frees many messages at once,
@@ -126,8 +129,9 @@ class Broadcaster:
     without ``authenticate`` the own origin counts only for an IP address or
     ``localhost`` (a DNS name could be rebound to this server: see ``agentcast.origins``).
     ``GET /healthz``, ``/readyz`` and ``/metrics`` are answered on ``port``, or on
-    ``metrics_port`` (plain HTTP, no token) when it is set; the live page (``GET /``,
-    ``agentcast.page``) always on ``port``, where its WebSocket connects.
+    ``metrics_host:metrics_port`` (plain HTTP; loopback unless told otherwise) when
+    ``metrics_port`` is set; ``/metrics`` asks for a token there too. The live page
+    (``GET /``, ``agentcast.page``) is always on ``port``, where its WebSocket connects.
     """
 
     def __init__(
@@ -167,6 +171,7 @@ class Broadcaster:
         authenticate: Authenticate | None = None,
         allowed_origins: Sequence[str] = (),
         metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if backplane is not None:
             require_redis()
@@ -218,9 +223,12 @@ class Broadcaster:
         self._admission: ConnectionAdmission | None = None
         self._connections: ConnectionStats | None = None
         self._unready_answers = 0
+        self._invalid_requests = 0
+        self._invalid_logged = OncePerClient()
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self._metrics_server: asyncio.Server | None = None
         self.metrics_registry = registry_for(self)  # what GET /metrics exposes
 
@@ -244,7 +252,7 @@ class Broadcaster:
         loop = asyncio.get_running_loop()
         core = FanoutCore(loop, **self._core_options)
         self._core = core
-        self._unready_answers = 0  # every counter starts again with the core
+        self._unready_answers = self._invalid_requests = 0  # counters start with the core
         if self._core_options["channel_ttl"] is not None:
             self._sweep_idle_channels()
         self._router = await self._start_router(core)
@@ -256,10 +264,10 @@ class Broadcaster:
             if metrics_port is None:
                 routes |= Probes(self.metrics_registry, self._readiness, self._gate).routes()
             port = await self._listen(core, HttpEndpoints(routes))
-        if metrics_port is not None:  # no token asked there: the operator's own port
-            probes = Probes(self.metrics_registry, self._readiness, None)
+        if metrics_port is not None:
+            probes = Probes(self.metrics_registry, self._readiness, self._gate)
             self._metrics_server = await serve_plain(
-                HttpEndpoints(probes.routes()), self.host, metrics_port
+                HttpEndpoints(probes.routes()), self.metrics_host, metrics_port
             )
         return port
 
@@ -450,8 +458,10 @@ class Broadcaster:
 
         With ``since``, it first gets the kept messages with a larger seq, then the live
         ones, with no gap and no duplicate at the seam. If messages after ``since`` are
-        no longer kept, it first gets ``{"type": "server_error", "code": "history_gap",
-        "first_seq": F, ...}`` and then everything from ``F``.
+        no longer kept, it first gets ``{"type": "server_error", "code":
+        "history_trimmed", "first_seq": F, ...}`` and then everything from ``F`` (or
+        ``"channel_restarted"`` when ``since`` is past the channel's last seq: its
+        numbering started again; see ``agentcast.notices``).
 
         ``ack`` (JSON bytes) is sent to the client once the subscription holds, before
         any replay. Beyond ``max_subscriptions`` nothing changes and the client gets a
@@ -487,12 +497,8 @@ class Broadcaster:
         client's identity, moving its expiry. It must name the same ``sub`` with the same
         rights (reconnect to change them); raises ``Refused`` otherwise, and the old
         expiry stands. Loop thread only."""
-        current = self.identity(client_id)
-        if self._sessions is None or self._gate.authenticate is None or current is None:
-            raise Refused("this connection has no token to refresh")
-        renewed = verify_token(self._gate.authenticate, token)
-        if renewed is None or not renewed.same_rights(current):
-            raise Refused("a refreshed token must keep the same sub and rights")
+        renewed = self._gate.refresh(self.identity(client_id), token)
+        assert self._sessions is not None  # there is an identity: sessions keep them
         self._sessions.renew(client_id, renewed)
         return renewed
 
@@ -500,6 +506,13 @@ class Broadcaster:
         """Count a request refused by authorization; True the first time for this client
         (log it then, once per connection). Loop thread only."""
         return self._sessions is not None and self._sessions.forbid(client_id)
+
+    def record_invalid_request(self, client_id: int) -> bool:
+        """Count a client message answered with an error frame (not JSON, an unknown type,
+        a bad field); True the first time for this client (log it then, once per
+        connection). Loop thread only."""
+        self._invalid_requests += 1
+        return self._invalid_logged.first(client_id)
 
     # ---- introspection -----------------------------------------------------
 
@@ -529,6 +542,7 @@ class Broadcaster:
             **admitted,
             **connections,
             "readyz_unready": self._unready_answers,
+            "invalid_requests": self._invalid_requests,
         }
 
     def publish_latency(self) -> LatencyHistogram | None:

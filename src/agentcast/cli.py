@@ -134,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
         type=NON_NEGATIVE,
         default=DEFAULT_MAX_MESSAGE_RATE,
         metavar="PER_SECOND",
-        help="messages one client may send a second, bursts up to that many; beyond, close"
-        " 1008 (0: no limit, as for agentcast bench --workload chat)",
+        help="messages one client may send a second, bursts up to that many (pings and"
+        " pongs count as one, each fragment after a message's first as 1/16); beyond,"
+        " close 1008 (0: no limit, as for agentcast bench --workload chat)",
     )
     serve.add_argument(
         "--max-connect-rate",
@@ -207,7 +208,13 @@ def _parser() -> argparse.ArgumentParser:
         type=PORT,
         default=None,
         metavar="PORT",
-        help="serve /healthz, /readyz and /metrics (no token) on this plain-HTTP port instead",
+        help="serve /healthz, /readyz and /metrics on this plain-HTTP port instead",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address of --metrics-port (default 127.0.0.1: the operator's machine only)",
     )
     serve.add_argument("--certfile", metavar="PATH", help="PEM certificate chain: serve wss://")
     serve.add_argument("--keyfile", metavar="PATH", help="its PEM private key (else in --certfile)")
@@ -292,6 +299,16 @@ def _authenticator(args: argparse.Namespace) -> Authenticate | None:
     if args.auth_jwks:
         return JWTAuthenticator.from_jwks(args.auth_jwks, **options)
     return None
+
+
+def _warn_of_any_audience(args: argparse.Namespace) -> None:
+    """Once started with tokens but no ``--auth-audience``: say what that accepts."""
+    if args.auth_audience is None:
+        log.warning(
+            "no --auth-audience: any token the key signs is accepted, tokens minted for other"
+            " services included, and one with admin: true may drive every agent; set"
+            " --auth-audience to the 'aud' your issuer puts in agentcast's tokens"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -384,6 +401,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         allowed_origins=args.allowed_origins.split(","),
         ssl=tls,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     try:
         server.start()
@@ -396,6 +414,8 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if authenticate is not None:
+        _warn_of_any_audience(args)
     started = time.monotonic()
     listening = _listening(server, args, tls is not None)
     counters = server.serve_forever(ready=lambda: print(listening, flush=True))

@@ -24,6 +24,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
 from agentcast.conversation import Conversation
+from agentcast.printable import for_terminal
 from agentcast.typed_lines import TypedLines
 
 __all__ = ["DEFAULT_URL", "check_url", "run_client"]
@@ -49,7 +50,9 @@ def check_url(url: str) -> None:
 
 
 def _say(line: str) -> None:
-    print(f"agentcast client: {line}", file=sys.stderr, flush=True)
+    """A line about the connection on stderr; what the server wrote in it (a close reason,
+    a notice) may hold terminal escapes: shown, not obeyed."""
+    print(f"agentcast client: {for_terminal(line)}", file=sys.stderr, flush=True)
 
 
 class _Exit(Exception):

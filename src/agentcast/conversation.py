@@ -2,10 +2,9 @@
 
 ``Conversation`` sorts frames into replies (stdout: the conversation itself), notices
 (stderr: about the conversation) and answers to the request in flight, and keeps the
-agent's last ``seq`` across reconnects, so a resume prints nothing twice. A
-``history_gap`` notice is never an answer: a ``last_seq`` below the ``since`` a resume
-asked for (or ``restarted``) means the agent's numbering started again, and so does
-the count here.
+agent's last ``seq`` across reconnects, so a resume prints nothing twice. A notice
+(``agentcast.notices``) is never an answer; ``channel_restarted`` means the agent's
+numbering started again, and so does the count here.
 """
 
 from __future__ import annotations
@@ -13,24 +12,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agentcast import protocol
+from agentcast import notices, protocol
+from agentcast.printable import for_terminal
 
 __all__ = ["Conversation", "Outcome", "describe"]
 
 # Server errors about the stream, not answers to a request.
-NOTICE_CODES = frozenset({protocol.HISTORY_GAP, protocol.SKIPPED})
+NOTICE_CODES = notices.GAP_CODES | {notices.SKIPPED}
 # What ends the reply to a line the user typed.
 LINE_ANSWERS = frozenset({"agent_response_end", "agent_response_error", "server_error"})
 
 
 def describe(frame: dict[str, Any]) -> str:
-    """One frame as the one line the client prints for it."""
+    """One frame as the line the client prints for it, terminal escapes shown, not obeyed
+    (an agent others share can write anything into its messages)."""
     kind = frame.get("type")
     if kind == "agent_response":
-        return f"[{frame.get('message_type')}] {frame.get('message')}"
-    if kind in ("agent_response_start", "agent_response_end"):
-        return f"-- {kind} --"
-    return f"[{kind}] {frame.get('message') or frame.get('status') or ''}"
+        line = f"[{frame.get('message_type')}] {frame.get('message')}"
+    elif kind in ("agent_response_start", "agent_response_end"):
+        line = f"-- {kind} --"
+    else:
+        line = f"[{kind}] {frame.get('message') or frame.get('status') or ''}"
+    return for_terminal(line)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,6 @@ class Conversation:
         self.last_seq: int | None = None  # the agent's last message printed
         self.request: Literal["line", "resume"] | None = None  # the request in flight
         self._started = False  # the line in flight reached the agent (agent_response_start)
-        self._resumed_since: int | None = None
 
     def ask(self, line: str) -> bytes:
         """The request for a line the user typed."""
@@ -62,7 +64,7 @@ class Conversation:
         printed before."""
         if self.last_seq is None:
             return None
-        self.request, self._resumed_since = "resume", self.last_seq
+        self.request = "resume"
         return protocol.subscribe(self.agent_id, self.last_seq)
 
     def interrupted(self) -> bool:
@@ -83,7 +85,7 @@ class Conversation:
             if kind == "command_response":
                 return Outcome(answers=True)
             return Outcome(notice=f"cannot resume {self.agent_id}: {describe(frame)}", answers=True)
-        if frame.get("code") == protocol.TOO_MANY_SUBSCRIPTIONS:
+        if frame.get("code") == notices.TOO_MANY_SUBSCRIPTIONS:
             return Outcome(notice=describe(frame))  # a line's step runs all the same
         if kind == "agent_response_start" and self.request == "line":
             self._started = True
@@ -103,7 +105,10 @@ class Conversation:
         return True
 
     def _notice(self, frame: dict[str, Any]) -> str:
-        if frame.get("agent_id") == self.agent_id and self._restarted(frame):
+        if (
+            frame.get("agent_id") == self.agent_id
+            and frame.get("code") == notices.CHANNEL_RESTARTED
+        ):
             before, first = self.last_seq, frame.get("first_seq")
             self.last_seq = first - 1 if isinstance(first, int) and first > 0 else 0
             return (
@@ -111,10 +116,3 @@ class Conversation:
                 f" to seq {before}): counting again from {self.last_seq + 1}"
             )
         return describe(frame)
-
-    def _restarted(self, frame: dict[str, Any]) -> bool:
-        last = frame.get("last_seq")
-        since = self._resumed_since
-        return frame.get("restarted") is True or (
-            isinstance(last, int) and since is not None and last < since
-        )

@@ -12,7 +12,7 @@ from http import HTTPStatus
 
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
-from agentcast.auth import Authenticate, Identity, Refused, UpgradeRequest
+from agentcast.auth import Authenticate, Identity, JWTAuthenticator, Refused, UpgradeRequest
 from agentcast.origins import OriginPolicy
 
 __all__ = ["Gate"]
@@ -28,6 +28,8 @@ class Gate:
         self.authenticate = authenticate
         self.origin_refused = 0
         self.auth_refused = 0
+        self.refresh_refused = 0
+        self.host_refused = 0
 
     def refuse_origin(self, request: WSUpgradeRequest) -> WSUpgradeResponse | None:
         """403 for a browser page of a foreign origin, else None."""
@@ -42,12 +44,45 @@ class Gate:
             return None
         view = UpgradeRequest(request.path.decode("latin-1"), request.headers, peer)
         try:
-            return self.authenticate(view)
+            return self._verified(self.authenticate, view)
         except Refused:
             self.auth_refused += 1
             raise
+
+    def check_reader(self, request: WSUpgradeRequest, peer: tuple[str, int] | None) -> None:
+        """Raises ``Refused`` for a plain GET that must not read the server's state: a bad
+        token with authentication; without it, a ``Host`` that is a DNS name not allowed
+        (a rebound page's: see ``OriginPolicy.permits_host``)."""
+        if self.authenticate is not None:
+            self.identify(request, peer)
+        elif not self.origins.permits_host(request.headers.get("Host", "")):
+            self.host_refused += 1
+            raise Refused("Host not allowed: list it in allowed origins", HTTPStatus.FORBIDDEN)
+
+    def refresh(self, current: Identity | None, token: str) -> Identity:
+        """The identity a refreshed ``token`` gives, verified as the upgrade was (as a
+        Bearer header); it must keep ``current``'s sub and rights (reconnect to change
+        them). Raises ``Refused``, counted."""
+        try:
+            if self.authenticate is None or current is None:
+                raise Refused("this connection has no token to refresh")
+            bearer = UpgradeRequest("/", {"Authorization": f"Bearer {token}"})
+            renewed = self._verified(self.authenticate, bearer)
+            if renewed is None or not renewed.same_rights(current):
+                raise Refused("a refreshed token must keep the same sub and rights")
+        except Refused:
+            self.refresh_refused += 1
+            raise
+        return renewed
+
+    @staticmethod
+    def _verified(authenticate: Authenticate, view: UpgradeRequest) -> Identity | None:
+        """``authenticate(view)``; its own failure (not a client's) is logged and refused."""
+        try:
+            return authenticate(view)
+        except Refused:
+            raise
         except Exception:
-            self.auth_refused += 1
             log.exception("the authenticator failed")
             raise Refused("authentication failed", HTTPStatus.INTERNAL_SERVER_ERROR) from None
 
@@ -58,7 +93,14 @@ class Gate:
         return _response(refused.status, refused.reason, headers)
 
     def stats(self) -> dict[str, int]:
-        return {"origin_refused": self.origin_refused, "auth_refused": self.auth_refused}
+        verifier = self.authenticate if isinstance(self.authenticate, JWTAuthenticator) else None
+        return {
+            **({} if verifier is None else verifier.stats()),
+            "origin_refused": self.origin_refused,
+            "auth_refused": self.auth_refused,
+            "refresh_refused": self.refresh_refused,
+            "host_refused": self.host_refused,
+        }
 
 
 def _response(

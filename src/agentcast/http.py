@@ -22,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 from agentcast.auth import Refused
 from agentcast.gate import Gate
 
-__all__ = ["Handler", "HttpEndpoints", "Peer", "Probes", "serve_plain", "token_refusal"]
+__all__ = ["Handler", "HttpEndpoints", "Peer", "Probes", "read_refusal", "serve_plain"]
 
 log = logging.getLogger("agentcast.http")
 
@@ -55,15 +55,11 @@ class HttpEndpoints:
             return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
 
 
-def token_refusal(
-    gate: Gate | None, request: WSUpgradeRequest, peer: Peer
-) -> WSUpgradeResponse | None:
-    """The answer to a request ``gate`` refuses (no token, a bad one); None if it passes.
-    No gate: open."""
-    if gate is None:
-        return None
+def read_refusal(gate: Gate, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse | None:
+    """The answer to a read of the server's state ``gate`` refuses (no token or a bad one;
+    without authentication, a rebound page's ``Host``); None if it passes."""
     try:
-        gate.identify(request, peer)
+        gate.check_reader(request, peer)
     except Refused as refused:
         return Gate.refusal(refused)
     return None
@@ -73,15 +69,11 @@ class Probes:
     """The probes and the metrics of one server.
 
     ``unready`` returns why the server cannot serve yet (e.g. Redis unreachable), or None.
-    ``gate`` checks the token of a ``/metrics`` request; None leaves it open (a port of
-    its own, reachable by the operator only).
+    ``gate`` checks who may read ``/metrics``, on the WebSocket port or one of its own.
     """
 
     def __init__(
-        self,
-        registry: CollectorRegistry,
-        unready: Callable[[], str | None],
-        gate: Gate | None,
+        self, registry: CollectorRegistry, unready: Callable[[], str | None], gate: Gate
     ) -> None:
         self.registry = registry
         self._unready = unready
@@ -100,7 +92,7 @@ class Probes:
         return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}")
 
     def _metrics(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        refused = token_refusal(self._gate, request, peer)
+        refused = read_refusal(self._gate, request, peer)
         if refused is not None:
             return refused
         response: WSUpgradeResponse = WSUpgradeResponse.create_ok_response(

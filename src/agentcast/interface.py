@@ -36,6 +36,7 @@ from typing import Any, Literal
 from agentcast import protocol
 from agentcast.broadcaster import Broadcaster
 from agentcast.foreign import ForeignConnection
+from agentcast.printable import for_log, quote
 from agentcast.publisher import AsyncPublisher, Publisher
 
 __all__ = ["AsyncWebSocketInterface", "SyncWebSocketInterface"]
@@ -79,7 +80,8 @@ class _WebSocketInterface:
 
     def _emit(self, message_type: protocol.MessageType, msg: str) -> None:
         agent_id = _serving.get()
-        log.debug("%s %s: %s", agent_id, message_type, msg)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %s", agent_id, message_type, for_log(msg))
         if self.route == "all":
             self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), None)
         elif agent_id is not None:
@@ -119,7 +121,7 @@ class _WebSocketInterface:
     def user_message(self, msg: str, msg_obj: Any = None) -> None:
         """MemGPT calls this for the user's own message; nothing is sent (as in MemGPT)."""
         if log.isEnabledFor(logging.DEBUG):  # a client's input: an excerpt only
-            log.debug("user message: %s", protocol.quote(msg))
+            log.debug("user message: %s", quote(msg))
 
     def step_yield(self) -> None:
         """MemGPT's ``SyncServer`` (0.2.8 on) calls this when the agent yields after a

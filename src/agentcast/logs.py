@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["CLIENT_FAULTS", "FIELDS", "ClientFaultLog", "JsonFormatter"]
+__all__ = ["CLIENT_FAULTS", "FIELDS", "ClientFaultLog", "JsonFormatter", "OncePerClient"]
 
 CLIENT_FAULTS = ("WS parser error",)
 """How picows' messages about a client's malformed frames begin (picows 2.x)."""
@@ -34,6 +34,25 @@ class ClientFaultLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             self._on_fault()
             level = logging.INFO
         super().log(level, msg, *args, **kwargs)
+
+
+class OncePerClient:
+    """Which clients were logged already, so a client repeating a bad request costs one log
+    line, not one a message. It remembers the last ``capacity`` clients it said yes for
+    (client ids are never reused): bounded whatever the clients do. One thread only."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._logged: dict[int, None] = {}  # insertion order: oldest first
+
+    def first(self, client_id: int) -> bool:
+        """True the first time ``client_id`` is asked about (log it then)."""
+        if client_id in self._logged:
+            return False
+        if len(self._logged) >= self._capacity:
+            del self._logged[next(iter(self._logged))]
+        self._logged[client_id] = None
+        return True
 
 
 FIELDS = ("peer", "client_id", "code", "reason", "closed_by", "duration_s")

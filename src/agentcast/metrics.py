@@ -55,19 +55,25 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "gaps": ("seq_gaps", "Gaps and restarts announced in a channel's numbering."),
     "history_gaps_served": (
         "history_gaps_served",
-        "Resumes answered with a history_gap: what they asked for is no longer kept.",
+        "Resumes answered with history_trimmed or channel_restarted: not all is kept.",
     ),
     "failed_ops": ("failed_ops", "Queued operations that raised on the loop thread."),
     "refused_subscriptions": ("refused_subscriptions", "Subscriptions over the client limit."),
     "freed_channels": ("freed_channels", "Idle channels freed."),
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
+    "refresh_refused": ("refreshes_refused", "Token refreshes refused (answered unauthorized)."),
+    "jwks_refetches": ("jwks_refetches", "JWKS fetches started by a token's unknown kid."),
     "readyz_unready": ("readyz_unready", "GET /readyz answered 503 (not ready)."),
     "client_protocol_errors": (
         "client_protocol_errors",
         "Connections failed for their client's frames (malformed, not UTF-8, too big).",
     ),
     "forbidden": ("forbidden_requests", "Requests refused by authorization."),
+    "invalid_requests": (
+        "invalid_requests",
+        "Client messages answered with an error frame (not JSON, unknown type, bad field).",
+    ),
     "backplane_acked": ("backplane_acked", "Publishes Redis acknowledged."),
     "backplane_dropped": ("backplane_dropped", "Publishes dropped (the Redis queue was full)."),
     "backplane_failed": ("backplane_failed", "Publishes Redis refused or lost."),
@@ -91,10 +97,12 @@ DROP_REASONS: dict[str, str] = {
 REFUSED_UPGRADES: dict[str, str] = {
     "origin_refused": "origin",
     "auth_refused": "auth",
+    "host_refused": "host",
     "connections_refused_per_ip": "per_ip",
     "connections_refused_rate": "rate",
     "upgrades_refused_max_clients": "max_clients",
     "upgrades_refused_handshake": "handshake",
+    "upgrades_refused_head_size": "head_size",
 }
 
 

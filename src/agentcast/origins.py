@@ -8,7 +8,8 @@ whole origin, e.g. ``https://*.example.com``); anything else is answered 403.
 Without authentication, "own origin" counts only for an IP address or ``localhost``:
 a page on a DNS name the attacker controls can rebind that name to 127.0.0.1, and its
 origin would then equal the ``Host`` the browser sends (DNS rebinding). Name the
-server's DNS origins in ``allowed`` instead.
+server's DNS origins in ``allowed`` instead. The same rule keeps a rebound page from
+reading the server's state (``/metrics``, ``/status``) by its ``Host``.
 """
 
 from __future__ import annotations
@@ -63,8 +64,23 @@ class OriginPolicy:
             return True
         return self._is_own(origin, headers.get("Host", ""))
 
+    def permits_host(self, host: str) -> bool:
+        """Whether a plain GET asking for ``host`` may read the server's state. A browser
+        only reads another site's answer through DNS rebinding, and then its ``Host`` is
+        the attacker's name: so, as for ``Origin``, a DNS name passes only once clients
+        must authenticate, or when an ``allowed`` origin names it."""
+        own = _host_port(host.strip().lower(), self.scheme)
+        if own is None or not own[0]:
+            return False
+        if self.host_names or _is_address(own[0]):
+            return True
+        return any(fnmatchcase(f"{self.scheme}://{host.strip().lower()}", g) for g in self.allowed)
+
     def _is_own(self, origin: str, host: str) -> bool:
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # e.g. "http://[": not an origin, so not ours
+            return False
         if parts.scheme != self.scheme or parts.path not in ("", "/"):
             return False
         own = _host_port(host.strip().lower(), self.scheme)

@@ -6,7 +6,8 @@ Only the fixed paths below are served, from memory: no request path ever names a
 The page's strict Content-Security-Policy lets it load its own files only and open a
 WebSocket to this server only; it renders server text with ``textContent`` only.
 With authentication on, ``/status`` needs a token (``?token=``), like ``/metrics``;
-the static files stay open (they hold nothing of the server's).
+without, it answers IP address and ``localhost`` Hosts only (DNS rebinding), like
+``/metrics``; the static files stay open (they hold nothing of the server's).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
 from agentcast.gate import Gate
-from agentcast.http import Handler, Peer, token_refusal
+from agentcast.http import Handler, Peer, read_refusal
 
 __all__ = ["PAGE_FILES", "Page"]
 
@@ -50,7 +51,7 @@ def content_security_policy(host: str) -> str:
 
 class Page:
     """The page's routes for one server; ``client_count`` is read at each ``/status``,
-    ``gate`` checks its token (it passes everyone when the server does not authenticate)."""
+    ``gate`` checks who may read it."""
 
     def __init__(self, client_count: Callable[[], int], gate: Gate) -> None:
         self._client_count = client_count
@@ -84,7 +85,7 @@ class Page:
         return response
 
     def _status(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        refused = token_refusal(self._gate, request, peer)
+        refused = read_refusal(self._gate, request, peer)
         if refused is not None:
             return refused
         headers = {

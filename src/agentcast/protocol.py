@@ -9,20 +9,18 @@ are extra fields and types that old clients ignore.
 
 from __future__ import annotations
 
-import reprlib
-from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
 
+from agentcast.printable import quote
+
 __all__ = [
     "BAD_AGENT_ID",
     "MAX_AGENT_ID_BYTES",
     "MESSAGE_TYPES",
-    "NOTICES",
     "Command",
-    "Notices",
     "ProtocolError",
     "Refresh",
     "Subscribe",
@@ -32,21 +30,13 @@ __all__ = [
     "agent_response_end",
     "agent_response_error",
     "agent_response_start",
-    "backplane_gap",
-    "broadcasts_lost",
-    "clip",
     "command_response",
     "create_agent",
     "forbidden",
-    "history_gap",
     "parse_client_message",
-    "quote",
     "refresh",
-    "restarted",
     "server_error",
-    "skipped",
     "subscribe",
-    "too_many_subscriptions",
     "unauthorized",
     "unsubscribe",
     "user_message",
@@ -57,31 +47,7 @@ MESSAGE_TYPES: Final = ("internal_monologue", "assistant_message", "function_mes
 COMMANDS: Final = ("create_agent",)
 MAX_SEQ: Final = 2**63 - 1
 MAX_AGENT_ID_BYTES: Final = 256
-QUOTE_LIMIT: Final = 64
 BAD_AGENT_ID: Final = "bad_agent_id"
-
-
-def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
-    """A short, escaped excerpt of ``value`` for an error frame or a log line.
-
-    Client input is never repeated in full: it may be a megabyte (sent back, or
-    written to the log, for every bad request) or hold terminal escapes. Strings
-    keep at most ``limit`` characters of their ``repr`` (control characters
-    escaped), containers their first few items, a few levels deep."""
-    excerpt = reprlib.Repr()
-    excerpt.maxstring = excerpt.maxother = excerpt.maxlong = limit
-    excerpt.maxlevel = 2
-    excerpt.maxdict = excerpt.maxlist = 4
-    return excerpt.repr(value)
-
-
-def clip(text: str, limit: int) -> str:
-    """At most ``limit`` characters of ``text`` ("…" marks a cut), the ones that are not
-    printable escaped: for a message that may repeat client input (an exception's)."""
-    kept = text[:limit]
-    if not kept.isprintable():
-        kept = repr(kept)[1:-1]
-    return kept + "…" if len(text) > limit else kept
 
 
 # ---- server -> client -------------------------------------------------------
@@ -141,126 +107,6 @@ def agent_response(
     if seq is not None:
         body["seq"] = seq
     return orjson.dumps(body)
-
-
-# ---- notices the fan-out core sends (it frames them; it does not build them) ------
-
-HISTORY_GAP: Final = "history_gap"
-SKIPPED: Final = "skipped"
-TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
-
-
-HISTORY_FREED: Final = (
-    "an agent's history is dropped once nobody has subscribed to it for channel_ttl "
-    "(numbering then starts again at 1), and oldest first when the server holds too much"
-)
-
-
-def history_gap(agent_id: Hashable, since: int, first_seq: int, last_seq: int) -> bytes:
-    """A resume asked for messages after ``since`` that are no longer kept."""
-    return orjson.dumps(
-        {
-            "type": "server_error",
-            "code": HISTORY_GAP,
-            "agent_id": agent_id,
-            "message": f"messages after seq {since} are no longer kept; "
-            f"history starts at {first_seq} ({HISTORY_FREED})",
-            "first_seq": first_seq,
-            "last_seq": last_seq,
-        }
-    )
-
-
-def backplane_gap(agent_id: Hashable, from_seq: int, to_seq: int) -> bytes:
-    """Seqs ``from_seq..to_seq`` of a channel were lost by the backplane: they never come."""
-    return orjson.dumps(
-        {
-            "type": "server_error",
-            "code": HISTORY_GAP,
-            "agent_id": agent_id,
-            "message": f"messages {from_seq} to {to_seq} were lost by the backplane",
-            "from_seq": from_seq,
-            "to_seq": to_seq,
-            "first_seq": to_seq + 1,
-        }
-    )
-
-
-def restarted(agent_id: Hashable, last_seq: int) -> bytes:
-    """The backplane lost a channel's state after ``last_seq``; its numbering restarts at 1."""
-    return orjson.dumps(
-        {
-            "type": "server_error",
-            "code": HISTORY_GAP,
-            "agent_id": agent_id,
-            "message": f"the backplane lost this channel's state after seq {last_seq}; "
-            "numbering starts again at 1",
-            "from_seq": last_seq + 1,
-            "first_seq": 1,
-            "restarted": True,
-        }
-    )
-
-
-def skipped(count: int, ranges: Sequence[tuple[Hashable, int, int]]) -> bytes:
-    """A slow client was skipped ``count`` messages; ``ranges``: (agent_id, from, to) seqs."""
-    return orjson.dumps(
-        {
-            "type": "server_error",
-            "code": SKIPPED,
-            "skipped": count,
-            "message": f"you fell behind: {count} messages were not sent; "
-            "resubscribe with since to fetch those still kept",
-            "ranges": [
-                {"agent_id": agent_id, "from_seq": first, "to_seq": last}
-                for agent_id, first, last in ranges
-            ],
-        }
-    )
-
-
-def too_many_subscriptions(agent_id: Hashable, limit: int) -> bytes:
-    """A subscribe refused: the client already holds ``limit`` subscriptions."""
-    return orjson.dumps(
-        {
-            "type": "server_error",
-            "code": TOO_MANY_SUBSCRIPTIONS,
-            "agent_id": agent_id,
-            "limit": limit,
-            "message": f"not subscribed: at most {limit} subscriptions per connection; "
-            "unsubscribe from another agent first",
-        }
-    )
-
-
-@dataclass(frozen=True)
-class Notices:
-    """The notice builders a ``FanoutCore`` is handed: it only frames what they return."""
-
-    history_gap: Callable[[Hashable, int, int, int], bytes] = history_gap
-    backplane_gap: Callable[[Hashable, int, int], bytes] = backplane_gap
-    restarted: Callable[[Hashable, int], bytes] = restarted
-    skipped: Callable[[int, Sequence[tuple[Hashable, int, int]]], bytes] = skipped
-    too_many_subscriptions: Callable[[Hashable, int], bytes] = too_many_subscriptions
-
-
-NOTICES: Final = Notices()
-
-
-def broadcasts_lost(last_seq: int, first_seq: int) -> bytes:
-    """To every client: the backplane lost the broadcasts after ``last_seq`` (its own
-    numbering of broadcasts, which clients never see) and before ``first_seq`` (0: it
-    lost its numbering and starts again at 1). It arrives where they would have been."""
-    if first_seq:
-        what = f"{first_seq - last_seq - 1} broadcasts were lost by the backplane"
-    else:
-        what = "the backplane lost its broadcasts' state; some broadcasts may be lost"
-    notice: dict[str, Any] = {"agent_id": None, "from_seq": last_seq + 1}
-    if first_seq:
-        notice.update(to_seq=first_seq - 1, first_seq=first_seq)
-    else:
-        notice.update(first_seq=1, restarted=True)
-    return server_error(what, code=HISTORY_GAP, **notice)
 
 
 # ---- client -> server -------------------------------------------------------

@@ -8,12 +8,13 @@ reads the retained window from the stream, so history and live messages meet
 with no gap. The same sync runs for every channel after the pub/sub
 connection comes back, from the last seq delivered; and for one channel when
 a live message skips a seq. What the stream no longer has, the core announces
-to the subscribers as a ``history_gap``; a channel whose counter restarted
-(new epoch: the broker lost its data) is restarted in the core, with notice.
+to the subscribers as a ``backplane_gap``; a channel whose counter restarted
+(new epoch: the broker lost its data) is restarted in the core, with a
+``channel_restarted`` notice (see ``agentcast.notices``).
 
 Broadcasts are one more stream, the channel ``None``, on the same path: the
 node follows it from the moment it starts (no replay of older ones), catches
-up on it after a reconnect, and tells every client with a ``history_gap``
+up on it after a reconnect, and tells every client with a ``broadcasts_lost``
 notice (``"agent_id": null``) where broadcasts were lost.
 
 What is not ours (a stray ``redis-cli PUBLISH``, a key of another type, a
@@ -42,7 +43,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from agentcast import protocol
+from agentcast import notices
 from agentcast.backplane import script
 from agentcast.backplane.outbox import BACKOFF_FIRST, BACKOFF_MAX, Ack, Outbox
 
@@ -464,7 +465,7 @@ class RedisBackplane:
             if first > state.last_seq + 1:
                 self.broadcast_gaps += 1
                 log.warning("backplane: broadcasts %d..%d lost", state.last_seq + 1, first - 1)
-                self._core.publish_json(protocol.broadcasts_lost(state.last_seq, first), None)
+                self._core.publish_json(notices.broadcasts_lost(state.last_seq, first), None)
             for _, payload in frames:
                 self._core.publish_json(payload, None)
         state.last_seq = frames[-1][0]
@@ -476,7 +477,7 @@ class RedisBackplane:
             self._core.restart(channel)
         else:
             self.broadcast_gaps += 1
-            self._core.publish_json(protocol.broadcasts_lost(state.last_seq, 0), None)
+            self._core.publish_json(notices.broadcasts_lost(state.last_seq, 0), None)
         state.epoch, state.last_seq = None, 0
         # Acks of the old numbering would wait for seqs this node may never see again.
         self._unsettled = collections.deque(

@@ -8,6 +8,8 @@ const BACKOFF_FIRST = 0.5; // seconds before the first reconnect, doubled per fa
 const BACKOFF_MAX = 15;
 const STATUS_EVERY = 5000; // ms between /status polls (the client count)
 const RECENT_AGENTS = 8;
+// Notices that part of the stream never comes (agentcast.notices.GAP_CODES).
+const GAP_CODES = ["history_trimmed", "channel_restarted", "backplane_gap", "broadcasts_lost"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -32,7 +34,6 @@ const session = {
   socket: null,
   lastSeq: 0, // the last seq of the agent shown; a resume asks for what follows it
   missing: [], // {from, to} seqs the server skipped (we fell behind), awaited from a replay
-  askedSince: null, // the since of the subscribe in flight
   failures: 0,
   retryTimer: null,
   countdown: null,
@@ -203,7 +204,6 @@ function sendJson(body) {
 
 function subscribe() {
   if (!session.agent) return;
-  session.askedSince = session.lastSeq;
   sendJson({ type: "subscribe", agent_id: session.agent, since: session.lastSeq });
 }
 
@@ -277,8 +277,8 @@ function showInOrder(node, seq) {
 }
 
 function serverError(frame) {
-  if (frame.code === "history_gap") {
-    historyGap(frame);
+  if (GAP_CODES.includes(frame.code)) {
+    gap(frame);
   } else if (frame.code === "skipped") {
     show(notice("warning", frame.message));
     fetchSkipped(frame.ranges || []);
@@ -295,17 +295,13 @@ function fetchSkipped(ranges) {
   if (ours.length === 0) return;
   session.missing.push(...ours.map((r) => ({ from: r.from_seq, to: r.to_seq })));
   const since = Math.min(...ours.map((r) => r.from_seq)) - 1;
-  session.askedSince = since;
   sendJson({ type: "subscribe", agent_id: session.agent, since });
 }
 
-function historyGap(frame) {
+// A notice that part of the stream never comes (codes: agentcast.notices).
+function gap(frame) {
   if (frame.agent_id !== null && frame.agent_id !== session.agent) return;
-  const asked = session.askedSince;
-  const renumbered =
-    frame.restarted === true ||
-    (typeof frame.last_seq === "number" && asked !== null && frame.last_seq < asked);
-  if (renumbered) {
+  if (frame.code === "channel_restarted") {
     const first = typeof frame.first_seq === "number" ? frame.first_seq : 1;
     show(
       notice(
@@ -318,6 +314,7 @@ function historyGap(frame) {
     session.missing = [];
   } else {
     show(notice("warning", `gap: ${frame.message}`));
+    if (frame.agent_id === null) return; // broadcasts: not numbered on the page
     const first = typeof frame.first_seq === "number" ? frame.first_seq : 0;
     session.missing = session.missing.filter((r) => r.to >= first); // those never come
   }
