@@ -17,6 +17,10 @@ node follows it from the moment it starts (no replay of older ones), catches
 up on it after a reconnect, and tells every client with a ``broadcasts_lost``
 notice (``"agent_id": null``) where broadcasts were lost.
 
+Every key in Redis expires (``script.key_ttl_ms``: twice ``channel_ttl``); the
+node renews those of the streams it follows, so a quiet channel with clients
+here is not forgotten, and leaves a channel its clients left to Redis.
+
 What is not ours (a stray ``redis-cli PUBLISH``, a key of another type, a
 version mismatch) is skipped, counted as ``backplane_bad_messages`` and logged
 once per kind; a background task that dies anyway is logged and started again.

@@ -12,7 +12,8 @@ every client (prefix ``agentcast:all``). Per stream prefix ``P``:
   A new epoch starts a new log: the old one's ids would refuse seq 1;
 - ``P:pub:<publisher>``: the last publisher index applied, so a batch sent
   again after a lost reply (by the outbox, or by redis-py's own retry) is not
-  applied twice;
+  applied twice (unless the publisher was cut off for longer than the key TTL,
+  which nodes following the stream do not renew for it);
 - pub/sub channel ``P``: ``<epoch> <first seq> <len>:<payload>...``, the
   stream's consecutive messages of one batch in one announcement.
 
