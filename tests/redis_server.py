@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,19 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` in ``directory``; ``persistent`` turns the append-only file on."""
+    """``redis-server`` in ``directory``; ``persistent`` turns the append-only file on;
+    ``options`` are more command-line options (``--replicaof HOST PORT``, say)."""
 
-    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
+    def __init__(
+        self, directory: Path, *, persistent: bool = True, options: Sequence[str] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
         self.binary = binary
         self.directory = directory
         self.persistent = persistent
+        self.options = list(options)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -41,7 +46,7 @@ class RedisServer:
         appendonly = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "", *appendonly,
+             "--dir", str(self.directory), "--save", "", *appendonly, *self.options,
              "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip

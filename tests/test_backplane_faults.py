@@ -73,7 +73,7 @@ def test_a_batch_sent_twice_is_applied_once(
     sink = MemorySink()
     client = hub.attach(sink)
     subscribed(hub, client, "a")
-    batch = [b"publisher-1", 100, 60]
+    batch = [b"publisher-1", 100, script.key_ttl_ms(60)]
     for index, channel, payload in [(1, None, b'{"b":0}'), (2, "a", b'{"n":0}'),
                                     (3, None, b'{"b":1}')]:  # fmt: skip
         batch += [index, script.pubsub_key(channel), payload]

@@ -107,6 +107,32 @@ def test_a_restarted_channel_starts_anew_without_a_false_gap(
     assert info is not None and (info["first_seq"], info["last_seq"]) == (2, 3)
 
 
+def test_a_forgotten_channel_starts_anew_with_no_gap_unless_a_client_holds_it(
+    loop: uvloop.Loop,
+) -> None:
+    """The backplane forgets a channel it stopped following: its seq and history go with
+    no notice and no gap; the next frames accepted (the stream's kept tail) start it
+    anew. A channel a client holds is kept as it is."""
+    core = FanoutCore(loop, wake=Wakeups())
+    sink = MemorySink()
+    client = core.add_client(sink)
+    core.accept("x", [(1, b'{"n":1,"seq":1}'), (2, b'{"n":2,"seq":2}')])
+    core.subscribe(client, "held")
+    core.accept("held", [(1, b'{"n":1,"seq":1}')])
+    core.forget("x")
+    core.forget("held")
+    core.tick()
+    assert core.channel_info("x") is None
+    core.subscribe(client, "x")
+    core.accept("x", [(5, b'{"n":5,"seq":5}'), (6, b'{"n":6,"seq":6}')])
+    core.tick()
+    assert received(sink) == [{"n": 1, "seq": 1}, {"n": 5, "seq": 5}, {"n": 6, "seq": 6}]
+    assert core.stats()["gaps"] == 0
+    assert core.stats()["freed_channels"] == 1
+    held = core.channel_info("held")
+    assert held is not None and held["last_seq"] == 1
+
+
 def test_backplane_sweep_keeps_a_channel_whose_subscribe_is_queued_in_the_core(
     redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
 ) -> None:

@@ -125,6 +125,7 @@ cdef class FanoutCore:
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
     cpdef restart(self, object channel)
+    cpdef forget(self, object channel)
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
     cpdef close_client(self, long long client_id, int code, str reason)
@@ -164,6 +165,7 @@ cdef class FanoutCore:
     cdef int _accept(self, object channel, list frames) except -1
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
     cdef int _restart(self, object channel) except -1
+    cdef int _forget(self, object channel) except -1
     cdef int _route_binary(self, object channel, bytes data) except -1
     cdef int _route_direct(self, long long client_id, bytes payload,
                            unsigned char first) except -1

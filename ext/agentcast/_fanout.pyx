@@ -48,6 +48,7 @@ from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
     OP_DIRECT_BINARY,
+    OP_FORGET,
     OP_PUBLISH,
     OP_PUBLISH_BINARY,
     OP_RESTART,
@@ -408,6 +409,14 @@ cdef class FanoutCore:
         check_named(channel)
         self._enqueue(OP_RESTART, 0, channel, None)
 
+    cpdef forget(self, object channel):
+        """Queue: free the channel's seq and history, unless a client holds it or has a
+        subscribe to it queued (its backplane stopped following it; the broker keeps its
+        numbering, and the next frames accepted start it anew). Nothing was lost: no
+        notice, no gap; counted as ``freed_channels`` like an idle channel."""
+        check_named(channel)
+        self._enqueue(OP_FORGET, 0, channel, None)
+
     def subscriber_count(self, object channel):
         """Clients subscribed to ``channel``, counting subscribes still queued (loop thread):
         a channel with one on its way is not idle."""
@@ -661,6 +670,8 @@ cdef class FanoutCore:
             self._accept(target, payload)
         elif op.kind == OP_RESTART:
             self._restart(target)
+        elif op.kind == OP_FORGET:
+            self._forget(target)
         return 0
 
     cdef int _keep_sample(self, unsigned long long stamp) except -1:
@@ -1022,6 +1033,16 @@ cdef class FanoutCore:
                 if client.skipped_from is not None:
                     client.skipped_from[channel] = 1
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+
+    cdef int _forget(self, object channel) except -1:
+        cdef Channel state
+        if channel in self._channel_groups or channel in self._queued_subscribes:
+            return 0
+        state = self._channels.pop(channel, None)
+        if state is not None:
+            state.trim(0)
+            self.n_freed_channels += 1
+        return 0
 
     cdef int _route_direct(self, long long client_id, bytes payload,
                            unsigned char first) except -1:

@@ -18,6 +18,7 @@ cdef enum:
     OP_RESTART = 6
     OP_PUBLISH_BINARY = 7
     OP_DIRECT_BINARY = 8
+    OP_FORGET = 9
 
 
 cdef struct Op:

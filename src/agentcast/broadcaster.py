@@ -322,6 +322,7 @@ class Broadcaster:
             self.backplane_url,
             core,
             history_size=self._core_options["history_size"],
+            channel_ttl=self._core_options["channel_ttl"],
             max_pending=self._backplane_max_pending,
             default=self._default,
         )

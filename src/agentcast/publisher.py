@@ -26,19 +26,26 @@ CONNECT_TIMEOUT = 5.0  # seconds for the first connection
 
 
 class AsyncPublisher:
-    """A Redis publisher on the caller's event loop: ``async with AsyncPublisher(url) as p``."""
+    """A Redis publisher on the caller's event loop: ``async with AsyncPublisher(url) as p``.
+
+    ``history_size`` and ``channel_ttl`` are the nodes' (give it theirs): Redis keeps
+    about ``history_size`` messages per channel, and a channel's keys for twice
+    ``channel_ttl`` after its last publish (see ``agentcast.backplane.script``).
+    """
 
     def __init__(
         self,
         url: str,
         *,
         history_size: int = 1000,
+        channel_ttl: float | None = 300.0,
         max_pending: int = 100_000,
         default: Callable[[Any], Any] | None = None,
     ) -> None:
         require_redis()
         self.url = url
         self._history_size = history_size
+        self._channel_ttl = channel_ttl
         self._max_pending = max_pending
         self._default = default
         self._redis: Any = None
@@ -51,6 +58,7 @@ class AsyncPublisher:
 
         from agentcast.backplane.outbox import Outbox
         from agentcast.backplane.redis import reach
+        from agentcast.backplane.script import key_ttl_ms
 
         if self._task is not None:
             raise RuntimeError("the publisher was already started")
@@ -58,7 +66,11 @@ class AsyncPublisher:
         self._redis = aioredis.Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
         await reach(self._redis, self.url)
         self._outbox = Outbox(
-            self._redis, loop, history_size=self._history_size, max_pending=self._max_pending
+            self._redis,
+            loop,
+            history_size=self._history_size,
+            key_ttl_ms=key_ttl_ms(self._channel_ttl),
+            max_pending=self._max_pending,
         )
         self._task = loop.create_task(self._outbox.run(), name="agentcast-publisher")
         return self

@@ -40,6 +40,26 @@ Item = tuple[int, str | None, bytes]
 # (for one applied before: the stream's seq then); 0 for one Redis refused.
 Ack = tuple[int, str | None, int]
 
+# Failures of a whole call that the same call, sent again later, gets past: the broker
+# away, or one of its "not now" answers (those redis-py gives a class of their own).
+NOT_NOW = (
+    redis_errors.ConnectionError,  # BusyLoadingError (LOADING) is one
+    redis_errors.TimeoutError,
+    OSError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.MasterDownError,
+    redis_errors.ClusterDownError,
+    redis_errors.OutOfMemoryError,
+)
+
+
+def worth_retrying(exc: Exception) -> bool:
+    """Whether a failed call should be sent again (see ``NOT_NOW``, ``script.TRANSIENT``)."""
+    if isinstance(exc, NOT_NOW):
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and script.transient(str(exc))
+
 
 class Outbox:
     """The publishing half of a backplane connection; runs on one event loop."""
@@ -50,6 +70,7 @@ class Outbox:
         loop: asyncio.AbstractEventLoop,
         *,
         history_size: int,
+        key_ttl_ms: int,
         max_pending: int = 100_000,
         on_ack: Callable[[list[Ack]], None] | None = None,
     ) -> None:
@@ -58,6 +79,7 @@ class Outbox:
         self._redis = redis
         self._loop = loop
         self._maxlen = max(1, history_size)
+        self._key_ttl_ms = key_ttl_ms
         self._max_pending = max_pending
         self._on_ack = on_ack
         self._items: collections.deque[Item] = collections.deque()
@@ -118,55 +140,66 @@ class Outbox:
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Item]) -> None:
-        """Send ``batch`` until Redis has applied it (backing off while it is away)."""
+        """Send ``batch`` until Redis has applied it (backing off while it says "not now")."""
         delay = BACKOFF_FIRST
         while True:
             try:
-                acks = await self._send(batch)
-            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-                self.reconnects += 1
-                self.unreachable = True
-                log.warning("backplane: publishing failed (%s); retrying in %.2f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
+                acks, rest, reason = await self._send(batch)
             except redis_errors.NoScriptError:
                 self._sha = None  # the broker restarted and forgot the script: load it again
                 continue
-            except redis_errors.ResponseError as exc:
-                # The whole call refused (out of memory, say): sending it again would fail
-                # the same way.
-                self.failed += len(batch)
-                log.error("backplane: Redis refused %d publishes: %s", len(batch), exc)
-                acks = [(index, channel, 0) for index, channel, _ in batch]
-            except Exception:
-                # Not the broker's doing (a payload it cannot take, a reply we cannot read):
-                # the same again would fail again, and must not hold back every later batch.
-                self.failed += len(batch)
-                log.exception("backplane: %d publishes could not be sent", len(batch))
-                acks = [(index, channel, 0) for index, channel, _ in batch]
-            self.unreachable = False
-            self.acked = batch[-1][0]
-            if self._on_ack is not None:
-                self._on_ack(acks)
-            return
+            except Exception as exc:
+                if worth_retrying(exc):
+                    acks, rest, reason = [], batch, repr(exc)
+                else:
+                    # A request Redis cannot take (or a reply we cannot read): the same
+                    # again would fail again, and must not hold back every later batch.
+                    self._fail(batch, exc)
+                    acks, rest = [(index, channel, 0) for index, channel, _ in batch], []
+            if acks:
+                self.acked = acks[-1][0]
+                if self._on_ack is not None:
+                    self._on_ack(acks)
+            if not rest:
+                self.unreachable = False
+                return
+            batch = rest
+            self.reconnects += 1
+            self.unreachable = True
+            log.warning("backplane: publishing failed (%s); retrying in %.2f s", reason, delay)
+            # A new connection: after a failover the address may lead elsewhere now.
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _send(self, batch: list[Item]) -> list[Ack]:
-        """One script call for the whole batch: a round trip, not one per message."""
+    async def _send(self, batch: list[Item]) -> tuple[list[Ack], list[Item], str]:
+        """One script call for the whole batch: a round trip, not one per message.
+        Returns the acks of what Redis applied or refused for good, the rest (from a
+        "not now" on) to be sent again, and Redis's words for that "not now"."""
         if self._sha is None:
             self._sha = await self._redis.script_load(script.PUBLISH)
-        args: list[bytes | str | int] = [self.publisher, self._maxlen, script.PUBLISHER_TTL]
+        args: list[bytes | str | int] = [self.publisher, self._maxlen, self._key_ttl_ms]
         for index, channel, payload in batch:
             args += (index, script.pubsub_key(channel), payload)
         results = await self._redis.evalsha(self._sha, 0, *args)
-        acks = []
-        for (index, channel, _), result in zip(batch, results, strict=True):
+        acks, reason = [], ""
+        for (index, channel, _), result in zip(batch, results, strict=False):  # short: "not now"
             if isinstance(result, bytes):  # Redis refused this one: its error
+                if script.transient(result):
+                    reason = result.decode(errors="replace")[:200]
+                    break
                 self.failed += 1
                 self._log_refused(channel, result)
                 result = 0
             acks.append((index, channel, int(result)))
-        return acks
+        return acks, batch[len(acks) :], reason
+
+    def _fail(self, batch: list[Item], exc: Exception) -> None:
+        self.failed += len(batch)
+        if isinstance(exc, redis_errors.ResponseError):
+            log.error("backplane: Redis refused %d publishes: %s", len(batch), exc)
+        else:  # not the broker's doing: a payload it cannot take, a reply we cannot read
+            log.exception("backplane: %d publishes could not be sent", len(batch))
 
     def _log_refused(self, channel: str | None, error: bytes) -> None:
         now = time.monotonic()

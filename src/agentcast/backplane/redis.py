@@ -17,6 +17,10 @@ node follows it from the moment it starts (no replay of older ones), catches
 up on it after a reconnect, and tells every client with a ``broadcasts_lost``
 notice (``"agent_id": null``) where broadcasts were lost.
 
+Every key in Redis expires (``script.key_ttl_ms``: twice ``channel_ttl``); the
+node renews those of the streams it follows, so a quiet channel with clients
+here is not forgotten, and leaves a channel its clients left to Redis.
+
 What is not ours (a stray ``redis-cli PUBLISH``, a key of another type, a
 version mismatch) is skipped, counted as ``backplane_bad_messages`` and logged
 once per kind; a background task that dies anyway is logged and started again.
@@ -120,10 +124,13 @@ class RedisBackplane:
         core: Any,
         *,
         history_size: int,
+        channel_ttl: float | None = script.DEFAULT_CHANNEL_TTL,
         max_pending: int = 100_000,
         default: Callable[[Any], Any] | None = None,
     ) -> None:
         self.url = url
+        self._key_ttl_ms = script.key_ttl_ms(channel_ttl)
+        self._refresh_interval = script.refresh_interval(channel_ttl)
         self._core = core
         self._default = default
         self._history_size = max(1, history_size)
@@ -163,10 +170,12 @@ class RedisBackplane:
             self._redis,
             loop,
             history_size=self._history_size,
+            key_ttl_ms=self._key_ttl_ms,
             max_pending=self._max_pending,
             on_ack=self._on_ack,
         )
-        runs = {"publish": self.outbox.run, "read": self._read, "sweep": self._sweep}
+        runs = {"publish": self.outbox.run, "read": self._read, "sweep": self._sweep,
+                "refresh": self._refresh}  # fmt: skip
         self._tasks = [
             loop.create_task(self._keep_running(run), name=f"agentcast-backplane-{name}")
             for name, run in runs.items()
@@ -588,6 +597,20 @@ class RedisBackplane:
                 state.idle_sweeps += 1
                 if state.idle_sweeps >= 2 and self._pubsub is not None:
                     del self._channels[channel]
-                    self._core.restart(channel)  # forget its history: no one here reads it
+                    self._core.forget(channel)  # no one here reads it; Redis keeps it
                     with contextlib.suppress(*BROKER_ERRORS):
                         await self._pubsub.unsubscribe(script.pubsub_key(channel))
+
+    async def _refresh(self) -> None:
+        """Keep the keys of the streams this node follows from expiring: a channel with
+        clients here may be quiet for longer than their TTL (``script.key_ttl_ms``)."""
+        while True:
+            await asyncio.sleep(self._refresh_interval)
+            pipe = self._redis.pipeline(transaction=False)
+            for channel in self._channels:
+                pipe.pexpire(script.meta_key(channel), self._key_ttl_ms)
+                pipe.pexpire(script.log_key(channel), self._key_ttl_ms)
+            # A refresh missed (Redis away, a replica) is made up by the next: the TTL
+            # spans several.
+            with contextlib.suppress(redis_errors.RedisError, OSError):
+                await pipe.execute()
