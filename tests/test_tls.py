@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +24,7 @@ from websockets.sync.client import connect
 from agentcast import Broadcaster
 from agentcast.app import AgentServer
 from agentcast.server import ServerOptions
-from agentcast.tls import client_context, server_context
+from agentcast.tls import server_context
 from clients import (
     DEMO_STEP,
     Collector,
@@ -39,37 +38,14 @@ from clients import (
     websockets_clients,
 )
 from redis_server import free_port
+from tls_certificates import Certificates, issue
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]
 
 
-@dataclass(frozen=True)
-class Certificates:
-    """A trustme CA and a certificate it issued for 127.0.0.1, as PEM files."""
-
-    ca: trustme.CA
-    cafile: Path
-    certfile: Path
-    keyfile: Path
-
-    def server(self) -> ssl.SSLContext:
-        return server_context(str(self.certfile), str(self.keyfile))
-
-    def client(self) -> ssl.SSLContext:
-        return client_context(str(self.cafile))
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    directory = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1")
-    files = Certificates(ca, directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-    ca.cert_pem.write_to_path(str(files.cafile))
-    issued.private_key_pem.write_to_path(str(files.keyfile))
-    for pem in issued.cert_chain_pems:
-        pem.write_to_path(str(files.certfile), append=True)
-    return files
+    return issue(tmp_path_factory.mktemp("tls"))
 
 
 def exchange(url: str, context: ssl.SSLContext, text: str = "hello") -> list[str]:

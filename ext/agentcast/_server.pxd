@@ -16,8 +16,6 @@ cdef enum:
 cdef class ConnectionStats:
     cdef unsigned long long _closes[CLOSERS][CLOSE_SLOTS]
     cdef readonly unsigned long long protocol_errors
-    cdef public unsigned long long upgrades_refused_handshake   # 400/426 (agentcast.handshake)
-    cdef public unsigned long long upgrades_refused_max_clients  # 503: the server is full
 
     cdef int count_close(self, int code, int closer) except -1
     cdef unsigned long long closed_by_server(self, int code) noexcept

@@ -87,10 +87,10 @@ cdef tuple how_it_ended(WSTransport transport):
 
 
 cdef class ConnectionStats:
-    """How one server's connections ended: the upgrades refused in the listener factory
-    (its other refusals are counted where they are decided), the close that ended each
-    upgraded one, and how many failed for their client's frames (picows' parser or the
-    listener found them). Loop thread only; read at scrape time."""
+    """How one server's connections ended: the close that ended each upgraded one, and how
+    many failed for their client's frames (picows' parser or the listener found them);
+    refused upgrades are counted by the admission layer (``agentcast.admission``). Loop
+    thread only; read at scrape time."""
 
     cdef int count_close(self, int code, int closer) except -1:
         self._closes[closer][close_slot(code)] += 1
@@ -115,14 +115,9 @@ cdef class ConnectionStats:
         return counts
 
     def stats(self):
-        """``client_protocol_errors``, ``upgrades_refused_<reason>``, and
-        ``dropped_clients_<reason>`` for each of ``DROP_REASONS``: the closes the server
-        sent first with the reason's codes."""
-        stats = {
-            "client_protocol_errors": self.protocol_errors,
-            "upgrades_refused_handshake": self.upgrades_refused_handshake,
-            "upgrades_refused_max_clients": self.upgrades_refused_max_clients,
-        }
+        """``client_protocol_errors``, and ``dropped_clients_<reason>`` for each of
+        ``DROP_REASONS``: the closes the server sent first with the reason's codes."""
+        stats = {"client_protocol_errors": self.protocol_errors}
         for reason, codes in DROP_REASONS.items():
             stats[f"dropped_clients_{reason}"] = sum(self.closed_by_server(c) for c in codes)
         return stats

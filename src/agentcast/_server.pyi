@@ -13,8 +13,6 @@ CLOSE_LABELS: tuple[str, ...]
 DROP_REASONS: dict[str, tuple[int, ...]]
 
 class ConnectionStats:
-    upgrades_refused_handshake: int
-    upgrades_refused_max_clients: int
     @property
     def protocol_errors(self) -> int: ...
     def client_fault(self) -> None: ...

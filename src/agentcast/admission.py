@@ -1,51 +1,80 @@
-"""Per-IP connection limits, decided at upgrade: open connections and new ones a second.
+"""One admission layer for every connection, from TCP accept to the upgrade.
+
+At accept, before any TLS work, a connection counts against its peer (an IPv6 peer's /64)
+and takes a connect-rate token. One over a limit is refused there: over TLS it is closed
+at once (it could not be answered before a handshake); in plain text its request is
+answered 503 or 429 when it comes. One deadline, ``handshake_timeout`` from accept,
+covers the TLS handshake, the HTTP head and the upgrade. Every TCP connection counts,
+upgraded or not, until it closes: one that never finishes its handshake holds a socket
+and a buffer too.
 
 picows hands its listener factory the upgrade request and nothing of the socket, so
 ``create_server`` builds picows' own protocol (as ``picows.ws_create_server`` does, for
-the pinned picows) with one addition: each connection counts itself against its peer's
-address from accept to close, and its upgrade is refused first when that address is over
-a limit. Every TCP connection counts, upgraded or not: one that never finishes its
-handshake holds a socket and a buffer too.
+the pinned picows) for each socket the acceptor (``agentcast.acceptor``) lets in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
-from http import HTTPStatus
 from ssl import SSLContext
 from typing import Any
 
 from picows import WSAutoPingStrategy, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener as WithListener
 
+from agentcast.acceptor import Acceptor, listening_sockets
 from agentcast.bounded_reads import BoundedReadsProtocol
 from agentcast.logs import ClientFaultLog
+from agentcast.refusals import (
+    CONNECT_RATE,
+    HANDSHAKE,
+    HEAD_TOO_LARGE,
+    PER_IP,
+    SERVER_FULL,
+    Refusal,
+)
 
-__all__ = ["ConnectionAdmission", "create_server"]
+__all__ = ["ConnectionAdmission", "create_server", "peer_key"]
 
 Peer = tuple[str, int] | None
 ListenerFactory = Callable[[WSUpgradeRequest, Peer], Any]
 """Called with the upgrade request and the peer's (address, port)."""
 
+IPV6_PREFIX = 64  # one subscriber's network: a client picks any address in it at will
+_PREFIX_MASK = ((1 << IPV6_PREFIX) - 1) << (128 - IPV6_PREFIX)
 
-def _refuse(status: HTTPStatus, body: bytes) -> WSUpgradeResponse:
-    response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(status, body + b"\n")
-    return response
+
+def peer_key(address: str) -> str:
+    """The address limits are kept under: an IPv4 address as it is, an IPv4-mapped IPv6
+    one as its IPv4 address, another IPv6 address as its /64 (``2001:db8::/64``)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Address(int(ip) & _PREFIX_MASK)}/{IPV6_PREFIX}"
 
 
 class ConnectionAdmission:
-    """Open connections per IP address (beyond ``max_per_ip``: HTTP 503) and new
-    connections per IP address a second (a token bucket refilled at ``max_rate`` a second,
-    holding ``max_per_ip`` tokens, or ``max_rate`` without a cap: HTTP 429). An upgrade
-    refused at the cap takes no token.
+    """Open connections per peer (beyond ``max_per_ip``: ``PER_IP``) and new connections
+    per peer a second (a token bucket refilled at ``max_rate`` a second, holding
+    ``max_per_ip`` tokens, or ``max_rate`` without a cap: ``CONNECT_RATE``). A connection
+    refused at the cap takes no token. Peers are ``peer_key``s. The upgrades refused later
+    (``agentcast.handshake``'s checks, a full server) are counted here too (``refuse``):
+    each refusal under its one counter.
 
-    What it keeps is bounded: a count per address with open connections, and a bucket per
-    address that connected within the time a bucket takes to refill (a full bucket is the
+    What it keeps is bounded: a count per peer with open connections, and a bucket per
+    peer that connected within the time a bucket takes to refill (a full bucket is the
     same as none, so it is forgotten). Loop thread only.
     """
 
@@ -62,32 +91,38 @@ class ConnectionAdmission:
         self._clock = clock
         self._open: dict[str, int] = {}
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # oldest first
-        self.refused_rate = 0
-        self.refused_per_ip = 0
-        self.refused_head_size = 0
+        counters = (PER_IP, CONNECT_RATE, SERVER_FULL, HEAD_TOO_LARGE)
+        self._refused = dict.fromkeys([r.counter for r in counters] + [HANDSHAKE], 0)
         self.connections = 0
 
-    def connected(self, ip: str) -> None:
-        self._open[ip] = self._open.get(ip, 0) + 1
+    def admit(self, peer: str) -> Refusal | None:
+        """Count a new connection from ``peer`` as open; the refusal it gets (counted),
+        or None. Either way ``release`` it once it is closed."""
+        self._open[peer] = self._open.get(peer, 0) + 1
         self.connections += 1
-
-    def disconnected(self, ip: str) -> None:
-        self.connections -= 1
-        left = self._open[ip] - 1
-        if left:
-            self._open[ip] = left
-        else:
-            del self._open[ip]
-
-    def refusal(self, ip: str) -> WSUpgradeResponse | None:
-        """The response refusing this upgrade from ``ip`` (counted), else None."""
-        if self.max_per_ip is not None and self._open[ip] > self.max_per_ip:
-            self.refused_per_ip += 1
-            return _refuse(HTTPStatus.SERVICE_UNAVAILABLE, b"too many connections from your IP")
-        if self.max_rate and not self._take_token(ip):
-            self.refused_rate += 1
-            return _refuse(HTTPStatus.TOO_MANY_REQUESTS, b"too many new connections from your IP")
+        if self.max_per_ip is not None and self._open[peer] > self.max_per_ip:
+            return self.count(PER_IP)
+        if self.max_rate and not self._take_token(peer):
+            return self.count(CONNECT_RATE)
         return None
+
+    def refuse(self, refusal: Refusal) -> WSUpgradeResponse:
+        """The answer to an upgrade refused after admission (the handshake's checks, a
+        full server), counted."""
+        return self.count(refusal).response()
+
+    def count(self, refusal: Refusal) -> Refusal:
+        """Count ``refusal`` (answered elsewhere: a 431 for an oversized head)."""
+        self._refused[refusal.counter] += 1
+        return refusal
+
+    def release(self, peer: str) -> None:
+        self.connections -= 1
+        left = self._open[peer] - 1
+        if left:
+            self._open[peer] = left
+        else:
+            del self._open[peer]
 
     def _take_token(self, ip: str) -> bool:
         now = self._clock()
@@ -110,48 +145,71 @@ class ConnectionAdmission:
             "connections": self.connections,
             "connection_ips": len(self._open),
             "connect_rate_ips": len(self._buckets),
-            "connections_refused_rate": self.refused_rate,
-            "connections_refused_per_ip": self.refused_per_ip,
-            "upgrades_refused_head_size": self.refused_head_size,
+            **self._refused,
         }
 
 
 class _AdmittedProtocol(BoundedReadsProtocol):
-    """picows' server protocol (reads bounded, an oversized head answered 431), counted
-    against its peer's address while it is open."""
+    """picows' server protocol for an admitted socket (reads bounded, an oversized head
+    answered 431): counted against its peer until it closes, refused at its upgrade if
+    admission refused it, closed at its deadline unless upgraded by then."""
 
-    __slots__ = ("_admission", "_ip", "_listener_factory_after_admission", "_peer")  # no __dict__
+    __slots__ = (  # no __dict__
+        "_admission",
+        "_deadline",
+        "_listener_factory_after_admission",
+        "_peer",
+        "_peer_key",
+        "_refusal",
+    )
 
     def __init__(
-        self, admission: ConnectionAdmission, listener_factory: ListenerFactory, *args: Any
+        self,
+        admission: ConnectionAdmission,
+        key: str,
+        peer: Peer,
+        refusal: Refusal | None,
+        deadline: float | None,
+        listener_factory: ListenerFactory,
+        *args: Any,
     ) -> None:
         self._admission = admission
+        self._peer_key: str | None = key
+        self._peer = peer
+        self._refusal = refusal
         self._listener_factory_after_admission = listener_factory
-        self._ip: str | None = None
-        self._peer: Peer = None
         super().__init__(None, None, False, self._upgrade, *args)
+        self._deadline: asyncio.TimerHandle | None = None
+        if deadline is not None:
+            self._deadline = asyncio.get_running_loop().call_at(deadline, self._deadline_passed)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        self._ip = str(peer[0] if isinstance(peer, tuple) else peer)
-        self._peer = (self._ip, int(peer[1])) if isinstance(peer, tuple) else None
-        self._admission.connected(self._ip)
-        super().connection_made(transport)
+    def release(self) -> None:
+        """Uncount it (once): it is closed, or it never became a connection."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._peer_key is not None:
+            self._admission.release(self._peer_key)
+            self._peer_key = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._ip is not None:  # released first: it is free once the client is gone
-            self._admission.disconnected(self._ip)
-            self._ip = None
+        self.release()  # first: its slot is free once the client is gone
         super().connection_lost(exc)
 
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if self.transport is not None:  # else still in its TLS handshake: TLS times it out
+            self._handshake_timeout_callback()  # picows': fails the handshake, disconnects
+
     def head_too_large(self) -> None:
-        self._admission.refused_head_size += 1
+        self._admission.count(HEAD_TOO_LARGE)
 
     def _upgrade(self, request: WSUpgradeRequest) -> Any:
-        assert self._ip is not None
-        refusal = self._admission.refusal(self._ip)
-        if refusal is not None:
-            return WithListener(refusal, None)
+        if self._deadline is not None:  # answered now: the handshake is over, either way
+            self._deadline.cancel()
+            self._deadline = None
+        if self._refusal is not None:
+            return WithListener(self._refusal.response(), None)
         return self._listener_factory_after_admission(request, self._peer)
 
 
@@ -162,7 +220,7 @@ async def create_server(
     host: str,
     port: int,
     *,
-    websocket_handshake_timeout: float | None,
+    handshake_timeout: float | None,
     enable_auto_ping: bool,
     auto_ping_idle_timeout: float,
     auto_ping_reply_timeout: float,
@@ -171,27 +229,43 @@ async def create_server(
     read_buffer_init_size: int,
     use_aiofastnet: bool,
     logger_name: str,
-    reuse_port: bool | None,
+    reuse_port: bool,
     ssl: SSLContext | None,
-) -> asyncio.Server:
-    """``picows.ws_create_server`` with ``admission`` deciding each upgrade first; the
-    protocol errors picows finds in clients' frames are logged at INFO, not ERROR, and
-    reported to ``on_client_fault`` (see ``agentcast.logs``)."""
+) -> Acceptor:
+    """Serve ``listener_factory``'s WebSockets on ``host:port`` (as ``picows.ws_create_server``
+    would) with ``admission`` deciding each TCP connection at accept, ``handshake_timeout``
+    (None: none) from accept to upgrade; the protocol errors picows finds in clients' frames
+    are logged at INFO, not ERROR, and reported to ``on_client_fault`` (see
+    ``agentcast.logs``)."""
     loop = asyncio.get_running_loop()
-    create: Callable[..., Awaitable[asyncio.Server]] = loop.create_server
+    connect: Callable[..., Any] = loop.connect_accepted_socket
     if use_aiofastnet:
         import aiofastnet
 
-        create = partial(aiofastnet.create_server, loop)
+        connect = partial(aiofastnet.connect_accepted_socket, loop)
+    tls: dict[str, Any] = {}
+    if ssl is not None:
+        tls = {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout}
     logger = ClientFaultLog(logging.getLogger(f"picows.{logger_name}"), on_client_fault)
 
-    def protocol_factory() -> _AdmittedProtocol:
-        return _AdmittedProtocol(
+    def accept(sock: socket.socket, address: Any) -> None:
+        peer = peer_key(address[0])
+        refusal = admission.admit(peer)
+        if refusal is not None and ssl is not None:  # no answer before TLS: closed, counted
+            admission.release(peer)
+            sock.close()
+            return
+        deadline = None if handshake_timeout is None else loop.time() + handshake_timeout
+        protocol = _AdmittedProtocol(
             admission,
+            peer,
+            (address[0], int(address[1])),
+            refusal,
+            deadline,
             listener_factory,
             logger,
             True,  # disconnect on an exception from the listener
-            websocket_handshake_timeout,
+            None,  # picows' handshake timeout: the deadline above covers it
             enable_auto_ping,
             auto_ping_idle_timeout,
             auto_ping_reply_timeout,
@@ -201,8 +275,19 @@ async def create_server(
             None,  # extra headers: a client's
             read_buffer_init_size,
         )
+        acceptor.run(_connect(connect, sock, protocol, tls))
 
-    server: asyncio.Server = await create(
-        protocol_factory, host=host, port=port, reuse_port=reuse_port, ssl=ssl
-    )
-    return server
+    acceptor = Acceptor(await listening_sockets(host, port, reuse_port), accept)
+    return acceptor
+
+
+async def _connect(
+    connect: Callable[..., Any], sock: socket.socket, protocol: _AdmittedProtocol, tls: Any
+) -> None:
+    """``sock`` as ``protocol``'s transport (after its TLS handshake, with ``tls``)."""
+    try:
+        await connect(lambda: protocol, sock, **tls)
+    except BaseException as exc:  # gone, or failed or timed out in TLS: transport closed
+        protocol.release()
+        if not isinstance(exc, Exception):
+            raise

@@ -18,11 +18,11 @@ before the client reads it (RFC 9112 9.6).
 from __future__ import annotations
 
 import asyncio
-from http import HTTPStatus
 from typing import Any
 
-from picows import WSUpgradeResponse
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
+
+from agentcast import refusals
 
 __all__ = ["HEAD_LIMIT", "BoundedReadsProtocol"]
 
@@ -31,16 +31,7 @@ READ_SIZE = 16 * 1024
 LINGER = 2.0  # seconds a refused client may go on sending before it is closed
 
 
-def _head_too_large() -> bytes:
-    """The 431, written as picows writes its own refusals."""
-    response = WSUpgradeResponse.create_error_response(
-        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, b"request head over 16 KiB\n"
-    )
-    response.headers["Connection"] = "close"
-    return bytes(response.to_bytes())
-
-
-HEAD_TOO_LARGE = _head_too_large()
+HEAD_TOO_LARGE = bytes(refusals.HEAD_TOO_LARGE.response().to_bytes())
 # What refused clients still send lands here, never read (shared: no one reads it).
 _DISCARDED = memoryview(bytearray(READ_SIZE))
 # _head_left past the head: reads go to picows; or the head was refused: they are dropped.

@@ -11,6 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 from agentcast._ext import ConnectionStats, FanoutCore, Sink
+from agentcast.acceptor import Acceptor
 from agentcast.admission import ConnectionAdmission
 from agentcast.auth import Authenticate, Identity
 from agentcast.backplane import require_redis
@@ -219,7 +220,7 @@ class Broadcaster:
         self._thread = LoopThread()
         self._core: Any = _NOT_RUNNING
         self._router: Router = _NOT_RUNNING  # the core's, or the backplane in front of it
-        self._server: asyncio.Server | None = None
+        self._server: Acceptor | None = None
         self._admission: ConnectionAdmission | None = None
         self._connections: ConnectionStats | None = None
         self._unready_answers = 0

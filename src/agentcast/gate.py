@@ -14,6 +14,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse
 
 from agentcast.auth import Authenticate, Identity, JWTAuthenticator, Refused, UpgradeRequest
 from agentcast.origins import OriginPolicy
+from agentcast.refusals import text_response
 
 __all__ = ["Gate"]
 
@@ -36,7 +37,7 @@ class Gate:
         if self.origins.permits(request.headers):
             return None
         self.origin_refused += 1
-        return _response(HTTPStatus.FORBIDDEN, "origin not allowed")
+        return text_response(HTTPStatus.FORBIDDEN, "origin not allowed")
 
     def identify(self, request: WSUpgradeRequest, peer: tuple[str, int] | None) -> Identity | None:
         """The client's identity (None: anonymous); raises ``Refused``."""
@@ -90,7 +91,7 @@ class Gate:
     def refusal(refused: Refused) -> WSUpgradeResponse:
         unauthorized = refused.status == HTTPStatus.UNAUTHORIZED
         headers = {"WWW-Authenticate": "Bearer"} if unauthorized else None
-        return _response(refused.status, refused.reason, headers)
+        return text_response(refused.status, refused.reason, headers)
 
     def stats(self) -> dict[str, int]:
         verifier = self.authenticate if isinstance(self.authenticate, JWTAuthenticator) else None
@@ -101,12 +102,3 @@ class Gate:
             "refresh_refused": self.refresh_refused,
             "host_refused": self.host_refused,
         }
-
-
-def _response(
-    status: HTTPStatus, body: str, headers: dict[str, str] | None = None
-) -> WSUpgradeResponse:
-    response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(
-        status, body.encode()[:200] + b"\n", headers
-    )
-    return response

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from picows import WSUpgradeRequest, WSUpgradeResponse
+from picows import WSUpgradeRequest
+
+from agentcast.refusals import HANDSHAKE, Refusal
 
 __all__ = ["SUPPORTED_VERSION", "refuse_upgrade"]
 
@@ -20,17 +22,8 @@ def _tokens(value: str) -> list[str]:
     return [token.strip().lower() for token in value.split(",")]
 
 
-def _error(
-    status: HTTPStatus, body: str, headers: dict[str, str] | None = None
-) -> WSUpgradeResponse:
-    response: WSUpgradeResponse = WSUpgradeResponse.create_error_response(
-        status, body.encode() + b"\n", headers
-    )
-    return response
-
-
-def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
-    """The error response for a request that must not be upgraded, else None.
+def refuse_upgrade(request: WSUpgradeRequest) -> Refusal | None:
+    """The refusal of a request that must not be upgraded, else None.
 
     - exactly one ``Host`` (RFC 9112 3.2: 400 otherwise, for any HTTP/1.1 request);
     - ``Connection`` need only *include* the ``upgrade`` token (RFC 6455 4.2.1; Firefox
@@ -43,20 +36,21 @@ def refuse_upgrade(request: WSUpgradeRequest) -> WSUpgradeResponse | None:
     """
     headers = request.headers
     if len(headers.getall("Host", ())) != 1:
-        return _error(HTTPStatus.BAD_REQUEST, "exactly one Host header is required")
+        return Refusal(HTTPStatus.BAD_REQUEST, HANDSHAKE, "exactly one Host header is required")
     if "websocket" not in _tokens(headers.get("Upgrade", "")):
         return None
     headers["Upgrade"] = "websocket"
     if "upgrade" in _tokens(headers.get("Connection", "")):
         headers["Connection"] = "Upgrade"
     if len(headers.getall("Sec-WebSocket-Key", ())) > 1:
-        return _error(HTTPStatus.BAD_REQUEST, "more than one Sec-WebSocket-Key header")
+        return Refusal(HTTPStatus.BAD_REQUEST, HANDSHAKE, "more than one Sec-WebSocket-Key header")
     versions = headers.getall("Sec-WebSocket-Version", ())
     if not versions:
-        return _error(HTTPStatus.BAD_REQUEST, "no Sec-WebSocket-Version header")
+        return Refusal(HTTPStatus.BAD_REQUEST, HANDSHAKE, "no Sec-WebSocket-Version header")
     if versions != [SUPPORTED_VERSION]:
-        return _error(
+        return Refusal(
             HTTPStatus.UPGRADE_REQUIRED,
+            HANDSHAKE,
             f"WebSocket version {SUPPORTED_VERSION} only",
             {"Sec-WebSocket-Version": SUPPORTED_VERSION},
         )

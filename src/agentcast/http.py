@@ -21,6 +21,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from agentcast.auth import Refused
 from agentcast.gate import Gate
+from agentcast.refusals import text_response
 
 __all__ = ["Handler", "HttpEndpoints", "Peer", "Probes", "read_refusal", "serve_plain"]
 
@@ -52,7 +53,7 @@ class HttpEndpoints:
             return route(request, peer)
         except Exception:
             log.exception("GET %s failed", request.path[:64].decode("latin-1"))
-            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+            return text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
 
 
 def read_refusal(gate: Gate, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse | None:
@@ -83,13 +84,13 @@ class Probes:
         return {b"/healthz": self._healthz, b"/readyz": self._readyz, b"/metrics": self._metrics}
 
     def _healthz(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
-        return _text(HTTPStatus.OK, "ok")
+        return text_response(HTTPStatus.OK, "ok")
 
     def _readyz(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
         reason = self._unready()
         if reason is None:
-            return _text(HTTPStatus.OK, "ready")
-        return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}")
+            return text_response(HTTPStatus.OK, "ready")
+        return text_response(HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}")
 
     def _metrics(self, request: WSUpgradeRequest, peer: Peer) -> WSUpgradeResponse:
         refused = read_refusal(self._gate, request, peer)
@@ -101,16 +102,6 @@ class Probes:
         return response
 
 
-def _text(status: HTTPStatus, body: str) -> WSUpgradeResponse:
-    data = body.encode() + b"\n"
-    headers = {"Content-Type": "text/plain; charset=utf-8"}
-    if status == HTTPStatus.OK:
-        response: WSUpgradeResponse = WSUpgradeResponse.create_ok_response(data, headers)
-    else:
-        response = WSUpgradeResponse.create_error_response(status, data, headers)
-    return response
-
-
 async def serve_plain(endpoints: HttpEndpoints, host: str, port: int) -> asyncio.Server:
     """Serve ``endpoints`` on ``host:port`` of their own: one GET per connection (as picows
     answers them), 404 for other paths, 405 for other methods."""
@@ -120,12 +111,12 @@ async def serve_plain(endpoints: HttpEndpoints, host: str, port: int) -> asyncio
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
             request = _parse(head)
             if request is None:
-                response = _text(HTTPStatus.BAD_REQUEST, "bad request")
+                response = text_response(HTTPStatus.BAD_REQUEST, "bad request")
             elif request.method != b"GET":
-                response = _text(HTTPStatus.METHOD_NOT_ALLOWED, "GET only")
+                response = text_response(HTTPStatus.METHOD_NOT_ALLOWED, "GET only")
             else:
                 peer = writer.get_extra_info("peername")
-                response = endpoints.answer(request, peer) or _text(
+                response = endpoints.answer(request, peer) or text_response(
                     HTTPStatus.NOT_FOUND, "not found"
                 )
             response.headers["Connection"] = "close"

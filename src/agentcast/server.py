@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl as ssl_module
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any, Literal
 
-from picows import (
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-)
+from picows import WSUpgradeRequest, WSUpgradeResponseWithListener
 
 from agentcast._ext import ConnectionStats, FanoutCore, ServerListener
+from agentcast.acceptor import Acceptor
 from agentcast.admission import ConnectionAdmission, Peer, create_server
 from agentcast.auth import Identity, Refused
 from agentcast.gate import Gate
 from agentcast.handshake import refuse_upgrade
 from agentcast.http import HttpEndpoints
+from agentcast.refusals import SERVER_FULL
 from agentcast.sessions import Sessions
 
 MessageHandler = Callable[[int, bytes], None]
@@ -121,7 +117,7 @@ async def start_server(
     admission: ConnectionAdmission,
     http: HttpEndpoints | None,
     connections: ConnectionStats,
-) -> asyncio.Server:
+) -> Acceptor:
     """Listen on ``host:port``; every connection ``admission`` lets in and ``gate``
     admits becomes a client of ``core``, its identity kept in ``sessions``, how it ends
     counted in ``connections``; plain GETs are answered by ``http``."""
@@ -134,17 +130,12 @@ async def start_server(
             return WSUpgradeResponseWithListener(answered, None)
         refusal = refuse_upgrade(request)
         if refusal is not None:
-            connections.upgrades_refused_handshake += 1
-            return WSUpgradeResponseWithListener(refusal, None)
-        refusal = gate.refuse_origin(request)
-        if refusal is not None:
-            return WSUpgradeResponseWithListener(refusal, None)
+            return WSUpgradeResponseWithListener(admission.refuse(refusal), None)
+        foreign = gate.refuse_origin(request)
+        if foreign is not None:
+            return WSUpgradeResponseWithListener(foreign, None)
         if options.max_clients is not None and core.client_count >= options.max_clients:
-            connections.upgrades_refused_max_clients += 1
-            response = WSUpgradeResponse.create_error_response(
-                HTTPStatus.SERVICE_UNAVAILABLE, b"server full\n"
-            )
-            return WSUpgradeResponseWithListener(response, None)
+            return WSUpgradeResponseWithListener(admission.refuse(SERVER_FULL), None)
         try:
             identity = gate.identify(request, peer)
         except Refused as refused:
@@ -172,7 +163,7 @@ async def start_server(
         connections.client_fault,
         host,
         port,
-        websocket_handshake_timeout=options.handshake_timeout or None,
+        handshake_timeout=options.handshake_timeout or None,
         enable_auto_ping=options.ping_interval > 0,
         auto_ping_idle_timeout=options.ping_interval or 20.0,
         auto_ping_reply_timeout=options.ping_timeout or 20.0,
@@ -181,6 +172,6 @@ async def start_server(
         read_buffer_init_size=options.read_buffer_size,
         use_aiofastnet=options.transport == "aiofastnet",
         logger_name="agentcast.picows",
-        reuse_port=options.reuse_port or None,
+        reuse_port=options.reuse_port,
         ssl=options.ssl,
     )
