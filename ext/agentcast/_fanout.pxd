@@ -41,6 +41,7 @@ cdef class Client:
     cdef readonly bint closed
     cdef dict skipped_from                     # channel -> first skipped seq, while skipping
     cdef Py_ssize_t skipped_frames
+    cdef Py_ssize_t skipped_direct_bytes       # frames addressed to it sent while skipping
     # channel -> first seq of the unbroken run of that channel's frames it holds up to now
     cdef dict live_from
 
@@ -178,6 +179,8 @@ cdef class FanoutCore:
     cdef int _queue_round_on_sink(self, Client client, Buffer* buf) except -1
     cdef int _check_budget(self, Client client) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef int _close_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef int _count_skipped(self, Client client, Py_ssize_t frames) except -1
     cdef int _end_skip(self, Client client) except -1
     cdef int _sink_failed(self, Client client) except -1
     cdef int _end_tick(self) except -1

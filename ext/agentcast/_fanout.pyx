@@ -900,6 +900,9 @@ cdef class FanoutCore:
         return state.first_seq - 1
 
     cdef int _append_private(self, Client client, bytes frame) except -1:
+        if client.skipped_from is not None:  # skipping: the replay is skipped too
+            self._count_skipped(client, 1)
+            return 0
         if not client.diverged:
             self._diverge(client)
         buf_append(&client.priv, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
@@ -922,15 +925,26 @@ cdef class FanoutCore:
         return 0
 
     cdef int _diverge(self, Client client) except -1:
+        """Give the client a private copy of its group's bytes so far this tick; a skipping
+        client's private buffer holds only the frames addressed to it (never skipped), its
+        group's frames count as skipped."""
         cdef Buffer* shared = &client.group.buf
         client.priv.size = 0
+        client.diverged = True
+        self._diverged.append(client)
+        if client.skipped_from is not None:
+            client.priv_frames = 0
+            return self._count_skipped(client, client.group.frames)
         buf_reserve(&client.priv, shared.size)
         if shared.size:
             memcpy(client.priv.data, shared.data, shared.size)
         client.priv.size = shared.size
         client.priv_frames = client.group.frames
-        client.diverged = True
-        self._diverged.append(client)
+        return 0
+
+    cdef int _count_skipped(self, Client client, Py_ssize_t frames) except -1:
+        self.n_skipped_frames += frames
+        client.skipped_frames += frames
         return 0
 
     cdef int _route(self, object channel, bytes payload) except -1:
@@ -975,6 +989,9 @@ cdef class FanoutCore:
             self._count_tick_bytes(hl + size, group.buf.size)
         for client in self._diverged:
             if channel is None or channel in client.group.channels:
+                if client.skipped_from is not None:
+                    self._count_skipped(client, 1)
+                    continue
                 buf_append_frame(&client.priv, header, hl, data, size)
                 client.priv_frames += 1
                 self._count_tick_bytes(hl + size, client.priv.size)
@@ -1138,13 +1155,19 @@ cdef class FanoutCore:
             return count
         if client.skipped_from is not None:
             if sink.queued() > self.client_budget // 2:
-                self.n_skipped_frames += frames
-                client.skipped_frames += frames
-                return count
-            self._end_skip(client)
-            if sink.closing():
-                client.closed = True
-                return count
+                if not client.diverged:  # channel frames only: skipped
+                    self._count_skipped(client, frames)
+                    return count
+                # Only the frames addressed to it: sent, unless they alone overflow the budget.
+                client.skipped_direct_bytes += buf.size
+                if client.skipped_direct_bytes > self.client_budget:
+                    self._close_slow(client, sink.queued() + buf.size)
+                    return count
+            else:
+                self._end_skip(client)
+                if sink.closing():
+                    client.closed = True
+                    return count
         self.n_bytes += buf.size
         self.n_deliveries += frames
         if sink.fd < 0 or sink.queued():
@@ -1200,10 +1223,14 @@ cdef class FanoutCore:
                 self.n_skip_episodes += 1
                 log.info("client %d fell behind (%d bytes unsent): skipping", client.id, queued)
                 client.skipped_from = {}
+                client.skipped_direct_bytes = 0
                 for name in client.group.channels:
                     state = self._channel(name)
                     client.skipped_from[name] = state.last_seq + 1
             return 0
+        return self._close_slow(client, queued)
+
+    cdef int _close_slow(self, Client client, Py_ssize_t queued) except -1:
         self.n_dropped_clients += 1
         client.closed = True
         log.warning("client %d closed (1013): %d bytes unsent, budget %d",
@@ -1212,13 +1239,15 @@ cdef class FanoutCore:
         return 0
 
     cdef int _end_skip(self, Client client) except -1:
-        """The client drained: tell it what it missed (then it is served live again)."""
+        """The client drained: tell it what it missed (then it is served live again). A
+        diverged client missed this tick's channel frames too (its buffer holds only its
+        direct frames); one that was not gets its group's, live."""
         cdef Channel state
         cdef unsigned long long last
         ranges = []
         for name, first in client.skipped_from.items():
             state = self._channel(name)
-            last = state.seq_before(self.n_ticks)
+            last = state.last_seq if client.diverged else state.seq_before(self.n_ticks)
             if last >= first:
                 ranges.append((name, first, last))
                 client.live_from[name] = last + 1  # a resubscribe with since gets them
