@@ -2,7 +2,7 @@
 """C contract of the fan-out hub: clients, subscriber groups, the write round and the core."""
 
 from agentcast._buffer cimport Buffer
-from agentcast._history cimport Channel, HistoryLedger
+from agentcast._history cimport Channel, ChannelTable
 from agentcast._opqueue cimport Op, OpQueue
 from agentcast._sink cimport Sink
 
@@ -68,9 +68,8 @@ cdef class FanoutCore:
         readonly Py_ssize_t max_subscriptions
         readonly Py_ssize_t history_total_bytes
         readonly double channel_ttl               # inf: never freed
-        HistoryLedger _history
+        ChannelTable _table
         list _sweeps                              # (time, n_ticks) of recent sweeps
-        dict _channels
         dict _queued_subscribes                   # channel -> subscribes queued, not applied
         long long _next_id
         dict _clients
@@ -102,7 +101,6 @@ cdef class FanoutCore:
         unsigned long long n_gaps
         unsigned long long n_failed_ops           # operations that raised when applied
         unsigned long long n_refused_subscriptions  # beyond max_subscriptions
-        unsigned long long n_freed_channels       # idle for channel_ttl, freed by a sweep
         unsigned long long n_history_trims        # passes over history_total_bytes
         unsigned long long n_history_gaps_served  # resumes told part of what they asked is gone
         Py_ssize_t n_subscriptions                # client -> channel subscriptions now
@@ -150,7 +148,8 @@ cdef class FanoutCore:
     cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1
     cdef int _refuse_subscription(self, long long client_id, object channel) except -1
     cdef int _change_solo(self, Client client, object channel, bint add) except -1
-    cdef Channel _channel(self, object name)
+    cdef Channel _open_channel(self, object name)
+    cdef int _refuse_channel(self, long long client_id, object channel) except -1
     cdef int _trim_history(self) except -1
     cdef int _resume(self, long long client_id, object name, unsigned long long since,
                      bytes ack) except -1

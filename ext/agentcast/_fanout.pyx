@@ -43,7 +43,7 @@ from agentcast._buffer cimport (
     buf_reset,
     write_header,
 )
-from agentcast._history cimport Channel, HistoryLedger
+from agentcast._history cimport Channel, ChannelTable
 from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
@@ -65,7 +65,6 @@ from agentcast._opqueue cimport (
 from agentcast._sink cimport Sink
 
 import logging
-from operator import attrgetter
 
 import orjson
 
@@ -93,7 +92,12 @@ log = logging.getLogger("agentcast.core")
 
 cdef enum:
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
+    SWEEP_BATCH_SIZE = 4096
     SHARED_MAX = 16          # channel sets larger than this live in solo groups
+
+# Channels one core keeps at most: ~300 bytes each without history (Broadcaster's docstring).
+MAX_CHANNELS = 100_000
+SWEEP_BATCH = SWEEP_BATCH_SIZE  # idle channels one sweep looks at, at most
 
 TRY_AGAIN_LATER = 1013
 SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
@@ -107,7 +111,6 @@ LATENCY_BOUNDS = tuple(bound / 1e9 for bound in LATENCY_BOUNDS_NS)  # seconds
 SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
 
 cdef frozenset NO_CHANNELS = frozenset()
-cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -244,7 +247,7 @@ cdef class FanoutCore:
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
                  str slow_consumer="close", notices=None, object max_subscriptions=128,
                  Py_ssize_t history_total_bytes=256 * 1024 * 1024,
-                 object channel_ttl=300.0):
+                 object channel_ttl=300.0, Py_ssize_t max_channels=MAX_CHANNELS):
         if client_budget <= 0:
             raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
@@ -270,10 +273,12 @@ cdef class FanoutCore:
         if channel_ttl is not None and not channel_ttl > 0:
             raise ValueError("channel_ttl must be positive (None: channels are never freed)")
         self.channel_ttl = float("inf") if channel_ttl is None else channel_ttl
-        self._history = HistoryLedger()
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
         self._sweeps = []
-        self._channels = {}
         self._queued_subscribes = {}
+        self._table = ChannelTable(max_channels, history_size, history_bytes,
+                                   self._queued_subscribes)
         self._loop = loop
         self._thread_id = PyThread_get_thread_ident()
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
@@ -457,37 +462,44 @@ cdef class FanoutCore:
             "unknown_targets": self.n_unknown_targets,
             "write_errors": self.n_write_errors,
             "pending": self._ops.count,
-            "channels": len(self._channels),
+            "channels": len(self._table),
             "skip_episodes": self.n_skip_episodes,
             "skipped_frames": self.n_skipped_frames,
             "duplicates": self.n_duplicates,
             "gaps": self.n_gaps,
             "failed_ops": self.n_failed_ops,
             "refused_subscriptions": self.n_refused_subscriptions,
-            "history_bytes": self._history.bytes,
-            "freed_channels": self.n_freed_channels,
+            "history_bytes": self._table.bytes,
+            "freed_channels": self._table.freed,
+            "evicted_channels": self._table.evicted,
+            "refused_channels": self._table.refused,
             "history_trims": self.n_history_trims,
             "subscriptions": self.n_subscriptions,
             "history_gaps_served": self.n_history_gaps_served,
         }
 
+    @property
+    def max_channels(self):
+        return self._table.max_channels
+
     def channel_info(self, object channel):
-        """seq and history of one channel, or None if nothing was published to it."""
-        cdef Channel state = self._channels.get(channel)
-        return None if state is None else state.info()
+        """seq and history of one channel, or None if there is no such channel (nothing was
+        published or subscribed to it, or it was freed)."""
+        return self._table.info(channel)
 
     # ---- loop thread --------------------------------------------------------
 
-    def sweep_idle(self, double now):
+    def sweep_idle(self, double now, Py_ssize_t limit=SWEEP_BATCH_SIZE):
         """Free the channels that have had no subscriber, no message and no (un)subscribe
         for ``channel_ttl`` seconds (``now``: the loop's clock; a timer calls this every so
         often, never per message). Their seq and history go: a resume gets a
-        ``history_gap`` and the channel's numbering starts again at 1. Returns how many."""
+        ``history_gap`` and the channel's numbering starts again at 1. At most ``limit``
+        are looked at, least recently used first (the work of one call is bounded: call
+        again soon when it returns ``limit``). Returns how many were freed."""
         cdef double horizon = now - self.channel_ttl
         cdef list sweeps = self._sweeps
         cdef Py_ssize_t i = 0
         cdef unsigned long long cutoff
-        cdef Channel state
         check_thread(self, "sweep_idle")
         sweeps.append((now, self.n_ticks))
         while i + 1 < len(sweeps) and sweeps[i + 1][0] <= horizon:
@@ -496,13 +508,7 @@ cdef class FanoutCore:
             return 0
         cutoff = sweeps[i][1]  # every tick up to this one ran before the horizon
         del sweeps[:i]
-        idle = [name for name, state in self._channels.items()
-                if state.used_tick <= cutoff and name not in self._channel_groups
-                and name not in self._queued_subscribes]
-        for name in idle:
-            (<Channel>self._channels.pop(name)).trim(0)
-        self.n_freed_channels += len(idle)
-        return len(idle)
+        return self._table.sweep(cutoff, limit)
 
     cpdef long long add_client(self, Sink sink) except -1:
         """Register a connected sink; it receives broadcasts until it subscribes."""
@@ -754,6 +760,7 @@ cdef class FanoutCore:
         cdef list groups = self._channel_groups.get(channel)
         if groups is None:
             groups = self._channel_groups[channel] = []
+            self._table.set_busy(channel, True, self.n_ticks)
         group.channel_slots[channel] = len(groups)
         groups.append(group)
         return 0
@@ -768,6 +775,7 @@ cdef class FanoutCore:
             last.channel_slots[channel] = slot
         if not groups:
             del self._channel_groups[channel]
+            self._table.set_busy(channel, False, self.n_ticks)  # its idle time starts
         return 0
 
     cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1:
@@ -782,19 +790,17 @@ cdef class FanoutCore:
         cdef Client client = self._clients.get(client_id)
         cdef object channels
         cdef Py_ssize_t count
-        cdef Channel state
         if client is None:
             self.n_unknown_targets += 1
             return 0
         channels = client.group.channels
         if add == (channel in channels):
             return 1
-        state = self._channels.get(channel)
-        if state is not None:  # the last subscriber leaving starts its idle time
-            state.used_tick = self.n_ticks
         count = len(channels) + (1 if add else -1)
         if count > self.max_subscriptions:
             return self._refuse_subscription(client_id, channel)
+        if add and self._open_channel(channel) is None:
+            return self._refuse_channel(client_id, channel)
         if client.group.solo and count > SHARED_MAX:
             self._change_solo(client, channel, add)  # O(1), whatever the client holds
         elif count > SHARED_MAX:  # the one subscribe too many for a shared group
@@ -823,6 +829,13 @@ cdef class FanoutCore:
             channel, self.max_subscriptions), TEXT_FRAME)
         return 0
 
+    cdef int _refuse_channel(self, long long client_id, object channel) except -1:
+        """A subscribe to a new channel while ``max_channels`` are all busy (counted by the
+        table as ``refused_channels``)."""
+        self._route_direct(client_id, self._notices.too_many_channels(
+            channel, self._table.max_channels), TEXT_FRAME)
+        return 0
+
     cdef int _change_solo(self, Client client, object channel, bint add) except -1:
         """A solo group's set changes in place: its buffer is its one client's bytes."""
         cdef Group group = client.group
@@ -835,28 +848,24 @@ cdef class FanoutCore:
         return 0
 
     cdef unsigned long long _next_seq(self, object channel) except 0:
-        cdef Channel state = self._channels.get(channel)
+        cdef Channel state = self._table.get(channel)
         return 1 if state is None else state.last_seq + 1
 
-    cdef Channel _channel(self, object name):
-        cdef Channel state = self._channels.get(name)
-        if state is None:
-            state = Channel(name, self.history_size, self.history_bytes, self._history)
-            state.used_tick = self.n_ticks
-            self._channels[name] = state
+    cdef Channel _open_channel(self, object name):
+        """The channel ``name``, made if new; None if it is new and all ``max_channels``
+        are busy (the first such refusal is logged, all are counted)."""
+        cdef Channel state = self._table.open(name, self.n_ticks)
+        if state is None and self._table.refused == 1:
+            log.warning("channel %r refused: all max_channels (%d) have subscribers; more "
+                        "are only counted (refused_channels)", name, self._table.max_channels)
         return state
 
     cdef int _trim_history(self) except -1:
         """Over ``history_total_bytes``: forget the oldest history of the least recently
-        used channels, down to 7/8 of it (a pass sorts the channels: rare, not per message)."""
-        cdef Py_ssize_t target = self.history_total_bytes - self.history_total_bytes // 8
-        cdef Channel state
+        used channels, down to 7/8 of it."""
         self.n_history_trims += 1
-        for state in sorted(self._channels.values(), key=LEAST_RECENTLY_USED):
-            if self._history.bytes <= target:
-                break
-            state.trim(max(0, state.history_bytes - (self._history.bytes - target)))
-        return 0
+        return self._table.trim_history(
+            self.history_total_bytes - self.history_total_bytes // 8)
 
     cdef int _resume(self, long long client_id, object name, unsigned long long since,
                      bytes ack) except -1:
@@ -875,7 +884,7 @@ cdef class FanoutCore:
             return 0
         if ack is not None:
             self._route_direct(client_id, ack, TEXT_FRAME)
-        state = self._channel(name)
+        state = self._table.get(name)  # subscribed: it has one
         if since > state.last_seq:  # ahead of this channel: its numbering started again
             since = self._history_gap(client_id, name, state, since)
         held_from = client.live_from[name]
@@ -953,13 +962,17 @@ cdef class FanoutCore:
         cdef const char* data = PyBytes_AS_STRING(payload)
         cdef Py_ssize_t hl
         cdef bytes frame
+        cdef Channel state
         self.n_published += 1
         if channel is None:
             hl = write_header(header, size, TEXT_FRAME)
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
-        frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
-        if self._history.bytes > self.history_total_bytes:
+        state = self._open_channel(channel)
+        if state is None:  # new, and every channel is busy: it has no subscriber either
+            return 0
+        frame = state.stamp(payload, self.n_ticks)
+        if self._table.bytes > self.history_total_bytes:
             self._trim_history()
         return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
@@ -1007,9 +1020,11 @@ cdef class FanoutCore:
             self._tick_peak = buffer_size
 
     cdef int _accept(self, object channel, list frames) except -1:
-        cdef Channel state = self._channel(channel)
+        cdef Channel state = self._open_channel(channel)
         cdef unsigned long long seq
         cdef bytes payload, frame
+        if state is None:  # new, and every channel is busy: no subscriber here
+            return 0
         for seq, payload in frames:
             if not state.started:
                 state.started = True
@@ -1021,7 +1036,7 @@ cdef class FanoutCore:
                 self._announce_gap(channel, state, seq)
             frame = build_frame(payload)
             state.keep(seq, frame, self.n_ticks)
-            if self._history.bytes > self.history_total_bytes:
+            if self._table.bytes > self.history_total_bytes:
                 self._trim_history()
             self.n_published += 1
             self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
@@ -1037,10 +1052,13 @@ cdef class FanoutCore:
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _restart(self, object channel) except -1:
-        cdef Channel state = self._channel(channel)
-        cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
+        cdef Channel state = self._table.get(channel)
+        cdef bytes frame
         cdef Group group
         cdef Client client
+        if state is None:  # no history, no subscriber: nothing to forget, nobody to tell
+            return 0
+        frame = build_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)
         state.started = False  # the next frame accepted starts it anew: no false gap before it
@@ -1052,13 +1070,12 @@ cdef class FanoutCore:
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _forget(self, object channel) except -1:
-        cdef Channel state
-        if channel in self._channel_groups or channel in self._queued_subscribes:
+        """Free an idle channel as a sweep does: nobody holds it, no subscribe on its way."""
+        cdef Channel state = self._table.get(channel)
+        if state is None or not state.idle or channel in self._queued_subscribes:
             return 0
-        state = self._channels.pop(channel, None)
-        if state is not None:
-            state.trim(0)
-            self.n_freed_channels += 1
+        self._table.forget(state)
+        self._table.freed += 1
         return 0
 
     cdef int _route_direct(self, long long client_id, bytes payload,
@@ -1217,7 +1234,6 @@ cdef class FanoutCore:
 
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1:
         """The slow-consumer policy: close with 1013, or skip until it drains ("skip")."""
-        cdef Channel state
         if self.skip_slow:
             if client.skipped_from is None:
                 self.n_skip_episodes += 1
@@ -1225,8 +1241,7 @@ cdef class FanoutCore:
                 client.skipped_from = {}
                 client.skipped_direct_bytes = 0
                 for name in client.group.channels:
-                    state = self._channel(name)
-                    client.skipped_from[name] = state.last_seq + 1
+                    client.skipped_from[name] = self._next_seq(name)
             return 0
         return self._close_slow(client, queued)
 
@@ -1246,7 +1261,7 @@ cdef class FanoutCore:
         cdef unsigned long long last
         ranges = []
         for name, first in client.skipped_from.items():
-            state = self._channel(name)
+            state = self._table.get(name)  # subscribed: it has one
             last = state.last_seq if client.diverged else state.seq_before(self.n_ticks)
             if last >= first:
                 ranges.append((name, first, last))
