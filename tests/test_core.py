@@ -352,12 +352,12 @@ def test_accepted_frames_are_kept_deduplicated_and_gaps_announced(loop: uvloop.L
     assert [orjson.loads(f)["seq"] for f in _frames(late.data)] == [10]
 
 
-def test_restart_forgets_history_and_tells_subscribers(loop: uvloop.Loop) -> None:
+def test_renumber_forgets_history_and_tells_subscribers(loop: uvloop.Loop) -> None:
     core = FanoutCore(loop, wake=Wakeups())
     sink = MemorySink()
     core.subscribe(core.add_client(sink), "c")
     core.accept("c", [_stamped(1), _stamped(2)])
-    core.restart("c")
+    core.renumber("c")
     core.accept("c", [_stamped(1)])  # numbering starts again: not a duplicate
     drain(core)
     received = [orjson.loads(f) for f in _frames(sink.data)]

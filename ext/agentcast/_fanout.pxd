@@ -123,7 +123,7 @@ cdef class FanoutCore:
     cpdef subscribe(self, long long client_id, object channel, object since=*, bytes ack=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
-    cpdef restart(self, object channel)
+    cpdef renumber(self, object channel)
     cpdef forget(self, object channel)
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
@@ -164,7 +164,7 @@ cdef class FanoutCore:
                   const char* data, Py_ssize_t size) except -1
     cdef int _accept(self, object channel, list frames) except -1
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
-    cdef int _restart(self, object channel) except -1
+    cdef int _renumber(self, object channel) except -1
     cdef int _forget(self, object channel) except -1
     cdef int _route_binary(self, object channel, bytes data) except -1
     cdef int _route_direct(self, long long client_id, bytes payload,

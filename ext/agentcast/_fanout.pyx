@@ -51,7 +51,7 @@ from agentcast._opqueue cimport (
     OP_FORGET,
     OP_PUBLISH,
     OP_PUBLISH_BINARY,
-    OP_RESTART,
+    OP_RENUMBER,
     OP_RESUME,
     OP_SUBSCRIBE,
     OP_UNSUBSCRIBE,
@@ -406,13 +406,12 @@ cdef class FanoutCore:
                 raise ValueError(f"frames must be (seq >= 1, bytes) pairs, not ({seq!r}, ...)")
         self._enqueue(OP_ACCEPT, 0, channel, frames)
 
-    cpdef restart(self, object channel):
-        """Queue: the channel's numbering starts again at 1 (its backplane lost its state).
-
-        Its history is forgotten and its subscribers get a ``history_gap`` notice.
-        """
+    cpdef renumber(self, object channel):
+        """Queue: the channel's numbering starts again (its backplane lost it): its history
+        is forgotten, the next frame ``accept`` gets sets where it starts, and its
+        subscribers get a ``channel_restarted`` notice."""
         check_named(channel)
-        self._enqueue(OP_RESTART, 0, channel, None)
+        self._enqueue(OP_RENUMBER, 0, channel, None)
 
     cpdef forget(self, object channel):
         """Queue: free the channel's seq and history, unless a client holds it or has a
@@ -674,8 +673,8 @@ cdef class FanoutCore:
             self._change_subscription(op.client_id, target, False)
         elif op.kind == OP_ACCEPT:
             self._accept(target, payload)
-        elif op.kind == OP_RESTART:
-            self._restart(target)
+        elif op.kind == OP_RENUMBER:
+            self._renumber(target)
         elif op.kind == OP_FORGET:
             self._forget(target)
         return 0
@@ -1051,7 +1050,7 @@ cdef class FanoutCore:
         state.restart(seq - 1)
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
-    cdef int _restart(self, object channel) except -1:
+    cdef int _renumber(self, object channel) except -1:
         cdef Channel state = self._table.get(channel)
         cdef bytes frame
         cdef Group group
