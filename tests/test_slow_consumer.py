@@ -10,7 +10,7 @@ import uvloop
 
 from agentcast import Broadcaster
 from agentcast._ext import FanoutCore, MemorySink
-from agentcast._fanout import TRY_AGAIN_LATER
+from agentcast._slow import TRY_AGAIN_LATER
 from clients import drain, frames_of, parse_frames, raw_upgrade, run, subscribed, wait_for
 
 BUDGET = 1000

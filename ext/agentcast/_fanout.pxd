@@ -3,6 +3,7 @@
 
 from agentcast._buffer cimport Buffer
 from agentcast._history cimport Channel, ChannelTable
+from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport Op, OpQueue
 from agentcast._sink cimport Sink
 
@@ -39,9 +40,7 @@ cdef class Client:
     cdef Py_ssize_t priv_frames
     cdef bint diverged
     cdef readonly bint closed
-    cdef dict skipped_from                     # channel -> first skipped seq, while skipping
-    cdef Py_ssize_t skipped_frames
-    cdef Py_ssize_t skipped_direct_bytes       # frames addressed to it sent while skipping
+    cdef Skipping skipping                     # over budget in "skip" mode, until it drains
     # channel -> first seq of the unbroken run of that channel's frames it holds up to now
     cdef dict live_from
 
@@ -59,10 +58,9 @@ cdef class FanoutCore:
         bint _wake_pending
         double _next_flush
         public double flush_interval
-        public Py_ssize_t client_budget
         public Py_ssize_t max_batch_bytes
         public bint release_gil
-        readonly bint skip_slow
+        SlowConsumerPolicy _slow
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
         readonly Py_ssize_t max_subscriptions
@@ -92,11 +90,8 @@ cdef class FanoutCore:
         unsigned long long n_queued_writes
         unsigned long long n_ticks
         unsigned long long n_wakeups
-        unsigned long long n_dropped_clients
         unsigned long long n_unknown_targets
         unsigned long long n_write_errors
-        unsigned long long n_skip_episodes
-        unsigned long long n_skipped_frames
         unsigned long long n_duplicates
         unsigned long long n_gaps
         unsigned long long n_failed_ops           # operations that raised when applied

@@ -41,9 +41,11 @@ from agentcast._buffer cimport (
     buf_free,
     buf_reserve,
     buf_reset,
+    text_frame,
     write_header,
 )
 from agentcast._history cimport Channel, ChannelTable
+from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
@@ -99,8 +101,6 @@ cdef enum:
 MAX_CHANNELS = 100_000
 SWEEP_BATCH = SWEEP_BATCH_SIZE  # idle channels one sweep looks at, at most
 
-TRY_AGAIN_LATER = 1013
-SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
 
 # Upper bounds of the latency histogram's buckets, in ns: 50 us to 1 s, 1-2.5-5 steps.
 cdef unsigned long long LATENCY_BOUNDS_NS[LATENCY_BUCKETS - 1]
@@ -146,13 +146,7 @@ cdef inline unsigned long long latency_stamp(FanoutCore core) noexcept:
 
 def build_frame(bytes payload not None) -> bytes:
     """The server frame the core writes for ``payload`` (exposed for tests and benchmarks)."""
-    cdef unsigned char header[MAX_HEADER]
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t hl = write_header(header, n, TEXT_FRAME)
-    cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
-    memcpy(PyBytes_AS_STRING(frame), header, hl)
-    memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
-    return frame
+    return text_frame(payload)
 
 
 cdef inline int check_thread(FanoutCore core, str method) except -1:
@@ -248,15 +242,10 @@ cdef class FanoutCore:
                  str slow_consumer="close", notices=None, object max_subscriptions=128,
                  Py_ssize_t history_total_bytes=256 * 1024 * 1024,
                  object channel_ttl=300.0, Py_ssize_t max_channels=MAX_CHANNELS):
-        if client_budget <= 0:
-            raise ValueError("client_budget must be positive")
         if max_batch_bytes <= 0:
             raise ValueError("max_batch_bytes must be positive")
         if flush_interval < 0:
             raise ValueError("flush_interval must be >= 0")
-        if slow_consumer not in ("close", "skip"):
-            raise ValueError(f"slow_consumer must be 'close' or 'skip', not {slow_consumer!r}")
-        self.skip_slow = slow_consumer == "skip"
         if history_size < 0 or history_bytes < 0:
             raise ValueError("history_size and history_bytes must be >= 0")
         self.history_size = history_size
@@ -285,8 +274,8 @@ cdef class FanoutCore:
         self._tick_cb = self.tick
         self._dumps = orjson.dumps
         self._notices = NOTICES if notices is None else notices
+        self._slow = SlowConsumerPolicy(slow_consumer, client_budget, self._notices)
         self._default = default
-        self.client_budget = client_budget
         self.max_batch_bytes = max_batch_bytes
         self.flush_interval = flush_interval
         self.release_gil = release_gil
@@ -457,13 +446,13 @@ cdef class FanoutCore:
             "queued_writes": self.n_queued_writes,
             "ticks": self.n_ticks,
             "wakeups": self.n_wakeups,
-            "dropped_clients": self.n_dropped_clients,
+            "dropped_clients": self._slow.dropped_clients,
             "unknown_targets": self.n_unknown_targets,
             "write_errors": self.n_write_errors,
             "pending": self._ops.count,
             "channels": len(self._table),
-            "skip_episodes": self.n_skip_episodes,
-            "skipped_frames": self.n_skipped_frames,
+            "skip_episodes": self._slow.skip_episodes,
+            "skipped_frames": self._slow.skipped_frames,
             "duplicates": self.n_duplicates,
             "gaps": self.n_gaps,
             "failed_ops": self.n_failed_ops,
@@ -480,6 +469,21 @@ cdef class FanoutCore:
     @property
     def max_channels(self):
         return self._table.max_channels
+
+    @property
+    def client_budget(self):
+        """Unsent bytes a client may hold (the slow-consumer policy's budget)."""
+        return self._slow.budget
+
+    @client_budget.setter
+    def client_budget(self, Py_ssize_t budget):
+        if budget <= 0:
+            raise ValueError("client_budget must be positive")
+        self._slow.budget = budget
+
+    @property
+    def skip_slow(self):
+        return self._slow.skip
 
     def channel_info(self, object channel):
         """seq and history of one channel, or None if there is no such channel (nothing was
@@ -558,7 +562,7 @@ cdef class FanoutCore:
         if client is None or client.closed or client.sink.closing():
             return False
         queued = client.sink.queued() + size
-        if queued > self.client_budget:
+        if self._slow.over(queued):
             self._drop_slow(client, queued)
             return False
         return True
@@ -575,7 +579,7 @@ cdef class FanoutCore:
             try:
                 if client.sink.closing():
                     continue
-                if client.sink.queued() > self.client_budget or client.skipped_from is not None:
+                if self._slow.over(client.sink.queued()) or client.skipping is not None:
                     client.sink.abort()
                 else:
                     client.sink.close(code, reason)
@@ -811,12 +815,12 @@ cdef class FanoutCore:
         self.n_subscriptions += 1 if add else -1
         if add:
             client.live_from[channel] = self._next_seq(channel)
-            if client.skipped_from is not None:  # skipping: what comes now is skipped too
-                client.skipped_from[channel] = client.live_from[channel]
+            if client.skipping is not None:  # skipping: what comes now is skipped too
+                client.skipping.from_seq[channel] = client.live_from[channel]
         else:
             del client.live_from[channel]
-            if client.skipped_from is not None:
-                client.skipped_from.pop(channel, None)
+            if client.skipping is not None:
+                client.skipping.from_seq.pop(channel, None)
         return 1
 
     cdef int _refuse_subscription(self, long long client_id, object channel) except -1:
@@ -894,8 +898,8 @@ cdef class FanoutCore:
         for frame in state.frames_after(since, held_from - 1):
             self._append_private(client, frame)
         client.live_from[name] = since + 1
-        if client.skipped_from is not None:  # skipping: the replay is skipped too
-            client.skipped_from[name] = min(client.skipped_from[name], since + 1)
+        if client.skipping is not None:  # skipping: the replay is skipped too
+            client.skipping.from_seq[name] = min(client.skipping.from_seq[name], since + 1)
         return 0
 
     cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
@@ -908,7 +912,7 @@ cdef class FanoutCore:
         return state.first_seq - 1
 
     cdef int _append_private(self, Client client, bytes frame) except -1:
-        if client.skipped_from is not None:  # skipping: the replay is skipped too
+        if client.skipping is not None:  # skipping: the replay is skipped too
             self._count_skipped(client, 1)
             return 0
         if not client.diverged:
@@ -940,7 +944,7 @@ cdef class FanoutCore:
         client.priv.size = 0
         client.diverged = True
         self._diverged.append(client)
-        if client.skipped_from is not None:
+        if client.skipping is not None:
             client.priv_frames = 0
             return self._count_skipped(client, client.group.frames)
         buf_reserve(&client.priv, shared.size)
@@ -951,9 +955,7 @@ cdef class FanoutCore:
         return 0
 
     cdef int _count_skipped(self, Client client, Py_ssize_t frames) except -1:
-        self.n_skipped_frames += frames
-        client.skipped_frames += frames
-        return 0
+        return self._slow.count_skipped(client.skipping, frames)
 
     cdef int _route(self, object channel, bytes payload) except -1:
         cdef unsigned char header[MAX_HEADER]
@@ -1001,7 +1003,7 @@ cdef class FanoutCore:
             self._count_tick_bytes(hl + size, group.buf.size)
         for client in self._diverged:
             if channel is None or channel in client.group.channels:
-                if client.skipped_from is not None:
+                if client.skipping is not None:
                     self._count_skipped(client, 1)
                     continue
                 buf_append_frame(&client.priv, header, hl, data, size)
@@ -1033,7 +1035,7 @@ cdef class FanoutCore:
                 continue
             elif seq != state.last_seq + 1:
                 self._announce_gap(channel, state, seq)
-            frame = build_frame(payload)
+            frame = text_frame(payload)
             state.keep(seq, frame, self.n_ticks)
             if self._table.bytes > self.history_total_bytes:
                 self._trim_history()
@@ -1043,7 +1045,7 @@ cdef class FanoutCore:
 
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1:
         """Tell ``channel``'s subscribers that seqs before ``seq`` will never come."""
-        cdef bytes frame = build_frame(
+        cdef bytes frame = text_frame(
             self._notices.backplane_gap(channel, state.last_seq + 1, seq - 1))
         self.n_gaps += 1
         log.warning("channel %r: seqs %d..%d lost", channel, state.last_seq + 1, seq - 1)
@@ -1057,15 +1059,15 @@ cdef class FanoutCore:
         cdef Client client
         if state is None:  # no history, no subscriber: nothing to forget, nobody to tell
             return 0
-        frame = build_frame(self._notices.restarted(channel, state.last_seq))
+        frame = text_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)
         state.started = False  # the next frame accepted starts it anew: no false gap before it
         for group in self._channel_groups.get(channel, ()):
             for client in group.members:  # what they hold is numbered from 1 again
                 client.live_from[channel] = 1
-                if client.skipped_from is not None:
-                    client.skipped_from[channel] = 1
+                if client.skipping is not None:
+                    client.skipping.from_seq[channel] = 1
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _forget(self, object channel) except -1:
@@ -1169,14 +1171,13 @@ cdef class FanoutCore:
             # Its fd may be closed, even reused by a new connection.
             client.closed = True
             return count
-        if client.skipped_from is not None:
-            if sink.queued() > self.client_budget // 2:
+        if client.skipping is not None:
+            if self._slow.behind(sink):
                 if not client.diverged:  # channel frames only: skipped
                     self._count_skipped(client, frames)
                     return count
                 # Only the frames addressed to it: sent, unless they alone overflow the budget.
-                client.skipped_direct_bytes += buf.size
-                if client.skipped_direct_bytes > self.client_budget:
+                if self._slow.direct_overflows(client.skipping, buf.size):
                     self._close_slow(client, sink.queued() + buf.size)
                     return count
             else:
@@ -1227,50 +1228,34 @@ cdef class FanoutCore:
 
     cdef int _check_budget(self, Client client) except -1:
         cdef Py_ssize_t queued = client.sink.queued()
-        if queued > self.client_budget and not client.sink.closing():
+        if self._slow.over(queued) and not client.sink.closing():
             self._drop_slow(client, queued)
         return 0
 
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1:
-        """The slow-consumer policy: close with 1013, or skip until it drains ("skip")."""
-        if self.skip_slow:
-            if client.skipped_from is None:
-                self.n_skip_episodes += 1
-                log.info("client %d fell behind (%d bytes unsent): skipping", client.id, queued)
-                client.skipped_from = {}
-                client.skipped_direct_bytes = 0
-                for name in client.group.channels:
-                    client.skipped_from[name] = self._next_seq(name)
-            return 0
-        return self._close_slow(client, queued)
+        """Over budget: closed with 1013, or skipping until it drains ("skip")."""
+        cdef Skipping skipping
+        if not self._slow.skip:
+            return self._close_slow(client, queued)
+        if client.skipping is None:
+            skipping = self._slow.start_skipping(client.id, queued)
+            for name in client.group.channels:
+                skipping.from_seq[name] = self._next_seq(name)
+            client.skipping = skipping
+        return 0
 
     cdef int _close_slow(self, Client client, Py_ssize_t queued) except -1:
-        self.n_dropped_clients += 1
         client.closed = True
-        log.warning("client %d closed (1013): %d bytes unsent, budget %d",
-                    client.id, queued, self.client_budget)
-        client.sink.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
-        return 0
+        return self._slow.close(client.id, client.sink, queued)
 
     cdef int _end_skip(self, Client client) except -1:
         """The client drained: tell it what it missed (then it is served live again). A
         diverged client missed this tick's channel frames too (its buffer holds only its
         direct frames); one that was not gets its group's, live."""
-        cdef Channel state
-        cdef unsigned long long last
-        ranges = []
-        for name, first in client.skipped_from.items():
-            state = self._table.get(name)  # subscribed: it has one
-            last = state.last_seq if client.diverged else state.seq_before(self.n_ticks)
-            if last >= first:
-                ranges.append((name, first, last))
-                client.live_from[name] = last + 1  # a resubscribe with since gets them
-        notice = self._notices.skipped(client.skipped_frames, ranges)
-        client.skipped_from = None
-        client.skipped_frames = 0
-        frame = build_frame(notice)
-        client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
-        return 0
+        cdef bytes frame = self._slow.end_skipping(
+            client.skipping, self._table, self.n_ticks, client.diverged, client.live_from)
+        client.skipping = None
+        return client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _end_tick(self) except -1:
         cdef Group group

@@ -8,8 +8,6 @@ from agentcast._sink import Sink
 from agentcast.notices import Notices
 
 SOURCE_HASH: str
-TRY_AGAIN_LATER: int
-SLOW_CONSUMER_REASON: str
 SAMPLE_EVERY: int
 LATENCY_BOUNDS: tuple[float, ...]
 MAX_CHANNELS: int
@@ -20,6 +18,8 @@ def build_frame(payload: bytes) -> bytes: ...
 class FanoutCore:
     flush_interval: float
     client_budget: int
+    @property
+    def skip_slow(self) -> bool: ...
     max_batch_bytes: int
     release_gil: bool
     @property
