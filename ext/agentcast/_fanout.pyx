@@ -969,9 +969,11 @@ cdef class FanoutCore:
             hl = write_header(header, size, TEXT_FRAME)
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
-        state = self._open_channel(channel)
-        if state is None:  # new, and every channel is busy: it has no subscriber either
-            return 0
+        state = self._table.get(channel)
+        if state is None:
+            state = self._open_channel(channel)
+            if state is None:  # new, and every channel is busy: it has no subscriber either
+                return 0
         frame = state.stamp(payload, self.n_ticks)
         if self._table.bytes > self.history_total_bytes:
             self._trim_history()

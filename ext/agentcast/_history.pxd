@@ -43,7 +43,9 @@ cdef class ChannelTable:
     cdef readonly unsigned long long refused      # new channels refused: all were busy
     cdef readonly unsigned long long freed        # idle channels freed by a sweep
 
-    cdef Channel get(self, object name)
+    cdef inline Channel get(self, object name):
+        return self.channels.get(name)
+
     cdef Channel open(self, object name, unsigned long long tick)
     cdef void touch(self, Channel channel, unsigned long long tick) noexcept
     cdef int set_busy(self, object name, bint busy, unsigned long long tick) except -1

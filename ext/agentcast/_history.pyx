@@ -178,9 +178,6 @@ cdef class ChannelTable:
     def __len__(self):
         return len(self.channels)
 
-    cdef Channel get(self, object name):
-        return self.channels.get(name)
-
     cdef Channel open(self, object name, unsigned long long tick):
         """The channel ``name``, made if new (as idle, used now); None if it is new and the
         table is full of busy channels (or of idle ones with a subscribe on its way)."""

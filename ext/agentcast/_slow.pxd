@@ -18,7 +18,9 @@ cdef class SlowConsumerPolicy:
     cdef readonly unsigned long long skip_episodes
     cdef readonly unsigned long long skipped_frames
 
-    cdef bint over(self, Py_ssize_t queued) noexcept
+    cdef inline bint over(self, Py_ssize_t queued) noexcept:  # per write: inline
+        return queued > self.budget
+
     cdef bint behind(self, Sink sink) except -1
     cdef Skipping start_skipping(self, long long client_id, Py_ssize_t queued)
     cdef int count_skipped(self, Skipping skipping, Py_ssize_t frames) except -1

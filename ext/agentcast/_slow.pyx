@@ -37,9 +37,6 @@ cdef class SlowConsumerPolicy:
         self.budget = budget
         self.notices = notices
 
-    cdef bint over(self, Py_ssize_t queued) noexcept:
-        return queued > self.budget
-
     cdef bint behind(self, Sink sink) except -1:
         """Still skipping: it has not drained to half its budget yet."""
         return sink.queued() > self.budget // 2
