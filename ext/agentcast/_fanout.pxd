@@ -3,14 +3,10 @@
 
 from agentcast._buffer cimport Buffer
 from agentcast._history cimport Channel, ChannelTable
+from agentcast._latency cimport PublishLatency
 from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport Op, OpQueue
 from agentcast._sink cimport Sink
-
-
-cdef enum:
-    LATENCY_SAMPLE_EVERY = 64   # publishes per latency sample
-    LATENCY_BUCKETS = 15        # 14 bounds (LATENCY_BOUNDS_NS) and +Inf
 
 
 cdef struct PendingWrite:
@@ -99,15 +95,8 @@ cdef class FanoutCore:
         unsigned long long n_history_trims        # passes over history_total_bytes
         unsigned long long n_history_gaps_served  # resumes told part of what they asked is gone
         Py_ssize_t n_subscriptions                # client -> channel subscriptions now
-        # publish-to-write latency: 1 publish in LATENCY_SAMPLE_EVERY is stamped (ns,
-        # monotonic) when queued and observed at the tick's first write after it is fanned
-        unsigned int _sample_countdown
-        unsigned long long* _samples              # this tick's stamps of fanned publishes
-        Py_ssize_t _n_samples
-        Py_ssize_t _samples_cap
-        unsigned long long _latency_buckets[LATENCY_BUCKETS]   # per bucket, not cumulative
-        unsigned long long _latency_count
-        unsigned long long _latency_sum_ns
+        unsigned int _sample_countdown            # publishes until the next latency stamp
+        PublishLatency _latency
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -130,8 +119,6 @@ cdef class FanoutCore:
                       unsigned long long since=*) except -1
     cdef int _apply_batch(self) except -1
     cdef int _apply(self, Op* op) except -1
-    cdef int _keep_sample(self, unsigned long long stamp) except -1
-    cdef int _observe_latency(self) except -1
     cdef int _unqueue_subscribe(self, object channel) except -1
     cdef Group _group_for(self, frozenset channels)
     cdef int _add_group(self, Group group) except -1

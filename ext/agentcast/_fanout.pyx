@@ -17,10 +17,8 @@ subscribe costs the same whether the client holds 20 channels or 10,000.
 At most ``max_subscriptions`` per client: a subscribe beyond is refused,
 counted, and answered with a ``too_many_subscriptions`` notice.
 
-One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at;
-the tick that fans it out observes publish-to-write latency when its write round starts
-(never, if the frame reached no client's buffer), into a fixed histogram. The other
-publishes pay one counter decrement.
+One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at,
+for the publish-to-write histogram (``_latency``); the others pay one counter decrement.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -29,7 +27,6 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from agentcast._buffer cimport (
     BINARY_FRAME,
@@ -45,6 +42,7 @@ from agentcast._buffer cimport (
     write_header,
 )
 from agentcast._history cimport Channel, ChannelTable
+from agentcast._latency cimport LATENCY_SAMPLE_EVERY, PublishLatency, monotonic_ns
 from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport (
     OP_ACCEPT,
@@ -102,14 +100,6 @@ MAX_CHANNELS = 100_000
 SWEEP_BATCH = SWEEP_BATCH_SIZE  # idle channels one sweep looks at, at most
 
 
-# Upper bounds of the latency histogram's buckets, in ns: 50 us to 1 s, 1-2.5-5 steps.
-cdef unsigned long long LATENCY_BOUNDS_NS[LATENCY_BUCKETS - 1]
-LATENCY_BOUNDS_NS[:] = [
-    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
-    25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000]
-LATENCY_BOUNDS = tuple(bound / 1e9 for bound in LATENCY_BOUNDS_NS)  # seconds
-SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
-
 cdef frozenset NO_CHANNELS = frozenset()
 
 
@@ -126,12 +116,6 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
                 break
         w.sent = sent
         w.error = errno if sent < 0 else 0
-
-
-cdef inline unsigned long long monotonic_ns() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return <unsigned long long>now.tv_sec * 1_000_000_000 + now.tv_nsec
 
 
 cdef inline unsigned long long latency_stamp(FanoutCore core) noexcept:
@@ -281,6 +265,7 @@ cdef class FanoutCore:
         self.release_gil = release_gil
         self._next_id = 1
         self._sample_countdown = LATENCY_SAMPLE_EVERY
+        self._latency = PublishLatency()
         self._clients = {}
         self._groups = {}
         self._channel_groups = {}
@@ -291,7 +276,6 @@ cdef class FanoutCore:
 
     def __dealloc__(self):
         free(self._writes)
-        free(self._samples)
         ops_clear(&self._ops)
 
     # ---- any thread ---------------------------------------------------------
@@ -658,13 +642,13 @@ cdef class FanoutCore:
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
             if op.since and self._tick_bytes != fanned:
-                self._keep_sample(op.since)
+                self._latency.keep(op.since)
         elif op.kind == OP_DIRECT:
             self._route_direct(op.client_id, payload, TEXT_FRAME)
         elif op.kind == OP_PUBLISH_BINARY:
             self._route_binary(target, payload)
             if op.since and self._tick_bytes != fanned:
-                self._keep_sample(op.since)
+                self._latency.keep(op.since)
         elif op.kind == OP_DIRECT_BINARY:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
@@ -683,42 +667,10 @@ cdef class FanoutCore:
             self._forget(target)
         return 0
 
-    cdef int _keep_sample(self, unsigned long long stamp) except -1:
-        """Keep a fanned publish's stamp until this tick's write round (the array keeps its
-        size: at most a tick's publishes / ``LATENCY_SAMPLE_EVERY``)."""
-        cdef unsigned long long* samples
-        if self._n_samples == self._samples_cap:
-            samples = <unsigned long long*>realloc(
-                self._samples, (2 * self._samples_cap + 8) * sizeof(unsigned long long))
-            if samples == NULL:
-                raise MemoryError()
-            self._samples = samples
-            self._samples_cap = 2 * self._samples_cap + 8
-        self._samples[self._n_samples] = stamp
-        self._n_samples += 1
-        return 0
-
-    cdef int _observe_latency(self) except -1:
-        """The tick's write round starts: every kept stamp's latency goes into its bucket."""
-        cdef unsigned long long now = monotonic_ns(), latency
-        cdef Py_ssize_t i
-        cdef int bucket
-        for i in range(self._n_samples):
-            latency = now - self._samples[i] if now > self._samples[i] else 0
-            bucket = 0
-            while bucket < LATENCY_BUCKETS - 1 and latency > LATENCY_BOUNDS_NS[bucket]:
-                bucket += 1
-            self._latency_buckets[bucket] += 1
-            self._latency_sum_ns += latency
-        self._latency_count += self._n_samples
-        self._n_samples = 0
-        return 0
-
     def publish_latency(self):
         """The publish-to-write histogram: (bucket upper bounds in s, without +Inf; counts
         per bucket, not cumulative, +Inf last; sum in s; count). Any thread."""
-        return (LATENCY_BOUNDS, [self._latency_buckets[i] for i in range(LATENCY_BUCKETS)],
-                self._latency_sum_ns / 1e9, self._latency_count)
+        return self._latency.histogram()
 
     cdef int _unqueue_subscribe(self, object channel) except -1:
         cdef Py_ssize_t queued = self._queued_subscribes.get(channel, 0)
@@ -1117,8 +1069,8 @@ cdef class FanoutCore:
         cdef list targets = self._write_clients
         if not self._tick_bytes:
             return 0
-        if self._n_samples:  # once a round, not per client: its first write is microseconds on
-            self._observe_latency()
+        if self._latency.n_samples:  # once a round, not per client (the first write is µs on)
+            self._latency.observe()
         self._reserve_writes(len(self._clients))
         for group in self._filled_groups:
             self._round_bytes = None
@@ -1272,5 +1224,5 @@ cdef class FanoutCore:
             client.diverged = False
         del self._diverged[:]
         self._tick_bytes = self._tick_peak = 0
-        self._n_samples = 0
+        self._latency.n_samples = 0
         return 0

@@ -8,8 +8,6 @@ from agentcast._sink import Sink
 from agentcast.notices import Notices
 
 SOURCE_HASH: str
-SAMPLE_EVERY: int
-LATENCY_BOUNDS: tuple[float, ...]
 MAX_CHANNELS: int
 SWEEP_BATCH: int
 
