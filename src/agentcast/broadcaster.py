@@ -110,9 +110,10 @@ class Broadcaster:
     resume): a new one beyond evicts the least recently used channel nobody
     subscribes to, and when every one has subscribers a subscribe to a new one is
     refused with a ``too_many_channels`` notice (counted, ``refused_channels``). A
-    channel costs about 300 bytes without its history (measured: 198 bytes of
-    core state and its id, 91 bytes for a 42-character one), so the default of
-    100,000 holds about 30 MiB however many ids clients make up.
+    channel costs about 300 bytes without its history (measured with tracemalloc over
+    100,000 of them: 198 bytes of core state, plus its id: 91 bytes for 42
+    characters), so the default of 100,000 holds about 30 MiB however many ids
+    clients make up (through `agentcast serve`: +31 MiB RSS at the cap, flat after).
 
     With ``backplane="redis://host:port/db"`` every node started with the same
     URL delivers every channel's messages to its own subscribers: Redis numbers
