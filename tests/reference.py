@@ -144,7 +144,7 @@ class TickedReference(ReferenceFanout):
     """The oracle tick by tick, for what ticks decide: the slow-consumer policy (a client's
     backlog is looked at when it is written to), the channel table (``max_channels``, least
     recently used idle channels evicted first, sweeps of idle channels) and frames numbered
-    by a backplane (``accept``, ``renumber``).
+    by a backplane (``accept``, ``renumber``, ``forget``).
 
     Operations queue as in the core; ``tick(backlogs)`` applies all of them (the test's
     ``max_batch_bytes`` is never reached), then writes each client's frames of the tick.
@@ -207,6 +207,9 @@ class TickedReference(ReferenceFanout):
 
     def renumber(self, channel: Hashable) -> None:
         self.queue.append((self._renumber, (channel,)))
+
+    def forget(self, channel: Hashable) -> None:
+        self.queue.append((self._forget_idle, (channel,)))
 
     # ---- not queued ---------------------------------------------------------------
 
@@ -347,6 +350,12 @@ class TickedReference(ReferenceFanout):
                 if cid in self.skipping:
                     self.skipping[cid].from_seq[channel] = 1
         self._fan(channel, notice)
+
+    def _forget_idle(self, channel: Hashable) -> None:
+        """``FanoutCore.forget``: freed as a sweep frees it, if idle and not awaited."""
+        if channel in self.idle and not self.pinned[channel]:
+            self._forget(channel)
+            self.counts["freed_channels"] += 1
 
     # ---- the channel table ------------------------------------------------------------
 

@@ -417,8 +417,8 @@ def _normalized(stream: bytes | bytearray) -> list[object]:
 @pytest.mark.parametrize("slow_consumer", ["skip", "close"])
 def test_matches_the_ticked_oracle(loop: uvloop.Loop, seed: int, slow_consumer: str) -> None:
     """Slow clients (skip or close, direct frames included), the channel cap with LRU
-    eviction, sweeps, byte-bounded history and backplane frames (accept, renumber), tick
-    by tick against the oracle."""
+    eviction, sweeps, byte-bounded history and backplane frames (accept, renumber, forget),
+    tick by tick against the oracle."""
     rng = random.Random(seed)
     budget = 3000
     bounds = {
@@ -474,9 +474,12 @@ def test_matches_the_ticked_oracle(loop: uvloop.Loop, seed: int, slow_consumer: 
             bp_seq += 1
             core.accept("bp", frames)
             oracle.accept("bp", frames)
-        elif roll < 0.78:
+        elif roll < 0.77:
             core.renumber(channel)
             oracle.renumber(channel)
+        elif roll < 0.78:
+            core.forget(channel)
+            oracle.forget(channel)
         elif roll < 0.82:
             now += rng.choice([1.0, 6.0, 11.0])
             limit = rng.choice([1, 3, 100])
