@@ -73,7 +73,9 @@ cdef class Channel:
         if self.stamped_tick != tick:
             self.stamped_tick = tick
             self.tick_base = self.last_seq
-            self.table.touch(self, tick)
+            self.used_tick = tick
+            if self.idle:  # a busy channel is in no list: nothing to move
+                self.table.touch(self, tick)
 
     cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1:
         """Keep a frame numbered elsewhere (a backplane): ``seq`` must be ``last_seq + 1``."""
