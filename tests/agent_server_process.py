@@ -1,8 +1,9 @@
 """An AgentServer in a process of its own, so that its memory can be measured alone.
 
-    python tests/agent_server_process.py MAX_MESSAGE_SIZE   # prints "port N"
+    python tests/agent_server_process.py '{"max_message_size": 4096}'   # prints "port N"
 
-Then each line "status" on stdin is answered "clients C rss KIB"; end of input stops it.
+AgentServer keywords come as JSON. Then each line "status" on stdin is answered
+"clients C rss KIB channels N"; end of input stops it.
 ``ServerProcess`` runs it from a test.
 glibc's heap is left as it is (``heap_trim_threshold=None``): with the 64 MiB trim
 threshold the heap keeps what it once held, and RSS would hide what is freed or not.
@@ -12,6 +13,7 @@ would read as growth.
 
 from __future__ import annotations
 
+import json
 import sys
 
 from agentcast.app import AgentServer
@@ -21,27 +23,32 @@ from child_server import ChildServer, rss_kib
 class ServerProcess(ChildServer):
     """This file run as a process: an AgentServer whose memory is its own."""
 
-    def __init__(self, max_message_size: int) -> None:
-        super().__init__(__file__, str(max_message_size))
+    def __init__(self, **options: object) -> None:
+        super().__init__(__file__, json.dumps(options))
 
     def status(self) -> tuple[int, int]:
         """(connected clients, RSS in KiB)"""
-        _, clients, _, rss = self.ask("status").split()
-        return int(clients), int(rss)
+        clients, rss, _ = self.counts()
+        return clients, rss
+
+    def counts(self) -> tuple[int, int, int]:
+        """(connected clients, RSS in KiB, channels the core keeps)"""
+        _, clients, _, rss, _, channels = self.ask("status").split()
+        return int(clients), int(rss), int(channels)
 
 
-def main(max_message_size: int) -> None:
-    server = AgentServer(
-        port=0, workers=1, max_message_size=max_message_size, heap_trim_threshold=None
-    ).start()
+def main(options: dict[str, object]) -> None:
+    server = AgentServer(port=0, workers=1, heap_trim_threshold=None, **options).start()  # type: ignore[arg-type]
     try:
         print(f"port {server.port}", flush=True)
         for line in sys.stdin:
             if line.strip() == "status":
-                print(f"clients {server.hub.client_count} rss {rss_kib()}", flush=True)
+                channels = server.hub.stats()["channels"]
+                clients = server.hub.client_count
+                print(f"clients {clients} rss {rss_kib()} channels {channels}", flush=True)
     finally:
         server.stop()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(json.loads(sys.argv[1]))

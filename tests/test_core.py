@@ -12,7 +12,7 @@ import uvloop
 
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink, build_frame
 from clients import drain, parse_frames
-from reference import ReferenceFanout, frame
+from reference import ReferenceFanout, TickedReference, frame
 
 
 class Wakeups:
@@ -352,12 +352,12 @@ def test_accepted_frames_are_kept_deduplicated_and_gaps_announced(loop: uvloop.L
     assert [orjson.loads(f)["seq"] for f in _frames(late.data)] == [10]
 
 
-def test_restart_forgets_history_and_tells_subscribers(loop: uvloop.Loop) -> None:
+def test_renumber_forgets_history_and_tells_subscribers(loop: uvloop.Loop) -> None:
     core = FanoutCore(loop, wake=Wakeups())
     sink = MemorySink()
     core.subscribe(core.add_client(sink), "c")
     core.accept("c", [_stamped(1), _stamped(2)])
-    core.restart("c")
+    core.renumber("c")
     core.accept("c", [_stamped(1)])  # numbering starts again: not a duplicate
     drain(core)
     received = [orjson.loads(f) for f in _frames(sink.data)]
@@ -402,3 +402,99 @@ def test_sinks_that_queue_a_round_share_one_bytes_object_per_buffer(loop: uvloop
     assert parse_frames(with_agent[0])[1][1].startswith(b'{"to":"agent"')
     assert received[ids[5]][0] is not with_agent[0]
     assert [len(writes) for writes in received.values()] == [1] * 6
+
+
+def _normalized(stream: bytes | bytearray) -> list[object]:
+    """Frames as JSON; a skipped notice's ranges sorted (the core lists them in its set's order)."""
+    frames = [orjson.loads(payload) for _, payload in parse_frames(bytes(stream))]
+    for notice in frames:
+        if notice.get("code") == "skipped":
+            notice["ranges"].sort(key=lambda r: repr(r["agent_id"]))
+    return frames
+
+
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("slow_consumer", ["skip", "close"])
+def test_matches_the_ticked_oracle(loop: uvloop.Loop, seed: int, slow_consumer: str) -> None:
+    """Slow clients (skip or close, direct frames included), the channel cap with LRU
+    eviction, sweeps, byte-bounded history and backplane frames (accept, renumber, forget),
+    tick by tick against the oracle."""
+    rng = random.Random(seed)
+    budget = 3000
+    bounds = {
+        "history_size": rng.choice([5, 1000]),
+        "history_bytes": rng.choice([600, 1 << 30]),
+        "max_channels": rng.choice([3, 5, 1000]),
+    }
+    core = FanoutCore(
+        loop,
+        wake=Wakeups(),
+        max_batch_bytes=1 << 40,  # a tick applies everything queued, as the oracle's does
+        client_budget=budget,
+        slow_consumer=slow_consumer,
+        history_total_bytes=1 << 40,
+        channel_ttl=10.0,
+        **bounds,
+    )
+    sinks = {}
+    for _ in range(8):
+        sink = MemorySink()
+        sinks[core.add_client(sink)] = sink
+    ids = list(sinks)
+    oracle = TickedReference(
+        ids, **bounds, budget=budget, skip=slow_consumer == "skip", channel_ttl=10.0
+    )
+    channels: list[object] = ["a", "b", "c", "d", 7, "bp"]
+    bp_seq, now = 0, 0.0
+    for step in range(800):
+        roll = rng.random()
+        payload = orjson.dumps({"step": step, "pad": "p" * rng.choice([0, 10, 200])})
+        cid, channel = rng.choice(ids), rng.choice(channels)
+        ack = rng.choice([None, b'{"ack":%d}' % step])
+        if roll < 0.3:
+            target = rng.choice([*channels[:-1], None])
+            core.publish_json(payload, target)
+            oracle.publish(payload, target)
+        elif roll < 0.4:
+            core.send_json(cid, payload)
+            oracle.send(cid, payload)
+        elif roll < 0.5:
+            core.subscribe(cid, channel, ack=ack)
+            oracle.subscribe(cid, channel, ack)
+        elif roll < 0.65:
+            core.unsubscribe(cid, channel)
+            oracle.unsubscribe(cid, channel)
+        elif roll < 0.7:
+            since = rng.randrange(0, oracle.last_seq.get(channel, 0) + 3)
+            core.subscribe(cid, channel, since=since, ack=ack)
+            oracle.resume(cid, channel, since, ack)
+        elif roll < 0.76:  # a backplane's frames: in order, repeated, or after a gap
+            bp_seq = max(1, bp_seq + rng.choice([-2, 0, 1, 1, 1, 3]))
+            frames = [(seq, orjson.dumps({"n": seq, "seq": seq})) for seq in (bp_seq, bp_seq + 1)]
+            bp_seq += 1
+            core.accept("bp", frames)
+            oracle.accept("bp", frames)
+        elif roll < 0.77:
+            core.renumber(channel)
+            oracle.renumber(channel)
+        elif roll < 0.78:
+            core.forget(channel)
+            oracle.forget(channel)
+        elif roll < 0.82:
+            now += rng.choice([1.0, 6.0, 11.0])
+            limit = rng.choice([1, 3, 100])
+            assert core.sweep_idle(now, limit) == oracle.sweep(now, limit), f"step {step}"
+        elif roll < 0.88:
+            sinks[cid].backlog = rng.choice([0, 0, 0, budget // 2 + 1, 2 * budget])
+        else:
+            core.tick()
+            oracle.tick({c: s.backlog for c, s in sinks.items()})
+    core.tick()
+    oracle.tick({c: s.backlog for c, s in sinks.items()})
+    for cid, sink in sinks.items():
+        assert _normalized(sink.data) == _normalized(oracle.streams[cid]), f"client {cid}"
+    stats = core.stats()
+    counted = ("skipped_frames", "skip_episodes", "dropped_clients", "duplicates")
+    counted += ("evicted_channels", "refused_channels", "freed_channels")
+    assert {key: stats[key] for key in counted} == {key: oracle.counts[key] for key in counted}
+    assert stats["channels"] == len(oracle.records)

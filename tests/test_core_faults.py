@@ -95,7 +95,7 @@ def test_a_restarted_channel_starts_anew_without_a_false_gap(
     sink = MemorySink()
     client = core.add_client(sink)
     core.accept("x", [(1, b'{"n":1,"seq":1}'), (2, b'{"n":2,"seq":2}')])
-    core.restart("x")
+    core.renumber("x")
     core.tick()
     core.subscribe(client, "x")
     core.accept("x", [(2, b'{"n":2,"seq":2}'), (3, b'{"n":3,"seq":3}')])

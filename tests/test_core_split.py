@@ -69,7 +69,7 @@ def test_the_core_frames_the_notices_it_is_handed(loop: uvloop.Loop) -> None:
     core.subscribe(client, "c")
     core.accept("c", [_stamped(1), _stamped(2)])
     core.accept("c", [_stamped(5)])  # 3 and 4 never came
-    core.restart("c")
+    core.renumber("c")
     core.subscribe(client, "d")
     for n in range(4):
         core.publish({"n": n}, "d")  # history keeps the last 2: seqs 3, 4

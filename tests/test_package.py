@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import agentcast
-from agentcast import _ext, _fanout, _history, _opqueue, _server, _sink
+from agentcast import _ext, _fanout, _history, _latency, _opqueue, _server, _sink, _slow
 
-EXTENSIONS = (_sink, _opqueue, _history, _fanout, _server)
+EXTENSIONS = (_sink, _opqueue, _history, _slow, _latency, _fanout, _server)
 
 
 def test_exports() -> None:

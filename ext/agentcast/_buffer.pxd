@@ -1,6 +1,7 @@
 """Growable byte buffers and RFC 6455 server frame headers: inline, so every use compiles
 into its caller (no module, no call)."""
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
@@ -36,6 +37,17 @@ cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n,
     for i in range(8):
         h[2 + i] = <unsigned char>((<unsigned long long>n >> (56 - 8 * i)) & 0xFF)
     return 10
+
+
+cdef inline bytes text_frame(bytes payload):
+    """The whole server frame carrying ``payload`` as text, as one bytes object."""
+    cdef unsigned char header[MAX_HEADER]
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t hl = write_header(header, n, TEXT_FRAME)
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
+    memcpy(PyBytes_AS_STRING(frame), header, hl)
+    memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
+    return frame
 
 
 cdef inline Py_ssize_t write_decimal(char* out, unsigned long long n) noexcept nogil:

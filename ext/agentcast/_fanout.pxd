@@ -2,14 +2,11 @@
 """C contract of the fan-out hub: clients, subscriber groups, the write round and the core."""
 
 from agentcast._buffer cimport Buffer
-from agentcast._history cimport Channel, HistoryLedger
+from agentcast._history cimport Channel, ChannelTable
+from agentcast._latency cimport PublishLatency
+from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport Op, OpQueue
 from agentcast._sink cimport Sink
-
-
-cdef enum:
-    LATENCY_SAMPLE_EVERY = 64   # publishes per latency sample
-    LATENCY_BUCKETS = 15        # 14 bounds (LATENCY_BOUNDS_NS) and +Inf
 
 
 cdef struct PendingWrite:
@@ -39,8 +36,7 @@ cdef class Client:
     cdef Py_ssize_t priv_frames
     cdef bint diverged
     cdef readonly bint closed
-    cdef dict skipped_from                     # channel -> first skipped seq, while skipping
-    cdef Py_ssize_t skipped_frames
+    cdef Skipping skipping                     # over budget in "skip" mode, until it drains
     # channel -> first seq of the unbroken run of that channel's frames it holds up to now
     cdef dict live_from
 
@@ -58,18 +54,16 @@ cdef class FanoutCore:
         bint _wake_pending
         double _next_flush
         public double flush_interval
-        public Py_ssize_t client_budget
         public Py_ssize_t max_batch_bytes
         public bint release_gil
-        readonly bint skip_slow
+        SlowConsumerPolicy _slow
         readonly Py_ssize_t history_size
         readonly Py_ssize_t history_bytes
         readonly Py_ssize_t max_subscriptions
         readonly Py_ssize_t history_total_bytes
         readonly double channel_ttl               # inf: never freed
-        HistoryLedger _history
+        ChannelTable _table
         list _sweeps                              # (time, n_ticks) of recent sweeps
-        dict _channels
         dict _queued_subscribes                   # channel -> subscribes queued, not applied
         long long _next_id
         dict _clients
@@ -92,28 +86,17 @@ cdef class FanoutCore:
         unsigned long long n_queued_writes
         unsigned long long n_ticks
         unsigned long long n_wakeups
-        unsigned long long n_dropped_clients
         unsigned long long n_unknown_targets
         unsigned long long n_write_errors
-        unsigned long long n_skip_episodes
-        unsigned long long n_skipped_frames
         unsigned long long n_duplicates
         unsigned long long n_gaps
         unsigned long long n_failed_ops           # operations that raised when applied
         unsigned long long n_refused_subscriptions  # beyond max_subscriptions
-        unsigned long long n_freed_channels       # idle for channel_ttl, freed by a sweep
         unsigned long long n_history_trims        # passes over history_total_bytes
         unsigned long long n_history_gaps_served  # resumes told part of what they asked is gone
         Py_ssize_t n_subscriptions                # client -> channel subscriptions now
-        # publish-to-write latency: 1 publish in LATENCY_SAMPLE_EVERY is stamped (ns,
-        # monotonic) when queued and observed at the tick's first write after it is fanned
-        unsigned int _sample_countdown
-        unsigned long long* _samples              # this tick's stamps of fanned publishes
-        Py_ssize_t _n_samples
-        Py_ssize_t _samples_cap
-        unsigned long long _latency_buckets[LATENCY_BUCKETS]   # per bucket, not cumulative
-        unsigned long long _latency_count
-        unsigned long long _latency_sum_ns
+        unsigned int _sample_countdown            # publishes until the next latency stamp
+        PublishLatency _latency
 
     cpdef publish(self, object obj, object channel=*)
     cpdef publish_json(self, bytes payload, object channel=*)
@@ -124,7 +107,7 @@ cdef class FanoutCore:
     cpdef subscribe(self, long long client_id, object channel, object since=*, bytes ack=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
-    cpdef restart(self, object channel)
+    cpdef renumber(self, object channel)
     cpdef forget(self, object channel)
     cpdef long long add_client(self, Sink sink) except -1
     cpdef remove_client(self, long long client_id)
@@ -136,8 +119,6 @@ cdef class FanoutCore:
                       unsigned long long since=*) except -1
     cdef int _apply_batch(self) except -1
     cdef int _apply(self, Op* op) except -1
-    cdef int _keep_sample(self, unsigned long long stamp) except -1
-    cdef int _observe_latency(self) except -1
     cdef int _unqueue_subscribe(self, object channel) except -1
     cdef Group _group_for(self, frozenset channels)
     cdef int _add_group(self, Group group) except -1
@@ -149,7 +130,8 @@ cdef class FanoutCore:
     cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1
     cdef int _refuse_subscription(self, long long client_id, object channel) except -1
     cdef int _change_solo(self, Client client, object channel, bint add) except -1
-    cdef Channel _channel(self, object name)
+    cdef Channel _open_channel(self, object name)
+    cdef int _refuse_channel(self, long long client_id, object channel) except -1
     cdef int _trim_history(self) except -1
     cdef int _resume(self, long long client_id, object name, unsigned long long since,
                      bytes ack) except -1
@@ -164,7 +146,7 @@ cdef class FanoutCore:
                   const char* data, Py_ssize_t size) except -1
     cdef int _accept(self, object channel, list frames) except -1
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1
-    cdef int _restart(self, object channel) except -1
+    cdef int _renumber(self, object channel) except -1
     cdef int _forget(self, object channel) except -1
     cdef int _route_binary(self, object channel, bytes data) except -1
     cdef int _route_direct(self, long long client_id, bytes payload,
@@ -178,6 +160,8 @@ cdef class FanoutCore:
     cdef int _queue_round_on_sink(self, Client client, Buffer* buf) except -1
     cdef int _check_budget(self, Client client) except -1
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef int _close_slow(self, Client client, Py_ssize_t queued) except -1
+    cdef int _count_skipped(self, Client client, Py_ssize_t frames) except -1
     cdef int _end_skip(self, Client client) except -1
     cdef int _sink_failed(self, Client client) except -1
     cdef int _end_tick(self) except -1

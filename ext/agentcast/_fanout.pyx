@@ -17,10 +17,8 @@ subscribe costs the same whether the client holds 20 channels or 10,000.
 At most ``max_subscriptions`` per client: a subscribe beyond is refused,
 counted, and answered with a ``too_many_subscriptions`` notice.
 
-One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at;
-the tick that fans it out observes publish-to-write latency when its write round starts
-(never, if the frame reached no client's buffer), into a fixed histogram. The other
-publishes pay one counter decrement.
+One publish in ``LATENCY_SAMPLE_EVERY`` carries the monotonic time it was queued at,
+for the publish-to-write histogram (``_latency``); the others pay one counter decrement.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -29,7 +27,6 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from agentcast._buffer cimport (
     BINARY_FRAME,
@@ -41,9 +38,12 @@ from agentcast._buffer cimport (
     buf_free,
     buf_reserve,
     buf_reset,
+    text_frame,
     write_header,
 )
-from agentcast._history cimport Channel, HistoryLedger
+from agentcast._history cimport Channel, ChannelTable
+from agentcast._latency cimport LATENCY_SAMPLE_EVERY, PublishLatency, monotonic_ns
+from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport (
     OP_ACCEPT,
     OP_DIRECT,
@@ -51,7 +51,7 @@ from agentcast._opqueue cimport (
     OP_FORGET,
     OP_PUBLISH,
     OP_PUBLISH_BINARY,
-    OP_RESTART,
+    OP_RENUMBER,
     OP_RESUME,
     OP_SUBSCRIBE,
     OP_UNSUBSCRIBE,
@@ -65,7 +65,6 @@ from agentcast._opqueue cimport (
 from agentcast._sink cimport Sink
 
 import logging
-from operator import attrgetter
 
 import orjson
 
@@ -93,21 +92,15 @@ log = logging.getLogger("agentcast.core")
 
 cdef enum:
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
+    SWEEP_BATCH_SIZE = 4096
     SHARED_MAX = 16          # channel sets larger than this live in solo groups
 
-TRY_AGAIN_LATER = 1013
-SLOW_CONSUMER_REASON = "slow consumer: over byte budget"
+# Channels one core keeps at most: ~300 bytes each without history (Broadcaster's docstring).
+MAX_CHANNELS = 100_000
+SWEEP_BATCH = SWEEP_BATCH_SIZE  # idle channels one sweep looks at, at most
 
-# Upper bounds of the latency histogram's buckets, in ns: 50 us to 1 s, 1-2.5-5 steps.
-cdef unsigned long long LATENCY_BOUNDS_NS[LATENCY_BUCKETS - 1]
-LATENCY_BOUNDS_NS[:] = [
-    50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
-    25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000]
-LATENCY_BOUNDS = tuple(bound / 1e9 for bound in LATENCY_BOUNDS_NS)  # seconds
-SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
 
 cdef frozenset NO_CHANNELS = frozenset()
-cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
 
 cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
@@ -125,12 +118,6 @@ cdef void send_all(PendingWrite* writes, Py_ssize_t count) noexcept nogil:
         w.error = errno if sent < 0 else 0
 
 
-cdef inline unsigned long long monotonic_ns() noexcept nogil:
-    cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return <unsigned long long>now.tv_sec * 1_000_000_000 + now.tv_nsec
-
-
 cdef inline unsigned long long latency_stamp(FanoutCore core) noexcept:
     """The time to stamp a publish with, one in ``LATENCY_SAMPLE_EVERY``; else 0 (a
     decrement: all an unsampled publish pays)."""
@@ -143,13 +130,7 @@ cdef inline unsigned long long latency_stamp(FanoutCore core) noexcept:
 
 def build_frame(bytes payload not None) -> bytes:
     """The server frame the core writes for ``payload`` (exposed for tests and benchmarks)."""
-    cdef unsigned char header[MAX_HEADER]
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t hl = write_header(header, n, TEXT_FRAME)
-    cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
-    memcpy(PyBytes_AS_STRING(frame), header, hl)
-    memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
-    return frame
+    return text_frame(payload)
 
 
 cdef inline int check_thread(FanoutCore core, str method) except -1:
@@ -244,16 +225,11 @@ cdef class FanoutCore:
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
                  str slow_consumer="close", notices=None, object max_subscriptions=128,
                  Py_ssize_t history_total_bytes=256 * 1024 * 1024,
-                 object channel_ttl=300.0):
-        if client_budget <= 0:
-            raise ValueError("client_budget must be positive")
+                 object channel_ttl=300.0, Py_ssize_t max_channels=MAX_CHANNELS):
         if max_batch_bytes <= 0:
             raise ValueError("max_batch_bytes must be positive")
         if flush_interval < 0:
             raise ValueError("flush_interval must be >= 0")
-        if slow_consumer not in ("close", "skip"):
-            raise ValueError(f"slow_consumer must be 'close' or 'skip', not {slow_consumer!r}")
-        self.skip_slow = slow_consumer == "skip"
         if history_size < 0 or history_bytes < 0:
             raise ValueError("history_size and history_bytes must be >= 0")
         self.history_size = history_size
@@ -270,23 +246,26 @@ cdef class FanoutCore:
         if channel_ttl is not None and not channel_ttl > 0:
             raise ValueError("channel_ttl must be positive (None: channels are never freed)")
         self.channel_ttl = float("inf") if channel_ttl is None else channel_ttl
-        self._history = HistoryLedger()
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
         self._sweeps = []
-        self._channels = {}
         self._queued_subscribes = {}
+        self._table = ChannelTable(max_channels, history_size, history_bytes,
+                                   self._queued_subscribes)
         self._loop = loop
         self._thread_id = PyThread_get_thread_ident()
         self._wake = wake if wake is not None else loop.call_soon_threadsafe
         self._tick_cb = self.tick
         self._dumps = orjson.dumps
         self._notices = NOTICES if notices is None else notices
+        self._slow = SlowConsumerPolicy(slow_consumer, client_budget, self._notices)
         self._default = default
-        self.client_budget = client_budget
         self.max_batch_bytes = max_batch_bytes
         self.flush_interval = flush_interval
         self.release_gil = release_gil
         self._next_id = 1
         self._sample_countdown = LATENCY_SAMPLE_EVERY
+        self._latency = PublishLatency()
         self._clients = {}
         self._groups = {}
         self._channel_groups = {}
@@ -297,7 +276,6 @@ cdef class FanoutCore:
 
     def __dealloc__(self):
         free(self._writes)
-        free(self._samples)
         ops_clear(&self._ops)
 
     # ---- any thread ---------------------------------------------------------
@@ -401,13 +379,12 @@ cdef class FanoutCore:
                 raise ValueError(f"frames must be (seq >= 1, bytes) pairs, not ({seq!r}, ...)")
         self._enqueue(OP_ACCEPT, 0, channel, frames)
 
-    cpdef restart(self, object channel):
-        """Queue: the channel's numbering starts again at 1 (its backplane lost its state).
-
-        Its history is forgotten and its subscribers get a ``history_gap`` notice.
-        """
+    cpdef renumber(self, object channel):
+        """Queue: the channel's numbering starts again (its backplane lost it): its history
+        is forgotten, the next frame ``accept`` gets sets where it starts, and its
+        subscribers get a ``channel_restarted`` notice."""
         check_named(channel)
-        self._enqueue(OP_RESTART, 0, channel, None)
+        self._enqueue(OP_RENUMBER, 0, channel, None)
 
     cpdef forget(self, object channel):
         """Queue: free the channel's seq and history, unless a client holds it or has a
@@ -453,41 +430,63 @@ cdef class FanoutCore:
             "queued_writes": self.n_queued_writes,
             "ticks": self.n_ticks,
             "wakeups": self.n_wakeups,
-            "dropped_clients": self.n_dropped_clients,
+            "dropped_clients": self._slow.dropped_clients,
             "unknown_targets": self.n_unknown_targets,
             "write_errors": self.n_write_errors,
             "pending": self._ops.count,
-            "channels": len(self._channels),
-            "skip_episodes": self.n_skip_episodes,
-            "skipped_frames": self.n_skipped_frames,
+            "channels": len(self._table),
+            "skip_episodes": self._slow.skip_episodes,
+            "skipped_frames": self._slow.skipped_frames,
             "duplicates": self.n_duplicates,
             "gaps": self.n_gaps,
             "failed_ops": self.n_failed_ops,
             "refused_subscriptions": self.n_refused_subscriptions,
-            "history_bytes": self._history.bytes,
-            "freed_channels": self.n_freed_channels,
+            "history_bytes": self._table.bytes,
+            "freed_channels": self._table.freed,
+            "evicted_channels": self._table.evicted,
+            "refused_channels": self._table.refused,
             "history_trims": self.n_history_trims,
             "subscriptions": self.n_subscriptions,
             "history_gaps_served": self.n_history_gaps_served,
         }
 
+    @property
+    def max_channels(self):
+        return self._table.max_channels
+
+    @property
+    def client_budget(self):
+        """Unsent bytes a client may hold (the slow-consumer policy's budget)."""
+        return self._slow.budget
+
+    @client_budget.setter
+    def client_budget(self, Py_ssize_t budget):
+        if budget <= 0:
+            raise ValueError("client_budget must be positive")
+        self._slow.budget = budget
+
+    @property
+    def skip_slow(self):
+        return self._slow.skip
+
     def channel_info(self, object channel):
-        """seq and history of one channel, or None if nothing was published to it."""
-        cdef Channel state = self._channels.get(channel)
-        return None if state is None else state.info()
+        """seq and history of one channel, or None if there is no such channel (nothing was
+        published or subscribed to it, or it was freed)."""
+        return self._table.info(channel)
 
     # ---- loop thread --------------------------------------------------------
 
-    def sweep_idle(self, double now):
+    def sweep_idle(self, double now, Py_ssize_t limit=SWEEP_BATCH_SIZE):
         """Free the channels that have had no subscriber, no message and no (un)subscribe
         for ``channel_ttl`` seconds (``now``: the loop's clock; a timer calls this every so
         often, never per message). Their seq and history go: a resume gets a
-        ``history_gap`` and the channel's numbering starts again at 1. Returns how many."""
+        ``history_gap`` and the channel's numbering starts again at 1. At most ``limit``
+        are looked at, least recently used first (the work of one call is bounded: call
+        again soon when it returns ``limit``). Returns how many were freed."""
         cdef double horizon = now - self.channel_ttl
         cdef list sweeps = self._sweeps
         cdef Py_ssize_t i = 0
         cdef unsigned long long cutoff
-        cdef Channel state
         check_thread(self, "sweep_idle")
         sweeps.append((now, self.n_ticks))
         while i + 1 < len(sweeps) and sweeps[i + 1][0] <= horizon:
@@ -496,13 +495,7 @@ cdef class FanoutCore:
             return 0
         cutoff = sweeps[i][1]  # every tick up to this one ran before the horizon
         del sweeps[:i]
-        idle = [name for name, state in self._channels.items()
-                if state.used_tick <= cutoff and name not in self._channel_groups
-                and name not in self._queued_subscribes]
-        for name in idle:
-            (<Channel>self._channels.pop(name)).trim(0)
-        self.n_freed_channels += len(idle)
-        return len(idle)
+        return self._table.sweep(cutoff, limit)
 
     cpdef long long add_client(self, Sink sink) except -1:
         """Register a connected sink; it receives broadcasts until it subscribes."""
@@ -553,7 +546,7 @@ cdef class FanoutCore:
         if client is None or client.closed or client.sink.closing():
             return False
         queued = client.sink.queued() + size
-        if queued > self.client_budget:
+        if self._slow.over(queued):
             self._drop_slow(client, queued)
             return False
         return True
@@ -570,7 +563,7 @@ cdef class FanoutCore:
             try:
                 if client.sink.closing():
                     continue
-                if client.sink.queued() > self.client_budget or client.skipped_from is not None:
+                if self._slow.over(client.sink.queued()) or client.skipping is not None:
                     client.sink.abort()
                 else:
                     client.sink.close(code, reason)
@@ -649,13 +642,13 @@ cdef class FanoutCore:
         if op.kind == OP_PUBLISH:
             self._route(target, payload)
             if op.since and self._tick_bytes != fanned:
-                self._keep_sample(op.since)
+                self._latency.keep(op.since)
         elif op.kind == OP_DIRECT:
             self._route_direct(op.client_id, payload, TEXT_FRAME)
         elif op.kind == OP_PUBLISH_BINARY:
             self._route_binary(target, payload)
             if op.since and self._tick_bytes != fanned:
-                self._keep_sample(op.since)
+                self._latency.keep(op.since)
         elif op.kind == OP_DIRECT_BINARY:
             self._route_direct(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
@@ -668,48 +661,16 @@ cdef class FanoutCore:
             self._change_subscription(op.client_id, target, False)
         elif op.kind == OP_ACCEPT:
             self._accept(target, payload)
-        elif op.kind == OP_RESTART:
-            self._restart(target)
+        elif op.kind == OP_RENUMBER:
+            self._renumber(target)
         elif op.kind == OP_FORGET:
             self._forget(target)
-        return 0
-
-    cdef int _keep_sample(self, unsigned long long stamp) except -1:
-        """Keep a fanned publish's stamp until this tick's write round (the array keeps its
-        size: at most a tick's publishes / ``LATENCY_SAMPLE_EVERY``)."""
-        cdef unsigned long long* samples
-        if self._n_samples == self._samples_cap:
-            samples = <unsigned long long*>realloc(
-                self._samples, (2 * self._samples_cap + 8) * sizeof(unsigned long long))
-            if samples == NULL:
-                raise MemoryError()
-            self._samples = samples
-            self._samples_cap = 2 * self._samples_cap + 8
-        self._samples[self._n_samples] = stamp
-        self._n_samples += 1
-        return 0
-
-    cdef int _observe_latency(self) except -1:
-        """The tick's write round starts: every kept stamp's latency goes into its bucket."""
-        cdef unsigned long long now = monotonic_ns(), latency
-        cdef Py_ssize_t i
-        cdef int bucket
-        for i in range(self._n_samples):
-            latency = now - self._samples[i] if now > self._samples[i] else 0
-            bucket = 0
-            while bucket < LATENCY_BUCKETS - 1 and latency > LATENCY_BOUNDS_NS[bucket]:
-                bucket += 1
-            self._latency_buckets[bucket] += 1
-            self._latency_sum_ns += latency
-        self._latency_count += self._n_samples
-        self._n_samples = 0
         return 0
 
     def publish_latency(self):
         """The publish-to-write histogram: (bucket upper bounds in s, without +Inf; counts
         per bucket, not cumulative, +Inf last; sum in s; count). Any thread."""
-        return (LATENCY_BOUNDS, [self._latency_buckets[i] for i in range(LATENCY_BUCKETS)],
-                self._latency_sum_ns / 1e9, self._latency_count)
+        return self._latency.histogram()
 
     cdef int _unqueue_subscribe(self, object channel) except -1:
         cdef Py_ssize_t queued = self._queued_subscribes.get(channel, 0)
@@ -754,6 +715,7 @@ cdef class FanoutCore:
         cdef list groups = self._channel_groups.get(channel)
         if groups is None:
             groups = self._channel_groups[channel] = []
+            self._table.set_busy(channel, True, self.n_ticks)
         group.channel_slots[channel] = len(groups)
         groups.append(group)
         return 0
@@ -768,6 +730,7 @@ cdef class FanoutCore:
             last.channel_slots[channel] = slot
         if not groups:
             del self._channel_groups[channel]
+            self._table.set_busy(channel, False, self.n_ticks)  # its idle time starts
         return 0
 
     cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1:
@@ -782,19 +745,17 @@ cdef class FanoutCore:
         cdef Client client = self._clients.get(client_id)
         cdef object channels
         cdef Py_ssize_t count
-        cdef Channel state
         if client is None:
             self.n_unknown_targets += 1
             return 0
         channels = client.group.channels
         if add == (channel in channels):
             return 1
-        state = self._channels.get(channel)
-        if state is not None:  # the last subscriber leaving starts its idle time
-            state.used_tick = self.n_ticks
         count = len(channels) + (1 if add else -1)
         if count > self.max_subscriptions:
             return self._refuse_subscription(client_id, channel)
+        if add and self._open_channel(channel) is None:
+            return self._refuse_channel(client_id, channel)
         if client.group.solo and count > SHARED_MAX:
             self._change_solo(client, channel, add)  # O(1), whatever the client holds
         elif count > SHARED_MAX:  # the one subscribe too many for a shared group
@@ -806,12 +767,12 @@ cdef class FanoutCore:
         self.n_subscriptions += 1 if add else -1
         if add:
             client.live_from[channel] = self._next_seq(channel)
-            if client.skipped_from is not None:  # skipping: what comes now is skipped too
-                client.skipped_from[channel] = client.live_from[channel]
+            if client.skipping is not None:  # skipping: what comes now is skipped too
+                client.skipping.from_seq[channel] = client.live_from[channel]
         else:
             del client.live_from[channel]
-            if client.skipped_from is not None:
-                client.skipped_from.pop(channel, None)
+            if client.skipping is not None:
+                client.skipping.from_seq.pop(channel, None)
         return 1
 
     cdef int _refuse_subscription(self, long long client_id, object channel) except -1:
@@ -821,6 +782,13 @@ cdef class FanoutCore:
                         "only counted (refused_subscriptions)", client_id, self.max_subscriptions)
         self._route_direct(client_id, self._notices.too_many_subscriptions(
             channel, self.max_subscriptions), TEXT_FRAME)
+        return 0
+
+    cdef int _refuse_channel(self, long long client_id, object channel) except -1:
+        """A subscribe to a new channel while ``max_channels`` are all busy (counted by the
+        table as ``refused_channels``)."""
+        self._route_direct(client_id, self._notices.too_many_channels(
+            channel, self._table.max_channels), TEXT_FRAME)
         return 0
 
     cdef int _change_solo(self, Client client, object channel, bint add) except -1:
@@ -835,28 +803,24 @@ cdef class FanoutCore:
         return 0
 
     cdef unsigned long long _next_seq(self, object channel) except 0:
-        cdef Channel state = self._channels.get(channel)
+        cdef Channel state = self._table.get(channel)
         return 1 if state is None else state.last_seq + 1
 
-    cdef Channel _channel(self, object name):
-        cdef Channel state = self._channels.get(name)
-        if state is None:
-            state = Channel(name, self.history_size, self.history_bytes, self._history)
-            state.used_tick = self.n_ticks
-            self._channels[name] = state
+    cdef Channel _open_channel(self, object name):
+        """The channel ``name``, made if new; None if it is new and all ``max_channels``
+        are busy (the first such refusal is logged, all are counted)."""
+        cdef Channel state = self._table.open(name, self.n_ticks)
+        if state is None and self._table.refused == 1:
+            log.warning("channel %r refused: all max_channels (%d) have subscribers; more "
+                        "are only counted (refused_channels)", name, self._table.max_channels)
         return state
 
     cdef int _trim_history(self) except -1:
         """Over ``history_total_bytes``: forget the oldest history of the least recently
-        used channels, down to 7/8 of it (a pass sorts the channels: rare, not per message)."""
-        cdef Py_ssize_t target = self.history_total_bytes - self.history_total_bytes // 8
-        cdef Channel state
+        used channels, down to 7/8 of it."""
         self.n_history_trims += 1
-        for state in sorted(self._channels.values(), key=LEAST_RECENTLY_USED):
-            if self._history.bytes <= target:
-                break
-            state.trim(max(0, state.history_bytes - (self._history.bytes - target)))
-        return 0
+        return self._table.trim_history(
+            self.history_total_bytes - self.history_total_bytes // 8)
 
     cdef int _resume(self, long long client_id, object name, unsigned long long since,
                      bytes ack) except -1:
@@ -875,7 +839,7 @@ cdef class FanoutCore:
             return 0
         if ack is not None:
             self._route_direct(client_id, ack, TEXT_FRAME)
-        state = self._channel(name)
+        state = self._table.get(name)  # subscribed: it has one
         if since > state.last_seq:  # ahead of this channel: its numbering started again
             since = self._history_gap(client_id, name, state, since)
         held_from = client.live_from[name]
@@ -886,8 +850,8 @@ cdef class FanoutCore:
         for frame in state.frames_after(since, held_from - 1):
             self._append_private(client, frame)
         client.live_from[name] = since + 1
-        if client.skipped_from is not None:  # skipping: the replay is skipped too
-            client.skipped_from[name] = min(client.skipped_from[name], since + 1)
+        if client.skipping is not None:  # skipping: the replay is skipped too
+            client.skipping.from_seq[name] = min(client.skipping.from_seq[name], since + 1)
         return 0
 
     cdef unsigned long long _history_gap(self, long long client_id, object name, Channel state,
@@ -900,6 +864,9 @@ cdef class FanoutCore:
         return state.first_seq - 1
 
     cdef int _append_private(self, Client client, bytes frame) except -1:
+        if client.skipping is not None:  # skipping: the replay is skipped too
+            self._count_skipped(client, 1)
+            return 0
         if not client.diverged:
             self._diverge(client)
         buf_append(&client.priv, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
@@ -922,16 +889,25 @@ cdef class FanoutCore:
         return 0
 
     cdef int _diverge(self, Client client) except -1:
+        """Give the client a private copy of its group's bytes so far this tick; a skipping
+        client's private buffer holds only the frames addressed to it (never skipped), its
+        group's frames count as skipped."""
         cdef Buffer* shared = &client.group.buf
         client.priv.size = 0
+        client.diverged = True
+        self._diverged.append(client)
+        if client.skipping is not None:
+            client.priv_frames = 0
+            return self._count_skipped(client, client.group.frames)
         buf_reserve(&client.priv, shared.size)
         if shared.size:
             memcpy(client.priv.data, shared.data, shared.size)
         client.priv.size = shared.size
         client.priv_frames = client.group.frames
-        client.diverged = True
-        self._diverged.append(client)
         return 0
+
+    cdef int _count_skipped(self, Client client, Py_ssize_t frames) except -1:
+        return self._slow.count_skipped(client.skipping, frames)
 
     cdef int _route(self, object channel, bytes payload) except -1:
         cdef unsigned char header[MAX_HEADER]
@@ -939,13 +915,19 @@ cdef class FanoutCore:
         cdef const char* data = PyBytes_AS_STRING(payload)
         cdef Py_ssize_t hl
         cdef bytes frame
+        cdef Channel state
         self.n_published += 1
         if channel is None:
             hl = write_header(header, size, TEXT_FRAME)
             return self._fan(channel, header, hl, data, size)
         # Stamped once (seq + history); every group gets the same frame bytes.
-        frame = (<Channel>self._channel(channel)).stamp(payload, self.n_ticks)
-        if self._history.bytes > self.history_total_bytes:
+        state = self._table.get(channel)
+        if state is None:
+            state = self._open_channel(channel)
+            if state is None:  # new, and every channel is busy: it has no subscriber either
+                return 0
+        frame = state.stamp(payload, self.n_ticks)
+        if self._table.bytes > self.history_total_bytes:
             self._trim_history()
         return self._fan(channel, header, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
@@ -975,6 +957,9 @@ cdef class FanoutCore:
             self._count_tick_bytes(hl + size, group.buf.size)
         for client in self._diverged:
             if channel is None or channel in client.group.channels:
+                if client.skipping is not None:
+                    self._count_skipped(client, 1)
+                    continue
                 buf_append_frame(&client.priv, header, hl, data, size)
                 client.priv_frames += 1
                 self._count_tick_bytes(hl + size, client.priv.size)
@@ -990,9 +975,11 @@ cdef class FanoutCore:
             self._tick_peak = buffer_size
 
     cdef int _accept(self, object channel, list frames) except -1:
-        cdef Channel state = self._channel(channel)
+        cdef Channel state = self._open_channel(channel)
         cdef unsigned long long seq
         cdef bytes payload, frame
+        if state is None:  # new, and every channel is busy: no subscriber here
+            return 0
         for seq, payload in frames:
             if not state.started:
                 state.started = True
@@ -1002,9 +989,9 @@ cdef class FanoutCore:
                 continue
             elif seq != state.last_seq + 1:
                 self._announce_gap(channel, state, seq)
-            frame = build_frame(payload)
+            frame = text_frame(payload)
             state.keep(seq, frame, self.n_ticks)
-            if self._history.bytes > self.history_total_bytes:
+            if self._table.bytes > self.history_total_bytes:
                 self._trim_history()
             self.n_published += 1
             self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
@@ -1012,36 +999,38 @@ cdef class FanoutCore:
 
     cdef int _announce_gap(self, object channel, Channel state, unsigned long long seq) except -1:
         """Tell ``channel``'s subscribers that seqs before ``seq`` will never come."""
-        cdef bytes frame = build_frame(
+        cdef bytes frame = text_frame(
             self._notices.backplane_gap(channel, state.last_seq + 1, seq - 1))
         self.n_gaps += 1
         log.warning("channel %r: seqs %d..%d lost", channel, state.last_seq + 1, seq - 1)
         state.restart(seq - 1)
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
-    cdef int _restart(self, object channel) except -1:
-        cdef Channel state = self._channel(channel)
-        cdef bytes frame = build_frame(self._notices.restarted(channel, state.last_seq))
+    cdef int _renumber(self, object channel) except -1:
+        cdef Channel state = self._table.get(channel)
+        cdef bytes frame
         cdef Group group
         cdef Client client
+        if state is None:  # no history, no subscriber: nothing to forget, nobody to tell
+            return 0
+        frame = text_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)
         state.started = False  # the next frame accepted starts it anew: no false gap before it
         for group in self._channel_groups.get(channel, ()):
             for client in group.members:  # what they hold is numbered from 1 again
                 client.live_from[channel] = 1
-                if client.skipped_from is not None:
-                    client.skipped_from[channel] = 1
+                if client.skipping is not None:
+                    client.skipping.from_seq[channel] = 1
         return self._fan(channel, NULL, 0, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _forget(self, object channel) except -1:
-        cdef Channel state
-        if channel in self._channel_groups or channel in self._queued_subscribes:
+        """Free an idle channel as a sweep does: nobody holds it, no subscribe on its way."""
+        cdef Channel state = self._table.get(channel)
+        if state is None or not state.idle or channel in self._queued_subscribes:
             return 0
-        state = self._channels.pop(channel, None)
-        if state is not None:
-            state.trim(0)
-            self.n_freed_channels += 1
+        self._table.forget(state)
+        self._table.freed += 1
         return 0
 
     cdef int _route_direct(self, long long client_id, bytes payload,
@@ -1080,8 +1069,8 @@ cdef class FanoutCore:
         cdef list targets = self._write_clients
         if not self._tick_bytes:
             return 0
-        if self._n_samples:  # once a round, not per client: its first write is microseconds on
-            self._observe_latency()
+        if self._latency.n_samples:  # once a round, not per client (the first write is µs on)
+            self._latency.observe()
         self._reserve_writes(len(self._clients))
         for group in self._filled_groups:
             self._round_bytes = None
@@ -1136,15 +1125,20 @@ cdef class FanoutCore:
             # Its fd may be closed, even reused by a new connection.
             client.closed = True
             return count
-        if client.skipped_from is not None:
-            if sink.queued() > self.client_budget // 2:
-                self.n_skipped_frames += frames
-                client.skipped_frames += frames
-                return count
-            self._end_skip(client)
-            if sink.closing():
-                client.closed = True
-                return count
+        if client.skipping is not None:
+            if self._slow.behind(sink):
+                if not client.diverged:  # channel frames only: skipped
+                    self._count_skipped(client, frames)
+                    return count
+                # Only the frames addressed to it: sent, unless they alone overflow the budget.
+                if self._slow.direct_overflows(client.skipping, buf.size):
+                    self._close_slow(client, sink.queued() + buf.size)
+                    return count
+            else:
+                self._end_skip(client)
+                if sink.closing():
+                    client.closed = True
+                    return count
         self.n_bytes += buf.size
         self.n_deliveries += frames
         if sink.fd < 0 or sink.queued():
@@ -1188,46 +1182,34 @@ cdef class FanoutCore:
 
     cdef int _check_budget(self, Client client) except -1:
         cdef Py_ssize_t queued = client.sink.queued()
-        if queued > self.client_budget and not client.sink.closing():
+        if self._slow.over(queued) and not client.sink.closing():
             self._drop_slow(client, queued)
         return 0
 
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1:
-        """The slow-consumer policy: close with 1013, or skip until it drains ("skip")."""
-        cdef Channel state
-        if self.skip_slow:
-            if client.skipped_from is None:
-                self.n_skip_episodes += 1
-                log.info("client %d fell behind (%d bytes unsent): skipping", client.id, queued)
-                client.skipped_from = {}
-                for name in client.group.channels:
-                    state = self._channel(name)
-                    client.skipped_from[name] = state.last_seq + 1
-            return 0
-        self.n_dropped_clients += 1
-        client.closed = True
-        log.warning("client %d closed (1013): %d bytes unsent, budget %d",
-                    client.id, queued, self.client_budget)
-        client.sink.close(TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
+        """Over budget: closed with 1013, or skipping until it drains ("skip")."""
+        cdef Skipping skipping
+        if not self._slow.skip:
+            return self._close_slow(client, queued)
+        if client.skipping is None:
+            skipping = self._slow.start_skipping(client.id, queued)
+            for name in client.group.channels:
+                skipping.from_seq[name] = self._next_seq(name)
+            client.skipping = skipping
         return 0
 
+    cdef int _close_slow(self, Client client, Py_ssize_t queued) except -1:
+        client.closed = True
+        return self._slow.close(client.id, client.sink, queued)
+
     cdef int _end_skip(self, Client client) except -1:
-        """The client drained: tell it what it missed (then it is served live again)."""
-        cdef Channel state
-        cdef unsigned long long last
-        ranges = []
-        for name, first in client.skipped_from.items():
-            state = self._channel(name)
-            last = state.seq_before(self.n_ticks)
-            if last >= first:
-                ranges.append((name, first, last))
-                client.live_from[name] = last + 1  # a resubscribe with since gets them
-        notice = self._notices.skipped(client.skipped_frames, ranges)
-        client.skipped_from = None
-        client.skipped_frames = 0
-        frame = build_frame(notice)
-        client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
-        return 0
+        """The client drained: tell it what it missed (then it is served live again). A
+        diverged client missed this tick's channel frames too (its buffer holds only its
+        direct frames); one that was not gets its group's, live."""
+        cdef bytes frame = self._slow.end_skipping(
+            client.skipping, self._table, self.n_ticks, client.diverged, client.live_from)
+        client.skipping = None
+        return client.sink.write(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
 
     cdef int _end_tick(self) except -1:
         cdef Group group
@@ -1242,5 +1224,5 @@ cdef class FanoutCore:
             client.diverged = False
         del self._diverged[:]
         self._tick_bytes = self._tick_peak = 0
-        self._n_samples = 0
+        self._latency.n_samples = 0
         return 0

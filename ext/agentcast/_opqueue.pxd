@@ -15,7 +15,7 @@ cdef enum:
     OP_UNSUBSCRIBE = 3
     OP_RESUME = 4
     OP_ACCEPT = 5
-    OP_RESTART = 6
+    OP_RENUMBER = 6
     OP_PUBLISH_BINARY = 7
     OP_DIRECT_BINARY = 8
     OP_FORGET = 9

@@ -18,7 +18,7 @@ from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
 from agentcast.auth import Authenticate, JWTAuthenticator
 from agentcast.backends import BadBackend, DemoAgentServer, load_backend
 from agentcast.backplane import require_redis
-from agentcast.broadcaster import DEFAULT_MAX_MESSAGE_RATE
+from agentcast.broadcaster import DEFAULT_MAX_MESSAGE_RATE, MAX_CHANNELS
 from agentcast.client import DEFAULT_URL, check_url, run_client
 from agentcast.extras import MissingExtra
 from agentcast.loadgen import cli as bench_cli
@@ -180,6 +180,14 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="seconds an agent nobody subscribes to keeps its history before it is freed",
+    )
+    serve.add_argument(
+        "--max-channels",
+        type=POSITIVE_INT,
+        default=MAX_CHANNELS,
+        metavar="N",
+        help="agents the server keeps at once; beyond, the least recently used unwatched one "
+        "is freed (all watched: a too_many_channels error)",
     )
     serve.add_argument(
         "--history-total-bytes",
@@ -395,6 +403,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         history_size=args.history,
         channel_ttl=args.channel_ttl,
         history_total_bytes=args.history_total_bytes,
+        max_channels=args.max_channels,
         backplane=args.redis,
         reuse_port=args.reuse_port,
         authenticate=authenticate,

@@ -60,6 +60,8 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "failed_ops": ("failed_ops", "Queued operations that raised on the loop thread."),
     "refused_subscriptions": ("refused_subscriptions", "Subscriptions over the client limit."),
     "freed_channels": ("freed_channels", "Idle channels freed."),
+    "evicted_channels": ("evicted_channels", "Idle channels evicted for a new one (max_channels)."),
+    "refused_channels": ("refused_channels", "New channels refused: max_channels all watched."),
     "history_trims": ("history_trims", "Frames trimmed to keep histories within bounds."),
     "tokens_expired": ("tokens_expired", "Clients closed because their token expired."),
     "refresh_refused": ("refreshes_refused", "Token refreshes refused (answered unauthorized)."),

@@ -13,6 +13,8 @@ guess which one it got:
 - ``broadcasts_lost``: broadcasts (to every client) were lost by the backplane.
 - ``skipped``: a slow client was not sent ``skipped`` messages, listed as seq ranges.
 - ``too_many_subscriptions``: a subscribe over the per-connection limit was refused.
+- ``too_many_channels``: a subscribe to a new channel was refused: the server holds its
+  ``max_channels``, every one of them watched.
 
 Builders are pure functions returning the frame's JSON; the core frames what they
 return and never builds a notice itself.
@@ -34,6 +36,7 @@ __all__ = [
     "HISTORY_TRIMMED",
     "NOTICES",
     "SKIPPED",
+    "TOO_MANY_CHANNELS",
     "TOO_MANY_SUBSCRIPTIONS",
     "Notices",
     "backplane_gap",
@@ -41,6 +44,7 @@ __all__ = [
     "channel_restarted",
     "resume_gap",
     "skipped",
+    "too_many_channels",
     "too_many_subscriptions",
 ]
 
@@ -50,6 +54,7 @@ BACKPLANE_GAP: Final = "backplane_gap"
 BROADCASTS_LOST: Final = "broadcasts_lost"
 SKIPPED: Final = "skipped"
 TOO_MANY_SUBSCRIPTIONS: Final = "too_many_subscriptions"
+TOO_MANY_CHANNELS: Final = "too_many_channels"
 GAP_CODES: Final = frozenset({HISTORY_TRIMMED, CHANNEL_RESTARTED, BACKPLANE_GAP, BROADCASTS_LOST})
 """The notices that say some of a stream will never come (a resume cannot fetch it)."""
 
@@ -137,6 +142,17 @@ def too_many_subscriptions(channel: Hashable, limit: int) -> bytes:
     )
 
 
+def too_many_channels(channel: Hashable, limit: int) -> bytes:
+    """A subscribe refused: the server holds ``limit`` channels, all of them watched."""
+    return _notice(
+        TOO_MANY_CHANNELS,
+        f"not subscribed: the server holds its limit of {limit} channels, all of them "
+        "watched; try again later",
+        agent_id=channel,
+        limit=limit,
+    )
+
+
 def broadcasts_lost(last_seq: int, first_seq: int) -> bytes:
     """To every client: the backplane lost the broadcasts after ``last_seq`` (its own
     numbering of broadcasts, which clients never see) and before ``first_seq`` (0: it
@@ -169,6 +185,7 @@ class Notices:
     restarted: Callable[[Hashable, int], bytes] = channel_restarted
     skipped: Callable[[int, Sequence[tuple[Hashable, int, int]]], bytes] = skipped
     too_many_subscriptions: Callable[[Hashable, int], bytes] = too_many_subscriptions
+    too_many_channels: Callable[[Hashable, int], bytes] = too_many_channels
 
 
 NOTICES: Final = Notices()

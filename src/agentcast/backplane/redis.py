@@ -478,7 +478,7 @@ class RedisBackplane:
         """The broker lost ``channel``'s numbering: tell its clients, forget what waits on it."""
         log.warning("backplane: %r lost its numbering at the broker", channel)
         if channel is not None:
-            self._core.restart(channel)
+            self._core.renumber(channel)
         else:
             self.broadcast_gaps += 1
             self._core.publish_json(notices.broadcasts_lost(state.last_seq, 0), None)
