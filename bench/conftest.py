@@ -7,15 +7,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agentcast.loadgen.harness import (
+from agentcast.bench.harness import (
     RECEIVER_CPU,
     SERVER_CPU,
     pin_to_cpu,
     raise_fd_limit,
     wait_until,
 )
-from agentcast.loadgen.peers import Peer
-from agentcast.loadgen.receivers import ReceiverFleet
+from agentcast.bench.peers import Peer
+from agentcast.bench.receivers import ReceiverFleet
 from results import FanoutRound, fanout_table
 
 CONNECT_TIMEOUT = 60.0

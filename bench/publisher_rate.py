@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 
 from agentcast import Publisher
-from agentcast.loadgen.messages import message
+from agentcast.bench.messages import message
 
 CHANNELS = 20
 

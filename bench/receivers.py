@@ -5,7 +5,7 @@
 A stand-in server (this process, CPU 0) answers the WebSocket upgrades, then writes one
 prebuilt stream of server frames to every connection, round-robin in 64 KiB non-blocking
 sends: no fan-out core, no framing, no publisher, so what is measured is the receivers.
-Each kind of receiver (``agentcast.loadgen.receivers``, one process on CPU 1) counts every
+Each kind of receiver (``agentcast.bench.receivers``, one process on CPU 1) counts every
 frame in turn; the figure is frames over the receiver process's CPU time, split into user
 and kernel time from /proc (the kernel's share is mostly copying bytes out of sockets,
 which no receiver avoids). Streams:
@@ -28,9 +28,9 @@ import statistics
 import threading
 import time
 
-from agentcast.loadgen.harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit
-from agentcast.loadgen.messages import message
-from agentcast.loadgen.receivers import RECEIVERS, ReceiverFleet
+from agentcast.bench.harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit
+from agentcast.bench.messages import message
+from agentcast.bench.receivers import RECEIVERS, ReceiverFleet
 
 SEND_BYTES = 64 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -23,7 +23,7 @@ import statistics
 import time
 from multiprocessing.synchronize import Event
 
-from agentcast.loadgen.harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit
 
 WARMUP_ROUNDS = 20
 READ_BYTES = 1 << 16

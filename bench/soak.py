@@ -27,7 +27,7 @@ import orjson
 from picows import WSListener, WSMsgType, ws_connect
 
 from agentcast import AgentServer
-from agentcast.loadgen.harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import RECEIVER_CPU, SERVER_CPU, pin_to_cpu, raise_fd_limit
 
 CHANNEL = "soak"
 

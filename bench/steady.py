@@ -25,16 +25,16 @@ import orjson
 from picows import WSListener, WSMsgType, ws_connect
 
 from agentcast import Broadcaster
-from agentcast.loadgen.harness import (
+from agentcast.bench.harness import (
     RECEIVER_CPU,
     SERVER_CPU,
     pin_to_cpu,
     raise_fd_limit,
     wait_until,
 )
-from agentcast.loadgen.messages import message
-from agentcast.loadgen.publisher import agent_rate
-from agentcast.loadgen.receivers import ReceiverFleet
+from agentcast.bench.messages import message
+from agentcast.bench.publisher import agent_rate
+from agentcast.bench.receivers import ReceiverFleet
 
 
 class _Probe(WSListener):  # type: ignore[misc]

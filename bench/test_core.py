@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from agentcast._ext import FanoutCore, MemorySink, build_frame
-from agentcast.loadgen.messages import MESSAGE_BYTES, message
-from agentcast.loadgen.workloads import agents_shape
+from agentcast.bench.messages import MESSAGE_BYTES, message
+from agentcast.bench.workloads import agents_shape
 
 PAYLOAD = orjson.dumps(message(0))
 FRAME_BYTES = len(build_frame(PAYLOAD))

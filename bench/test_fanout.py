@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from agentcast.loadgen.messages import BURST, MESSAGE_BYTES, message
-from agentcast.loadgen.peers import create
+from agentcast.bench.messages import BURST, MESSAGE_BYTES, message
+from agentcast.bench.peers import create
 from results import SERVERS, FanoutRound
 
 ROUNDS = 3

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentcast.loadgen.harness import wait_until
-from agentcast.loadgen.messages import MESSAGE_BYTES, message
-from agentcast.loadgen.peers.agentcast import AgentcastPeer
+from agentcast.bench.harness import wait_until
+from agentcast.bench.messages import MESSAGE_BYTES, message
+from agentcast.bench.peers.agentcast import AgentcastPeer
 
 DRAIN_TIMEOUT = 60.0
 

@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from agentcast.app import AgentServer
+from agentcast.memgpt.app import AgentServer
 
 EXCHANGES = ("hello", "what is the weather like on the moon?")
 DONE_STEPS = (By.CSS_SELECTOR, ".step.done")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from agentcast.app import AgentServer
+from agentcast.memgpt.app import AgentServer
 from child_server import ChildServer, rss_kib
 
 

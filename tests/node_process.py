@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 import time
 
-from agentcast import Broadcaster, Publisher, protocol
+from agentcast import Broadcaster, Publisher
+from agentcast.memgpt import protocol
 
 HISTORY = 5000
 

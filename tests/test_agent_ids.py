@@ -11,7 +11,7 @@ import orjson
 import pytest
 import websockets
 
-from agentcast.app import AgentServer
+from agentcast.memgpt.app import AgentServer
 from clients import DEMO_STEP, memgpt_exchange, run, user_message
 
 HUGE = "a" * 1_000_000

@@ -13,10 +13,10 @@ import pytest
 import websockets
 from picows import WSMsgType, ws_connect
 
-from agentcast.app import AgentServer
-from agentcast.backends import DemoAgentServer
-from agentcast.conversation import Conversation
-from agentcast.interface import AsyncWebSocketInterface, SyncWebSocketInterface
+from agentcast.client.conversation import Conversation
+from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.backends import DemoAgentServer
+from agentcast.memgpt.interface import AsyncWebSocketInterface, SyncWebSocketInterface
 from clients import (
     DEMO_STEP,
     Collector,

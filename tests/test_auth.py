@@ -25,9 +25,10 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agentcast import Broadcaster, protocol
-from agentcast.app import AgentServer
-from agentcast.auth import (
+from agentcast import Broadcaster
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.auth import (
     TOKEN_EXPIRED,
     Identity,
     JWKSKeys,

@@ -16,9 +16,9 @@ import orjson
 import pytest
 import websockets
 
-from agentcast import protocol
-from agentcast.app import AgentServer
-from agentcast.auth import JWTAuthenticator, UpgradeRequest
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.auth import JWTAuthenticator, UpgradeRequest
 from clients import DEMO_STEP, memgpt_exchange, run, user_message
 
 SECRET = b"s" * 32

@@ -12,16 +12,10 @@ import orjson
 import pytest
 import redis
 
-from agentcast import (
-    AgentServer,
-    AsyncPublisher,
-    AsyncWebSocketInterface,
-    Broadcaster,
-    Publisher,
-    protocol,
-)
+from agentcast import AgentServer, AsyncPublisher, AsyncWebSocketInterface, Broadcaster, Publisher
 from agentcast._ext import MemorySink
 from agentcast.backplane import script
+from agentcast.memgpt import protocol
 from backplane_nodes import Follower, Process
 from clients import (
     DEMO_STEP,

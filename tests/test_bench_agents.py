@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from agentcast.loadgen import peer_ratios
-from agentcast.loadgen.harness import wait_until
-from agentcast.loadgen.peers import Peer, create
-from agentcast.loadgen.workloads import TOKEN_RATE, agents_shape, tokens_shape
+from agentcast.bench import peer_ratios
+from agentcast.bench.harness import wait_until
+from agentcast.bench.peers import Peer, create
+from agentcast.bench.workloads import TOKEN_RATE, agents_shape, tokens_shape
 from bench_runs import one_round
 
 TIMEOUT = 120

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from agentcast.loadgen.chat import PHASES
-from agentcast.loadgen.frontier import compare
-from agentcast.loadgen.workloads import FRONTIER_LOADS
+from agentcast.bench.chat import PHASES
+from agentcast.bench.frontier import compare
+from agentcast.bench.workloads import FRONTIER_LOADS
 from redis_server import free_port
 from serve_cli import AGENTCAST, serving
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentcast.loadgen.workloads import headroom_share
+from agentcast.bench.workloads import headroom_share
 
 
 @pytest.mark.parametrize("slowed", ["before", "after"])

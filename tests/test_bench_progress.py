@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 
-from agentcast.loadgen.progress import Lines
+from agentcast.bench.progress import Lines
 
 BENCH = [sys.executable, "-m", "agentcast", "bench", "--servers", "agentcast", "--clients", "3"]
 SMALL = ["--messages", "50", "--rounds", "2", "--rate", "100", "--duration", "0.3"]

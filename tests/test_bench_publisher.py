@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agentcast.loadgen.publisher import agents_paced
+from agentcast.bench.publisher import agents_paced
 
 AGENTS = [f"agent-{k}" for k in range(7)]
 EARLY = 1e-9  # seconds: float rounding of the schedule, never a real wait

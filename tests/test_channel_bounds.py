@@ -10,8 +10,9 @@ import orjson
 import uvloop
 import websockets
 
-from agentcast import Broadcaster, notices, protocol
+from agentcast import Broadcaster, notices
 from agentcast._ext import FanoutCore, MemorySink
+from agentcast.memgpt import protocol
 from broadcaster_process import BroadcasterProcess
 from clients import drain, frames_of, parse_frames, run, wait_for
 from serve_cli import serving

@@ -131,15 +131,15 @@ def test_help_has_no_markup(command: list[str]) -> None:
     assert "``" not in result.stdout and "Traceback" not in result.stderr
 
 
-def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = cli._parser()
+def _subcommands(argv: list[str]) -> dict[str, argparse.ArgumentParser]:
+    parser = cli._parser(argv)
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(commands.choices)
 
 
 @pytest.mark.parametrize("name", ["serve", "client", "bench"])
 def test_every_option_has_help_and_shows_its_default(name: str) -> None:
-    subcommand = _subcommands()[name]
+    subcommand = _subcommands([name])[name]
     formatter = subcommand._get_formatter()
     for action in subcommand._actions:
         if isinstance(action, argparse._HelpAction):

@@ -21,8 +21,8 @@ from typing import IO
 
 import pytest
 
-from agentcast.app import AgentServer
-from agentcast.auth import JWTAuthenticator
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.auth import JWTAuthenticator
 from redis_server import free_port
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import websockets
 
-from agentcast.admission import ConnectionAdmission, peer_key
-from agentcast.app import AgentServer
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.admission import ConnectionAdmission, peer_key
 from clients import DEMO_STEP, memgpt_exchange, run, user_message, wait_for
 from serve_cli import AGENTCAST, serving
 from tls_certificates import Certificates, issue

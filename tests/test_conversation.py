@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from agentcast import notices, protocol
-from agentcast.conversation import Conversation, Outcome
+from agentcast import notices
+from agentcast.client.conversation import Conversation, Outcome
+from agentcast.memgpt import protocol
 
 
 def frame(data: bytes) -> dict[str, Any]:

@@ -9,9 +9,10 @@ import orjson
 import pytest
 import uvloop
 
-from agentcast import Broadcaster, protocol
+from agentcast import Broadcaster
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink
-from agentcast.app import AgentServer
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
 from agentcast.notices import Notices
 from clients import parse_frames, run, websockets_clients
 from redis_server import RedisServer

@@ -13,7 +13,7 @@ import uvloop
 
 from agentcast import notices
 from agentcast._ext import FanoutCore, MemorySink
-from agentcast.loop import LoopThread
+from agentcast.serve.loop import LoopThread
 from clients import drain, parse_frames
 from reference import frame
 

@@ -8,8 +8,8 @@ import functools
 import orjson
 import websockets
 
-from agentcast.app import AgentServer
-from agentcast.backends import DemoAgentServer
+from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.backends import DemoAgentServer
 from clients import DEMO_STEP, memgpt_exchange, run, user_message
 
 

@@ -13,10 +13,10 @@ import pytest
 import websockets
 
 from agentcast import Broadcaster
-from agentcast.app import AgentServer
-from agentcast.foreign import ForeignConnection
-from agentcast.interface import SyncWebSocketInterface
-from agentcast.loop import LoopThread
+from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.interface import SyncWebSocketInterface
+from agentcast.serve.foreign import ForeignConnection
+from agentcast.serve.loop import LoopThread
 from clients import memgpt_exchange, run, user_message, wait_for, websockets_clients
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from agentcast.heap import keep_heap
+from agentcast.serve.heap import keep_heap
 
 # Allocates 40 MB of 1,000-byte messages (above pymalloc's limit: glibc's heap, as orjson's
 # output is), frees them all at once as a tick does, and prints how much RSS went away.

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from agentcast import Broadcaster
-from agentcast.auth import JWTAuthenticator
+from agentcast.serve.auth import JWTAuthenticator
 from clients import run, wait_for, websockets_clients
 from redis_server import RedisServer
 

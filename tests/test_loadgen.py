@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agentcast.loadgen.frames import StampCounter
-from agentcast.loadgen.messages import message
-from agentcast.loadgen.receivers import sampled_connections
+from agentcast.bench.frames import StampCounter
+from agentcast.bench.messages import message
+from agentcast.bench.receivers import sampled_connections
 from redis_server import RedisServer
 from reference import frame
 

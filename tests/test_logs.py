@@ -16,10 +16,11 @@ import pytest
 import websockets
 from websockets.sync.client import connect as websockets_connect
 
-from agentcast import Broadcaster, protocol
-from agentcast.app import AgentServer
-from agentcast.auth import JWTAuthenticator
-from agentcast.logs import ClientFaultLog
+from agentcast import Broadcaster
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.auth import JWTAuthenticator
+from agentcast.serve.logs import ClientFaultLog
 from clients import run
 from jwks_server import KEY_TYPES, jwks, serving_jwks
 from redis_server import free_port

@@ -15,7 +15,7 @@ from typing import Any
 import websockets
 
 from agentcast import AsyncWebSocketInterface, SyncWebSocketInterface
-from agentcast.app import AgentServer
+from agentcast.memgpt.app import AgentServer
 from clients import memgpt_exchange, run, user_message
 
 

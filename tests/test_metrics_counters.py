@@ -17,8 +17,8 @@ import redis
 import websockets
 
 from agentcast import Broadcaster
-from agentcast.app import AgentServer
-from agentcast.auth import TOKEN_EXPIRED, JWTAuthenticator
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.auth import TOKEN_EXPIRED, JWTAuthenticator
 from clients import (
     memgpt_exchange,
     publish_until_a_client_is_dropped,

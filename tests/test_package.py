@@ -28,6 +28,30 @@ def test_exports() -> None:
         assert getattr(agentcast, name).__module__.startswith("agentcast.")
 
 
+LAYERS = ("serve", "memgpt", "client", "backplane", "bench")
+
+
+def test_the_package_shows_its_layers() -> None:
+    """Modules live in their layer's package; at the top only what every layer shares."""
+    package = Path(agentcast.__file__).parent
+    assert all((package / layer / "__init__.py").exists() for layer in LAYERS)
+    top = sorted(p.stem for p in package.glob("*.py") if not p.stem.startswith("_"))
+    assert top == ["argtypes", "cli", "extras", "notices", "printable"], top
+
+
+def test_the_benchmark_is_not_imported_by_the_server_or_the_client() -> None:
+    """``agentcast bench`` (a third of the code) loads only when it runs."""
+    code = (
+        "import sys, agentcast, agentcast.cli, agentcast.client.run\n"
+        "agentcast.cli._parser(['serve'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('agentcast.bench',"
+        " 'agentcast._receiver'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_compiled_core_is_the_one_in_use() -> None:
     for module in EXTENSIONS:
         assert Path(module.__file__).suffix == ".so", module.__file__

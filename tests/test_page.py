@@ -40,13 +40,14 @@ with warnings.catch_warnings():  # mozinfo calls distro.linux_distribution() at 
     from marionette_driver import Wait as FirefoxWait
     from marionette_driver.marionette import Marionette
 
-from agentcast import Broadcaster, Publisher, protocol
-from agentcast.app import AgentServer
-from agentcast.auth import JWTAuthenticator
+from agentcast import Broadcaster, Publisher
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
 from agentcast.notices import GAP_CODES, broadcasts_lost, channel_restarted, resume_gap
 from agentcast.notices import skipped as skipped_notice
-from agentcast.page import PAGE_FILES
-from agentcast.tls import server_context
+from agentcast.serve.auth import JWTAuthenticator
+from agentcast.serve.page import PAGE_FILES
+from agentcast.serve.tls import server_context
 from clients import run, user_message, websockets_clients
 from redis_server import RedisServer, free_port
 
@@ -87,7 +88,7 @@ def agent_server() -> Iterator[AgentServer]:
 
 def test_the_page_knows_every_gap_notice_code_the_server_sends() -> None:
     """page.js lists the gap codes by hand (no build step): it must match agentcast.notices."""
-    script = (REPO / "src/agentcast/static/page.js").read_text()
+    script = (REPO / "src/agentcast/serve/static/page.js").read_text()
     [listed] = re.findall(r"^const GAP_CODES = \[(.*)\];$", script, re.MULTILINE)
     assert {code.strip().strip('"') for code in listed.split(",")} == GAP_CODES
 
@@ -99,7 +100,7 @@ def test_page_files_are_served_with_their_type_and_a_strict_policy(
     for path, (name, content_type) in PAGE_FILES.items():
         status, headers, body = get(port, path.decode() + "?agent=x")
         assert status == 200, path
-        assert body == (REPO / "src/agentcast/static" / name).read_bytes()
+        assert body == (REPO / "src/agentcast/serve/static" / name).read_bytes()
         assert headers["Content-Type"] == content_type
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Cache-Control"] == "no-cache"
@@ -196,7 +197,7 @@ def test_the_page_files_ship_in_a_built_package(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    shipped = tmp_path / "agentcast" / "static"
+    shipped = tmp_path / "agentcast" / "serve" / "static"
     assert sorted(p.name for p in shipped.iterdir()) == sorted(n for n, _ in PAGE_FILES.values())
 
 

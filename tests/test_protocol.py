@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agentcast import protocol
-from agentcast.protocol import Command, ProtocolError, Subscribe, Unsubscribe, UserMessage
+from agentcast.memgpt import protocol
+from agentcast.memgpt.protocol import Command, ProtocolError, Subscribe, Unsubscribe, UserMessage
 
 
 def test_server_messages_have_memgpt_shapes() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from agentcast import protocol
-from agentcast.app import AgentServer
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
 from clients import parse_frames, raw_upgrade
 
 

@@ -21,12 +21,12 @@ import pytest
 
 from agentcast import Broadcaster
 from agentcast._receiver import Receiver
-from agentcast.loadgen.frames import FrameCounter
-from agentcast.loadgen.harness import plan_cpus
-from agentcast.loadgen.histogram import CLIENT_BITS, Histogram, micros
-from agentcast.loadgen.progress import Lines
-from agentcast.loadgen.receivers import ReceiverFleet, sampled_connections
-from agentcast.loadgen.workloads import LATENCY_SAMPLE_EVERY, Settings, latency
+from agentcast.bench.frames import FrameCounter
+from agentcast.bench.harness import plan_cpus
+from agentcast.bench.histogram import CLIENT_BITS, Histogram, micros
+from agentcast.bench.progress import Lines
+from agentcast.bench.receivers import ReceiverFleet, sampled_connections
+from agentcast.bench.workloads import LATENCY_SAMPLE_EVERY, Settings, latency
 from reference import frame
 
 # Every header length: 7-bit (< 126), 16-bit (126 .. 65535) and 64-bit (> 65535), and a

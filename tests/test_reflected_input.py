@@ -10,8 +10,8 @@ import orjson
 import pytest
 import websockets
 
-from agentcast.app import AgentServer
-from agentcast.interface import SyncWebSocketInterface
+from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.interface import SyncWebSocketInterface
 from clients import DEMO_STEP, memgpt_exchange, run, user_message
 
 HUGE = "\x1b[2J" + "x" * 500_000  # a terminal escape first: it must reach no log raw

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from picows import WSMsgType
 
 from agent_server_process import ServerProcess
-from agentcast import Broadcaster, notices, protocol
+from agentcast import Broadcaster, notices
+from agentcast.memgpt import protocol
 from clients import (
     DEMO_STEP,
     FINAL,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentcast.loadgen.peers import parse_spec
-from agentcast.loadgen.peers.agentcast import AgentcastPeer
+from agentcast.bench.peers import parse_spec
+from agentcast.bench.peers.agentcast import AgentcastPeer
 from clients import run, wait_for
 
 

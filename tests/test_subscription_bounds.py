@@ -16,9 +16,10 @@ import pytest
 import uvloop
 import websockets
 
-from agentcast import Broadcaster, notices, protocol
+from agentcast import Broadcaster, notices
 from agentcast._ext import FanoutCore, MemorySink
-from agentcast.app import AgentServer
+from agentcast.memgpt import protocol
+from agentcast.memgpt.app import AgentServer
 from clients import DEMO_STEP, drain, memgpt_exchange, parse_frames, run, user_message, wait_for
 from reference import ReferenceFanout, frame
 from serve_cli import serving

@@ -22,9 +22,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from agentcast import Broadcaster
-from agentcast.app import AgentServer
-from agentcast.server import ServerOptions
-from agentcast.tls import server_context
+from agentcast.memgpt.app import AgentServer
+from agentcast.serve.server import ServerOptions
+from agentcast.serve.tls import server_context
 from clients import (
     DEMO_STEP,
     Collector,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agentcast.loadgen.peers import parse_spec
+from agentcast.bench.peers import parse_spec
 from bench_runs import one_round
 
 TIMEOUT = 90

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agentcast.loadgen import ratios, tls_ratios
-from agentcast.loadgen.peers import parse_spec
-from agentcast.loadgen.sweep import Cell, Sweep
+from agentcast.bench import ratios, tls_ratios
+from agentcast.bench.peers import parse_spec
+from agentcast.bench.sweep import Cell, Sweep
 
 BENCH = [sys.executable, "-m", "agentcast", "bench", "--rounds", "1"]
 SMALL = ["--messages", "60", "--rate", "100", "--duration", "0.3"]

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from agentcast.loadgen.harness import wait_until
+from agentcast.bench.harness import wait_until
 from clients import DEMO_STEP, user_message
 from redis_server import RedisServer, free_port
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trustme
 
-from agentcast.tls import client_context, server_context
+from agentcast.serve.tls import client_context, server_context
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ cdef enum:
 
 CLOSED_BY = ("client", "server", "nobody")
 # The codes counted by name, in slot order: RFC 6455's and IANA's 1000-1014 but the
-# reserved 1004 and 1015, and 3005 (agentcast.auth.TOKEN_EXPIRED). Any other code a peer
+# reserved 1004 and 1015, and 3005 (agentcast.serve.auth.TOKEN_EXPIRED). Any other code a peer
 # sends is "other": random codes cannot grow the label set.
 CLOSE_CODES = (1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
                1014, 3005)
@@ -89,7 +89,7 @@ cdef tuple how_it_ended(WSTransport transport):
 cdef class ConnectionStats:
     """How one server's connections ended: the close that ended each upgraded one, and how
     many failed for their client's frames (picows' parser or the listener found them);
-    refused upgrades are counted by the admission layer (``agentcast.admission``). Loop
+    refused upgrades are counted by the admission layer (``agentcast.serve.admission``). Loop
     thread only; read at scrape time."""
 
     cdef int count_close(self, int code, int closer) except -1:

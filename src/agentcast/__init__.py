@@ -1,9 +1,9 @@
 """agentcast: push an AI agent's messages to many WebSocket clients at once."""
 
-from agentcast.app import AgentServer
-from agentcast.broadcaster import Broadcaster
-from agentcast.interface import AsyncWebSocketInterface, SyncWebSocketInterface
-from agentcast.publisher import AsyncPublisher, Publisher
+from agentcast.backplane.publisher import AsyncPublisher, Publisher
+from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.interface import AsyncWebSocketInterface, SyncWebSocketInterface
+from agentcast.serve.broadcaster import Broadcaster
 
 __all__ = [
     "AgentServer",

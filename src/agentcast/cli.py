@@ -13,19 +13,18 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TypeVar
 
 from agentcast import __version__
-from agentcast.app import AgentServer
 from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
-from agentcast.auth import Authenticate, JWTAuthenticator
-from agentcast.backends import BadBackend, DemoAgentServer, load_backend
 from agentcast.backplane import require_redis
-from agentcast.broadcaster import DEFAULT_MAX_MESSAGE_RATE, MAX_CHANNELS
-from agentcast.client import DEFAULT_URL, check_url, run_client
+from agentcast.client.run import DEFAULT_URL, check_url, run_client
 from agentcast.extras import MissingExtra
-from agentcast.loadgen import cli as bench_cli
-from agentcast.logs import JsonFormatter
-from agentcast.server import DEFAULT_MAX_MESSAGE_SIZE
-from agentcast.tls import client_context, server_context
-from agentcast.workers import Supervisor
+from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.backends import BadBackend, DemoAgentServer, load_backend
+from agentcast.serve.auth import Authenticate, JWTAuthenticator
+from agentcast.serve.broadcaster import DEFAULT_MAX_MESSAGE_RATE, MAX_CHANNELS
+from agentcast.serve.logs import JsonFormatter
+from agentcast.serve.server import DEFAULT_MAX_MESSAGE_SIZE
+from agentcast.serve.tls import client_context, server_context
+from agentcast.serve.workers import Supervisor
 
 log = logging.getLogger("agentcast.cli")
 
@@ -81,7 +80,9 @@ def _redis_url(url: str) -> str:
     return url
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line's parser; ``bench``'s own flags only when ``argv`` runs it: the
+    benchmark (a third of the package) stays out of ``serve`` and ``client``."""
     parser = _Parser(prog="agentcast", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -270,7 +271,10 @@ def _parser() -> argparse.ArgumentParser:
         " and other servers (see the README's Benchmarking section).",
     )
     bench.set_defaults(command_parser=bench)
-    bench_cli.add_arguments(bench)
+    if argv[:1] == ["bench"]:
+        from agentcast.bench import cli as bench_cli
+
+        bench_cli.add_arguments(bench)
     return parser
 
 
@@ -459,8 +463,8 @@ def _count(counters: dict[str, int], key: str, one: str, many: str = "") -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
@@ -477,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "client":
         return _client(args, command)
     if args.command == "bench":
+        from agentcast.bench import cli as bench_cli
+
         return bench_cli.run(args, command)
     _protected_mode(args, command)
     if args.keyfile is not None and args.certfile is None:

@@ -200,7 +200,7 @@ class RedisBackplane:
         if self._redis is not None:
             await self._redis.aclose()
 
-    # ---- any thread: the Router shape (agentcast.router) ---------------------------
+    # ---- any thread: the Router shape (agentcast.serve.router) ---------------------------
 
     def publish(self, obj: Any, channel: object = None) -> None:
         self.publish_json(orjson.dumps(obj, default=self._default), channel)

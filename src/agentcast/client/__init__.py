@@ -1,0 +1,1 @@
+"""``agentcast client``: a terminal client that resumes across reconnects."""

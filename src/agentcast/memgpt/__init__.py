@@ -1,0 +1,1 @@
+"""MemGPT's wire protocol, its interfaces and the drop-in AgentServer."""

@@ -1,0 +1,1 @@
+"""The server: Broadcaster, its loop thread, admission, HTTP, auth, TLS, metrics, logs."""

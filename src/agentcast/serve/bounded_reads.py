@@ -1,0 +1,92 @@
+"""What one connection's reads may hold, bounded where the bytes arrive: the protocol.
+
+picows 2.3.1 reads into one buffer per connection that it doubles whenever a read fills
+nine tenths of it, and never shrinks: a client that sent fast enough (8 MB of pongs) left
+2.3 MiB behind on an idle connection. Here a read takes at most ``READ_SIZE`` bytes, so
+the buffer grows only for what a frame needs: it holds at most one unfinished frame (up
+to ``max_message_size``) and one read, and so stays below about
+2.2 x (``max_message_size`` + ``READ_SIZE``): 112 KiB at the 64 KiB default.
+
+Before the upgrade picows keeps the request head in that buffer, up to 16 KiB, and drops
+a longer one without a response (a client still sending saw a reset). Reads stop one
+byte short of that limit, and a head that has not ended there is answered 431 here. What
+the client still sends is read and thrown away until it closes, or ``LINGER`` seconds:
+closing on unread bytes would reset the connection, and the reset can erase the 431
+before the client reads it (RFC 9112 9.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from picows.picows import WSProtocol  # type: ignore[attr-defined]
+
+from agentcast.serve import refusals
+
+__all__ = ["HEAD_LIMIT", "BoundedReadsProtocol"]
+
+HEAD_LIMIT = 16 * 1024  # picows 2.3.1 drops a request head of this many bytes
+READ_SIZE = 16 * 1024
+LINGER = 2.0  # seconds a refused client may go on sending before it is closed
+
+
+HEAD_TOO_LARGE = bytes(refusals.HEAD_TOO_LARGE.response().to_bytes())
+# What refused clients still send lands here, never read (shared: no one reads it).
+_DISCARDED = memoryview(bytearray(READ_SIZE))
+# _head_left past the head: reads go to picows; or the head was refused: they are dropped.
+_HEAD_READ = -1
+_HEAD_REFUSED = -2
+# picows' own, called directly: super() would cost as much again on every read.
+_picows_get_buffer = WSProtocol.get_buffer
+_picows_buffer_updated = WSProtocol.buffer_updated
+
+
+class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
+    """picows' server protocol with bounded reads and a 431 for an oversized head;
+    a subclass counts the refusals (``head_too_large``)."""
+
+    __slots__ = ("_head_left",)  # bytes of head picows may still take; or _HEAD_*
+
+    def __init__(self, *args: Any) -> None:
+        self._head_left = HEAD_LIMIT - 1
+        super().__init__(*args)
+
+    def head_too_large(self) -> None:
+        """Count one request head answered 431."""
+        raise NotImplementedError
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        left = self._head_left
+        if left == _HEAD_READ:
+            return _picows_get_buffer(self, size_hint)[:READ_SIZE]  # type: ignore[no-any-return]
+        if left == _HEAD_REFUSED:
+            return _DISCARDED
+        return _picows_get_buffer(self, size_hint)[:left]  # type: ignore[no-any-return]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        left = self._head_left
+        if left == _HEAD_READ:
+            _picows_buffer_updated(self, nbytes)
+        elif left != _HEAD_REFUSED:
+            self._head_updated(left - nbytes, nbytes)
+
+    def _head_updated(self, left: int, nbytes: int) -> None:
+        """picows reads the head so far; once it has parsed (and answered) it, or given up
+        on it, reads go to picows; a head still unfinished with no byte left gets 431."""
+        _picows_buffer_updated(self, nbytes)
+        if self.transport.request is not None or self.transport.underlying_transport.is_closing():
+            self._head_left = _HEAD_READ
+        elif left:
+            self._head_left = left
+        else:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        self._head_left = _HEAD_REFUSED
+        self.head_too_large()
+        transport = self.transport.underlying_transport
+        transport.write(HEAD_TOO_LARGE)
+        if transport.can_write_eof():
+            transport.write_eof()  # the client reads to the end, then closes: eof_received
+        asyncio.get_running_loop().call_later(LINGER, transport.close)
