@@ -243,86 +243,73 @@ def until(deadline: float) -> Iterator[int]:
         n += 1
 
 
-def attack_redis(server: Server, seconds: float) -> dict[str, object]:
-    """#1: 60 KB user messages to fresh agents, 8 connections, as fast as they are let."""
+def alice_clients(
+    server: Server,
+    seconds: float,
+    connections: int,
+    first_address: int,
+    turn: Callable[[int], list[dict[str, object]]],
+    pause: float,
+) -> dict[str, int]:
+    """``connections`` clients with an ordinary ``alice-*`` token, each from its own loopback
+    address, send ``turn(n)`` for n = 0, 1, ... (n shared by all) until the deadline,
+    reading what comes back without waiting for it, and reconnect when closed."""
     deadline = time.monotonic() + seconds
-    big = "x" * 60_000
-    sent = closed = 0
-    counter = iter(range(10**9))
+    url = f"wss://127.0.0.1:{server.port}/?token={token('alice', agents=['alice-*'])}"
+    counts = {"requests": 0, "closed": 0}
+    turns = iter(range(10**9))
 
     async def one(index: int) -> None:
-        nonlocal sent, closed
-        url = f"wss://127.0.0.1:{server.port}/?token={token('alice', agents=['alice-*'])}"
+        address = (f"127.0.0.{first_address + index}", 0)
         while time.monotonic() < deadline:
             try:
                 async with websockets.connect(
-                    url,
-                    ssl=server.client_tls,
-                    local_addr=(f"127.0.0.{2 + index}", 0),
-                    max_size=None,
+                    url, ssl=server.client_tls, local_addr=address, max_size=None
                 ) as ws:
                     while time.monotonic() < deadline:
-                        message = {
-                            "type": "user_message",
-                            "message": big,
-                            "agent_id": f"alice-{next(counter)}",
-                        }
-                        await ws.send(orjson.dumps(message).decode())
-                        sent += 1
-                        with contextlib.suppress(TimeoutError):
-                            while True:  # read what comes, without waiting for a step's end
-                                await asyncio.wait_for(ws.recv(), 0.001)
-            except (websockets.ConnectionClosed, OSError, websockets.InvalidStatus):
-                closed += 1
-                await asyncio.sleep(0.05)
-
-    async def all_of_them() -> None:
-        await asyncio.gather(*(one(i) for i in range(8)))
-
-    asyncio.run(all_of_them())
-    keys = list(server.redis_client.scan_iter(count=1000))
-    no_ttl = sum(1 for key in keys if server.redis_client.ttl(key) == -1)
-    return {"messages": sent, "closed": closed, "keys": len(keys), "keys_without_ttl": no_ttl}
-
-
-def attack_channels(server: Server, seconds: float) -> dict[str, object]:
-    """#4: subscribe with since, then unsubscribe, fresh ids, ~90 requests/s a connection."""
-    deadline = time.monotonic() + seconds
-    sent = closed = 0
-    counter = iter(range(10**9))
-
-    async def one(index: int) -> None:
-        nonlocal sent, closed
-        url = f"wss://127.0.0.1:{server.port}/?token={token('alice', agents=['alice-*'])}"
-        while time.monotonic() < deadline:
-            try:
-                async with websockets.connect(
-                    url, ssl=server.client_tls, local_addr=(f"127.0.0.{12 + index}", 0)
-                ) as ws:
-                    while time.monotonic() < deadline:
-                        agent = f"alice-c{next(counter)}"
-                        await ws.send(
-                            orjson.dumps(
-                                {"type": "subscribe", "agent_id": agent, "since": 0}
-                            ).decode()
-                        )
-                        await ws.send(
-                            orjson.dumps({"type": "unsubscribe", "agent_id": agent}).decode()
-                        )
-                        sent += 2
-                        await asyncio.sleep(2 / 90)
+                        for request in turn(next(turns)):
+                            await ws.send(orjson.dumps(request).decode())
+                            counts["requests"] += 1
+                        await asyncio.sleep(pause)
                         with contextlib.suppress(TimeoutError):
                             while True:
                                 await asyncio.wait_for(ws.recv(), 0.001)
             except (websockets.ConnectionClosed, OSError, websockets.InvalidStatus):
-                closed += 1
+                counts["closed"] += 1
                 await asyncio.sleep(0.05)
 
     async def all_of_them() -> None:
-        await asyncio.gather(*(one(i) for i in range(4)))
+        await asyncio.gather(*(one(i) for i in range(connections)))
 
     asyncio.run(all_of_them())
-    return {"requests": sent, "closed": closed, "channels": server.metric("agentcast_channels")}
+    return counts
+
+
+def attack_redis(server: Server, seconds: float) -> dict[str, object]:
+    """#1: 60 KB user messages to fresh agents, 8 connections, as fast as they are let."""
+    big = "x" * 60_000
+
+    def turn(n: int) -> list[dict[str, object]]:
+        return [{"type": "user_message", "message": big, "agent_id": f"alice-{n}"}]
+
+    counts = alice_clients(server, seconds, 8, 2, turn, pause=0.0)
+    keys = list(server.redis_client.scan_iter(count=1000))
+    no_ttl = sum(1 for key in keys if server.redis_client.ttl(key) == -1)
+    return {**counts, "keys": len(keys), "keys_without_ttl": no_ttl}
+
+
+def attack_channels(server: Server, seconds: float) -> dict[str, object]:
+    """#4: subscribe with since, then unsubscribe, fresh ids, ~90 requests/s a connection."""
+
+    def turn(n: int) -> list[dict[str, object]]:
+        agent = f"alice-c{n}"
+        return [
+            {"type": "subscribe", "agent_id": agent, "since": 0},
+            {"type": "unsubscribe", "agent_id": agent},
+        ]
+
+    counts = alice_clients(server, seconds, 4, 12, turn, pause=2 / 90)
+    return {**counts, "channels": server.metric("agentcast_channels")}
 
 
 def flood(server: Server, seconds: float, source: str, opening: bytes, unit: bytes) -> dict:

@@ -157,23 +157,14 @@ def broadcasts_lost(last_seq: int, first_seq: int) -> bytes:
     """To every client: the backplane lost the broadcasts after ``last_seq`` (its own
     numbering of broadcasts, which clients never see) and before ``first_seq`` (0: it
     lost its numbering and starts again at 1). It arrives where they would have been."""
+    fields: dict[str, Any] = {"agent_id": None, "from_seq": last_seq + 1}
     if first_seq:
-        return _notice(
-            BROADCASTS_LOST,
-            f"{first_seq - last_seq - 1} broadcasts were lost by the backplane",
-            agent_id=None,
-            from_seq=last_seq + 1,
-            to_seq=first_seq - 1,
-            first_seq=first_seq,
-        )
-    return _notice(
-        BROADCASTS_LOST,
-        "the backplane lost its broadcasts' state; some broadcasts may be lost",
-        agent_id=None,
-        from_seq=last_seq + 1,
-        first_seq=1,
-        restarted=True,
-    )
+        message = f"{first_seq - last_seq - 1} broadcasts were lost by the backplane"
+        fields.update(to_seq=first_seq - 1, first_seq=first_seq)
+    else:
+        message = "the backplane lost its broadcasts' state; some broadcasts may be lost"
+        fields.update(first_seq=1, restarted=True)
+    return _notice(BROADCASTS_LOST, message, **fields)
 
 
 @dataclass(frozen=True)
