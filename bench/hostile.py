@@ -95,8 +95,19 @@ class Server:
         secret = directory / "secret"
         secret.write_text(SECRET)
         self.redis_port, self.port = free_port(), free_port()
+        redis_log = directory / "redis.log"
         self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(redis_log),
+            ],
             stdout=subprocess.DEVNULL,
             cwd=directory,
         )
@@ -106,8 +117,9 @@ class Server:
             with contextlib.suppress(redis.ConnectionError):
                 if self.redis_client.ping():
                     break
-            if time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
+            if time.monotonic() > deadline or self.redis.poll() is not None:
+                said = redis_log.read_text()[-500:] if redis_log.exists() else ""
+                raise SystemExit(f"redis-server did not start on {self.redis_port}: {said}")
             time.sleep(0.05)
         self.log = (directory / "serve.log").open("w+")
         self.serve = subprocess.Popen(

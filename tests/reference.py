@@ -128,7 +128,6 @@ class Record:
         self.used_tick = tick
         self.stamped_tick = 0  # the last tick that numbered or kept a frame
         self.tick_base = 0  # last_seq when that tick began
-        self.started = False  # numbered by a backplane: its first frame set where it starts
 
 
 class Skip:
@@ -321,11 +320,9 @@ class TickedReference(ReferenceFanout):
     def _accept(self, channel: Hashable, frames: list[tuple[int, bytes]]) -> None:
         if not self._open(channel):
             return
-        record = self.records[channel]
         for seq, payload in frames:
             last = self.last_seq.get(channel, 0)
-            if not record.started:
-                record.started = True
+            if last == 0:  # new or renumbered: it starts where the backplane is
                 self._restart(channel, seq - 1)
             elif seq <= last:
                 self.counts["duplicates"] += 1
@@ -343,7 +340,6 @@ class TickedReference(ReferenceFanout):
             return
         notice = frame(notices.channel_restarted(channel, self.last_seq.get(channel, 0)))
         self._restart(channel, 0)
-        self.records[channel].started = False
         for cid, channels in self.channels.items():
             if channel in channels:
                 self.live_from[cid][channel] = 1

@@ -981,8 +981,7 @@ cdef class FanoutCore:
         if state is None:  # new, and every channel is busy: no subscriber here
             return 0
         for seq, payload in frames:
-            if not state.started:
-                state.started = True
+            if state.last_seq == 0:  # new or renumbered: it starts where the backplane is
                 state.restart(seq - 1)
             elif seq <= state.last_seq:
                 self.n_duplicates += 1
@@ -1015,8 +1014,7 @@ cdef class FanoutCore:
             return 0
         frame = text_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
-        state.restart(0)
-        state.started = False  # the next frame accepted starts it anew: no false gap before it
+        state.restart(0)  # the next frame accepted starts it anew: no false gap before it
         for group in self._channel_groups.get(channel, ()):
             for client in group.members:  # what they hold is numbered from 1 again
                 client.live_from[channel] = 1

@@ -17,7 +17,6 @@ cdef class Channel:
 
     cdef unsigned long long tick_base             # last_seq when this tick began
     cdef unsigned long long stamped_tick
-    cdef bint started                             # accepted a backplane frame
 
     cdef unsigned long long seq_before(self, unsigned long long tick) noexcept
     cdef bytes stamp(self, bytes payload, unsigned long long tick)
