@@ -308,9 +308,10 @@ class RedisBackplane:
         self._helpers.add(task)
         task.add_done_callback(self._helpers.discard)
 
-    def _bad_data(self, kind: str, where: object, exc: Exception) -> None:
-        """Skip data that is not ours; log the first of each ``kind`` (a fixed few)."""
-        self.bad_messages += 1
+    def _bad_data(self, kind: str, where: object, exc: Exception, count: int = 1) -> None:
+        """Skip ``count`` messages that are not ours; log the first of each ``kind`` (a
+        fixed few)."""
+        self.bad_messages += count
         if kind not in self._bad_kinds_logged:
             self._bad_kinds_logged.add(kind)
             log.warning("backplane: skipping a bad %s on %r (%r); more are only counted "
@@ -565,7 +566,8 @@ class RedisBackplane:
                 frames.append((seq, payload))
                 last = seq
         if later and state.stale:  # twice of an epoch the stream does not have: not ours
-            self._bad_data("announcement", channel, ValueError(f"epoch {later[0][0]!r}"))
+            error = ValueError(f"epoch {later[0][0]!r}")
+            self._bad_data("announcement", channel, error, count=len(later))
             later = []
         state.held, state.stale = later, bool(later)
         if frames:
