@@ -21,11 +21,28 @@ def test_exports() -> None:
         "AsyncPublisher",
         "AsyncWebSocketInterface",
         "Broadcaster",
+        "Client",
         "Publisher",
+        "SyncClient",
         "SyncWebSocketInterface",
     ]
     for name in agentcast.__all__:
         assert getattr(agentcast, name).__module__.startswith("agentcast.")
+
+
+def test_the_clients_load_websockets_only_when_asked_for() -> None:
+    """A server process imports ``agentcast`` and never a WebSocket client library."""
+    code = (
+        "import sys, agentcast\n"
+        "print('websockets' in sys.modules, 'agentcast.client.stream' in sys.modules)\n"
+        "agentcast.Client\n"
+        "print('websockets' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        agentcast.Nothing  # noqa: B018
 
 
 LAYERS = ("serve", "memgpt", "client", "backplane", "bench")
