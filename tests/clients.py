@@ -89,7 +89,7 @@ async def wait_for(
 
 
 def raw_upgrade(
-    port: int, rcvbuf: int | None = None, tls: ssl.SSLContext | None = None
+    port: int, rcvbuf: int | None = None, tls: ssl.SSLContext | None = None, path: str = "/"
 ) -> socket.socket:
     """A blocking raw socket (over TLS with ``tls``) that completes the WebSocket handshake
     and then reads nothing."""
@@ -100,8 +100,9 @@ def raw_upgrade(
     if tls is not None:
         sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
     sock.sendall(
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        % path.encode()
     )
     response = b""
     while b"\r\n\r\n" not in response:
@@ -111,6 +112,11 @@ def raw_upgrade(
         response += chunk
     assert response.startswith(b"HTTP/1.1 101"), response
     return sock
+
+
+def masked_text(payload: bytes) -> bytes:
+    """A client text frame (zero mask key) of fewer than 126 bytes."""
+    return bytes([0x81, 0x80 | len(payload)]) + bytes(4) + payload
 
 
 def publish_until_a_client_is_dropped(hub: Any) -> None:

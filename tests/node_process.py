@@ -7,8 +7,10 @@ Then each line on stdin is a command: ``publish COUNT CHANNELS [RATE [EVERY]]``
 publishes ``{"pub": NAME, "n": k}`` for k in 0..COUNT-1 round-robin over
 channels ``a0..a{CHANNELS-1}`` (at RATE messages/s, or as fast as possible),
 after every EVERY-th of them a broadcast ``{"pub": NAME, "b": j}`` (j from 0),
-and answers "published"; ``stop`` (or end of input) stops. Clients of a node
-subscribe by sending ``{"type": "subscribe", "agent_id": ..., "since": ...}``.
+and answers "published"; ``stream COUNT RATE`` streams one run on channel ``s``: one
+message ``m`` of COUNT deltas ``"t{k} "`` at RATE deltas/s, then answers "published";
+``stop`` (or end of input) stops. Clients of a node subscribe by sending
+``{"type": "subscribe", "agent_id": ..., "since": ...}``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ def publish(
             target.publish({"pub": name, "b": (k + 1) // every - 1}, None)
 
 
+def stream(target: Broadcaster | Publisher, count: int, rate: float) -> None:
+    start = time.monotonic()
+    with target.run("s", run_id="r") as run, run.message(message_id="m") as message:
+        for k in range(count):
+            pause = start + k / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            message.delta(f"t{k} ")
+
+
 def main(role: str, url: str, name: str) -> None:
     box: list[Broadcaster] = []
 
@@ -58,9 +70,10 @@ def main(role: str, url: str, name: str) -> None:
             command, *args = line.split()
             if command == "stop":
                 break
-            count, channels = int(args[0]), int(args[1])
-            rate, every = float(args[2] if args[2:] else 0), int(args[3] if args[3:] else 0)
-            publish(target, name, count, channels, rate, every)
+            if command == "stream":
+                stream(target, int(args[0]), float(args[1]))
+            else:
+                publish_command(target, name, args)
             if isinstance(target, Publisher):
                 target.flush(30)
             print("published", flush=True)
@@ -69,6 +82,12 @@ def main(role: str, url: str, name: str) -> None:
             target.close()
         else:
             target.stop()
+
+
+def publish_command(target: Broadcaster | Publisher, name: str, args: list[str]) -> None:
+    count, channels = int(args[0]), int(args[1])
+    rate, every = float(args[2] if args[2:] else 0), int(args[3] if args[3:] else 0)
+    publish(target, name, count, channels, rate, every)
 
 
 if __name__ == "__main__":

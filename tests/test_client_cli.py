@@ -31,10 +31,11 @@ WAIT = 30.0  # seconds any one expected line may take on a loaded machine
 
 def reply(text: str) -> list[str]:
     """What the demo agent's reply to ``text`` prints."""
+    arguments = {"message": f"You said: {text}"}
     return [
         "-- agent_response_start --",
         f"[internal_monologue] The user said {text!r}; I will echo it back.",
-        f"[function_message] Running send_message({text!r})",
+        f"[function_message] Running send_message({arguments!r})",
         f"[assistant_message] You said: {text}",
         "-- agent_response_end --",
     ]

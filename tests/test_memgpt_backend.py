@@ -70,7 +70,8 @@ def test_a_memgpt_style_backend_streams_its_steps_and_ends_without_error() -> No
         ("function_message", "Success: None"),
     ]
     assert said[7] == ("assistant_message", "reply 1")
-    assert [reply["seq"] for reply in replies[1:-1]] == list(range(1, 11))
+    # The step is a run: run_start is seq 1, the ten messages 2..11.
+    assert [reply["seq"] for reply in replies[1:-1]] == list(range(2, 12))
     assert {reply["agent_id"] for reply in replies[1:-1]} == {"memgpt-agent"}
 
 

@@ -7,12 +7,7 @@ import orjson
 
 from agentcast.memgpt import protocol
 from agentcast.memgpt.app import AgentServer
-from clients import parse_frames, raw_upgrade
-
-
-def masked_text(payload: bytes) -> bytes:
-    """A client text frame (zero mask key) of fewer than 126 bytes."""
-    return bytes([0x81, 0x80 | len(payload)]) + bytes(4) + payload
+from clients import masked_text, parse_frames, raw_upgrade
 
 
 def test_150_subscribes_in_one_write_get_their_acks_then_1008() -> None:

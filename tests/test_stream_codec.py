@@ -101,7 +101,7 @@ def test_memgpt_renders_a_tool_call_as_running_it() -> None:
     done = {"tool_call_id": "t1", "name": "search", "arguments": '{"q":"x"}'}
     assert memgpt("agent-1", end, 9, done) == (
         b'{"type":"agent_response","message_type":"function_message",'
-        b'"message":"Running search({\\"q\\":\\"x\\"})","agent_id":"agent-1","seq":9}'
+        b'"message":"Running search({\'q\': \'x\'})","agent_id":"agent-1","seq":9}'
     )
 
 
@@ -145,7 +145,7 @@ def test_on_event_encodes_a_run_for_both_encodings() -> None:
         None,
         None,
         b'{"type":"agent_response","message_type":"function_message",'
-        b'"message":"Running search({\\"q\\":\\"x\\"})","agent_id":"agent-1","seq":7}',
+        b'"message":"Running search({\'q\': \'x\'})","agent_id":"agent-1","seq":7}',
         None,
         None,
         None,

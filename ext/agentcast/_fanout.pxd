@@ -1,6 +1,7 @@
 # cython: language_level=3
 """C contract of the fan-out hub: clients, subscriber groups, the write round and the core."""
 
+from agentcast._backlog cimport Backlog
 from agentcast._buffer cimport Buffer
 from agentcast._history cimport Channel, ChannelTable
 from agentcast._latency cimport PublishLatency
@@ -17,9 +18,13 @@ cdef struct PendingWrite:
     int error            # errno when sent == -1
 
 
+cdef enum:
+    MEMGPT_ENCODING = 0                    # agent events as MemGPT's whole messages
+
 cdef class Group:
     cdef readonly object channels          # frozenset (shared) or set (solo)
     cdef readonly bint solo                # one client's own, changed in place
+    cdef readonly int encoding             # how its members get agent events
     cdef list members
     cdef Py_ssize_t slot                   # index in the core's group list
     cdef dict channel_slots                # channel -> index in that channel's group list
@@ -37,6 +42,8 @@ cdef class Client:
     cdef bint diverged
     cdef readonly bint closed
     cdef Skipping skipping                     # over budget in "skip" mode, until it drains
+    cdef readonly int encoding
+    cdef Backlog backlog                       # lagging: what it is not sent yet, else None
     # channel -> first seq of the unbroken run of that channel's frames it holds up to now
     cdef dict live_from
 
@@ -51,6 +58,10 @@ cdef class FanoutCore:
         object _dumps
         object _default
         object _notices                           # builds the notices; the core frames them
+        object _codec                             # agent events: state, encodings, snapshots
+        list _laggards                            # clients with a backlog
+        object _lag_timer
+        public Py_ssize_t lag_threshold           # queued bytes that make a client lag
         bint _wake_pending
         double _next_flush
         public double flush_interval
@@ -94,6 +105,10 @@ cdef class FanoutCore:
         unsigned long long n_refused_subscriptions  # beyond max_subscriptions
         unsigned long long n_history_trims        # passes over history_total_bytes
         unsigned long long n_history_gaps_served  # resumes told part of what they asked is gone
+        unsigned long long n_events               # agent events applied
+        unsigned long long n_merged_deltas        # deltas sent inside another's frame
+        unsigned long long n_lag_episodes         # times a client started lagging
+        unsigned long long n_snapshots            # open-run snapshots sent to joiners
         Py_ssize_t n_subscriptions                # client -> channel subscriptions now
         unsigned int _sample_countdown            # publishes until the next latency stamp
         PublishLatency _latency
@@ -104,12 +119,14 @@ cdef class FanoutCore:
     cpdef send_json(self, long long client_id, bytes payload)
     cpdef publish_binary(self, bytes data, object channel=*)
     cpdef send_binary(self, long long client_id, bytes data)
+    cpdef publish_event(self, dict event, object channel)
+    cpdef send_control(self, long long client_id, bytes payload)
     cpdef subscribe(self, long long client_id, object channel, object since=*, bytes ack=*)
     cpdef unsubscribe(self, long long client_id, object channel)
     cpdef accept(self, object channel, list frames)
     cpdef renumber(self, object channel)
     cpdef forget(self, object channel)
-    cpdef long long add_client(self, Sink sink) except -1
+    cpdef long long add_client(self, Sink sink, int encoding=*) except -1
     cpdef remove_client(self, long long client_id)
     cpdef close_client(self, long long client_id, int code, str reason)
     cpdef bint admit_control(self, long long client_id, Py_ssize_t size) except -1
@@ -120,7 +137,7 @@ cdef class FanoutCore:
     cdef int _apply_batch(self) except -1
     cdef int _apply(self, Op* op) except -1
     cdef int _unqueue_subscribe(self, object channel) except -1
-    cdef Group _group_for(self, frozenset channels)
+    cdef Group _group_for(self, frozenset channels, int encoding)
     cdef int _add_group(self, Group group) except -1
     cdef int _drop_group(self, Group group) except -1
     cdef int _link(self, object channel, Group group) except -1
@@ -142,6 +159,18 @@ cdef class FanoutCore:
     cdef int _move(self, Client client, Group group) except -1
     cdef int _diverge(self, Client client) except -1
     cdef int _route(self, object channel, bytes payload) except -1
+    cdef int _route_event(self, object channel, dict event) except -1
+    cdef int _deliver_event(self, object channel, Channel state, unsigned long long seq,
+                            dict event) except -1
+    cdef int _fan_event(self, object channel, tuple frames, dict event,
+                        unsigned long long seq) except -1
+    cdef int _hold(self, object channel, object frames, dict event,
+                   unsigned long long seq) except -1
+    cdef int _send_snapshot(self, Client client, object channel,
+                            unsigned long long since) except -1
+    cdef int _start_lagging(self, Client client) except -1
+    cdef int _serve_laggards(self) except -1
+    cdef int _catch_up(self, Client client) except -1
     cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,
                   const char* data, Py_ssize_t size) except -1
     cdef int _accept(self, object channel, list frames) except -1
@@ -151,6 +180,8 @@ cdef class FanoutCore:
     cdef int _route_binary(self, object channel, bytes data) except -1
     cdef int _route_direct(self, long long client_id, bytes payload,
                            unsigned char first) except -1
+    cdef int _route_ordered(self, long long client_id, bytes payload,
+                            unsigned char first) except -1
     cdef void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept
     cdef int _write_round(self) except -1
     cdef Py_ssize_t _stage(self, Client client, Buffer* buf, Py_ssize_t frames,

@@ -28,6 +28,7 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
+from agentcast._backlog cimport Backlog
 from agentcast._buffer cimport (
     BINARY_FRAME,
     MAX_HEADER,
@@ -46,8 +47,10 @@ from agentcast._latency cimport LATENCY_SAMPLE_EVERY, PublishLatency, monotonic_
 from agentcast._slow cimport Skipping, SlowConsumerPolicy
 from agentcast._opqueue cimport (
     OP_ACCEPT,
+    OP_CONTROL,
     OP_DIRECT,
     OP_DIRECT_BINARY,
+    OP_EVENT,
     OP_FORGET,
     OP_PUBLISH,
     OP_PUBLISH_BINARY,
@@ -69,6 +72,7 @@ import logging
 import orjson
 
 from agentcast.notices import NOTICES
+from agentcast.streams.events import DELTA_KINDS, STREAM_ID
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
@@ -94,6 +98,9 @@ cdef enum:
     TICK_MEMORY_FACTOR = 16  # all of a tick's buffers together: at most this many batches
     SWEEP_BATCH_SIZE = 4096
     SHARED_MAX = 16          # channel sets larger than this live in solo groups
+
+# A lagging client is looked at this often (s) while the loop has nothing else for it.
+LAG_POLL = 0.005
 
 # Channels one core keeps at most: ~300 bytes each without history (Broadcaster's docstring).
 MAX_CHANNELS = 100_000
@@ -151,9 +158,10 @@ cdef class Group:
     A solo group holds one client with many channels in a mutable set.
     """
 
-    def __cinit__(self, object channels, bint solo):
+    def __cinit__(self, object channels, bint solo, int encoding):
         self.channels = channels
         self.solo = solo
+        self.encoding = encoding
         self.members = []
         self.channel_slots = {}
 
@@ -162,9 +170,10 @@ cdef class Group:
 
 
 cdef class Client:
-    def __cinit__(self, long long client_id, Sink sink):
+    def __cinit__(self, long long client_id, Sink sink, int encoding):
         self.id = client_id
         self.sink = sink
+        self.encoding = encoding
         self.live_from = {}
 
     def __dealloc__(self):
@@ -225,7 +234,8 @@ cdef class FanoutCore:
                  Py_ssize_t history_size=1000, Py_ssize_t history_bytes=1024 * 1024,
                  str slow_consumer="close", notices=None, object max_subscriptions=128,
                  Py_ssize_t history_total_bytes=256 * 1024 * 1024,
-                 object channel_ttl=300.0, Py_ssize_t max_channels=MAX_CHANNELS):
+                 object channel_ttl=300.0, Py_ssize_t max_channels=MAX_CHANNELS,
+                 codec=None, Py_ssize_t lag_threshold=64 * 1024):
         if max_batch_bytes <= 0:
             raise ValueError("max_batch_bytes must be positive")
         if flush_interval < 0:
@@ -258,6 +268,11 @@ cdef class FanoutCore:
         self._tick_cb = self.tick
         self._dumps = orjson.dumps
         self._notices = NOTICES if notices is None else notices
+        self._codec = codec
+        if lag_threshold <= 0:
+            raise ValueError("lag_threshold must be positive")
+        self.lag_threshold = lag_threshold
+        self._laggards = []
         self._slow = SlowConsumerPolicy(slow_consumer, client_budget, self._notices)
         self._default = default
         self.max_batch_bytes = max_batch_bytes
@@ -342,6 +357,22 @@ cdef class FanoutCore:
         if data is None:
             raise TypeError("data must be bytes, not None")
         self._enqueue(OP_DIRECT_BINARY, client_id, None, data)
+
+    cpdef publish_event(self, dict event, object channel):
+        """Queue an agent event for ``channel`` (checked by the caller: see
+        ``agentcast.streams.events``): numbered, kept and encoded once per encoding among
+        its subscribers when applied."""
+        check_named(channel)
+        if self._codec is None:
+            raise RuntimeError("this core was made without an event codec")
+        self._enqueue(OP_EVENT, 0, channel, event, latency_stamp(self))
+
+    cpdef send_control(self, long long client_id, bytes payload):
+        """Queue JSON for one client that overtakes what a lagging client has held in the
+        core (acks, errors): for frames no channel message must precede."""
+        if payload is None:
+            raise TypeError("payload must be bytes, not None")
+        self._enqueue(OP_CONTROL, client_id, None, payload)
 
     cpdef subscribe(self, long long client_id, object channel, object since=None,
                     bytes ack=None):
@@ -448,6 +479,11 @@ cdef class FanoutCore:
             "history_trims": self.n_history_trims,
             "subscriptions": self.n_subscriptions,
             "history_gaps_served": self.n_history_gaps_served,
+            "events": self.n_events,
+            "merged_deltas": self.n_merged_deltas,
+            "lag_episodes": self.n_lag_episodes,
+            "lagging_clients": len(self._laggards),
+            "snapshots": self.n_snapshots,
         }
 
     @property
@@ -497,14 +533,17 @@ cdef class FanoutCore:
         del sweeps[:i]
         return self._table.sweep(cutoff, limit)
 
-    cpdef long long add_client(self, Sink sink) except -1:
-        """Register a connected sink; it receives broadcasts until it subscribes."""
+    cpdef long long add_client(self, Sink sink, int encoding=MEMGPT_ENCODING) except -1:
+        """Register a connected sink; it receives broadcasts until it subscribes. Agent
+        events reach it in ``encoding`` (an index of ``agentcast.streams.encodings``)."""
         cdef Client client
         check_thread(self, "add_client")
-        client = Client(self._next_id, sink)
+        if encoding < 0 or encoding != MEMGPT_ENCODING and self._codec is None:
+            raise ValueError(f"encoding {encoding} needs an event codec")
+        client = Client(self._next_id, sink, encoding)
         self._next_id += 1
         self._clients[client.id] = client
-        join_group(self._group_for(NO_CHANNELS), client)
+        join_group(self._group_for(NO_CHANNELS, encoding), client)
         return client.id
 
     cpdef remove_client(self, long long client_id):
@@ -520,6 +559,13 @@ cdef class FanoutCore:
         leave_group(group, client)
         if not group.members:
             self._drop_group(group)
+
+    def encoding_of(self, long long client_id):
+        """The encoding a client was registered with (loop thread); MemGPT's if unknown."""
+        cdef Client client
+        check_thread(self, "encoding_of")
+        client = self._clients.get(client_id)
+        return MEMGPT_ENCODING if client is None else client.encoding
 
     def client_ids(self):
         """Connected clients' ids (loop thread)."""
@@ -556,6 +602,10 @@ cdef class FanoutCore:
         (a shutdown does not wait for clients that were not keeping up anyway)."""
         cdef Client client
         check_thread(self, "close_all")
+        for client in self._laggards:  # what they hold goes first, if they can take it
+            if client.backlog is not None and not client.closed and not self._slow.over(
+                    client.sink.queued() + client.backlog.nbytes):
+                self._catch_up(client)
         for client in list(self._clients.values()):
             if client.closed:
                 continue
@@ -643,14 +693,20 @@ cdef class FanoutCore:
             self._route(target, payload)
             if op.since and self._tick_bytes != fanned:
                 self._latency.keep(op.since)
+        elif op.kind == OP_EVENT:
+            self._route_event(target, payload)
+            if op.since and self._tick_bytes != fanned:
+                self._latency.keep(op.since)
         elif op.kind == OP_DIRECT:
+            self._route_ordered(op.client_id, payload, TEXT_FRAME)
+        elif op.kind == OP_CONTROL:
             self._route_direct(op.client_id, payload, TEXT_FRAME)
         elif op.kind == OP_PUBLISH_BINARY:
             self._route_binary(target, payload)
             if op.since and self._tick_bytes != fanned:
                 self._latency.keep(op.since)
         elif op.kind == OP_DIRECT_BINARY:
-            self._route_direct(op.client_id, payload, BINARY_FRAME)
+            self._route_ordered(op.client_id, payload, BINARY_FRAME)
         elif op.kind == OP_RESUME:
             self._unqueue_subscribe(target)
             self._resume(op.client_id, target, op.since, payload)
@@ -682,12 +738,14 @@ cdef class FanoutCore:
 
     # ---- routing ------------------------------------------------------------
 
-    cdef Group _group_for(self, frozenset channels):
-        """The shared group of exactly ``channels`` (at most ``SHARED_MAX`` of them)."""
-        cdef Group group = self._groups.get(channels)
+    cdef Group _group_for(self, frozenset channels, int encoding):
+        """The shared group of exactly ``channels`` (at most ``SHARED_MAX`` of them) in
+        ``encoding``."""
+        cdef tuple key = (channels, encoding)
+        cdef Group group = self._groups.get(key)
         if group is None:
-            group = Group(channels, False)
-            self._groups[channels] = group
+            group = Group(channels, False, encoding)
+            self._groups[key] = group
             self._add_group(group)
         return group
 
@@ -701,7 +759,7 @@ cdef class FanoutCore:
     cdef int _drop_group(self, Group group) except -1:
         cdef Group last
         if not group.solo:
-            del self._groups[group.channels]
+            del self._groups[(group.channels, group.encoding)]
         last = self._group_list.pop()
         if last is not group:
             self._group_list[group.slot] = last
@@ -734,8 +792,16 @@ cdef class FanoutCore:
         return 0
 
     cdef int _subscribe(self, long long client_id, object channel, bytes ack) except -1:
-        if self._change_subscription(client_id, channel, True) and ack is not None:
+        """Subscribe; the ack first, then (an event encoding's client) the channel's open run
+        as it stands, so what follows is valid from its first frame."""
+        cdef Client client
+        if not self._change_subscription(client_id, channel, True):
+            return 0
+        if ack is not None:
             self._route_direct(client_id, ack, TEXT_FRAME)
+        client = self._clients[client_id]
+        if client.encoding != MEMGPT_ENCODING:
+            self._send_snapshot(client, channel, 0)
         return 0
 
     cdef int _change_subscription(self, long long client_id, object channel,
@@ -759,11 +825,11 @@ cdef class FanoutCore:
         if client.group.solo and count > SHARED_MAX:
             self._change_solo(client, channel, add)  # O(1), whatever the client holds
         elif count > SHARED_MAX:  # the one subscribe too many for a shared group
-            self._move(client, Group(set(channels) | {channel}, True))
+            self._move(client, Group(set(channels) | {channel}, True, client.encoding))
         elif add:
-            self._move(client, self._group_for(frozenset(channels) | {channel}))
+            self._move(client, self._group_for(frozenset(channels) | {channel}, client.encoding))
         else:
-            self._move(client, self._group_for(frozenset(channels) - {channel}))
+            self._move(client, self._group_for(frozenset(channels) - {channel}, client.encoding))
         self.n_subscriptions += 1 if add else -1
         if add:
             client.live_from[channel] = self._next_seq(channel)
@@ -830,8 +896,8 @@ cdef class FanoutCore:
         ``skipped`` notice gets exactly the skipped seqs)."""
         cdef Client client = self._clients.get(client_id)
         cdef Channel state
-        cdef unsigned long long held_from
-        cdef bytes frame
+        cdef unsigned long long held_from, asked
+        cdef object frame
         if client is None or client.closed:
             self.n_unknown_targets += 1
             return 0
@@ -846,8 +912,16 @@ cdef class FanoutCore:
         if since + 1 >= held_from:
             return 0  # it holds everything after ``since`` already
         if since + 1 < state.first_seq:
+            asked = since
             since = self._history_gap(client_id, name, state, since)
+            if client.encoding != MEMGPT_ENCODING and self._send_snapshot(client, name, asked):
+                client.live_from[name] = asked + 1
+                return 0  # the open run as it stands replaces the part of it not kept
         for frame in state.frames_after(since, held_from - 1):
+            if type(frame) is tuple:  # an event: its frame in the client's encoding
+                frame = (<tuple>frame)[client.encoding]
+                if frame is None:
+                    continue
             self._append_private(client, frame)
         client.live_from[name] = since + 1
         if client.skipping is not None:  # skipping: the replay is skipped too
@@ -867,6 +941,8 @@ cdef class FanoutCore:
         if client.skipping is not None:  # skipping: the replay is skipped too
             self._count_skipped(client, 1)
             return 0
+        if client.backlog is not None:  # lagging: after what it holds
+            return client.backlog.add_frame(None, frame)
         if not client.diverged:
             self._diverge(client)
         buf_append(&client.priv, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
@@ -896,6 +972,9 @@ cdef class FanoutCore:
         client.priv.size = 0
         client.diverged = True
         self._diverged.append(client)
+        if client.backlog is not None:  # the group's frames went to its backlog
+            client.priv_frames = 0
+            return 0
         if client.skipping is not None:
             client.priv_frames = 0
             return self._count_skipped(client, client.group.frames)
@@ -939,6 +1018,178 @@ cdef class FanoutCore:
         self.n_published += 1
         return self._fan(channel, header, hl, PyBytes_AS_STRING(data), size)
 
+    cdef int _route_event(self, object channel, dict event) except -1:
+        cdef Channel state = self._table.get(channel)
+        if state is None:
+            state = self._open_channel(channel)
+            if state is None:  # new, and every channel is busy: it has no subscriber either
+                return 0
+        return self._deliver_event(channel, state, state.last_seq + 1, event)
+
+    cdef int _deliver_event(self, object channel, Channel state, unsigned long long seq,
+                            dict event) except -1:
+        """Number, encode (once per encoding, whatever the number of clients), keep and fan
+        out one event; ``seq`` is ``state.last_seq + 1``."""
+        cdef list frames = []
+        cdef tuple entry
+        for payload in self._codec.on_event(channel, event, seq):
+            frames.append(None if payload is None else text_frame(payload))
+        entry = tuple(frames)
+        state.keep(seq, entry, self.n_ticks)
+        if self._table.bytes > self.history_total_bytes:
+            self._trim_history()
+        self.n_published += 1
+        self.n_events += 1
+        return self._fan_event(channel, entry, event, seq)
+
+    cdef int _fan_event(self, object channel, tuple frames, dict event,
+                        unsigned long long seq) except -1:
+        """Append an event's frame in each group's encoding to that group (and to each
+        diverged client); an encoding with no frame for it sends nothing."""
+        cdef Group group
+        cdef Client client
+        cdef object frame
+        cdef list groups = self._channel_groups.get(channel)
+        if groups is None:
+            return 0
+        for group in groups:
+            frame = frames[group.encoding]
+            if frame is None:
+                continue
+            if not group.buf.size:
+                self._filled_groups.append(group)
+            buf_append(&group.buf, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+            group.frames += 1
+            self._count_tick_bytes(PyBytes_GET_SIZE(frame), group.buf.size)
+        for client in self._diverged:
+            if client.backlog is None and channel in client.group.channels:
+                frame = frames[client.encoding]
+                if frame is None:
+                    continue
+                if client.skipping is not None:
+                    self._count_skipped(client, 1)
+                    continue
+                buf_append(&client.priv, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+                client.priv_frames += 1
+                self._count_tick_bytes(PyBytes_GET_SIZE(frame), client.priv.size)
+        if self._laggards:
+            self._hold(channel, frames, event, seq)
+        return 0
+
+    cdef int _hold(self, object channel, object frames, dict event,
+                   unsigned long long seq) except -1:
+        """Give a frame (bytes, or an event's per encoding) to every lagging client of
+        ``channel`` (None: all) through its backlog, where deltas merge; one whose backlog
+        and transport together pass its budget gets the slow-consumer policy."""
+        cdef Client client
+        cdef object frame
+        cdef str kind = None if event is None else event.get("type")
+        cdef bint delta = kind in DELTA_KINDS
+        for client in self._laggards:
+            if (client.closed or client.backlog is None
+                    or channel is not None and channel not in client.group.channels):
+                continue
+            frame = frames if event is None else (<tuple>frames)[client.encoding]
+            if frame is None:
+                continue
+            if delta:
+                if client.backlog.add_delta(channel, event, event[STREAM_ID[kind]],
+                                            event["delta"], frame, seq):
+                    self.n_merged_deltas += 1
+            else:
+                client.backlog.add_frame(channel, frame)
+            if self._slow.over(client.backlog.nbytes + client.sink.queued()):
+                self._catch_up(client)  # what it holds goes out; the policy takes over
+                if not client.closed:
+                    self._check_budget(client)
+        return 0
+
+    cdef int _send_snapshot(self, Client client, object channel,
+                            unsigned long long since) except -1:
+        """Send the client the channel's open run (what it holds after ``since``); 1 if
+        there was one, 0 if not, or if its state was not kept whole (a ``history_trimmed``
+        notice says so)."""
+        cdef object snapshot = self._codec.snapshot(channel, since)
+        cdef Channel state
+        if snapshot is None:
+            state = self._table.get(channel)
+            self.n_history_gaps_served += 1
+            self._route_direct(client.id, self._notices.history_gap(
+                channel, since, state.last_seq + 1, state.last_seq), TEXT_FRAME)
+            return 0
+        if not snapshot:
+            return 0
+        self.n_snapshots += 1
+        for _seq, payloads in snapshot:
+            payload = payloads[client.encoding]
+            if payload is not None:
+                self._append_private(client, text_frame(payload))
+        return 1
+
+    cdef int _start_lagging(self, Client client) except -1:
+        """The client's transport holds more than ``lag_threshold``: from now on what comes
+        for it waits in a backlog (where deltas merge) until its transport drains."""
+        client.backlog = Backlog()
+        self._laggards.append(client)
+        self.n_lag_episodes += 1
+        if self._lag_timer is None:
+            self._lag_timer = self._loop.call_later(LAG_POLL, self.serve_laggards)
+        return 0
+
+    def serve_laggards(self):
+        """Lagging clients whose transport drained get their backlog, even when nothing new
+        is published (loop thread; a timer calls it every ``LAG_POLL`` s while any lag)."""
+        check_thread(self, "serve_laggards")
+        self._lag_timer = None
+        self._serve_laggards()
+        if self._laggards and self._lag_timer is None:
+            self._lag_timer = self._loop.call_later(LAG_POLL, self.serve_laggards)
+
+    cdef int _serve_laggards(self) except -1:
+        """Each lagging client whose transport is down to half ``lag_threshold`` gets its
+        backlog (merged) in one write; one whose transport then stays that low is served
+        with its group again."""
+        cdef Client client
+        cdef list still = []
+        cdef Py_ssize_t low = self.lag_threshold // 2
+        for client in self._laggards:
+            if client.backlog is None:  # the slow-consumer policy took it over
+                continue
+            if client.closed or client.sink.closing():
+                client.backlog = None
+                continue
+            try:
+                if client.sink.queued() <= low:
+                    self._catch_up(client)
+            except Exception:
+                self._sink_failed(client)
+            if client.closed:
+                client.backlog = None
+            elif client.sink.queued() > low:
+                still.append(client)
+            else:
+                client.backlog = None
+        self._laggards = still
+        return 0
+
+    cdef int _catch_up(self, Client client) except -1:
+        """Write the client's backlog (its merges encoded once) to its transport."""
+        cdef Buffer out
+        cdef Py_ssize_t frames
+        if not client.backlog.entries:
+            return 0
+        out.data = NULL
+        out.size = out.capacity = 0
+        try:
+            frames = client.backlog.drain(&out, self._codec, client.encoding)
+            self.n_bytes += out.size
+            self.n_deliveries += frames
+            self.n_queued_writes += 1
+            client.sink.write(out.data, out.size)
+        finally:
+            buf_free(&out)
+        return 0
+
     cdef int _fan(self, object channel, const unsigned char* header, Py_ssize_t hl,
                   const char* data, Py_ssize_t size) except -1:
         """Append one frame (``header`` + ``data``) to every group and diverged client of
@@ -956,13 +1207,16 @@ cdef class FanoutCore:
             group.frames += 1
             self._count_tick_bytes(hl + size, group.buf.size)
         for client in self._diverged:
-            if channel is None or channel in client.group.channels:
+            if client.backlog is None and (channel is None or channel in client.group.channels):
                 if client.skipping is not None:
                     self._count_skipped(client, 1)
                     continue
                 buf_append_frame(&client.priv, header, hl, data, size)
                 client.priv_frames += 1
                 self._count_tick_bytes(hl + size, client.priv.size)
+        if self._laggards:
+            self._hold(channel, PyBytes_FromStringAndSize(<const char*>header, hl)
+                       + PyBytes_FromStringAndSize(data, size), None, 0)
         return 0
 
     cdef inline void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept:
@@ -978,6 +1232,7 @@ cdef class FanoutCore:
         cdef Channel state = self._open_channel(channel)
         cdef unsigned long long seq
         cdef bytes payload, frame
+        cdef object event
         if state is None:  # new, and every channel is busy: no subscriber here
             return 0
         for seq, payload in frames:
@@ -988,6 +1243,10 @@ cdef class FanoutCore:
                 continue
             elif seq != state.last_seq + 1:
                 self._announce_gap(channel, state, seq)
+            event = None if self._codec is None else self._codec.decode(payload)
+            if event is not None:
+                self._deliver_event(channel, state, seq, event)
+                continue
             frame = text_frame(payload)
             state.keep(seq, frame, self.n_ticks)
             if self._table.bytes > self.history_total_bytes:
@@ -1015,6 +1274,8 @@ cdef class FanoutCore:
         frame = text_frame(self._notices.restarted(channel, state.last_seq))
         self.n_gaps += 1
         state.restart(0)  # the next frame accepted starts it anew: no false gap before it
+        if self._codec is not None:  # its open runs were numbered in the old count
+            self._codec.forget(channel)
         for group in self._channel_groups.get(channel, ()):
             for client in group.members:  # what they hold is numbered from 1 again
                 client.live_from[channel] = 1
@@ -1030,6 +1291,19 @@ cdef class FanoutCore:
         self._table.forget(state)
         self._table.freed += 1
         return 0
+
+    cdef int _route_ordered(self, long long client_id, bytes payload,
+                            unsigned char first) except -1:
+        """A direct frame after everything queued for the client before it (a step's end
+        after the step's messages), also when it lags."""
+        cdef unsigned char header[MAX_HEADER]
+        cdef Py_ssize_t hl
+        cdef Client client = self._clients.get(client_id)
+        if client is None or client.backlog is None or client.closed:
+            return self._route_direct(client_id, payload, first)
+        hl = write_header(header, PyBytes_GET_SIZE(payload), first)
+        return client.backlog.add_frame(
+            None, PyBytes_FromStringAndSize(<const char*>header, hl) + payload)
 
     cdef int _route_direct(self, long long client_id, bytes payload,
                            unsigned char first) except -1:
@@ -1073,7 +1347,7 @@ cdef class FanoutCore:
         for group in self._filled_groups:
             self._round_bytes = None
             for client in group.members:
-                if client.diverged or client.closed:
+                if client.diverged or client.closed or client.backlog is not None:
                     continue
                 try:
                     count = self._stage(client, &group.buf, group.frames, count, targets)
@@ -1101,6 +1375,8 @@ cdef class FanoutCore:
                     self._sink_failed(client)
         finally:
             del targets[:]
+        if self._laggards:
+            self._serve_laggards()
         return 0
 
     cdef int _sink_failed(self, Client client) except -1:
@@ -1182,11 +1458,18 @@ cdef class FanoutCore:
         cdef Py_ssize_t queued = client.sink.queued()
         if self._slow.over(queued) and not client.sink.closing():
             self._drop_slow(client, queued)
+        elif (queued > self.lag_threshold and client.backlog is None
+              and client.encoding != MEMGPT_ENCODING and client.skipping is None
+              and not client.closed):
+            self._start_lagging(client)
         return 0
 
     cdef int _drop_slow(self, Client client, Py_ssize_t queued) except -1:
         """Over budget: closed with 1013, or skipping until it drains ("skip")."""
         cdef Skipping skipping
+        if client.backlog is not None:  # no longer lagging: the policy decides what it gets
+            self._catch_up(client)  # what it held is sent (or closed on) like the rest
+            client.backlog = None
         if not self._slow.skip:
             return self._close_slow(client, queued)
         if client.skipping is None:

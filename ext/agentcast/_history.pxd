@@ -6,7 +6,7 @@ cdef class Channel:
     cdef readonly object name
     cdef readonly unsigned long long last_seq
     cdef readonly unsigned long long first_seq    # seq of history[0]
-    cdef list ring                                # built frames; ring[head] has first_seq
+    cdef list ring                                # built frames (tuples: an event's per encoding)
     cdef Py_ssize_t head
     cdef Py_ssize_t count
     cdef Py_ssize_t history_bytes
@@ -21,10 +21,10 @@ cdef class Channel:
     cdef unsigned long long seq_before(self, unsigned long long tick) noexcept
     cdef bytes stamp(self, bytes payload, unsigned long long tick)
     cdef void _note_tick(self, unsigned long long tick) noexcept
-    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1
+    cdef int keep(self, unsigned long long seq, object entry, unsigned long long tick) except -1
     cdef int restart(self, unsigned long long last_seq) except -1
     cdef int trim(self, Py_ssize_t max_bytes) except -1
-    cdef int _remember(self, bytes frame) except -1
+    cdef int _remember(self, object entry) except -1
     cdef int _grow(self) except -1
     cdef void _forget_oldest(self) noexcept
     cdef list frames_after(self, unsigned long long since, unsigned long long upto)

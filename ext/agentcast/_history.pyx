@@ -13,6 +13,21 @@ cdef enum:
     MAX_SEQ_SUFFIX = 32
 
 cdef list NO_FRAMES = []  # every new channel's ring until its first frame: never written to
+
+
+cdef inline Py_ssize_t entry_size(object entry) noexcept:
+    """Bytes a history entry holds: one frame, or an event's frames (one per encoding, None
+    where an encoding sends nothing)."""
+    cdef Py_ssize_t size = 0
+    cdef object frame
+    if type(entry) is bytes:
+        return PyBytes_GET_SIZE(<bytes>entry)
+    for frame in <tuple>entry:
+        if frame is not None:
+            size += PyBytes_GET_SIZE(<bytes>frame)
+    return size
+
+
 cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
 
 
@@ -77,11 +92,12 @@ cdef class Channel:
             if self.idle:  # a busy channel is in no list: nothing to move
                 self.table.touch(self, tick)
 
-    cdef int keep(self, unsigned long long seq, bytes frame, unsigned long long tick) except -1:
-        """Keep a frame numbered elsewhere (a backplane): ``seq`` must be ``last_seq + 1``."""
+    cdef int keep(self, unsigned long long seq, object entry, unsigned long long tick) except -1:
+        """Keep a frame (or an event's frames, a tuple) numbered here or elsewhere: ``seq``
+        must be ``last_seq + 1``."""
         self._note_tick(tick)
         self.last_seq = seq
-        self._remember(frame)
+        self._remember(entry)
         return 0
 
     cdef int restart(self, unsigned long long last_seq) except -1:
@@ -95,8 +111,8 @@ cdef class Channel:
         self.first_seq = last_seq + 1
         return 0
 
-    cdef int _remember(self, bytes frame) except -1:
-        cdef Py_ssize_t slot
+    cdef int _remember(self, object entry) except -1:
+        cdef Py_ssize_t slot, size
         if self.table.max_frames <= 0:
             self.first_seq = self.last_seq + 1
             return 0
@@ -108,10 +124,11 @@ cdef class Channel:
         slot = self.head + self.count
         if slot >= len(self.ring):
             slot -= len(self.ring)
-        self.ring[slot] = frame
+        size = entry_size(entry)
+        self.ring[slot] = entry
         self.count += 1
-        self.history_bytes += PyBytes_GET_SIZE(frame)
-        self.table.bytes += PyBytes_GET_SIZE(frame)
+        self.history_bytes += size
+        self.table.bytes += size
         return self.trim(self.table.max_bytes)
 
     cdef int trim(self, Py_ssize_t max_bytes) except -1:
@@ -128,7 +145,7 @@ cdef class Channel:
         return 0
 
     cdef void _forget_oldest(self) noexcept:
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(<bytes>self.ring[self.head])
+        cdef Py_ssize_t size = entry_size(self.ring[self.head])
         self.history_bytes -= size
         self.table.bytes -= size
         self.ring[self.head] = None
@@ -139,7 +156,8 @@ cdef class Channel:
         self.first_seq += 1
 
     cdef list frames_after(self, unsigned long long since, unsigned long long upto):
-        """Kept frames with ``since`` < seq <= ``upto``, oldest first."""
+        """Kept entries with ``since`` < seq <= ``upto``, oldest first: a frame (bytes), or an
+        event's frames per encoding (a tuple)."""
         cdef Py_ssize_t start = 0, end = self.count, i, slot
         cdef list frames = []
         if since + 1 > self.first_seq:

@@ -19,6 +19,8 @@ cdef enum:
     OP_PUBLISH_BINARY = 7
     OP_DIRECT_BINARY = 8
     OP_FORGET = 9
+    OP_EVENT = 10          # an agent event (a dict) on a channel: numbered, encoded per encoding
+    OP_CONTROL = 11        # a direct frame that overtakes what a lagging client has queued
 
 
 cdef struct Op:

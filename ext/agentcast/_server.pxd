@@ -46,6 +46,7 @@ cdef class ServerListener(WSListener):
     cdef double _refilled_at
     cdef object _peer
     cdef double _connected_at
+    cdef int _encoding                     # how agent events reach this connection
 
     cdef bint _over_rate(self, double cost) noexcept
     cdef int _answer_close(self, WSTransport transport, WSFrame frame) except -1

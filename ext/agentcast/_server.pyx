@@ -185,7 +185,7 @@ cdef class TransportSink(Sink):
 cdef class ServerListener(WSListener):
     def __cinit__(self, FanoutCore core, ConnectionStats stats not None, on_message, on_binary,
                   double close_grace, Py_ssize_t max_message_size,
-                  double max_message_rate=0.0):
+                  double max_message_rate=0.0, int encoding=0):
         self._rate = max_message_rate
         self._tokens = max_message_rate
         self._refilled_at = monotonic()
@@ -195,10 +195,12 @@ cdef class ServerListener(WSListener):
         self._on_binary = on_binary
         self._close_grace = close_grace
         self._max_message_size = max_message_size
+        self._encoding = encoding
         self.client_id = 0
 
     cpdef on_ws_connected(self, WSTransport transport):
-        self.client_id = self._core.add_client(TransportSink(transport, self._close_grace))
+        self.client_id = self._core.add_client(
+            TransportSink(transport, self._close_grace), self._encoding)
         if log.isEnabledFor(INFO):  # the peer is kept for the disconnect line
             self._connected_at = monotonic()
             self._peer = peer_address(transport)

@@ -33,4 +33,5 @@ class ServerListener(WSListener):
         close_grace: float,
         max_message_size: int,
         max_message_rate: float = 0.0,
+        encoding: int = 0,
     ) -> None: ...

@@ -19,6 +19,8 @@ import orjson
 
 from agentcast.backplane import require_redis
 from agentcast.serve.loop import LoopThread
+from agentcast.streams.events import check_event
+from agentcast.streams.producer import Run
 
 __all__ = ["AsyncPublisher", "Publisher"]
 
@@ -87,6 +89,15 @@ class AsyncPublisher:
             raise RuntimeError("the publisher is not running: call start() first")
         self._outbox.put(None if channel is None else channel_name(channel), data)
 
+    def publish_event(self, event: dict[str, Any], channel: str) -> None:
+        """Queue one agent event (checked here: ``BadEvent``) for ``channel``; the nodes
+        number it and encode it for each wire protocol, as their own."""
+        self.publish_json(orjson.dumps(check_event(event)), channel)
+
+    def run(self, channel: str, run_id: str | None = None, thread_id: str | None = None) -> Run:
+        """A run on ``channel`` (see ``agentcast.streams.producer``)."""
+        return Run(self.publish_event, channel, run_id, thread_id)
+
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until Redis has applied everything published so far; False on timeout."""
         if self._outbox is None:
@@ -140,6 +151,12 @@ class Publisher:
 
     def publish_json(self, data: bytes, channel: str | None = None) -> None:
         self._async.publish_json(data, channel)
+
+    def publish_event(self, event: dict[str, Any], channel: str) -> None:
+        self._async.publish_event(event, channel)
+
+    def run(self, channel: str, run_id: str | None = None, thread_id: str | None = None) -> Run:
+        return self._async.run(channel, run_id, thread_id)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until Redis has applied everything published so far; False on timeout."""

@@ -218,6 +218,15 @@ class RedisBackplane:
         op = _Send(client_id, payload, self.outbox.last_of_this_thread())
         self._loop.call_soon_threadsafe(self._add_local, op)
 
+    def publish_event(self, event: dict[str, Any], channel: object) -> None:
+        """Through Redis as its native JSON: every node decodes it back into the event."""
+        self.publish_json(orjson.dumps(event), channel)
+
+    def send_control(self, client_id: int, payload: bytes) -> None:
+        """Straight to the core: a control frame waits for no publish."""
+        assert self._core is not None, "start() first"
+        self._core.send_control(client_id, payload)
+
     def publish_binary(self, data: bytes, channel: object = None) -> None:
         raise NotImplementedError(NO_BINARY.format("publish_binary"))
 

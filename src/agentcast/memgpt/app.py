@@ -32,6 +32,7 @@ from agentcast.printable import clip
 from agentcast.serve.auth import Refused
 from agentcast.serve.broadcaster import Broadcaster
 from agentcast.serve.forever import serve_forever
+from agentcast.streams.acks import ACKS, MemgptAcks, NativeAcks
 
 log = logging.getLogger("agentcast.app")
 
@@ -152,13 +153,11 @@ class AgentServer:
         elif isinstance(message, protocol.Subscribe):
             # The ack goes out once the subscription holds, then the replay, then live;
             # beyond max_subscriptions the client gets too_many_subscriptions instead.
-            ack = protocol.command_response(f"OK: subscribed to {message.agent_id}")
+            ack = self._acks(client_id).subscribed(message.agent_id)
             self.hub.subscribe(client_id, message.agent_id, message.since, ack=ack)
         elif isinstance(message, protocol.Unsubscribe):
             self.hub.unsubscribe(client_id, message.agent_id)
-            self.hub.send_json(
-                client_id, protocol.command_response(f"OK: unsubscribed from {message.agent_id}")
-            )
+            self.hub.send_control(client_id, self._acks(client_id).unsubscribed(message.agent_id))
         elif not self._admit(client_id):
             self.hub.send_json(
                 client_id, protocol.server_error("busy: too many requests in flight")
@@ -174,6 +173,10 @@ class AgentServer:
             )
         else:
             self._submit(client_id, self._create_agent, client_id, message)
+
+    def _acks(self, client_id: int) -> type[MemgptAcks] | type[NativeAcks]:
+        """The acks in the client's wire protocol."""
+        return ACKS[self.hub.encoding(client_id)]
 
     def _permits(self, client_id: int, message: protocol.Request) -> bool:
         """Whether the client's identity allows ``message``; if not, say so (forbidden)."""
@@ -255,7 +258,7 @@ class AgentServer:
 
     def _run_step(self, client_id: int, message: protocol.UserMessage) -> None:
         try:
-            with self.interface.serving(message.agent_id):
+            with self.interface.step(message.agent_id):
                 self.backend.user_message(self.user_id, message.agent_id, message.message)
         except Exception as exc:
             reason = clip(str(exc), ERROR_LIMIT)  # it may repeat the client's input

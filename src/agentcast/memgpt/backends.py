@@ -10,13 +10,16 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import re
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
 from agentcast.memgpt.interface import SyncWebSocketInterface
+from agentcast.streams.producer import MessageStream, ToolCallStream
 
 
 class BadBackend(ValueError):
@@ -31,16 +34,28 @@ class Backend(Protocol):
 class DemoAgentServer:
     """An agent with no LLM and no network: each user message gets a thought, a call, a reply.
 
-    It keeps the configs of the ``max_agents`` agents created or messaged last (least
+    Served as a run (``interface.step``, as ``AgentServer`` does), it streams them as an
+    LLM would: the thought as a reasoning message and the reply as a text message, word
+    by word, and the call's arguments piece by piece, ``word_delay`` seconds apart (0: as
+    fast as they can be queued). A MemGPT client gets the same three whole messages
+    either way. It keeps the configs of the ``max_agents`` agents created or messaged last (least
     recently used forgotten first), each at most ``MAX_CONFIG_BYTES`` of JSON: clients
     choose the names and configs, so what it keeps must not grow with what they send.
     """
 
     MAX_CONFIG_BYTES: ClassVar[int] = 4096
 
-    def __init__(self, default_interface: SyncWebSocketInterface, max_agents: int = 1000) -> None:
+    def __init__(
+        self,
+        default_interface: SyncWebSocketInterface,
+        max_agents: int = 1000,
+        word_delay: float = 0.0,
+    ) -> None:
         if max_agents < 1:
             raise ValueError("max_agents must be at least 1")
+        if word_delay < 0:
+            raise ValueError("word_delay must be >= 0")
+        self.word_delay = word_delay
         self.interface = default_interface
         self.max_agents = max_agents
         self.agents: OrderedDict[str, dict[str, Any]] = OrderedDict()  # oldest use first
@@ -62,9 +77,38 @@ class DemoAgentServer:
         with self._lock:
             if agent_id in self.agents:
                 self.agents.move_to_end(agent_id)
-        self.interface.internal_monologue(f"The user said {message!r}; I will echo it back.")
-        self.interface.function_message(f"Running send_message({message!r})")
-        self.interface.assistant_message(f"You said: {message}")
+        thought = f"The user said {message!r}; I will echo it back."
+        reply = f"You said: {message}"
+        run = self.interface.current_run()
+        if run is None:
+            self.interface.internal_monologue(thought)
+            self.interface.function_message(f"Running send_message({message!r})")
+            self.interface.assistant_message(reply)
+            return
+        with run.message(kind="reasoning") as reasoning:
+            self._stream(reasoning, _words(thought))
+        with run.tool_call("send_message") as call:
+            self._stream(call, _json_pieces({"message": reply}))
+        run.tool_result(call.id, "OK")
+        with run.message() as answer:
+            self._stream(answer, _words(reply))
+
+    def _stream(self, stream: MessageStream | ToolCallStream, pieces: list[str]) -> None:
+        for piece in pieces:
+            stream.delta(piece)
+            if self.word_delay:
+                time.sleep(self.word_delay)  # a worker thread's pace, as an LLM's tokens come
+
+
+def _words(text: str) -> list[str]:
+    """``text`` cut after each run of spaces: the pieces join back into it exactly."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _json_pieces(arguments: dict[str, Any]) -> list[str]:
+    """The JSON of ``arguments`` in pieces of at most 8 characters, as a model streams it."""
+    text = orjson.dumps(arguments).decode()
+    return [text[i : i + 8] for i in range(0, len(text), 8)]
 
 
 def load_backend(spec: str) -> Any:

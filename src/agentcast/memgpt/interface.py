@@ -38,6 +38,7 @@ from agentcast.memgpt import protocol
 from agentcast.printable import for_log, quote
 from agentcast.serve.broadcaster import Broadcaster
 from agentcast.serve.foreign import ForeignConnection
+from agentcast.streams.producer import Run, new_id
 
 __all__ = ["AsyncWebSocketInterface", "SyncWebSocketInterface"]
 
@@ -49,6 +50,14 @@ Hub = Broadcaster | Publisher | AsyncPublisher
 _serving: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "agentcast_agent", default=None
 )
+_running: contextvars.ContextVar[Run | None] = contextvars.ContextVar("agentcast_run", default=None)
+
+# MemGPT's message types as messages of the event model: (role, kind).
+_AS_MESSAGE: dict[str, tuple[str, str]] = {
+    "internal_monologue": ("assistant", "reasoning"),
+    "assistant_message": ("assistant", "text"),
+    "function_message": ("tool", "text"),
+}
 
 
 class _WebSocketInterface:
@@ -78,6 +87,29 @@ class _WebSocketInterface:
         finally:
             _serving.reset(token)
 
+    @contextlib.contextmanager
+    def step(self, agent_id: str) -> Iterator[Run | None]:
+        """One MemGPT step of ``agent_id`` as a run on its channel (route "agent"):
+        ``run_start``, the step's messages, then ``run_end`` (``run_error`` if it raised).
+        Within it the agent's messages belong to ``agent_id`` (as in ``serving``) and
+        ``current_run()`` is the run, for a backend that streams."""
+        run = Run(self.hub.publish_event, agent_id) if self.route == "agent" else None
+        token = _running.set(run)
+        try:
+            with self.serving(agent_id):
+                if run is None:
+                    yield None
+                else:
+                    with run:
+                        yield run
+        finally:
+            _running.reset(token)
+
+    @staticmethod
+    def current_run() -> Run | None:
+        """The run of the step being served in this thread or task (``step``), else None."""
+        return _running.get()
+
     def _emit(self, message_type: protocol.MessageType, msg: str) -> None:
         agent_id = _serving.get()
         if log.isEnabledFor(logging.DEBUG):
@@ -85,7 +117,10 @@ class _WebSocketInterface:
         if self.route == "all":
             self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), None)
         elif agent_id is not None:
-            self.hub.publish_json(protocol.agent_response(message_type, msg, agent_id), agent_id)
+            role, kind = _AS_MESSAGE[message_type]
+            event = {"type": "message", "message_id": new_id("msg"), "role": role,
+                     "kind": kind, "content": msg}  # fmt: skip
+            self.hub.publish_event(event, agent_id)
         else:
             self._drop_unrouted(message_type)
 

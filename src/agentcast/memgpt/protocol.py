@@ -189,7 +189,9 @@ class ProtocolError(ValueError):
 
 
 def _agent_id(body: dict[str, Any], reply_type: str) -> str:
-    agent_id = body.get("agent_id")
+    """The agent (channel) a request names: ``agent_id``, or ``channel`` as the native
+    protocol calls it."""
+    agent_id = body.get("agent_id", body.get("channel"))
     if agent_id is None:
         raise ProtocolError("agent_id was not specified in the request", reply_type)
     return _checked_agent_id(agent_id, "agent_id", reply_type)

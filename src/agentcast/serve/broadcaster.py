@@ -34,6 +34,10 @@ from agentcast.serve.server import (
     start_server,
 )
 from agentcast.serve.sessions import Sessions
+from agentcast.streams.codec import EventCodec
+from agentcast.streams.events import check_event
+from agentcast.streams.producer import Run
+from agentcast.streams.runs import OpenRuns
 
 log = logging.getLogger("agentcast")
 
@@ -184,6 +188,9 @@ class Broadcaster:
         allowed_origins: Sequence[str] = (),
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        lag_threshold: int = 64 * 1024,
+        max_run_bytes: int = 1024 * 1024,
+        max_open_runs_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if backplane is not None:
             require_redis()
@@ -205,7 +212,9 @@ class Broadcaster:
             "channel_ttl": channel_ttl,
             "history_total_bytes": history_total_bytes,
             "max_channels": max_channels,
+            "lag_threshold": lag_threshold,
         }
+        self._run_bounds = (max_run_bytes, max_open_runs_bytes)
         self.options = ServerOptions(
             max_message_size=max_message_size,
             ping_interval=ping_interval,
@@ -263,7 +272,9 @@ class Broadcaster:
 
     async def _setup(self) -> int | None:
         loop = asyncio.get_running_loop()
-        core = FanoutCore(loop, **self._core_options)
+        max_run_bytes, max_open_runs_bytes = self._run_bounds
+        codec = EventCodec(OpenRuns(max_run_bytes, max_open_runs_bytes))
+        core = FanoutCore(loop, codec=codec, **self._core_options)
         self._core = core
         self._unready_answers = self._invalid_requests = 0  # counters start with the core
         if self._core_options["channel_ttl"] is not None:
@@ -460,6 +471,27 @@ class Broadcaster:
     def send_binary(self, client_id: int, data: bytes) -> None:
         """Queue ``data`` as one binary frame for one client, on the same ordered path."""
         self._router.send_binary(client_id, data)
+
+    def encoding(self, client_id: int) -> int:
+        """The wire protocol a client chose (loop thread; 0, MemGPT's, for one unknown)."""
+        return int(self._core.encoding_of(client_id))
+
+    def send_control(self, client_id: int, data: bytes) -> None:
+        """Queue JSON for one client ahead of what the core holds for it while it lags
+        (acks, errors): for frames that no channel message has to precede."""
+        self._router.send_control(client_id, data)
+
+    def publish_event(self, event: dict[str, Any], channel: Hashable) -> None:
+        """Queue one agent event (``agentcast.streams.events``) for ``channel``: checked
+        here (``BadEvent``), numbered and encoded once per wire protocol on the loop."""
+        self._router.publish_event(check_event(event), channel)
+
+    def run(
+        self, channel: Hashable, run_id: str | None = None, thread_id: str | None = None
+    ) -> Run:
+        """A run on ``channel``: ``with hub.run("agent-1") as run: ...`` (see
+        ``agentcast.streams.producer``)."""
+        return Run(self._router.publish_event, channel, run_id, thread_id)
 
     def subscribe(
         self,

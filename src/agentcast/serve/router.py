@@ -26,6 +26,8 @@ class Router(Protocol):
     def send_json(self, client_id: int, payload: bytes) -> None: ...
     def publish_binary(self, data: bytes, channel: Hashable | None = None) -> None: ...
     def send_binary(self, client_id: int, data: bytes) -> None: ...
+    def send_control(self, client_id: int, payload: bytes) -> None: ...
+    def publish_event(self, event: dict[str, Any], channel: Hashable) -> None: ...
     def subscribe(
         self,
         client_id: int,
@@ -58,6 +60,8 @@ class LocalRouter:
         self.send_json = core.send_json
         self.publish_binary = core.publish_binary
         self.send_binary = core.send_binary
+        self.send_control = core.send_control
+        self.publish_event = core.publish_event
         self.subscribe = core.subscribe
         self.unsubscribe = core.unsubscribe
         self._call_soon = call_soon

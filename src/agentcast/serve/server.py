@@ -14,10 +14,11 @@ from agentcast._ext import ConnectionStats, FanoutCore, ServerListener
 from agentcast.serve.acceptor import Acceptor
 from agentcast.serve.admission import ConnectionAdmission, Peer, create_server
 from agentcast.serve.auth import Identity, Refused
+from agentcast.serve.flavors import wire_encoding
 from agentcast.serve.gate import Gate
 from agentcast.serve.handshake import refuse_upgrade
 from agentcast.serve.http import HttpEndpoints
-from agentcast.serve.refusals import SERVER_FULL
+from agentcast.serve.refusals import SERVER_FULL, Refusal
 from agentcast.serve.sessions import Sessions
 
 MessageHandler = Callable[[int, bytes], None]
@@ -131,6 +132,9 @@ async def start_server(
         refusal = refuse_upgrade(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(admission.refuse(refusal), None)
+        encoding = wire_encoding(request)
+        if isinstance(encoding, Refusal):
+            return WSUpgradeResponseWithListener(admission.refuse(encoding), None)
         foreign = gate.refuse_origin(request)
         if foreign is not None:
             return WSUpgradeResponseWithListener(foreign, None)
@@ -148,6 +152,7 @@ async def start_server(
             options.close_grace,
             options.max_message_size,
             options.max_message_rate,
+            encoding,
         )
         if on_connect is None and sessions is None:
             return ServerListener(*settings)

@@ -68,12 +68,21 @@ def memgpt(
     elif done is None:  # the end of a message or tool call whose start was not seen
         return None
     elif kind == "tool_call_end":
-        text = f"Running {done['name']}({done['arguments']})"
+        text = f"Running {done['name']}({_as_python(done['arguments'])})"
         return agent_response("function_message", text, agent_id=agent_id, seq=seq)
     message_type = _message_type(done["role"], done["kind"])
     if message_type is None:
         return None
     return agent_response(message_type, done["content"], agent_id=agent_id, seq=seq)
+
+
+def _as_python(arguments: str) -> str:
+    """A call's JSON arguments as MemGPT prints them (``{'message': 'hi'}``: Python's
+    repr of the parsed object); text that is not JSON, as it is."""
+    try:
+        return repr(orjson.loads(arguments))
+    except orjson.JSONDecodeError:
+        return arguments
 
 
 def _message_type(role: str, kind: str) -> MessageType | None:

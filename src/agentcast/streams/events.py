@@ -79,8 +79,9 @@ def check_event(event: Any) -> dict[str, Any]:
         raise BadEvent(f"unknown event type {kind!r}; one of {', '.join(sorted(EVENT_KINDS))}")
     for field, types in required.items():
         value = event.get(field)
-        if not isinstance(value, types) or isinstance(value, bool) and bool not in (
-            types if isinstance(types, tuple) else (types,)
+        if not isinstance(value, types) or (
+            isinstance(value, bool)
+            and bool not in (types if isinstance(types, tuple) else (types,))
         ):
             raise BadEvent(f"{kind}: field {field!r} is required ({_names(types)})")
         if isinstance(value, str) and not value and field not in _MAY_BE_EMPTY:

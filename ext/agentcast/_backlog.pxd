@@ -1,0 +1,26 @@
+"""C contract of a lagging client's backlog: its frames held in the core as entries, where
+consecutive deltas of one stream merge into one."""
+
+from agentcast._buffer cimport Buffer
+
+
+cdef class Merge:
+    cdef object channel
+    cdef object event                  # the first delta: its kind and id
+    cdef str stream_id
+    cdef bytes frame                   # the first delta's own frame (sent as is if alone)
+    cdef unsigned long long from_seq
+    cdef unsigned long long seq
+    cdef list pieces                   # the deltas' text, joined once when sent
+
+
+cdef class Backlog:
+    cdef list entries                  # bytes frames and Merges, in the order they came
+    cdef dict tails                    # channel -> its last entry, if a Merge
+    cdef readonly Py_ssize_t nbytes    # about what the entries will take on the wire
+    cdef readonly Py_ssize_t frames    # frames they stand for, before merging
+
+    cdef int add_frame(self, object channel, bytes frame) except -1
+    cdef bint add_delta(self, object channel, object event, str stream_id, str delta,
+                        bytes frame, unsigned long long seq) except -1
+    cdef Py_ssize_t drain(self, Buffer* out, object codec, int encoding) except -1

@@ -1,0 +1,218 @@
+"""Agent event streams on the wire, with real clients on 127.0.0.1: the native protocol
+(``?protocol=agentcast``) beside MemGPT's, a join mid-run, a laggard's merged deltas and a
+``since`` resume across a merge."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import websockets
+
+from agentcast import Broadcaster, Client, SyncClient
+from agentcast.memgpt.app import AgentServer
+from clients import masked_text, parse_frames, raw_upgrade, run, user_message, wait_for
+from stream_checks import check_stream, text
+
+NATIVE = "?protocol=agentcast"
+
+
+async def read_until(websocket: Any, kind: str) -> list[dict[str, Any]]:
+    """Events (acks left out) until one of type ``kind``, inclusive."""
+    events = []
+    while True:
+        event = orjson.loads(await websocket.recv())
+        if "seq" in event:
+            events.append(event)
+        if event["type"] == kind:
+            return events
+
+
+def test_a_native_watcher_sees_the_demo_run_stream_and_memgpt_the_whole_messages() -> None:
+    server = AgentServer(port=0).start()
+    try:
+
+        async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with (
+                websockets.connect(url + NATIVE) as watcher,
+                websockets.connect(url) as talker,
+            ):
+                await watcher.send(orjson.dumps({"type": "subscribe", "channel": "a1"}).decode())
+                assert orjson.loads(await watcher.recv()) == {"type": "subscribed", "channel": "a1"}
+                await talker.send(orjson.dumps(user_message("hi there")).decode())
+                memgpt = []
+                while (reply := orjson.loads(await talker.recv()))["type"] != "agent_response_end":
+                    memgpt.append(reply)
+                return await read_until(watcher, "run_end"), memgpt
+
+        events, memgpt = run(scenario())
+    finally:
+        server.stop()
+    check_stream(events)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    starts = [e for e in events if e["type"] == "message_start"]
+    assert [(s["role"], s["kind"]) for s in starts] == [
+        ("assistant", "reasoning"),
+        ("assistant", "text"),
+    ]
+    assert text(events, starts[0]["message_id"]) == "The user said 'hi there'; I will echo it back."
+    assert text(events, starts[1]["message_id"]) == "You said: hi there"
+    assert kinds.count("message_delta") > 2 and "tool_call_delta" in kinds
+    assert [(m["type"], m.get("message_type"), m.get("message")) for m in memgpt] == [
+        ("agent_response_start", None, None),
+        ("agent_response", "internal_monologue", "The user said 'hi there'; I will echo it back."),
+        (
+            "agent_response",
+            "function_message",
+            "Running send_message({'message': 'You said: hi there'})",
+        ),
+        ("agent_response", "assistant_message", "You said: hi there"),
+    ]
+
+
+def test_an_unknown_protocol_is_refused_with_400(hub_factory: Callable[..., Broadcaster]) -> None:
+    hub = hub_factory()
+    sock = socket.create_connection(("127.0.0.1", hub.port))
+    sock.sendall(
+        b"GET /?protocol=nope HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.settimeout(10)
+    answer = sock.recv(4096)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"unknown protocol 'nope': one of memgpt, agentcast" in answer
+    assert hub.stats()["upgrades_refused_handshake"] == 1
+
+
+def subscribing_hub(hub_factory: Callable[..., Broadcaster], **options: Any) -> Broadcaster:
+    """A hub that subscribes a client to ``{"channel": C, "since": N?}`` when asked."""
+    hubs: list[Broadcaster] = []
+
+    def on_message(client_id: int, data: bytes) -> None:
+        request = orjson.loads(data)
+        ack = orjson.dumps({"type": "subscribed", "channel": request["channel"]})
+        hubs[0].subscribe(client_id, request["channel"], request.get("since"), ack=ack)
+
+    hubs.append(hub_factory(on_message=on_message, **options))
+    return hubs[0]
+
+
+async def subscribe(watcher: Any, channel: str, since: int | None = None) -> None:
+    await watcher.send(
+        orjson.dumps({"type": "subscribe", "channel": channel, "since": since}).decode()
+    )
+    assert orjson.loads(await watcher.recv())["type"] == "subscribed"
+
+
+def test_a_watcher_joining_mid_run_gets_a_valid_stream_from_its_first_frame(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = subscribing_hub(hub_factory)
+    full = "".join(f"token{i} " for i in range(40))
+
+    async def scenario() -> list[dict[str, Any]]:
+        run_ = hub.run("a", run_id="r1")
+        run_.start()
+        message = run_.message(message_id="m1")
+        for i in range(20):
+            message.delta(f"token{i} ")
+        async with websockets.connect(f"ws://127.0.0.1:{hub.port}/{NATIVE}") as watcher:
+            await subscribe(watcher, "a")
+            for i in range(20, 40):
+                message.delta(f"token{i} ")
+            message.end()
+            run_.end()
+            return await read_until(watcher, "run_end")
+
+    events = run(scenario())
+    check_stream(events)
+    assert events[0] == {"type": "run_start", "channel": "a", "seq": 1, "run_id": "r1"}
+    assert events[2]["from_seq"] == 3 and events[2]["seq"] == 22  # the 20 deltas so far, merged
+    assert text(events, "m1") == full
+
+
+def test_a_laggard_gets_merged_deltas_the_same_text_and_resumes_across_a_merge(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    # The budget holds the whole text: merging saves envelopes, not text.
+    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, client_budget=32 * 1024 * 1024)
+    # ~10 MB of frames: more than the kernel buffers a stalled reader (4 MiB on Linux), so
+    # the rest waits in the server's transport and the laggard's backlog.
+    pieces = [f"w{i:05} " + "x" * 100 for i in range(60_000)]
+    laggard = raw_upgrade(hub.port, rcvbuf=4096, path="/" + NATIVE)
+    try:
+        laggard.sendall(masked_text(orjson.dumps({"type": "subscribe", "channel": "a"})))
+        run(wait_for(lambda: hub.stats()["subscriptions"] == 1, what="the laggard subscribed"))
+        with hub.run("a", run_id="r") as producer, producer.message(message_id="m") as message:
+            for piece in pieces:  # a tick now and then, as a model's tokens come
+                message.delta(piece)
+        run(wait_for(lambda: hub.stats()["pending"] == 0, what="everything applied"))
+        assert hub.stats()["lag_episodes"] >= 1
+        laggard.settimeout(10)
+        data = b""
+        while not data.endswith(
+            b'"run_end","channel":"a","seq":60004,"run_id":"r","outcome":"success"}'
+        ):
+            chunk = laggard.recv(1 << 16)
+            assert chunk, "the server closed the laggard"
+            data += chunk
+    finally:
+        laggard.close()
+    frames = [orjson.loads(payload) for _, payload in parse_frames(data)]
+    assert frames[0] == {"type": "subscribed", "channel": "a"}
+    events = frames[1:]
+    check_stream(events)
+    assert text(events, "m") == "".join(pieces)
+    merged = [e for e in events if "from_seq" in e]
+    assert merged, "nothing was merged"
+    assert len(events) < len(pieces) // 2
+    assert hub.stats()["dropped_clients"] == 0
+
+    # A resume from a merged frame's seq gets exactly what comes after it.
+    middle = merged[len(merged) // 2]
+    held = text([e for e in events if e["seq"] <= middle["seq"]], "m")
+
+    async def resume() -> list[dict[str, Any]]:
+        async with websockets.connect(f"ws://127.0.0.1:{hub.port}/{NATIVE}") as watcher:
+            await subscribe(watcher, "a", since=middle["seq"])
+            return await read_until(watcher, "run_end")
+
+    rest = run(resume())
+    assert held + text(rest, "m") == "".join(pieces)
+    assert rest[0]["seq"] > middle["seq"]
+
+
+def test_the_client_assembles_the_demo_run_it_asked_for_and_a_sync_one_joins_it() -> None:
+    server = AgentServer(port=0).start()
+    url = f"ws://127.0.0.1:{server.port}/"
+    try:
+
+        async def talk() -> tuple[list[dict[str, Any]], dict[str, str]]:
+            async with Client(url, channel="a1") as client:
+                await client.send("stream me")
+                events = []
+                async for event in client:
+                    events.append(event)
+                    if event["type"] == "run_end":
+                        return events, dict(client.messages)
+            raise AssertionError("the stream ended before run_end")
+
+        events, messages = run(talk())
+        with SyncClient(url, channel="a1") as late:  # the run has ended: nothing is open
+            run(wait_for(lambda: server.hub.stats()["subscriptions"] == 1, what="subscribed"))
+            server.hub.publish_event({"type": "custom", "name": "ping", "value": 1}, "a1")
+            assert next(iter(late))["type"] == "custom"
+    finally:
+        server.stop()
+    check_stream(events)
+    assert sorted(messages.values()) == [
+        "The user said 'stream me'; I will echo it back.",
+        "You said: stream me",
+    ]
