@@ -36,7 +36,7 @@ def test_serve_then_client_as_in_the_readme(served: tuple[subprocess.Popen[str],
     assert lines[:5] == [
         "-- agent_response_start --",
         "[internal_monologue] The user said 'hello'; I will echo it back.",
-        "[function_message] Running send_message('hello')",
+        "[function_message] Running send_message({'message': 'You said: hello'})",
         "[assistant_message] You said: hello",
         "-- agent_response_end --",
     ]

@@ -199,11 +199,43 @@ def check_publisher(block: Block, tmp_path: Path, redis_server: RedisServer) -> 
     ]
 
 
+def check_run_stream(block: Block, tmp_path: Path) -> None:
+    """Any message gets a streamed run: reasoning, a tool call with its result, a reply."""
+    with serving(script(block, tmp_path)) as served:
+        with connect(served.url + "?protocol=agentcast") as client:
+            client.send(json.dumps({"type": "subscribe", "channel": "agent-1"}))
+            events = receive_until(client, lambda m: m["type"] == "run_end")
+            served.process.send_signal(signal.SIGINT)
+            assert close_code(client) == 1001
+    kinds = [m["type"] for m in events]
+    assert kinds[0] == "run_start" and kinds.count("run_start") == 1
+    assert [m["seq"] for m in events if "seq" in m] == list(range(1, 16))
+    deltas = {}
+    for m in events:
+        if m["type"] in ("message_delta", "tool_call_delta"):
+            key = m.get("message_id") or m["tool_call_id"]
+            deltas[key] = deltas.get(key, "") + m["delta"]
+    assert sorted(deltas.values()) == sorted(
+        ["The user wants the weather.", '{"city": "Paris"}', "It is sunny."]
+    )
+    assert {"type": "tool_result", "content": "sunny, 21 C"}.items() <= next(
+        m for m in events if m["type"] == "tool_result"
+    ).items()
+
+
+def check_client(block: Block, tmp_path: Path) -> None:
+    """The Python client assembles the demo agent's streamed reply."""
+    out = run_to_the_end(script(block, tmp_path)).stdout
+    assert out == "[\"The user said 'hello'; I will echo it back.\", 'You said: hello']\n"
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "AgentServer(MyAgents": check_agent_server,
     "Broadcaster(host=": check_broadcaster,
     "jwt.encode(": check_jwt,
     "Publisher(": check_publisher,
+    "hub.run(": check_run_stream,
+    "Client(f": check_client,
 }
 
 

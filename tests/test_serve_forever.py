@@ -124,7 +124,7 @@ def test_serve_forever_outside_the_main_thread_is_refused_before_starting() -> N
 
 
 STOPPED = re.compile(
-    r"agentcast: stopped after \d+\.\d s: 3 messages published, 5 deliveries,"
+    r"agentcast: stopped after \d+\.\d s: \d+ messages published, 5 deliveries,"
     r" 1 client closed with 1001 \(going away\)"
 )
 

@@ -79,7 +79,9 @@ class DemoAgentServer:
                 self.agents.move_to_end(agent_id)
         thought = f"The user said {message!r}; I will echo it back."
         reply = f"You said: {message}"
-        run = self.interface.current_run()
+        # MemGPT's own interfaces (the bench's peer) have no runs: whole messages then.
+        current_run = getattr(self.interface, "current_run", None)
+        run = None if current_run is None else current_run()
         if run is None:
             self.interface.internal_monologue(thought)
             self.interface.function_message(f"Running send_message({message!r})")
@@ -100,15 +102,20 @@ class DemoAgentServer:
                 time.sleep(self.word_delay)  # a worker thread's pace, as an LLM's tokens come
 
 
+MAX_PIECES = 64
+
+
 def _words(text: str) -> list[str]:
     """``text`` cut after each run of spaces: the pieces join back into it exactly."""
     return re.findall(r"\S+\s*|\s+", text)
 
 
 def _json_pieces(arguments: dict[str, Any]) -> list[str]:
-    """The JSON of ``arguments`` in pieces of at most 8 characters, as a model streams it."""
+    """The JSON of ``arguments`` in pieces of 8 characters, as a model streams it (at most
+    ``MAX_PIECES`` of them: a 100 kB message is not 12,500 events)."""
     text = orjson.dumps(arguments).decode()
-    return [text[i : i + 8] for i in range(0, len(text), 8)]
+    size = max(8, -(-len(text) // MAX_PIECES))
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def load_backend(spec: str) -> Any:
