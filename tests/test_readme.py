@@ -201,12 +201,14 @@ def check_publisher(block: Block, tmp_path: Path, redis_server: RedisServer) -> 
 
 def check_run_stream(block: Block, tmp_path: Path) -> None:
     """Any message gets a streamed run: reasoning, a tool call with its result, a reply."""
-    with serving(script(block, tmp_path)) as served:
-        with connect(served.url + "?protocol=agentcast") as client:
-            client.send(json.dumps({"type": "subscribe", "channel": "agent-1"}))
-            events = receive_until(client, lambda m: m["type"] == "run_end")
-            served.process.send_signal(signal.SIGINT)
-            assert close_code(client) == 1001
+    with (
+        serving(script(block, tmp_path)) as served,
+        connect(served.url + "?protocol=agentcast") as client,
+    ):
+        client.send(json.dumps({"type": "subscribe", "channel": "agent-1"}))
+        events = receive_until(client, lambda m: m["type"] == "run_end")
+        served.process.send_signal(signal.SIGINT)
+        assert close_code(client) == 1001
     kinds = [m["type"] for m in events]
     assert kinds[0] == "run_start" and kinds.count("run_start") == 1
     assert [m["seq"] for m in events if "seq" in m] == list(range(1, 16))

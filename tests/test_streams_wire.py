@@ -216,3 +216,33 @@ def test_the_client_assembles_the_demo_run_it_asked_for_and_a_sync_one_joins_it(
         "The user said 'stream me'; I will echo it back.",
         "You said: stream me",
     ]
+
+
+def test_an_ack_overtakes_a_laggards_backlog_and_the_run_end_follows_it(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, client_budget=32 * 1024 * 1024)
+    laggard = raw_upgrade(hub.port, rcvbuf=4096, path="/" + NATIVE)
+    try:
+        laggard.sendall(masked_text(orjson.dumps({"type": "subscribe", "channel": "a"})))
+        run(wait_for(lambda: hub.stats()["subscriptions"] == 1, what="the laggard subscribed"))
+        with hub.run("a", run_id="r") as producer, producer.message(message_id="m") as message:
+            for i in range(60_000):
+                message.delta(f"w{i:05} " + "x" * 100)
+        run(wait_for(lambda: hub.stats()["pending"] == 0, what="everything applied"))
+        held = hub.channel_info("a")["last_seq"]  # every event is queued for the laggard
+        laggard.sendall(masked_text(orjson.dumps({"type": "subscribe", "channel": "b"})))
+        run(wait_for(lambda: hub.stats()["subscriptions"] == 2, what="the ack queued"))
+        laggard.settimeout(10)
+        data = b""
+        while not data.endswith(b'"outcome":"success"}'):
+            chunk = laggard.recv(1 << 16)
+            assert chunk, "the server closed the laggard"
+            data += chunk
+    finally:
+        laggard.close()
+    frames = [orjson.loads(payload) for _, payload in parse_frames(data)]
+    ack = frames.index({"type": "subscribed", "channel": "b"})
+    behind = [f for f in frames[ack + 1 :] if "seq" in f]
+    assert behind and all(f["seq"] <= held for f in behind)  # it overtook the backlog
+    assert behind[-1]["type"] == "run_end" and text(frames[1:], "m").startswith("w00000 ")

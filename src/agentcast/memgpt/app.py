@@ -12,6 +12,10 @@ With ``authenticate``, every request naming an agent is checked against the clie
 ``forbidden`` error frame, counted in ``stats()["forbidden"]`` and logged once per
 connection; the connection stays usable. ``route="all"`` cannot be combined with it:
 it would send every agent to every client.
+
+Replies that no agent message has to precede (errors, refusals, a command's answer) go
+as control frames (``send_control``): they overtake what a lagging client has queued in
+the core. The step's markers and an unsubscribe's ack stay in order with the messages.
 """
 
 from __future__ import annotations
@@ -130,7 +134,7 @@ class AgentServer:
     # ---- on the loop thread -------------------------------------------------
 
     def _on_binary(self, client_id: int, data: bytes) -> None:
-        self.hub.send_json(
+        self.hub.send_control(
             client_id, protocol.server_error("binary frames are not supported; send JSON text")
         )
 
@@ -144,7 +148,7 @@ class AgentServer:
                     client_id,
                     exc,
                 )
-            self.hub.send_json(client_id, exc.reply)
+            self.hub.send_control(client_id, exc.reply)
             return
         if isinstance(message, protocol.Refresh):
             self._refresh(client_id, message.token)
@@ -157,9 +161,9 @@ class AgentServer:
             self.hub.subscribe(client_id, message.agent_id, message.since, ack=ack)
         elif isinstance(message, protocol.Unsubscribe):
             self.hub.unsubscribe(client_id, message.agent_id)
-            self.hub.send_control(client_id, self._acks(client_id).unsubscribed(message.agent_id))
+            self.hub.send_json(client_id, self._acks(client_id).unsubscribed(message.agent_id))
         elif not self._admit(client_id):
-            self.hub.send_json(
+            self.hub.send_control(
                 client_id, protocol.server_error("busy: too many requests in flight")
             )
         elif isinstance(message, protocol.UserMessage):
@@ -205,16 +209,16 @@ class AgentServer:
                 action,
                 agent_id,
             )
-        self.hub.send_json(client_id, protocol.forbidden(action, agent_id))
+        self.hub.send_control(client_id, protocol.forbidden(action, agent_id))
         return False
 
     def _refresh(self, client_id: int, token: str) -> None:
         try:
             self.hub.refresh(client_id, token)
         except Refused as refused:
-            self.hub.send_json(client_id, protocol.unauthorized(f"refresh refused: {refused}"))
+            self.hub.send_control(client_id, protocol.unauthorized(f"refresh refused: {refused}"))
         else:
-            self.hub.send_json(client_id, protocol.command_response("OK: token refreshed"))
+            self.hub.send_control(client_id, protocol.command_response("OK: token refreshed"))
 
     def _admit(self, client_id: int) -> bool:
         with self._lock:
@@ -236,7 +240,7 @@ class AgentServer:
 
     def _refuse(self, client_id: int) -> None:
         self._release(client_id)
-        self.hub.send_json(client_id, protocol.server_error("server is shutting down"))
+        self.hub.send_control(client_id, protocol.server_error("server is shutting down"))
 
     # ---- on a worker thread, or in stop() for a request it cancels -----------
 
@@ -278,4 +282,4 @@ class AgentServer:
             status = f"Error: Failed to init agent - {reason}"
         else:
             status = "OK: Agent initialized"
-        self.hub.send_json(client_id, protocol.command_response(status))
+        self.hub.send_control(client_id, protocol.command_response(status))
