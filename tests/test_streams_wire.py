@@ -246,3 +246,25 @@ def test_an_ack_overtakes_a_laggards_backlog_and_the_run_end_follows_it(
     behind = [f for f in frames[ack + 1 :] if "seq" in f]
     assert behind and all(f["seq"] <= held for f in behind)  # it overtook the backlog
     assert behind[-1]["type"] == "run_end" and text(frames[1:], "m").startswith("w00000 ")
+
+
+def test_a_rollup_window_sends_close_deltas_as_one_event_to_every_watcher(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = subscribing_hub(hub_factory)
+    pieces = [f"t{i} " for i in range(500)]
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(f"ws://127.0.0.1:{hub.port}/{NATIVE}") as watcher:
+            await subscribe(watcher, "a")
+            with hub.run("a", rollup=0.05) as producer, producer.message(message_id="m") as m:
+                for piece in pieces:  # far faster than 50 ms apart: a handful of windows
+                    m.delta(piece)
+            return await read_until(watcher, "run_end")
+
+    events = run(scenario())
+    check_stream(events)
+    deltas = [e for e in events if e["type"] == "message_delta"]
+    assert text(events, "m") == "".join(pieces)
+    assert 1 <= len(deltas) < 50 and not any("from_seq" in e for e in deltas)
+    assert hub.stats()["events"] == len(events)

@@ -53,6 +53,7 @@ class AsyncPublisher:
         self._redis: Any = None
         self._outbox: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> AsyncPublisher:
         """Connect; raises here if Redis cannot be reached."""
@@ -64,7 +65,7 @@ class AsyncPublisher:
 
         if self._task is not None:
             raise RuntimeError("the publisher was already started")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._redis = aioredis.Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
         await reach(self._redis, self.url)
         self._outbox = Outbox(
@@ -94,9 +95,23 @@ class AsyncPublisher:
         number it and encode it for each wire protocol, as their own."""
         self.publish_json(orjson.dumps(check_event(event)), channel)
 
-    def run(self, channel: str, run_id: str | None = None, thread_id: str | None = None) -> Run:
-        """A run on ``channel`` (see ``agentcast.streams.producer``)."""
-        return Run(self.publish_event, channel, run_id, thread_id)
+    def run(
+        self,
+        channel: str,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        *,
+        rollup: float = 0.0,
+    ) -> Run:
+        """A run on ``channel`` (see ``agentcast.streams.producer``); ``rollup`` s: deltas
+        that come close together go as one."""
+        return Run(self.publish_event, channel, run_id, thread_id, rollup, self._later)
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the publisher's loop in ``delay`` s (from any thread)."""
+        if self._loop is None:
+            raise RuntimeError("the publisher is not running: call start() first")
+        self._loop.call_soon_threadsafe(self._loop.call_later, delay, callback)
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until Redis has applied everything published so far; False on timeout."""
@@ -155,8 +170,15 @@ class Publisher:
     def publish_event(self, event: dict[str, Any], channel: str) -> None:
         self._async.publish_event(event, channel)
 
-    def run(self, channel: str, run_id: str | None = None, thread_id: str | None = None) -> Run:
-        return self._async.run(channel, run_id, thread_id)
+    def run(
+        self,
+        channel: str,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        *,
+        rollup: float = 0.0,
+    ) -> Run:
+        return self._async.run(channel, run_id, thread_id, rollup=rollup)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until Redis has applied everything published so far; False on timeout."""

@@ -487,11 +487,23 @@ class Broadcaster:
         self._router.publish_event(check_event(event), channel)
 
     def run(
-        self, channel: Hashable, run_id: str | None = None, thread_id: str | None = None
+        self,
+        channel: Hashable,
+        run_id: str | None = None,
+        thread_id: str | None = None,
+        *,
+        rollup: float = 0.0,
     ) -> Run:
         """A run on ``channel``: ``with hub.run("agent-1") as run: ...`` (see
-        ``agentcast.streams.producer``)."""
-        return Run(self._router.publish_event, channel, run_id, thread_id)
+        ``agentcast.streams.producer``); ``rollup`` s: deltas that close together go as one."""
+        return Run(self._router.publish_event, channel, run_id, thread_id, rollup, self._later)
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop thread in ``delay`` s (from any thread)."""
+        loop = self._thread.loop
+        if loop is None:
+            raise RuntimeError("the Broadcaster is not running")
+        self._thread.call_soon_threadsafe(loop.call_later, delay, callback)
 
     def subscribe(
         self,

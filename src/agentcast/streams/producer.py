@@ -13,7 +13,9 @@
 Each call checks its event and hands it to ``emit`` (``Broadcaster.publish_event`` or a
 Redis ``Publisher``'s): an O(1) queue append, as ``publish`` is, never a wait on clients.
 The ``async with`` forms are the same objects: nothing here blocks, so nothing needs
-awaiting. One run, message or tool call belongs to one producer: calls on it from
+awaiting. With ``rollup`` (seconds, default 0), the deltas of one message or tool call
+that come within that time of the first are sent as one: fewer events and frames for
+every watcher, for a latency of at most ``rollup``. One run, message or tool call belongs to one producer: calls on it from
 several threads at once would interleave its deltas in no defined order.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Any
@@ -30,6 +33,8 @@ from agentcast.streams.events import MESSAGE_KINDS, BadEvent, check_event
 __all__ = ["Emit", "MessageStream", "Run", "ToolCallStream", "new_id"]
 
 Emit = Callable[[dict[str, Any], Any], None]  # (event, channel): a hub's publish_event
+# (delay, callback): call ``callback`` once, ``delay`` s from now, on another thread
+Schedule = Callable[[float, Callable[[], None]], None]
 
 _PREFIX = os.urandom(4).hex()  # ids unique across processes without a uuid per delta
 _counter = itertools.count(1)
@@ -47,11 +52,22 @@ class _Stream:
     _kind = ""
     _id_field = ""
 
-    def __init__(self, emit: Emit, channel: Hashable, stream_id: str) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        channel: Hashable,
+        stream_id: str,
+        rollup: float = 0.0,
+        schedule: Schedule | None = None,
+    ) -> None:
         self._emit = emit
         self._channel = channel
         self.id = stream_id
         self.ended = False
+        self._rollup = rollup
+        self._schedule = schedule
+        self._pieces: list[str] = []  # held for the rollup window
+        self._lock = threading.Lock()  # the window's timer sends from another thread
 
     def delta(self, text: str) -> None:
         """Append ``text`` (may be empty) to the stream."""
@@ -59,14 +75,34 @@ class _Stream:
             raise BadEvent(f"{self._kind} {self.id!r} has ended: no more deltas")
         if not isinstance(text, str):
             raise BadEvent(f"a delta is a str, not {type(text).__name__}")
-        self._emit({"type": f"{self._kind}_delta", self._id_field: self.id, "delta": text},
-                   self._channel)  # fmt: skip
+        if not self._rollup:
+            self._send_delta(text)
+            return
+        with self._lock:
+            self._pieces.append(text)
+            first = len(self._pieces) == 1
+        if first:
+            assert self._schedule is not None
+            self._schedule(self._rollup, self._flush)
 
     def end(self) -> None:
         """Close the stream (once; a second call does nothing)."""
         if not self.ended:
             self.ended = True
+            self._flush()
             self._emit({"type": f"{self._kind}_end", self._id_field: self.id}, self._channel)
+
+    def _flush(self) -> None:
+        """Send what the rollup window holds as one delta (under the lock: a delta sent
+        by the timer and the end sent by the producer keep their order)."""
+        with self._lock:
+            if self._pieces:
+                self._send_delta("".join(self._pieces))
+                self._pieces.clear()
+
+    def _send_delta(self, text: str) -> None:
+        self._emit({"type": f"{self._kind}_delta", self._id_field: self.id, "delta": text},
+                   self._channel)  # fmt: skip
 
     def __enter__(self) -> _Stream:
         return self
@@ -116,9 +152,15 @@ class Run:
         channel: Hashable,
         run_id: str | None = None,
         thread_id: str | None = None,
+        rollup: float = 0.0,
+        schedule: Schedule | None = None,
     ) -> None:
         if channel is None:
             raise ValueError("a run needs a channel")
+        if rollup < 0 or rollup and schedule is None:
+            raise ValueError("rollup must be >= 0 (and needs a hub that can schedule)")
+        self._rollup = rollup
+        self._schedule = schedule
         self._emit = emit
         self.channel = channel
         self.id = run_id or new_id("run")
@@ -153,7 +195,9 @@ class Run:
         """Start a message (``kind``: "text" or "reasoning"); stream it with ``delta``."""
         if kind not in MESSAGE_KINDS:
             raise BadEvent(f"kind must be one of {MESSAGE_KINDS}, not {kind!r}")
-        stream = MessageStream(self._emit, self.channel, message_id or new_id("msg"))
+        stream = MessageStream(
+            self._emit, self.channel, message_id or new_id("msg"), self._rollup, self._schedule
+        )
         self._send({"type": "message_start", "message_id": stream.id, "role": role, "kind": kind})
         return stream
 
@@ -174,7 +218,9 @@ class Run:
         self, name: str, tool_call_id: str | None = None, parent_message_id: str | None = None
     ) -> ToolCallStream:
         """Start a tool call; stream its arguments with ``delta``."""
-        stream = ToolCallStream(self._emit, self.channel, tool_call_id or new_id("call"))
+        stream = ToolCallStream(
+            self._emit, self.channel, tool_call_id or new_id("call"), self._rollup, self._schedule
+        )
         event: dict[str, Any] = {"type": "tool_call_start", "tool_call_id": stream.id, "name": name}
         if parent_message_id is not None:
             event["parent_message_id"] = parent_message_id
