@@ -157,7 +157,7 @@ class Run:
     ) -> None:
         if channel is None:
             raise ValueError("a run needs a channel")
-        if rollup < 0 or rollup and schedule is None:
+        if rollup < 0 or (rollup and schedule is None):
             raise ValueError("rollup must be >= 0 (and needs a hub that can schedule)")
         self._rollup = rollup
         self._schedule = schedule
