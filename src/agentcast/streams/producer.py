@@ -15,8 +15,9 @@ Redis ``Publisher``'s): an O(1) queue append, as ``publish`` is, never a wait on
 The ``async with`` forms are the same objects: nothing here blocks, so nothing needs
 awaiting. With ``rollup`` (seconds, default 0), the deltas of one message or tool call
 that come within that time of the first are sent as one: fewer events and frames for
-every watcher, for a latency of at most ``rollup``. One run, message or tool call belongs to one producer: calls on it from
-several threads at once would interleave its deltas in no defined order.
+every watcher, for a latency of at most ``rollup``. One run, message or tool call
+belongs to one producer: calls on it from several threads at once would interleave its
+deltas in no defined order.
 """
 
 from __future__ import annotations
