@@ -189,8 +189,8 @@ class Broadcaster:
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         lag_threshold: int = 64 * 1024,
-        max_run_bytes: int = 1024 * 1024,
-        max_open_runs_bytes: int = 64 * 1024 * 1024,
+        max_run_bytes: int = 8 * 1024 * 1024,
+        max_open_runs_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         if backplane is not None:
             require_redis()

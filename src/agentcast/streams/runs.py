@@ -155,7 +155,7 @@ class OpenRuns:
     dropped, least recently used first, to keep all in ``max_total_bytes``).
     """
 
-    def __init__(self, max_run_bytes: int = 1 << 20, max_total_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_run_bytes: int = 8 << 20, max_total_bytes: int = 256 << 20) -> None:
         if max_run_bytes < 1 or max_total_bytes < 1:
             raise ValueError("max_run_bytes and max_total_bytes must be at least 1")
         self.max_run_bytes = max_run_bytes
