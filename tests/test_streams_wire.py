@@ -14,20 +14,7 @@ import websockets
 from agentcast import Broadcaster, Client, SyncClient
 from agentcast.memgpt.app import AgentServer
 from clients import masked_text, parse_frames, raw_upgrade, run, user_message, wait_for
-from stream_checks import check_stream, text
-
-NATIVE = "?protocol=agentcast"
-
-
-async def read_until(websocket: Any, kind: str) -> list[dict[str, Any]]:
-    """Events (acks left out) until one of type ``kind``, inclusive."""
-    events = []
-    while True:
-        event = orjson.loads(await websocket.recv())
-        if "seq" in event:
-            events.append(event)
-        if event["type"] == kind:
-            return events
+from stream_checks import NATIVE, check_stream, read_until, subscribe, subscribing_hub, text
 
 
 def test_a_native_watcher_sees_the_demo_run_stream_and_memgpt_the_whole_messages() -> None:
@@ -89,26 +76,6 @@ def test_an_unknown_protocol_is_refused_with_400(hub_factory: Callable[..., Broa
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"unknown protocol 'nope': one of memgpt, agentcast" in answer
     assert hub.stats()["upgrades_refused_handshake"] == 1
-
-
-def subscribing_hub(hub_factory: Callable[..., Broadcaster], **options: Any) -> Broadcaster:
-    """A hub that subscribes a client to ``{"channel": C, "since": N?}`` when asked."""
-    hubs: list[Broadcaster] = []
-
-    def on_message(client_id: int, data: bytes) -> None:
-        request = orjson.loads(data)
-        ack = orjson.dumps({"type": "subscribed", "channel": request["channel"]})
-        hubs[0].subscribe(client_id, request["channel"], request.get("since"), ack=ack)
-
-    hubs.append(hub_factory(on_message=on_message, **options))
-    return hubs[0]
-
-
-async def subscribe(watcher: Any, channel: str, since: int | None = None) -> None:
-    await watcher.send(
-        orjson.dumps({"type": "subscribe", "channel": channel, "since": since}).decode()
-    )
-    assert orjson.loads(await watcher.recv())["type"] == "subscribed"
 
 
 def test_a_watcher_joining_mid_run_gets_a_valid_stream_from_its_first_frame(
