@@ -100,3 +100,15 @@ def test_async_with_from_an_event_loop_streams_to_a_watcher(
     check_stream(events)
     message_id = next(e["message_id"] for e in events if e["type"] == "message_start")
     assert text(events, message_id) == "one two three"
+
+
+def test_values_that_are_not_json_and_channels_no_frame_can_name_are_refused() -> None:
+    emit = Recorder()
+    with Run(emit, "a") as run:
+        with pytest.raises(BadEvent, match="not JSON-serializable"):
+            run.custom("progress", object())
+        with pytest.raises(BadEvent, match="not JSON-serializable"):
+            run.state_snapshot({"when": {1, 2}})
+    with pytest.raises(BadEvent, match="a str or an int, not tuple"):
+        Run(emit, ("a", 1))
+    assert emit.kinds == ["run_start", "run_end"]

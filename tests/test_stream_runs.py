@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agentcast.streams.events import check_event
+from agentcast.streams.events import BadEvent, check_event
 from agentcast.streams.patch import apply_patch
 from agentcast.streams.runs import PIECE_BYTES, RECORD_BYTES, OpenRuns
 
@@ -279,7 +279,10 @@ def test_a_failed_patch_leaves_the_state_as_it_was_and_is_counted() -> None:
         {"op": "replace", "path": "/n", "value": 2}, {"op": "remove", "path": "/missing"}
     )
     huge = patch_event({"op": "replace", "path": "/n", "value": 2**70})  # not JSON orjson writes
-    assert feed(runs, [RUN, snapshot_event({"n": 1}), bad, huge]) == [None] * 4
+    with pytest.raises(BadEvent, match="not JSON-serializable"):
+        check_event(huge)  # a producer is told; the runs must survive it all the same
+    assert feed(runs, [RUN, snapshot_event({"n": 1}), bad]) == [None] * 3
+    assert runs.observe("a", huge, 4) is None
     assert runs.failed_patches == 2
     assert runs.snapshot("a", since=1) == [
         {"type": "state_snapshot", "snapshot": {"n": 1}, "seq": 2}

@@ -19,7 +19,7 @@ import orjson
 
 from agentcast.backplane import require_redis
 from agentcast.serve.loop import LoopThread
-from agentcast.streams.events import check_event
+from agentcast.streams.events import check_channel, check_event
 from agentcast.streams.producer import Run
 
 __all__ = ["AsyncPublisher", "Publisher"]
@@ -93,7 +93,7 @@ class AsyncPublisher:
     def publish_event(self, event: dict[str, Any], channel: str) -> None:
         """Queue one agent event (checked here: ``BadEvent``) for ``channel``; the nodes
         number it and encode it for each wire protocol, as their own."""
-        self.publish_json(orjson.dumps(check_event(event)), channel)
+        self.publish_json(orjson.dumps(check_event(event)), check_channel(channel))
 
     def run(
         self,

@@ -35,7 +35,7 @@ from agentcast.serve.server import (
 )
 from agentcast.serve.sessions import Sessions
 from agentcast.streams.codec import EventCodec
-from agentcast.streams.events import check_event
+from agentcast.streams.events import check_channel, check_event
 from agentcast.streams.producer import Run
 from agentcast.streams.runs import OpenRuns
 
@@ -484,7 +484,7 @@ class Broadcaster:
     def publish_event(self, event: dict[str, Any], channel: Hashable) -> None:
         """Queue one agent event (``agentcast.streams.events``) for ``channel``: checked
         here (``BadEvent``), numbered and encoded once per wire protocol on the loop."""
-        self._router.publish_event(check_event(event), channel)
+        self._router.publish_event(check_event(event), check_channel(channel))
 
     def run(
         self,

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import orjson
+
 __all__ = [
     "DELTA_KINDS",
     "EVENT_KINDS",
     "STREAM_ID",
     "BadEvent",
+    "check_channel",
     "check_event",
 ]
 
@@ -61,12 +64,22 @@ STREAM_ID: Final = {
 
 MESSAGE_KINDS: Final = ("text", "reasoning")
 RUN_OUTCOMES: Final = ("success", "error", "cancelled", "interrupted")
+# Kinds whose fields may hold any value: checked to be JSON when made, not on the loop.
+_FREE_FORM: Final = frozenset({"state_snapshot", "state_patch", "custom", "run_end"})
 # Fields the server sets: a producer's own would be overwritten or would lie.
 _RESERVED: Final = frozenset({"channel", "seq", "from_seq"})
 
 
 class BadEvent(ValueError):
     """An event that does not fit the model: raised in the producer, before it is queued."""
+
+
+def check_channel(channel: Any) -> Any:
+    """``channel`` if events can go to it (a str or an int: it is written into every
+    frame), else ``BadEvent``."""
+    if isinstance(channel, bool) or not isinstance(channel, (str, int)):
+        raise BadEvent(f"an event's channel is a str or an int, not {type(channel).__name__}")
+    return channel
 
 
 def check_event(event: Any) -> dict[str, Any]:
@@ -93,6 +106,11 @@ def check_event(event: Any) -> dict[str, Any]:
         raise BadEvent(f"{kind}: kind must be one of {MESSAGE_KINDS}, not {event['kind']!r}")
     if kind == "run_end" and event["outcome"] not in RUN_OUTCOMES:
         raise BadEvent(f"run_end: outcome must be one of {RUN_OUTCOMES}, not {event['outcome']!r}")
+    if kind in _FREE_FORM:  # the producer's own values: they must be JSON, checked here
+        try:
+            orjson.dumps(event)
+        except orjson.JSONEncodeError as exc:
+            raise BadEvent(f"{kind}: not JSON-serializable: {exc}") from None
     if kind == "state_patch" and not all(
         isinstance(op, dict) and isinstance(op.get("op"), str) and isinstance(op.get("path"), str)
         for op in event["patch"]

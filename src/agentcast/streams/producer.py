@@ -29,7 +29,7 @@ from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import Any
 
-from agentcast.streams.events import MESSAGE_KINDS, BadEvent, check_event
+from agentcast.streams.events import MESSAGE_KINDS, BadEvent, check_channel, check_event
 
 __all__ = ["Emit", "MessageStream", "Run", "ToolCallStream", "new_id"]
 
@@ -158,6 +158,7 @@ class Run:
     ) -> None:
         if channel is None:
             raise ValueError("a run needs a channel")
+        check_channel(channel)
         if rollup < 0 or (rollup and schedule is None):
             raise ValueError("rollup must be >= 0 (and needs a hub that can schedule)")
         self._rollup = rollup
