@@ -242,3 +242,18 @@ def test_a_lagging_watcher_past_its_budget_after_merging_gets_the_policy(
     drain(core)
     assert transport.closed_with == 1013
     assert core.stats()["dropped_clients"] == 1
+
+
+def test_a_freed_channel_numbered_anew_forgets_the_run_it_had(loop: uvloop.Loop) -> None:
+    core = core_with(loop, channel_ttl=1.0)
+    start_message(core)  # a run left open by a producer that went away; nobody watches
+    delta(core, "stale")
+    drain(core)
+    core.sweep_idle(loop.time())
+    assert core.sweep_idle(loop.time() + 10.0) == 1 and core.channel_info("a") is None
+    core.publish_event({"type": "custom", "name": "fresh"}, "a")  # seq 1 again
+    drain(core)
+    joiner = watcher(core)
+    core.publish_event({"type": "custom", "name": "live"}, "a")
+    drain(core)
+    assert [(e["type"], e["seq"]) for e in events_of(joiner)] == [("custom", 2)]

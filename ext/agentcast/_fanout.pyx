@@ -1024,6 +1024,7 @@ cdef class FanoutCore:
             state = self._open_channel(channel)
             if state is None:  # new, and every channel is busy: it has no subscriber either
                 return 0
+            self._codec.forget(channel)  # numbered from 1 again: an old run's state is void
         return self._deliver_event(channel, state, state.last_seq + 1, event)
 
     cdef int _deliver_event(self, object channel, Channel state, unsigned long long seq,
@@ -1245,6 +1246,8 @@ cdef class FanoutCore:
                 self._announce_gap(channel, state, seq)
             event = None if self._codec is None else self._codec.decode(payload)
             if event is not None:
+                if seq == 1:  # a numbering from 1: an old run's state is void
+                    self._codec.forget(channel)
                 self._deliver_event(channel, state, seq, event)
                 continue
             frame = text_frame(payload)
