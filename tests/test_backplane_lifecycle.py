@@ -3,17 +3,19 @@ replica's refusal is waited out, and a node leaving an idle channel loses nothin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
+import websockets
 
-from agentcast import Broadcaster, Publisher
+from agentcast import AgentServer, Broadcaster, Publisher
 from agentcast._ext import MemorySink
 from agentcast.backplane import script
-from clients import frames_of, run, subscribed, wait_for
+from clients import DEMO_STEP, frames_of, memgpt_exchange, run, subscribed, user_message, wait_for
 from redis_server import RedisServer, ask_redis
 
 CHANNEL_TTL = 30.0  # the nodes' channel_ttl in these tests (seconds)
@@ -215,3 +217,27 @@ def test_leaving_an_idle_channel_and_following_it_again_is_no_gap(
         {"n": 1, "seq": 2},
     ]
     assert hub.stats()["gaps"] == 0
+
+
+def test_a_steps_end_follows_its_messages_when_redis_lost_the_channel(
+    redis_server: RedisServer, broker: redis.Redis
+) -> None:
+    """Redis lost the agent's keys between two steps (a flush, an eviction): the second
+    step's messages are numbered 1.. in a new epoch while the node still holds 1..3 of the
+    old one. The end marker waits for those messages, not for an old seq as high."""
+    with AgentServer(port=0, backplane=redis_server.url) as server:
+
+        async def scenario() -> list[str]:
+            async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                first = await memgpt_exchange(ws, user_message("one", "demo"))
+                assert [r["type"] for r in first] == DEMO_STEP
+                broker.delete(script.meta_key("demo"), script.log_key("demo"))
+                await ws.send(orjson.dumps(user_message("two", "demo")).decode())
+                seen: list[str] = []
+                while "agent_response_end" not in seen:
+                    reply = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+                    seen.append(reply.get("code") or reply["type"])
+                return seen
+
+        seen = run(scenario())
+    assert seen.index("agent_response_end") > seen.index("agent_response"), seen

@@ -36,9 +36,10 @@ DROP_LOG_EVERY = 10.0  # seconds between "dropping" warnings
 
 # (index, channel or None for everyone, payload)
 Item = tuple[int, str | None, bytes]
-# (index, channel or None, seq): the publish is delivered once its stream reaches seq
-# (for one applied before: the stream's seq then); 0 for one Redis refused.
-Ack = tuple[int, str | None, int]
+# (index, channel or None, seq, epoch): the publish is delivered once its stream reaches
+# seq in that epoch, or a later epoch (for one applied before: the stream's seq then);
+# seq 0 for one Redis refused.
+Ack = tuple[int, str | None, int, bytes | None]
 
 # Failures of a whole call that the same call, sent again later, gets past: the broker
 # away, or one of its "not now" answers (those redis-py gives a class of their own).
@@ -155,7 +156,7 @@ class Outbox:
                     # A request Redis cannot take (or a reply we cannot read): the same
                     # again would fail again, and must not hold back every later batch.
                     self._fail(batch, exc)
-                    acks, rest = [(index, channel, 0) for index, channel, _ in batch], []
+                    acks, rest = [(index, channel, 0, None) for index, channel, _ in batch], []
             if acks:
                 self.acked = acks[-1][0]
                 if self._on_ack is not None:
@@ -182,7 +183,8 @@ class Outbox:
         for index, channel, payload in batch:
             args += (index, script.pubsub_key(channel), payload)
         results = await self._redis.evalsha(self._sha, 0, *args)
-        acks, reason = [], ""
+        acks: list[Ack] = []
+        reason = ""
         for (index, channel, _), result in zip(batch, results, strict=False):  # short: "not now"
             if isinstance(result, bytes):  # Redis refused this one: its error
                 if script.transient(result):
@@ -190,8 +192,10 @@ class Outbox:
                     break
                 self.failed += 1
                 self._log_refused(channel, result)
-                result = 0
-            acks.append((index, channel, int(result)))
+                acks.append((index, channel, 0, None))
+            else:  # [seq, epoch]: the epoch is missing only if the stream has none
+                seq, epoch = (*result, None)[:2]
+                acks.append((index, channel, int(seq), epoch))
         return acks, batch[len(acks) :], reason
 
     def _fail(self, batch: list[Item], exc: Exception) -> None:

@@ -73,6 +73,20 @@ class _Channel:
     stale: bool = False  # the last sync left held frames of another epoch
     idle_sweeps: int = 0
 
+    def delivered(self, seq: int, epoch: bytes | None) -> bool:
+        """Whether a publish Redis numbered ``seq`` in ``epoch`` has reached the core: this
+        epoch's numbering got that far, or a later epoch started (what the earlier one still
+        owed never comes). A seq of an epoch this node has not seen yet is not delivered,
+        however far the old numbering got."""
+        if epoch is None or epoch == self.epoch:
+            return self.last_seq >= seq
+        return self.epoch is not None and _later(self.epoch, epoch)
+
+
+def _later(epoch: bytes, other: bytes) -> bool:
+    """Epochs are Redis TIME in microseconds, decimal: longer is later, then by bytes."""
+    return (len(epoch), epoch) > (len(other), other)
+
 
 @dataclass
 class _Send:
@@ -363,9 +377,9 @@ class RedisBackplane:
         """Every publish up to this outbox index is applied and, where it matters, delivered."""
         unsettled = self._unsettled
         while unsettled:
-            _, channel, seq = unsettled[0]
+            _, channel, seq, epoch = unsettled[0]
             state = self._channels.get(channel)
-            if state is not None and state.last_seq < seq:
+            if state is not None and not state.delivered(seq, epoch):
                 break
             unsettled.popleft()
         if unsettled:
@@ -495,7 +509,8 @@ class RedisBackplane:
         state.epoch, state.last_seq = None, 0
         # Acks of the old numbering would wait for seqs this node may never see again.
         self._unsettled = collections.deque(
-            (index, c, 0 if c == channel else seq) for index, c, seq in self._unsettled
+            (index, c, 0, None) if c == channel else (index, c, seq, epoch)
+            for index, c, seq, epoch in self._unsettled
         )
 
     # ---- sync (loop thread) ------------------------------------------------------

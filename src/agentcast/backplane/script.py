@@ -73,8 +73,9 @@ def transient(error: bytes | str) -> bool:
 
 
 # ARGV: publisher, maxlen, key TTL (ms), then (index, stream prefix, payload) for each
-# message. Returns for each message its seq; for one applied before, the stream's
-# current seq (an upper bound); for one Redis refused, the error text. After a
+# message. Returns for each message [its seq, the stream's epoch]; for one applied
+# before, [the stream's current seq (an upper bound), its epoch]; for one Redis
+# refused, the error text. After a
 # ``TRANSIENT`` error the rest of the batch is left out of the results: not applied.
 PUBLISH = (
     """
@@ -120,7 +121,7 @@ end
 local function apply(index, prefix, payload)
   local state = stream(prefix)
   if index <= state.marker then
-    return state.seq  -- applied before: its seq is at most this
+    return {state.seq, state.epoch}  -- applied before: its seq is at most this
   end
   if not state.epoch then
     -- A new numbering from 1, in a new log: the old one's top id would refuse seq 1.
@@ -151,7 +152,7 @@ local function apply(index, prefix, payload)
     order[#order + 1] = prefix
   end
   state.parts[#state.parts + 1] = #payload .. ':' .. payload
-  return seq
+  return {seq, state.epoch}
 end
 
 for i = 4, #ARGV, 3 do
