@@ -78,9 +78,11 @@ class _Channel:
         epoch's numbering got that far, or a later epoch started (what the earlier one still
         owed never comes). A seq of an epoch this node has not seen yet is not delivered,
         however far the old numbering got."""
-        if epoch is None or epoch == self.epoch:
+        if epoch is None or self.epoch is None or epoch == self.epoch:
+            # No epoch known here yet (a new or restarted channel counts from 0): its count
+            # says it, and an ack never waits on an epoch this node may not learn.
             return self.last_seq >= seq
-        return self.epoch is not None and _later(self.epoch, epoch)
+        return _later(self.epoch, epoch)
 
 
 def _later(epoch: bytes, other: bytes) -> bool:
