@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import ssl
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TypeVar
 
 from agentcast import __version__
-from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
+from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT, number_in
 from agentcast.backplane import require_redis
 from agentcast.client.run import DEFAULT_URL, check_url, run_client
 from agentcast.extras import MissingExtra
@@ -31,6 +32,7 @@ log = logging.getLogger("agentcast.cli")
 PUBLIC_CONNECTIONS_PER_IP = 256
 PUBLIC_CONNECT_RATE = 20.0
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+WORD_DELAY = number_in(float, "seconds from 0 to 10", lambda value: 0 <= value <= 10)
 T = TypeVar("T", int, float)
 
 DESCRIPTION = "Push an AI agent's messages to many WebSocket clients at once."
@@ -107,6 +109,14 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         default=None,
         metavar="MODULE:ATTR",
         help="a backend factory, e.g. mypkg.server:SyncServer (default: a demo agent)",
+    )
+    serve.add_argument(
+        "--word-delay",
+        type=WORD_DELAY,
+        default=0.0,
+        metavar="SECONDS",
+        help="the demo agent's pause after each word (or piece of arguments) it streams:"
+        " 0.05 is about an LLM's pace, 0 as fast as it can; not with --backend",
     )
     serve.add_argument(
         "--route",
@@ -384,7 +394,9 @@ def supervise(args: argparse.Namespace, argv: Sequence[str], scheme: str) -> int
 
 
 def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
-    backend = DemoAgentServer if args.backend is None else args.backend
+    backend = args.backend
+    if backend is None:
+        backend = functools.partial(DemoAgentServer, word_delay=args.word_delay)
     try:
         authenticate = _authenticator(args)
     except (OSError, ValueError) as exc:
@@ -485,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_cli.run(args, command)
     _protected_mode(args, command)
+    if args.word_delay and args.backend is not None:
+        command.error("--word-delay paces the demo agent: it does nothing with --backend")
     if args.keyfile is not None and args.certfile is None:
         command.error("--keyfile needs --certfile")
     try:
