@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -35,14 +36,14 @@ def test_serve_then_client_as_in_the_readme(served: tuple[subprocess.Popen[str],
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:5] == [
-        "-- agent_response_start --",
-        "[internal_monologue] The user said 'hello'; I will echo it back.",
-        "[function_message] Running send_message({'message': 'You said: hello'})",
-        "[assistant_message] You said: hello",
-        "-- agent_response_end --",
+    assert lines[:4] == [
+        "[reasoning] The user said 'hello'; I will echo it back.",
+        '[tool send_message] {"message":"You said: hello"}',
+        "[result send_message] OK",
+        "[assistant] You said: hello",
     ]
-    assert "[assistant_message] You said: how are you" in lines[5:]
+    assert re.fullmatch(r"-- run success · took \d+\.\d\d s --", lines[4]), lines[4]
+    assert "[assistant] You said: how are you" in lines[5:]
 
 
 def test_word_delay_paces_the_demo_agents_stream() -> None:

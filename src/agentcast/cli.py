@@ -16,7 +16,8 @@ from typing import Any, NoReturn, TypeVar
 from agentcast import __version__
 from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT, number_in
 from agentcast.backplane import require_redis
-from agentcast.client.run import DEFAULT_URL, check_url, run_client
+from agentcast.client.run import DEFAULT_URL, PROTOCOLS, run_client
+from agentcast.client.urls import check_url
 from agentcast.extras import MissingExtra
 from agentcast.memgpt.app import AgentServer
 from agentcast.memgpt.backends import BadBackend, DemoAgentServer, load_backend
@@ -262,6 +263,13 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "url", nargs="?", default=DEFAULT_URL, help="the server's ws:// or wss:// URL"
     )
     client.add_argument("--agent-id", required=True, help="the agent to talk to (required)")
+    client.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="agentcast",
+        help="agentcast: print the agent's runs as they stream (tokens, tool calls, a footer"
+        " per run); memgpt: whole messages, for MemGPT's own servers",
+    )
     client.add_argument("--cafile", metavar="PATH", help="PEM CA certificates to trust (wss://)")
     client.add_argument(
         "--retries", type=POSITIVE_INT, default=5, metavar="N", help="reconnect attempts"
@@ -271,7 +279,8 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         type=NON_NEGATIVE,
         default=0.5,
         metavar="SECONDS",
-        help="first reconnect delay, doubled each attempt",
+        help="first reconnect delay, doubled each attempt (agentcast: the longest, with"
+        " jitter, up to 30 s)",
     )
     client.add_argument("--log-level", default="WARNING", choices=LOG_LEVELS, help="on stderr")
     bench = commands.add_parser(
@@ -537,4 +546,4 @@ def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             tls = client_context(args.cafile)
         except ValueError as exc:
             parser.error(str(exc))
-    return run_client(args.url, args.agent_id, args.retries, args.backoff, tls)
+    return run_client(args.url, args.agent_id, args.retries, args.backoff, tls, args.protocol)

@@ -53,7 +53,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 
 from agentcast import notices as codes
-from agentcast.client.run import check_url
+from agentcast.client.urls import check_url
 from agentcast.client.view import KEEP, StreamView, ToolCall
 
 __all__ = [
