@@ -431,7 +431,7 @@ function endRun(event, outcome, usage, message) {
   parts.push(
     run.timed
       ? `took ${seconds(performance.now() - run.startedAt)}`
-      : "started before the page joined",
+      : "not timed: it may have begun before the page joined",
   );
   finishRun(run, event.seq, outcome, parts.join(" · "));
 }
