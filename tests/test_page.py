@@ -330,7 +330,7 @@ def seq_ranges(driver: WebDriver) -> list[tuple[int, int]]:
     """The (first, last) seq each finished run's footer names."""
     ranges = []
     for item in shown(driver):
-        if item[0] == "foot":
+        if item[0] == "foot" and item[3]:  # a run's (a line's with no run has none)
             first, last = item[3].split()
             ranges.append((int(first), int(last)))
     return ranges
@@ -455,6 +455,28 @@ def test_tokens_and_arguments_appear_as_they_arrive(
         assert all(b.startswith(a) for a, b in itertools.pairwise(grown)), grown
         partial = [t for t in grown if t and t != final]
         assert len(partial) >= 3, grown  # several states between empty and whole
+
+
+@pytest.mark.browser
+def test_lines_typed_during_a_reply_wait_their_turn_and_get_a_run_each(
+    chromium: WebDriver, slow_server: AgentServer
+) -> None:
+    """Sent at once, two lines would run at once on one channel, their events interleaved:
+    the second waits (queued) until the first is answered."""
+    open_page(chromium, f"http://127.0.0.1:{slow_server.port}/?agent=demo")
+    field = chromium.find_element(By.ID, "message")
+    field.send_keys("first", Keys.ENTER)
+    field.send_keys("second", Keys.ENTER)
+    wait(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, ".run.queued"), "a queued line")
+    until_reply(chromium, "second")
+    assert [item for item in shown(chromium) if item[0] != "foot"] == [
+        ("you", "first"),
+        *demo_reply("first"),
+        ("you", "second"),
+        *demo_reply("second"),
+    ]
+    assert [outcome for outcome, _ in footers(chromium)] == ["success", "success"]
+    assert contiguous(seq_ranges(chromium)), seq_ranges(chromium)
 
 
 @pytest.mark.browser

@@ -44,7 +44,7 @@ const session = {
   failures: 0,
   retryTimer: null,
   countdown: null,
-  steps: [], // lines sent from this page, oldest first, until agent_response_end
+  steps: [], // lines typed here, oldest first, until answered (agent_response_end)
   run: null, // the agent's open run
   messages: new Map(), // message_id -> an open message
   tools: new Map(), // tool_call_id -> a tool call waiting for its end or result
@@ -220,6 +220,7 @@ async function connect() {
     setState("open", "open");
     if (session.run) session.run.node.classList.remove("paused");
     subscribe();
+    sendNextLine();
     probe();
   };
   socket.onmessage = (event) => receive(event.data);
@@ -278,17 +279,16 @@ function subscribe() {
   sendJson({ type: "subscribe", channel: session.agent, since: session.lastSeq });
 }
 
-// The connection is gone: an open run goes on (the resume replays the rest of it); a
-// line that never reached the agent is cut off.
+// The connection is gone: an open run goes on (the resume replays the rest of it); the
+// line in flight, if no run came of it, is cut off; lines still queued go on the next one.
 function connectionLost() {
   if (session.run) session.run.node.classList.add("paused");
-  for (const step of session.steps) {
-    if (step.run) continue;
+  for (const step of session.steps.filter((s) => s.sent && !s.run)) {
     step.node.classList.remove("running");
     step.node.classList.add("cut");
-    append(element("div", "run-foot", "cut off by the disconnect"), step.node);
+    append(footer("cut", "cut off by the disconnect"), step.node);
   }
-  session.steps = [];
+  session.steps = session.steps.filter((s) => !s.sent);
 }
 
 // ---- frames from the server ---------------------------------------------------------
@@ -436,12 +436,20 @@ function endRun(event, outcome, usage, message) {
   finishRun(run, event.seq, outcome, parts.join(" · "));
 }
 
-function finishRun(run, lastSeq, outcome, text) {
+// A card's footer: how it ended, and the seqs it spans if it was a run.
+function footer(outcome, text, firstSeq, lastSeq) {
   const foot = element("div", "run-foot");
   foot.dataset.outcome = outcome;
-  foot.dataset.seqs = `${run.firstSeq} ${lastSeq}`;
-  foot.append(element("span", "outcome", text), element("span", "seq", seqRange(run.firstSeq, lastSeq)));
-  append(foot, run.node);
+  foot.append(element("span", "outcome", text));
+  if (firstSeq !== undefined) {
+    foot.dataset.seqs = `${firstSeq} ${lastSeq}`;
+    foot.append(element("span", "seq", seqRange(firstSeq, lastSeq)));
+  }
+  return foot;
+}
+
+function finishRun(run, lastSeq, outcome, text) {
+  append(footer(outcome, text, run.firstSeq, lastSeq), run.node);
   run.node.classList.remove("running", "paused");
   run.node.classList.add("done", `outcome-${outcome}`);
   for (const open of run.body.querySelectorAll(".streaming")) open.classList.remove("streaming");
@@ -589,10 +597,30 @@ function gap(frame) {
 }
 
 // ---- the lines typed here ---------------------------------------------------------------
+// One at a time: the next goes once the last is answered. Two runs at once on one agent's
+// channel would interleave their events, and a channel has one open run.
+
+function queueLine(text) {
+  const node = element("section", "run queued");
+  const body = element("div", "run-body");
+  node.append(userEntry(text), body);
+  append(node);
+  session.steps.push({ text, node, body, sent: false, started: false, run: null, sentAt: 0 });
+  sendNextLine();
+}
+
+function sendNextLine() {
+  const step = session.steps[0];
+  if (!step || step.sent) return; // none queued, or one in flight
+  if (!sendJson({ type: "user_message", channel: session.agent, message: step.text })) return;
+  step.sent = true;
+  step.sentAt = performance.now();
+  step.node.classList.remove("queued");
+}
 
 function stepStarted() {
-  const step = session.steps.find((s) => !s.started);
-  if (step) {
+  const step = session.steps[0];
+  if (step && step.sent) {
     step.started = true;
     step.node.classList.add("running");
   }
@@ -600,24 +628,17 @@ function stepStarted() {
 
 // The server answered the line: its run (if it made one) ends with its own footer.
 function stepEnded() {
-  const step = session.steps.find((s) => s.started);
-  if (!step) return;
-  session.steps = session.steps.filter((s) => s !== step);
-  if (step.run) return;
-  step.node.classList.remove("running");
-  step.node.classList.add("done");
-  const count = step.body.querySelectorAll(".entry").length;
-  const took = seconds(performance.now() - step.sentAt);
-  append(element("div", "run-foot", `done · ${count} messages · took ${took}`), step.node);
-}
-
-function sendMessage(text) {
-  if (!sendJson({ type: "user_message", channel: session.agent, message: text })) return;
-  const node = element("section", "run");
-  const body = element("div", "run-body");
-  node.append(userEntry(text), body);
-  append(node);
-  session.steps.push({ node, body, started: false, run: null, sentAt: performance.now() });
+  const step = session.steps[0];
+  if (!step || !step.sent) return;
+  session.steps.shift();
+  if (!step.run) {
+    step.node.classList.remove("running");
+    step.node.classList.add("done");
+    const count = step.body.querySelectorAll(".entry").length;
+    const took = seconds(performance.now() - step.sentAt);
+    append(footer("done", `done · ${count} messages · took ${took}`), step.node);
+  }
+  sendNextLine();
 }
 
 // ---- the user's actions ------------------------------------------------------------
@@ -688,7 +709,7 @@ $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = view.message.value;
   if (!text.trim()) return;
-  sendMessage(text);
+  queueLine(text);
   view.message.value = "";
 });
 
