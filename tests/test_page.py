@@ -805,6 +805,22 @@ def test_each_gap_notice_is_read_by_its_code(
 
 
 @pytest.mark.browser
+def test_the_log_keeps_the_newest_thousand_cards(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """A page left open on a busy agent stays bounded: the oldest cards go first."""
+    clients: list[int] = []
+    hub = hub_factory(on_connect=clients.append)
+    open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=a")
+    wait(chromium, lambda _: bool(clients), "the page's connection")
+    for seq in range(1, 1011):
+        hub.send_json(clients[0], event_frame(seq, f"m{seq}"))
+    wait(chromium, lambda d: last_seq(d) == "1010", "the last message")
+    kept = said(chromium)
+    assert (len(kept), kept[0], kept[-1]) == (1000, ("text", "m11"), ("text", "m1010"))
+
+
+@pytest.mark.browser
 def test_token_from_the_fragment_is_used_and_a_bad_one_is_shown_as_refused(
     chromium: WebDriver,
 ) -> None:
