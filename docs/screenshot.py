@@ -1,11 +1,13 @@
-"""Take the README's picture of the live page: a real demo server, headless Chromium in
-the dark scheme, a few exchanges typed into the page, then a screenshot.
+"""Take the README's picture of the live page: a real demo server streaming at an LLM's
+pace, headless Chromium in the dark scheme, two exchanges typed into the page, and a third
+caught while its reply streams, then a screenshot.
 
     PYTHONPATH=src python docs/screenshot.py docs/page.png
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from selenium import webdriver
@@ -15,16 +17,19 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.backends import DemoAgentServer
 
 EXCHANGES = ("hello", "what is the weather like on the moon?")
-DONE_STEPS = (By.CSS_SELECTOR, ".step.done")
+STREAMING = "tell me more about the far side of the moon"
+DONE_RUNS = (By.CSS_SELECTOR, ".run.done")
+HALF_WAY = "return document.querySelector('.entry.kind-text.streaming')?.textContent.length > 30"
 
 
 def main(output: str) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1000,990", "--hide-scrollbars"):  # fmt: skip
+                     "--window-size=1000,1200", "--hide-scrollbars"):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     try:
@@ -32,15 +37,17 @@ def main(output: str) -> None:
             "Emulation.setEmulatedMedia",
             {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
         )
-        with AgentServer(port=0) as server:
+        demo = functools.partial(DemoAgentServer, word_delay=0.05)
+        with AgentServer(demo, port=0) as server:
             driver.get(f"http://127.0.0.1:{server.port}/?agent=demo")
-            wait = WebDriverWait(driver, 20, poll_frequency=0.05)
+            wait = WebDriverWait(driver, 20, poll_frequency=0.02)
             field = driver.find_element(By.ID, "message")
             for done, text in enumerate(EXCHANGES, 1):
                 wait.until(lambda _: field.is_enabled())
                 field.send_keys(text, Keys.ENTER)
-                wait.until(lambda d, n=done: len(d.find_elements(*DONE_STEPS)) == n)
-            driver.find_element(By.ID, "message").send_keys("Tell me more")
+                wait.until(lambda d, n=done: len(d.find_elements(*DONE_RUNS)) == n)
+            field.send_keys(STREAMING, Keys.ENTER)
+            wait.until(lambda d: d.execute_script(HALF_WAY))
             driver.save_screenshot(output)
     finally:
         driver.quit()

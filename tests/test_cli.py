@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -33,14 +36,34 @@ def test_serve_then_client_as_in_the_readme(served: tuple[subprocess.Popen[str],
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:5] == [
-        "-- agent_response_start --",
-        "[internal_monologue] The user said 'hello'; I will echo it back.",
-        "[function_message] Running send_message({'message': 'You said: hello'})",
-        "[assistant_message] You said: hello",
-        "-- agent_response_end --",
+    assert lines[:4] == [
+        "[reasoning] The user said 'hello'; I will echo it back.",
+        '[tool send_message] {"message":"You said: hello"}',
+        "[result send_message] OK",
+        "[assistant] You said: hello",
     ]
-    assert "[assistant_message] You said: how are you" in lines[5:]
+    assert re.fullmatch(r"-- run success · took \d+\.\d\d s --", lines[4]), lines[4]
+    assert "[assistant] You said: how are you" in lines[5:]
+
+
+def test_word_delay_paces_the_demo_agents_stream() -> None:
+    """A pause after each piece the demo agent streams: its run cannot end sooner than
+    pieces x delay after the line was sent (sleep never returns early)."""
+    delay = 0.05
+    line = json.dumps({"type": "user_message", "channel": "d", "message": "pace me"})
+    events = []
+    with (
+        serving("--word-delay", str(delay)) as (_, port),
+        connect(f"ws://127.0.0.1:{port}/?protocol=agentcast") as client,
+    ):
+        sent = time.monotonic()
+        client.send(line)
+        while (event := json.loads(client.recv(timeout=30)))["type"] != "run_end":
+            events.append(event)
+        took = time.monotonic() - sent
+    pieces = sum(event["type"] in ("message_delta", "tool_call_delta") for event in events)
+    assert pieces >= 8, events
+    assert took >= pieces * delay, (took, pieces)
 
 
 def test_sigterm_closes_clients_1001_and_exits_0(served: tuple[subprocess.Popen[str], int]) -> None:
@@ -75,6 +98,18 @@ def test_busy_port_is_a_one_line_error(served: tuple[subprocess.Popen[str], int]
         (["serve", "--port", "70000"], "expected a port 0-65535"),
         (["serve", "--route", "some"], "invalid choice"),
         (["serve", "--max-clients", "0"], "expected a whole number of at least 1"),
+        (["serve", "--word-delay", "-1"], "expected seconds from 0 to 10"),
+        (["serve", "--word-delay", "inf"], "expected seconds from 0 to 10"),
+        (
+            [
+                "serve",
+                "--backend",
+                "agentcast.memgpt.backends:DemoAgentServer",
+                "--word-delay",
+                "1",
+            ],
+            "--word-delay paces the demo agent",
+        ),
         (["serve", "--backend", "nope"], "module:attr"),
         (["serve", "--backend", "no_such_module_x:thing"], "cannot import"),
         (["client"], "--agent-id"),

@@ -3,14 +3,18 @@ terminal), against real servers that stop and start again on the same port.
 
 Each test failed against the client before issue 15: after a restart every line showed
 the reply to the one before, Ctrl-C was ignored until Enter, a close while idle went
-unnoticed, bad URLs ended in a traceback, a refusal gave no hint, 401 was retried.
+unnoticed, bad URLs ended in a traceback, a refusal gave no hint, 401 was retried. Since
+issue 22 it speaks agentcast's native protocol by default and prints the runs as they
+stream; the tests of what both protocols share run with each.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import pty
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -19,41 +23,77 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO
 
+import orjson
 import pytest
+from websockets.sync.client import connect
 
 from agentcast.memgpt.app import AgentServer
 from agentcast.serve.auth import JWTAuthenticator
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]
 WAIT = 30.0  # seconds any one expected line may take on a loaded machine
+PROTOCOLS = ["agentcast", "memgpt"]
+REPLY_END = {"agentcast": "-- run ", "memgpt": "-- agent_response_end --"}
 
 
-def reply(text: str) -> list[str]:
-    """What the demo agent's reply to ``text`` prints."""
+def reply(text: str, protocol: str = "agentcast") -> list[str]:
+    """What the demo agent's reply to ``text`` prints (a run's time as ``took N s``)."""
     arguments = {"message": f"You said: {text}"}
+    if protocol == "memgpt":
+        return [
+            "-- agent_response_start --",
+            f"[internal_monologue] The user said {text!r}; I will echo it back.",
+            f"[function_message] Running send_message({arguments!r})",
+            f"[assistant_message] You said: {text}",
+            "-- agent_response_end --",
+        ]
     return [
-        "-- agent_response_start --",
-        f"[internal_monologue] The user said {text!r}; I will echo it back.",
-        f"[function_message] Running send_message({arguments!r})",
-        f"[assistant_message] You said: {text}",
-        "-- agent_response_end --",
+        f"[reasoning] The user said {text!r}; I will echo it back.",
+        f"[tool send_message] {orjson.dumps(arguments).decode()}",
+        "[result send_message] OK",
+        f"[assistant] You said: {text}",
+        "-- run success · took N s --",
     ]
 
 
+def timeless(lines: list[str]) -> list[str]:
+    """``lines`` with a run's measured time written ``N``."""
+    return [re.sub(r"took \d+\.\d\d s", "took N s", line) for line in lines]
+
+
 class Lines:
-    """A child's output stream, read line by line on a thread, waited on with a deadline."""
+    """A child's output stream, read as it comes (``os.read`` on its descriptor, no line
+    buffer) on a thread: line by line, waited on with a deadline; ``states`` keeps the
+    whole text after each read, a last line still being printed included."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.seen: list[str] = []
+        self.states: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._changed = threading.Condition()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, args=(stream.fileno(),), daemon=True)
         self._thread.start()
 
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
+    def _read(self, fd: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        text = partial = ""
+        while chunk := os.read(fd, 65536):
+            piece = decoder.decode(chunk)
+            text += piece
+            with self._changed:
+                self.states.append(text)
+                self._changed.notify_all()
+            *lines, partial = (partial + piece).split("\n")
+            for line in lines:
+                self._queue.put(line)
+        if partial:
+            self._queue.put(partial)
         self._queue.put(None)
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     def expect(self, wanted: Callable[[str], bool] | str) -> str:
         """The next line ``wanted`` accepts (or that contains it); fail if none comes."""
@@ -70,6 +110,18 @@ class Lines:
             self.seen.append(line)
             if accepts(line):
                 return line
+
+    def until(self, condition: Callable[[str], bool], what: str) -> str:
+        """The whole text so far, once ``condition`` holds for it (its lines are still
+        left to ``expect``); fail if it does not in time."""
+        deadline = time.monotonic() + WAIT
+        with self._changed:
+            while not condition(text := self.states[-1] if self.states else ""):
+                left = deadline - time.monotonic()
+                if self._ended or left <= 0:
+                    raise AssertionError(f"no {what} within {WAIT} s: {text!r}")
+                self._changed.wait(left)
+            return text
 
     def join(self) -> None:
         """Wait for the end of the stream (the process has exited)."""
@@ -131,9 +183,9 @@ def processes() -> Iterator[Callable[..., Process]]:
         process.stop()
 
 
-def serve(processes: Callable[..., Process], port: int) -> Process:
+def serve(processes: Callable[..., Process], port: int, *options: str) -> Process:
     """``agentcast serve`` on ``port``, once it listens."""
-    server = processes(*AGENTCAST, "serve", "--port", str(port))
+    server = processes(*AGENTCAST, "serve", "--port", str(port), *options)
     server.out.expect(f"ws://127.0.0.1:{port}/")
     return server
 
@@ -144,54 +196,65 @@ def stop(server: Process) -> None:
     assert server.wait() == 0
 
 
-def client(processes: Callable[..., Process], url: str, *options: str, **kwargs: object) -> Process:
+def client(
+    processes: Callable[..., Process],
+    url: str,
+    *options: str,
+    protocol: str = "agentcast",
+    stdin: int | IO[str] | None = subprocess.PIPE,
+) -> Process:
     # Retries every 0.05 s at first, doubling: many tries while a server restarts.
     argv = [*AGENTCAST, "client", url, "--agent-id", "demo", "--retries", "12", "--backoff", "0.05"]
-    return processes(*argv, *options, **kwargs)
+    return processes(*argv, "--protocol", protocol, *options, stdin=stdin)
 
 
-def answered_then_server_stopped(processes: Callable[..., Process]) -> tuple[int, Process]:
+def answered_then_server_stopped(
+    processes: Callable[..., Process], protocol: str = "agentcast"
+) -> tuple[int, Process]:
     """A client on a fresh port whose "one" was answered, then its server stopped (SIGTERM):
     the port and the client."""
     port = free_port()
     server = serve(processes, port)
-    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat = client(processes, f"ws://127.0.0.1:{port}/", protocol=protocol)
     chat.type("one")
-    chat.out.expect("-- agent_response_end --")
+    chat.out.expect(REPLY_END[protocol])
     stop(server)
     return port, chat
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_each_line_gets_its_own_reply_across_a_server_restart(
-    processes: Callable[..., Process],
+    processes: Callable[..., Process], protocol: str
 ) -> None:
-    port, chat = answered_then_server_stopped(processes)
+    port, chat = answered_then_server_stopped(processes, protocol)
     chat.type("two")  # typed while no server runs: sent once one runs again
     serve(processes, port)
     chat.out.expect("You said: two")
-    chat.out.expect("-- agent_response_end --")
+    chat.out.expect(REPLY_END[protocol])
     chat.type("three")
-    chat.out.expect("-- agent_response_end --")
+    chat.out.expect(REPLY_END[protocol])
     chat.popen.stdin.close()  # type: ignore[union-attr]
     assert chat.wait() == 0
-    assert chat.out.rest() == [*reply("one"), *reply("two"), *reply("three")]
+    wanted = [*reply("one", protocol), *reply("two", protocol), *reply("three", protocol)]
+    assert timeless(chat.out.rest()) == wanted
     notices = chat.err.rest()
-    # The fresh server's channel_restarted (last_seq 0 < since 3) is a notice, not an answer.
+    # The fresh server's channel_restarted (last_seq 0 < since) is a notice, not an answer.
     assert any("numbering restarted" in line for line in notices), notices
     assert all(line.startswith("agentcast client: ") for line in notices), notices
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_server_closing_while_the_client_is_idle_is_noticed_and_it_reconnects(
-    processes: Callable[..., Process],
+    processes: Callable[..., Process], protocol: str
 ) -> None:
-    port, chat = answered_then_server_stopped(processes)
+    port, chat = answered_then_server_stopped(processes, protocol)
     chat.err.expect("reconnecting...")  # at once, with nothing typed
     serve(processes, port)
     chat.err.expect("reconnected")
     chat.type("two")
     chat.out.expect("You said: two")
-    chat.out.expect("-- agent_response_end --")
-    assert chat.out.seen == [*reply("one"), *reply("two")]
+    chat.out.expect(REPLY_END[protocol])
+    assert timeless(chat.out.seen) == [*reply("one", protocol), *reply("two", protocol)]
 
 
 def test_ctrl_d_while_the_server_is_away_quits_with_0(processes: Callable[..., Process]) -> None:
@@ -217,7 +280,7 @@ def test_ctrl_c_while_waiting_for_input_exits_at_once_with_130(
         chat = client(processes, f"ws://127.0.0.1:{port}/")
         chat.type("one")
     try:
-        chat.out.expect("-- agent_response_end --")  # now it waits for the next line
+        chat.out.expect(REPLY_END["agentcast"])  # now it waits for the next line
         chat.popen.send_signal(signal.SIGINT)
         assert chat.wait() == 130
     finally:
@@ -248,12 +311,13 @@ def test_a_refused_first_connect_asks_whether_the_server_runs_and_keeps_trying(
     chat.out.expect("You said: one")
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_refused_handshake_is_one_line_and_never_retried(
-    processes: Callable[..., Process],
+    processes: Callable[..., Process], protocol: str
 ) -> None:
     authenticate = JWTAuthenticator(secret=b"s" * 32)
     with AgentServer(port=0, authenticate=authenticate) as server:
-        chat = client(processes, f"ws://127.0.0.1:{server.port}/")
+        chat = client(processes, f"ws://127.0.0.1:{server.port}/", protocol=protocol)
         assert chat.wait() == 1
         [line] = chat.err.rest()
         assert server.hub.stats()["auth_refused"] == 1  # one attempt, not --retries more
@@ -261,16 +325,89 @@ def test_a_refused_handshake_is_one_line_and_never_retried(
     assert "HTTP 401" in line, line
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_terminal_escapes_in_an_agents_reply_are_printed_escaped_not_obeyed(
-    processes: Callable[..., Process],
+    processes: Callable[..., Process], protocol: str
 ) -> None:
     """The demo agent echoes the line: an OSC 52 (clipboard write) and a CSI in it reach the
     watcher's terminal as text, never as escapes (a shared agent may write anything)."""
     port = free_port()
     serve(processes, port)
-    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    chat = client(processes, f"ws://127.0.0.1:{port}/", protocol=protocol)
     chat.type("copy \x1b]52;c;aGVsbG8=\x07 then \x9b2J")
-    line = chat.out.expect("[assistant_message]")
-    assert line == "[assistant_message] You said: copy \\x1b]52;c;aGVsbG8=\\x07 then \\x9b2J"
-    chat.out.expect("-- agent_response_end --")
+    label = "[assistant]" if protocol == "agentcast" else "[assistant_message]"
+    line = chat.out.expect(label)
+    assert line == f"{label} You said: copy \\x1b]52;c;aGVsbG8=\\x07 then \\x9b2J"
+    chat.out.expect(REPLY_END[protocol])
     assert not any(c in "".join(chat.out.seen) for c in "\x1b\x07\x9b"), chat.out.seen
+
+
+def grown(states: list[str], line_start: str) -> list[str]:
+    """Each state of the line that begins ``line_start``, as it was printed, in order."""
+    lines: list[str] = []
+    for text in states:
+        last = text.rpartition("\n")[2] if not text.endswith("\n") else ""
+        if last.startswith(line_start) and (not lines or lines[-1] != last):
+            lines.append(last)
+    return lines
+
+
+def test_tokens_are_printed_as_they_arrive(processes: Callable[..., Process]) -> None:
+    """At an LLM's pace (``--word-delay``), the reply and the call's arguments show piece
+    by piece: the terminal gets partial lines that grow before each line ends."""
+    port = free_port()
+    serve(processes, port, "--word-delay", "0.1")
+    chat = client(processes, f"ws://127.0.0.1:{port}/")
+    text = "one two three four five six"
+    chat.type(text)
+    output = chat.out.until(lambda t: "-- run success" in t, "the run's footer")
+    assert timeless(output.splitlines()) == reply(text)
+    for start, whole in (("[tool ", reply(text)[1]), ("[assistant] ", reply(text)[3])):
+        shown = grown(chat.out.states, start)
+        assert all(whole.startswith(line) for line in shown), shown
+        assert len([line for line in shown if line != whole]) >= 3, shown  # pieces, as they came
+
+
+def joined(text: str) -> list[str]:
+    """The lines of ``text`` with each continued line (``[label …] more``) put back after
+    the line it continues."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        continued = re.fullmatch(r"\[(.+?) …\] (.*)", line)
+        if continued is None:
+            lines.append(line)
+            continue
+        label, more = continued.groups()
+        at = max(i for i, kept in enumerate(lines) if kept.startswith(f"[{label}] "))
+        lines[at] += more
+    return lines
+
+
+def test_a_watcher_resumes_a_run_exactly_after_its_node_comes_back(
+    processes: Callable[..., Process], redis_server: RedisServer
+) -> None:
+    """Two nodes on one Redis: the agent streams on node A; ``agentcast client`` watches on
+    node B, which stops half-way through the run and starts again. The watcher resumes
+    after the last seq it printed: every text whole, no piece twice, none missing."""
+    redis = ("--redis", redis_server.url)
+    node_a, node_b = free_port(), free_port()
+    serve(processes, node_a, *redis, "--word-delay", "0.05")
+    server_b = serve(processes, node_b, *redis)
+    watcher = client(processes, f"ws://127.0.0.1:{node_b}/")
+    watcher.err.expect("connected to")
+    text = "a line long enough that its reply streams for a while"
+    with connect(f"ws://127.0.0.1:{node_a}/?protocol=agentcast") as talker:
+        line = {"type": "user_message", "channel": "demo", "message": text}
+        talker.send(orjson.dumps(line).decode())
+        watcher.out.until(lambda t: "[reasoning] The user said 'a line" in t, "the thought")
+        stop(server_b)
+        watcher.err.expect("reconnecting...")
+        serve(processes, node_b, *redis)
+        watcher.err.expect("reconnected")
+        output = watcher.out.until(lambda t: "-- run " in t, "the run's footer")
+        while orjson.loads(talker.recv(timeout=WAIT))["type"] != "agent_response_end":
+            pass
+    lines = joined(output)
+    assert lines[:4] == reply(text)[:4], output
+    assert re.fullmatch(r"-- run success · (took \d+\.\d\d s|not timed: .*) --", lines[4])
+    assert "…] " in output  # the stream was cut by the drop, and went on below it

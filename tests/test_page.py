@@ -8,8 +8,11 @@ install (CI installs it: see the README's test command).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
 import io
+import itertools
 import json
 import re
 import socket
@@ -41,8 +44,8 @@ with warnings.catch_warnings():  # mozinfo calls distro.linux_distribution() at 
     from marionette_driver.marionette import Marionette
 
 from agentcast import Broadcaster, Publisher
-from agentcast.memgpt import protocol
 from agentcast.memgpt.app import AgentServer
+from agentcast.memgpt.backends import DemoAgentServer
 from agentcast.notices import GAP_CODES, broadcasts_lost, channel_restarted, resume_gap
 from agentcast.notices import skipped as skipped_notice
 from agentcast.serve.auth import JWTAuthenticator
@@ -295,14 +298,52 @@ def open_page(driver: WebDriver, url: str) -> None:
     until_state(driver, "open")
 
 
-def entries(driver: WebDriver) -> list[tuple[str, int | None, str]]:
-    """(type, seq, text) of every message shown, in order."""
-    found = driver.execute_script(
-        "return [...document.querySelectorAll('#log .entry')].map(e =>"
-        " [e.dataset.type, e.dataset.seq ? Number(e.dataset.seq) : null,"
-        " e.querySelector('.text').textContent])"
-    )
-    return [(kind, seq, text) for kind, seq, text in found]
+SHOWN = """
+return [...document.querySelectorAll('#log .entry, #log details.tool, #log .run-foot')].map(e => {
+  if (e.matches('details.tool')) return ['tool', e.dataset.name,
+    e.querySelector('.args').textContent, e.querySelector('.result').textContent];
+  if (e.matches('.run-foot')) return ['foot', e.dataset.outcome,
+    e.querySelector('.outcome').textContent, e.dataset.seqs];
+  if (e.matches('.entry.user')) return ['you', e.querySelector('.text').textContent];
+  return [e.dataset.kind, e.querySelector('.text').textContent];
+})
+"""
+
+
+def shown(driver: WebDriver) -> list[tuple[str, ...]]:
+    """What the log shows, in order: ("you", text), ("reasoning" | "text", text),
+    ("tool", name, arguments, result), ("foot", outcome, text, "first_seq last_seq")."""
+    return [tuple(item) for item in driver.execute_script(SHOWN)]
+
+
+def said(driver: WebDriver) -> list[tuple[str, ...]]:
+    """``shown`` without the footers and the lines typed here: what the agent said."""
+    return [item for item in shown(driver) if item[0] not in ("foot", "you")]
+
+
+def footers(driver: WebDriver) -> list[tuple[str, str]]:
+    """(outcome, text) of each run's footer."""
+    return [(item[1], item[2]) for item in shown(driver) if item[0] == "foot"]
+
+
+def seq_ranges(driver: WebDriver) -> list[tuple[int, int]]:
+    """The (first, last) seq each finished run's footer names."""
+    ranges = []
+    for item in shown(driver):
+        if item[0] == "foot" and item[3]:  # a run's (a line's with no run has none)
+            first, last = item[3].split()
+            ranges.append((int(first), int(last)))
+    return ranges
+
+
+def demo_reply(text: str) -> list[tuple[str, ...]]:
+    """What the demo agent's run answering ``text`` shows, its footer aside."""
+    arguments = orjson.dumps({"message": f"You said: {text}"}).decode()
+    return [
+        ("reasoning", f"The user said {text!r}; I will echo it back."),
+        ("tool", "send_message", arguments, "OK"),
+        ("text", f"You said: {text}"),
+    ]
 
 
 def notices(driver: WebDriver) -> list[str]:
@@ -318,18 +359,24 @@ def say(driver: WebDriver, text: str) -> None:
 
 
 def until_reply(driver: WebDriver, text: str) -> None:
-    wait(
-        driver,
-        lambda d: ("assistant_message", f"You said: {text}") in [(k, t) for k, _, t in entries(d)],
-        f"the reply to {text!r}",
+    """Until a finished run shows the demo agent's reply to ``text``."""
+    script = (
+        "return [...document.querySelectorAll('#log .run.done .entry.kind-text .text')]"
+        ".some(t => t.textContent === arguments[0])"
     )
+    wait(driver, lambda d: d.execute_script(script, f"You said: {text}"), f"the reply to {text!r}")
 
 
-DEMO_TYPES = ["internal_monologue", "function_message", "assistant_message"]
+def last_seq(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "last-seq").text)
 
 
-def agent_entries(driver: WebDriver) -> list[tuple[str, int | None, str]]:
-    return [e for e in entries(driver) if e[0] != "user"]
+@pytest.fixture
+def slow_server() -> Iterator[AgentServer]:
+    """The demo agent at an LLM's pace: a word (or 8 characters of arguments) every 30 ms."""
+    server = AgentServer(functools.partial(DemoAgentServer, word_delay=0.03), port=0).start()
+    yield server
+    server.stop()
 
 
 @pytest.mark.browser
@@ -342,21 +389,185 @@ def test_page_loads_with_no_console_errors(chromium: WebDriver, agent_server: Ag
 
 
 @pytest.mark.browser
-def test_a_message_typed_gets_the_demo_agents_reply_grouped_as_one_step(
+def test_a_message_typed_gets_the_demo_agents_run_as_one_card(
     chromium: WebDriver, agent_server: AgentServer
 ) -> None:
     open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=demo")
     say(chromium, "hello there")
-    wait(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, ".step.done"), "the step's end")
-    step = chromium.find_element(By.CSS_SELECTOR, ".step.done")
-    shown = [e.get_attribute("data-type") for e in step.find_elements(By.CSS_SELECTOR, ".entry")]
-    assert shown == ["user", *DEMO_TYPES]
-    assert agent_entries(chromium) == [
-        ("internal_monologue", 1, "The user said 'hello there'; I will echo it back."),
-        ("function_message", 2, "Running send_message('hello there')"),
-        ("assistant_message", 3, "You said: hello there"),
+    (card,) = chromium.find_elements(By.CSS_SELECTOR, ".run.done")
+    assert card.find_element(By.CSS_SELECTOR, ".entry.user").text.endswith("hello there")
+    assert shown(chromium)[:-1] == [("you", "hello there"), *demo_reply("hello there")]
+    [(outcome, footer)] = footers(chromium)
+    assert outcome == "success"
+    assert re.fullmatch(r"success · took \d+ ms|success · took \d+\.\d s", footer), footer
+    [(first, last)] = seq_ranges(chromium)
+    assert (first, str(last)) == (1, last_seq(chromium))
+
+
+@pytest.mark.browser
+def test_a_tool_call_is_a_card_that_folds_once_it_has_its_result(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/?agent=demo")
+    say(chromium, "fold me")
+    tool = chromium.find_element(By.CSS_SELECTOR, "details.tool")
+    arguments = orjson.dumps({"message": "You said: fold me"}).decode()
+    assert tool.get_attribute("open") is None  # folded: the summary says it all
+    summary = tool.find_element(By.TAG_NAME, "summary")
+    for part, text in (("name", "send_message"), ("preview", arguments), ("status", "OK")):
+        assert summary.find_element(By.CLASS_NAME, part).text == text
+    assert tool.find_element(By.CSS_SELECTOR, "pre.args").text == ""  # hidden while folded
+    summary.click()
+    wait(chromium, lambda _: tool.get_attribute("open") is not None, "the card to unfold")
+    assert tool.find_element(By.CSS_SELECTOR, "pre.args").text == arguments
+    assert tool.find_element(By.CSS_SELECTOR, "pre.result").text == "OK"
+
+
+RECORD_TEXTS = """
+window.seen = {text: [], args: []};
+new MutationObserver(() => {
+  for (const [key, selector] of [['text', '.entry.kind-text .text'], ['args', 'pre.args']]) {
+    const now = [...document.querySelectorAll('#log ' + selector)].map(t => t.textContent);
+    const last = now[now.length - 1];
+    const seen = window.seen[key];
+    if (last !== undefined && seen[seen.length - 1] !== last) seen.push(last);
+  }
+}).observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true});
+"""
+
+
+@pytest.mark.browser
+def test_tokens_and_arguments_appear_as_they_arrive(
+    chromium: WebDriver, slow_server: AgentServer
+) -> None:
+    """The demo agent streams word by word: the page shows each text growing, the way
+    it arrives, before its end (every text it showed is a prefix of the next)."""
+    open_page(chromium, f"http://127.0.0.1:{slow_server.port}/?agent=demo")
+    chromium.execute_script(RECORD_TEXTS)
+    text = "the quick brown fox jumps over the lazy dog"
+    say(chromium, text)
+    seen = chromium.execute_script("return window.seen")
+    reply = f"You said: {text}"
+    arguments = orjson.dumps({"message": reply}).decode()
+    for key, final in (("text", reply), ("args", arguments)):
+        grown = seen[key]
+        assert grown[-1] == final, grown
+        assert all(b.startswith(a) for a, b in itertools.pairwise(grown)), grown
+        partial = [t for t in grown if t and t != final]
+        assert len(partial) >= 3, grown  # several states between empty and whole
+
+
+@pytest.mark.browser
+def test_lines_typed_during_a_reply_wait_their_turn_and_get_a_run_each(
+    chromium: WebDriver, slow_server: AgentServer
+) -> None:
+    """Sent at once, two lines would run at once on one channel, their events interleaved:
+    the second waits (queued) until the first is answered."""
+    open_page(chromium, f"http://127.0.0.1:{slow_server.port}/?agent=demo")
+    field = chromium.find_element(By.ID, "message")
+    field.send_keys("first", Keys.ENTER)
+    field.send_keys("second", Keys.ENTER)
+    wait(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, ".run.queued"), "a queued line")
+    until_reply(chromium, "second")
+    assert [item for item in shown(chromium) if item[0] != "foot"] == [
+        ("you", "first"),
+        *demo_reply("first"),
+        ("you", "second"),
+        *demo_reply("second"),
     ]
-    assert chromium.find_element(By.ID, "last-seq").text == "3"
+    assert [outcome for outcome, _ in footers(chromium)] == ["success", "success"]
+    assert contiguous(seq_ranges(chromium)), seq_ranges(chromium)
+
+
+@pytest.mark.browser
+def test_a_run_joined_mid_way_shows_its_text_so_far_then_the_rest(
+    chromium: WebDriver,
+) -> None:
+    """Little history kept: the page's resume from 0 gets ``history_trimmed`` and a snapshot
+    of the open run (its messages so far as one merged delta), then the live tail."""
+    factory = functools.partial(DemoAgentServer, word_delay=0.03)
+    text = "one two three four five six seven eight nine ten eleven twelve"
+
+    async def talk_until_half_way(port: int) -> None:
+        async with websockets_clients(f"ws://127.0.0.1:{port}/?protocol=agentcast", 1) as (client,):
+            await client.send(orjson.dumps({"type": "user_message", "channel": "mid",
+                                            "message": text}).decode())  # fmt: skip
+            deltas = 0
+            while deltas < 4:
+                deltas += orjson.loads(await client.recv())["type"] == "message_delta"
+
+    with AgentServer(factory, port=0, history_size=3) as server:
+        run(talk_until_half_way(server.port))
+        open_page(chromium, f"http://127.0.0.1:{server.port}/?agent=mid")
+        wait(chromium, lambda d: footers(d), "the run's end")
+    assert said(chromium) == demo_reply(text)
+    assert any("no longer kept" in n for n in notices(chromium)), notices(chromium)
+    [(outcome, footer)] = footers(chromium)
+    assert outcome == "success" and "not timed: it may have begun before" in footer, footer
+
+
+@pytest.mark.browser
+def test_a_drop_mid_run_resumes_where_it_stopped(
+    chromium: WebDriver, slow_server: AgentServer
+) -> None:
+    """The page's socket closes half-way through the reply; it reconnects, resumes with
+    ``since`` and the same card goes on: every text whole, no piece twice."""
+    open_page(chromium, f"http://127.0.0.1:{slow_server.port}/?agent=demo")
+    text = "a reply long enough to be cut in the middle of its stream"
+    chromium.find_element(By.ID, "message").send_keys(text, Keys.ENTER)
+    wait(
+        chromium,
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".entry.kind-reasoning.streaming"),
+        "the thought under way",
+    )
+    chromium.execute_script("session.socket.close(4000, 'test drop')")
+    wait(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, ".run.paused"), "a paused run")
+    until_state(chromium, "open")
+    until_reply(chromium, text)
+    assert said(chromium) == demo_reply(text)
+    assert len(chromium.find_elements(By.CSS_SELECTOR, ".run")) == 1
+    [(first, last)] = seq_ranges(chromium)
+    assert (first, str(last)) == (1, last_seq(chromium))
+
+
+@pytest.mark.browser
+def test_a_footer_says_how_a_run_ended_with_its_usage(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """Runs of another producer (``hub.run``): one with usage, one that raised, one merged
+    delta (``from_seq``) appended like any delta, and a replayed event dropped."""
+    clients: list[int] = []
+    hub = hub_factory(on_connect=clients.append)
+    open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=a")
+    wait(chromium, lambda _: bool(clients), "the page's connection")
+    (client,) = clients
+    hub.subscribe(client, "a")
+    with hub.run("a") as done:
+        done.say("first")
+        done.end(usage={"input_tokens": 3, "output_tokens": 5})
+    with contextlib.suppress(RuntimeError), hub.run("a") as failed:
+        failed.say("second")
+        raise RuntimeError("the model went away")
+    wait(chromium, lambda d: len(footers(d)) == 2, "two footers")
+    (ok, ok_text), (error, error_text) = footers(chromium)
+    assert ok == "success" and "usage: input_tokens 3, output_tokens 5" in ok_text, ok_text
+    assert error == "error" and "RuntimeError: the model went away" in error_text, error_text
+    frames = [
+        {"type": "run_start", "run_id": "r", "seq": 7},
+        {"type": "message_start", "message_id": "m", "role": "assistant", "kind": "text", "seq": 8},
+        {"type": "message_delta", "message_id": "m", "delta": "Hel", "seq": 9},
+        {"type": "message_delta", "message_id": "m", "delta": "lo, wor", "from_seq": 10, "seq": 12},
+        {"type": "message_delta", "message_id": "m", "delta": "lo, wor", "seq": 12},  # again
+        {"type": "message_delta", "message_id": "m", "delta": "ld", "seq": 13},
+        {"type": "message_end", "message_id": "m", "seq": 14},
+        {"type": "run_end", "run_id": "r", "outcome": "cancelled", "seq": 15},
+    ]
+    for frame in frames:
+        hub.send_json(client, orjson.dumps({"channel": "a", **frame}))
+    wait(chromium, lambda d: len(footers(d)) == 3, "the third run's footer")
+    assert said(chromium) == [("text", "first"), ("text", "second"), ("text", "Hello, world")]
+    assert footers(chromium)[2][0] == "cancelled"
+    assert seq_ranges(chromium)[2] == (7, 15)
 
 
 @pytest.mark.browser
@@ -372,8 +583,8 @@ def test_two_pages_on_one_agent_both_see_the_stream(
     say(chromium, "to both")
     chromium.switch_to.window(first)
     until_reply(chromium, "to both")
-    seen = [(kind, seq) for kind, seq, _ in agent_entries(chromium)]
-    assert seen == list(zip(DEMO_TYPES, [1, 2, 3], strict=True))
+    assert said(chromium) == demo_reply("to both")
+    assert [outcome for outcome, _ in footers(chromium)] == ["success"]
 
 
 @pytest.mark.browser
@@ -385,7 +596,7 @@ def test_server_text_is_shown_as_text_never_as_markup(
     say(chromium, attack)
     assert chromium.find_elements(By.CSS_SELECTOR, "#log img, #log b") == []
     assert chromium.title != "owned"
-    assert agent_entries(chromium)[-1][2] == f"You said: {attack}"
+    assert said(chromium) == demo_reply(attack)
 
 
 def talk(port: int, *exchanges: tuple[str, str]) -> None:
@@ -401,6 +612,11 @@ def talk(port: int, *exchanges: tuple[str, str]) -> None:
     run(scenario())
 
 
+def contiguous(ranges: list[tuple[int, int]]) -> bool:
+    """Whether runs' seq ranges follow each other from 1 with no gap."""
+    return [first for first, _ in ranges] == [1, *(last + 1 for _, last in ranges[:-1])]
+
+
 @pytest.mark.browser
 def test_agent_in_the_query_opens_that_agent_its_history_then_only_its_messages(
     chromium: WebDriver, agent_server: AgentServer
@@ -412,8 +628,9 @@ def test_agent_in_the_query_opens_that_agent_its_history_then_only_its_messages(
     until_reply(chromium, "said earlier")  # the kept history, replayed from seq 1
     talk(agent_server.port, ("beta", "for beta"), ("alpha", "for alpha"))
     until_reply(chromium, "for alpha")
-    assert [seq for _, seq, _ in entries(chromium)] == [1, 2, 3, 4, 5, 6]
-    assert "beta" not in " ".join(text for _, _, text in entries(chromium))
+    assert said(chromium) == [*demo_reply("said earlier"), *demo_reply("for alpha")]
+    assert contiguous(seq_ranges(chromium)), seq_ranges(chromium)
+    assert str(seq_ranges(chromium)[-1][1]) == last_seq(chromium)
 
 
 @pytest.mark.browser
@@ -430,9 +647,9 @@ def test_another_agent_typed_into_the_picker_replaces_the_first(
     say(chromium, "to two")
     talk(agent_server.port, ("one", "one again"), ("two", "two again"))
     until_reply(chromium, "two again")
-    assert entries(chromium)[0] == ("user", None, "to two")
-    assert "one" not in " ".join(text for _, _, text in agent_entries(chromium))
-    assert [seq for _, seq, _ in agent_entries(chromium)] == [1, 2, 3, 4, 5, 6]
+    assert shown(chromium)[0] == ("you", "to two")
+    assert said(chromium) == [*demo_reply("to two"), *demo_reply("two again")]
+    assert contiguous(seq_ranges(chromium)), seq_ranges(chromium)
 
 
 @pytest.mark.browser
@@ -454,8 +671,9 @@ def test_a_restarted_server_on_the_same_port_is_reconnected_to_and_counted_anew(
         say(chromium, "after")
     finally:
         server.stop()
-    assert [s for _, s, _ in agent_entries(chromium)] == [1, 2, 3, 1, 2, 3]
-    assert chromium.find_element(By.ID, "last-seq").text == "3"
+    assert said(chromium) == [*demo_reply("before"), *demo_reply("after")]
+    (first_from, _), (second_from, second_to) = seq_ranges(chromium)
+    assert (first_from, second_from, str(second_to)) == (1, 1, last_seq(chromium))
 
 
 @pytest.mark.browser
@@ -484,8 +702,9 @@ def test_reconnects_back_off_exponentially_with_jitter(chromium: WebDriver) -> N
 def test_a_restarted_server_with_a_backplane_resumes_with_nothing_missing_or_doubled(
     chromium: WebDriver, redis_server: RedisServer
 ) -> None:
-    """Redis keeps the agent's numbering and history over the restart: what was said
-    while the page was away is replayed once, then the conversation goes on."""
+    """Redis keeps the agent's numbering and history over the restart: the run another
+    process streamed while the page was away is replayed once, then the conversation
+    goes on."""
     port = free_port()
 
     def start() -> AgentServer:
@@ -498,60 +717,64 @@ def test_a_restarted_server_with_a_backplane_resumes_with_nothing_missing_or_dou
         server.stop()
         wait(chromium, lambda d: state(d)[0] == "reconnecting", "the page to notice the drop")
         with Publisher(redis_server.url) as publisher:  # said while no server runs
-            for text in ("while away 1", "while away 2"):
-                publisher.publish_json(
-                    protocol.agent_response("assistant_message", text, "demo"), "demo"
-                )
+            with publisher.run("demo") as away:
+                away.say("while away 1")
+                with away.message() as streamed:
+                    for piece in ("while ", "away ", "2"):
+                        streamed.delta(piece)
             assert publisher.flush()
         server = start()
         until_state(chromium, "open")
-        wait(chromium, lambda d: len(agent_entries(d)) == 5, "the replay of seqs 4 and 5")
+        wait(chromium, lambda d: len(footers(d)) == 2, "the replay of the run while away")
         say(chromium, "after")
     finally:
         server.stop()
-    assert [(s, t) for _, s, t in agent_entries(chromium)][3:6] == [
-        (4, "while away 1"),
-        (5, "while away 2"),
-        (6, "The user said 'after'; I will echo it back."),
-    ]
-    assert [s for _, s, _ in agent_entries(chromium)] == list(range(1, 9))
+    away_texts = [("text", "while away 1"), ("text", "while away 2")]
+    assert said(chromium) == [*demo_reply("before"), *away_texts, *demo_reply("after")]
+    assert contiguous(seq_ranges(chromium)), seq_ranges(chromium)
     assert not any("started again" in n for n in notices(chromium))
 
 
+def event_frame(seq: int, text: str, channel: str = "a") -> bytes:
+    """A whole message event numbered ``seq``, as the native protocol sends it."""
+    event = {"type": "message", "message_id": f"m{seq}", "role": "assistant", "kind": "text"}
+    return orjson.dumps({**event, "channel": channel, "seq": seq, "content": text})
+
+
 @pytest.mark.browser
-def test_skipped_messages_are_fetched_again_and_shown_in_order_once(
+def test_a_skip_is_fetched_again_on_a_new_connection_and_shown_in_order_once(
     chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
 ) -> None:
     """A plain Broadcaster whose frames to the page the test writes: the page fell behind
-    (``skipped`` 3-4), 5 came live before the replay it asked for, which overlaps."""
+    (``skipped`` 3-4) and 5 came after the notice on that connection; the page leaves it
+    and resumes after 2 on a new one, which replays 3 to 5 in order, then 6 comes live."""
     clients: list[int] = []
-    requests: list[dict[str, Any]] = []
+    requests: list[tuple[int, dict[str, Any]]] = []
     hub = hub_factory(
-        on_connect=clients.append, on_message=lambda _, data: requests.append(orjson.loads(data))
+        on_connect=clients.append,
+        on_message=lambda client, data: requests.append((client, orjson.loads(data))),
     )
 
-    def asked(since: int) -> None:
-        wanted = {"type": "subscribe", "agent_id": "a", "since": since}
+    def asked(client: int, since: int) -> None:
+        wanted = (client, {"type": "subscribe", "channel": "a", "since": since})
         wait(chromium, lambda _: wanted in requests, f"a subscribe since {since}")
 
-    def send(*seqs: int) -> None:
-        for seq in seqs:
-            frame = protocol.agent_response("assistant_message", f"message {seq}", "a", seq)
-            hub.send_json(client, frame)
-
     open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=a")
-    asked(0)
-    (client,) = clients
-    send(1, 2)
-    hub.send_json(client, skipped_notice(2, [("a", 3, 4)]))
-    send(5)
-    asked(2)
-    send(3, 4, 2, 5, 6)  # the replay after 2, then live
-    wait(chromium, lambda d: len(agent_entries(d)) == 6, "six messages")
-    assert [(seq, text) for _, seq, text in agent_entries(chromium)] == [
-        (seq, f"message {seq}") for seq in range(1, 7)
-    ]
-    assert chromium.find_element(By.ID, "last-seq").text == "6"
+    wait(chromium, lambda _: bool(clients), "the page's connection")
+    first = clients[0]
+    asked(first, 0)
+    for seq in (1, 2):
+        hub.send_json(first, event_frame(seq, f"message {seq}"))
+    hub.send_json(first, skipped_notice(2, [("a", 3, 4)]))
+    hub.send_json(first, event_frame(5, "message 5"))  # the live tail: left for the resume
+    wait(chromium, lambda _: len(clients) == 2, "a new connection")
+    second = clients[1]
+    asked(second, 2)
+    for seq in (3, 4, 5, 6):
+        hub.send_json(second, event_frame(seq, f"message {seq}"))
+    wait(chromium, lambda d: len(said(d)) == 6, "six messages")
+    assert said(chromium) == [("text", f"message {seq}") for seq in range(1, 7)]
+    assert last_seq(chromium) == "6"
     assert any("you fell behind" in n for n in notices(chromium))
 
 
@@ -567,16 +790,34 @@ def test_each_gap_notice_is_read_by_its_code(
     wait(chromium, lambda _: bool(clients), "the page's connection")
     (client,) = clients
     for seq in (1, 2):
-        hub.send_json(client, protocol.agent_response("assistant_message", f"m{seq}", "a", seq))
+        hub.send_json(client, event_frame(seq, f"m{seq}"))
     hub.send_json(client, broadcasts_lost(5, 0))
     hub.send_json(client, resume_gap("a", 2, 2, 2))  # nothing lost after 2: a trim notice
     wait(chromium, lambda d: len(notices(d)) == 2, "two notices")
-    assert chromium.find_element(By.ID, "last-seq").text == "2"
+    assert last_seq(chromium) == "2"
     hub.send_json(client, channel_restarted("b", 9))  # another agent's
     hub.send_json(client, channel_restarted("a", 2))
     wait(chromium, lambda d: any("started again" in n for n in notices(d)), "the restart")
-    assert chromium.find_element(By.ID, "last-seq").text == "none"
+    assert last_seq(chromium) == "none"
     assert sum("started again" in n for n in notices(chromium)) == 1
+    hub.send_json(client, event_frame(1, "numbered anew"))
+    wait(chromium, lambda d: ("text", "numbered anew") in said(d), "the first of the new count")
+
+
+@pytest.mark.browser
+def test_the_log_keeps_the_newest_thousand_cards(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """A page left open on a busy agent stays bounded: the oldest cards go first."""
+    clients: list[int] = []
+    hub = hub_factory(on_connect=clients.append)
+    open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=a")
+    wait(chromium, lambda _: bool(clients), "the page's connection")
+    for seq in range(1, 1011):
+        hub.send_json(clients[0], event_frame(seq, f"m{seq}"))
+    wait(chromium, lambda d: last_seq(d) == "1010", "the last message")
+    kept = said(chromium)
+    assert (len(kept), kept[0], kept[-1]) == (1000, ("text", "m11"), ("text", "m1010"))
 
 
 @pytest.mark.browser
@@ -698,28 +939,35 @@ def test_the_page_works_in_firefox_and_survives_a_restart(firefox: Marionette) -
     def firefox_state(client: Marionette) -> str:
         return str(client.find_element(FirefoxBy.ID, "state").get_attribute("data-state"))
 
-    def say_in_firefox(text: str) -> None:
+    def say_in_firefox(text: str, runs: int) -> None:
         firefox_until(firefox, lambda c: firefox_state(c) == "open", "state open")
         firefox.find_element(FirefoxBy.ID, "message").send_keys(text + "\ue007")  # Enter
         firefox_until(
             firefox,
-            lambda c: f"You said: {text}" in c.find_element(FirefoxBy.ID, "log").text,
-            f"the reply to {text!r}",
+            lambda c: len(c.find_elements(FirefoxBy.CSS_SELECTOR, ".run.done")) == runs,
+            f"the run answering {text!r}",
         )
 
     port = free_port()
     server = AgentServer(port=port).start()
     try:
         firefox.navigate(f"http://127.0.0.1:{port}/?agent=fox")
-        say_in_firefox("hello from firefox")
+        say_in_firefox("hello from firefox", 1)
         server.stop()
         firefox_until(firefox, lambda c: firefox_state(c) == "reconnecting", "the drop")
         server = AgentServer(port=port).start()
-        say_in_firefox("after the restart")
+        say_in_firefox("after the restart", 2)
     finally:
         server.stop()
-    seqs = firefox.execute_script(
-        "return [...document.querySelectorAll('#log .entry[data-seq]')]"
-        ".map(e => Number(e.dataset.seq))"
+    replies = firefox.execute_script(
+        "return [...document.querySelectorAll('#log .entry.kind-text')]"
+        ".map(e => [Number(e.dataset.seq) > 0, e.querySelector('.text').textContent])"
     )
-    assert seqs == [1, 2, 3, 1, 2, 3]
+    assert replies == [
+        [True, "You said: hello from firefox"],
+        [True, "You said: after the restart"],
+    ]
+    first_seqs = firefox.execute_script(
+        "return [...document.querySelectorAll('#log .run-foot')].map(e => e.dataset.seqs)"
+    )
+    assert [seqs.split()[0] for seqs in first_seqs] == ["1", "1"]  # counted anew

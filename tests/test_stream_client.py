@@ -21,7 +21,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agentcast import Client, SyncClient
-from agentcast.client.stream import ClientError, ConnectionLost, UpgradeRefused, backoff_delay
+from agentcast.client.stream import (
+    ClientError,
+    ConnectionLost,
+    ConnectionStatus,
+    UpgradeRefused,
+    backoff_delay,
+)
 from redis_server import free_port
 
 WAIT = 30.0  # seconds any one expected frame may take on a loaded machine
@@ -543,6 +549,47 @@ def test_an_unreachable_server_raises_after_max_retries() -> None:
         with pytest.raises(ConnectionLost, match=url):
             async with Client(url, channel="demo", reconnect=False):
                 pass
+
+    asyncio.run(main())
+
+
+def test_on_status_is_told_of_each_connection_and_each_failure_as_it_happens() -> None:
+    """A drop is told while the client waits for the next event (a UI says "reconnecting"
+    at once), a connection once it is subscribed, the last failure before the raise."""
+    history = numbered(a_run())
+    statuses: list[ConnectionStatus] = []
+
+    async def script(session: Session) -> None:
+        await session.subscribe()
+        if session.number == 1:
+            await session.send(*history[:3])
+            session.drop()
+        else:
+            await session.send(*after(history, 3))
+            await session.close()
+
+    async def main() -> None:
+        async with FakeServer(script) as server:
+            client = Client(server.url, channel="demo", backoff=BACKOFF, on_status=statuses.append)
+            async with client:
+                assert statuses == [ConnectionStatus(True, 1, 0)]
+                seen = [(len(statuses), event["seq"]) async for event in client]
+        assert [(s.connected, s.connections, s.failures) for s in statuses] == [
+            (True, 1, 0),
+            (False, 1, 1),
+            (True, 2, 1),
+        ]
+        assert "dropped" in statuses[1].reason
+        assert isinstance(statuses[1].error, ConnectionClosed)
+        assert seen[2] == (1, 3) and seen[3] == (3, 4)  # told between the 3rd and the 4th
+        url = f"ws://127.0.0.1:{free_port()}/"
+        failed: list[ConnectionStatus] = []
+        with pytest.raises(ConnectionLost):
+            async with Client(url, channel="demo", backoff=BACKOFF, max_retries=1,
+                              on_status=failed.append):  # fmt: skip
+                pass
+        assert [(s.connected, s.failures) for s in failed] == [(False, 1), (False, 2)]
+        assert all(isinstance(s.error, ConnectionRefusedError) for s in failed)
 
     asyncio.run(main())
 

@@ -224,7 +224,7 @@ def test_serve_with_certfile_and_keyfile_then_client_with_cafile(
             timeout=30,
         )
         assert chat.returncode == 0, chat.stderr
-        assert "[assistant_message] You said: hello" in chat.stdout.splitlines()
+        assert "[assistant] You said: hello" in chat.stdout.splitlines()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import ssl
@@ -13,9 +14,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TypeVar
 
 from agentcast import __version__
-from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT
+from agentcast.argtypes import COUNT, NON_NEGATIVE, PORT, POSITIVE, POSITIVE_INT, number_in
 from agentcast.backplane import require_redis
-from agentcast.client.run import DEFAULT_URL, check_url, run_client
+from agentcast.client.run import DEFAULT_URL, PROTOCOLS, run_client
+from agentcast.client.urls import check_url
 from agentcast.extras import MissingExtra
 from agentcast.memgpt.app import AgentServer
 from agentcast.memgpt.backends import BadBackend, DemoAgentServer, load_backend
@@ -31,6 +33,7 @@ log = logging.getLogger("agentcast.cli")
 PUBLIC_CONNECTIONS_PER_IP = 256
 PUBLIC_CONNECT_RATE = 20.0
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+WORD_DELAY = number_in(float, "seconds from 0 to 10", lambda value: 0 <= value <= 10)
 T = TypeVar("T", int, float)
 
 DESCRIPTION = "Push an AI agent's messages to many WebSocket clients at once."
@@ -107,6 +110,14 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         default=None,
         metavar="MODULE:ATTR",
         help="a backend factory, e.g. mypkg.server:SyncServer (default: a demo agent)",
+    )
+    serve.add_argument(
+        "--word-delay",
+        type=WORD_DELAY,
+        default=0.0,
+        metavar="SECONDS",
+        help="the demo agent's pause after each word (or piece of arguments) it streams:"
+        " 0.05 is about an LLM's pace, 0 as fast as it can; not with --backend",
     )
     serve.add_argument(
         "--route",
@@ -252,6 +263,13 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "url", nargs="?", default=DEFAULT_URL, help="the server's ws:// or wss:// URL"
     )
     client.add_argument("--agent-id", required=True, help="the agent to talk to (required)")
+    client.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="agentcast",
+        help="agentcast: print the agent's runs as they stream (tokens, tool calls, a footer"
+        " per run); memgpt: whole messages, for MemGPT's own servers",
+    )
     client.add_argument("--cafile", metavar="PATH", help="PEM CA certificates to trust (wss://)")
     client.add_argument(
         "--retries", type=POSITIVE_INT, default=5, metavar="N", help="reconnect attempts"
@@ -261,7 +279,8 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         type=NON_NEGATIVE,
         default=0.5,
         metavar="SECONDS",
-        help="first reconnect delay, doubled each attempt",
+        help="first reconnect delay, doubled each attempt (agentcast: the longest, with"
+        " jitter, up to 30 s)",
     )
     client.add_argument("--log-level", default="WARNING", choices=LOG_LEVELS, help="on stderr")
     bench = commands.add_parser(
@@ -384,7 +403,9 @@ def supervise(args: argparse.Namespace, argv: Sequence[str], scheme: str) -> int
 
 
 def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
-    backend = DemoAgentServer if args.backend is None else args.backend
+    backend = args.backend
+    if backend is None:
+        backend = functools.partial(DemoAgentServer, word_delay=args.word_delay)
     try:
         authenticate = _authenticator(args)
     except (OSError, ValueError) as exc:
@@ -485,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_cli.run(args, command)
     _protected_mode(args, command)
+    if args.word_delay and args.backend is not None:
+        command.error("--word-delay paces the demo agent: it does nothing with --backend")
     if args.keyfile is not None and args.certfile is None:
         command.error("--keyfile needs --certfile")
     try:
@@ -523,4 +546,4 @@ def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             tls = client_context(args.cafile)
         except ValueError as exc:
             parser.error(str(exc))
-    return run_client(args.url, args.agent_id, args.retries, args.backoff, tls)
+    return run_client(args.url, args.agent_id, args.retries, args.backoff, tls, args.protocol)

@@ -1,12 +1,14 @@
 """``agentcast client``: an interactive client like MemGPT's example. Type a line, see the
 agent's replies; Ctrl-D quits, Ctrl-C quits at once (exit code 130).
 
-A background reader prints every frame as it comes, so a server that goes away is
-noticed while the user is idle, not when the next line is typed. The client reconnects
-(``retries`` failures in a row with exponential backoff, then exit code 1), resumes the
-agent's stream from the last ``seq`` it printed, and sends a line typed meanwhile once
-connected again. The conversation goes to stdout; the client's own status lines
-(connected, reconnecting, notices about the stream) to stderr.
+In agentcast's native protocol (the default) it prints the agent's runs as they stream
+(``agentcast.client.chat``); in MemGPT's (``protocol="memgpt"``, for MemGPT's own servers)
+whole messages, as here. Either way a background reader prints every frame as it comes,
+so a server that goes away is noticed while the user is idle, not when the next line is
+typed. The client reconnects (``retries`` failures in a row with exponential backoff,
+then exit code 1), resumes the agent's stream from the last ``seq`` it printed, and sends
+a line typed meanwhile once connected again. The conversation goes to stdout; the
+client's own status lines (connected, reconnecting, notices about the stream) to stderr.
 """
 
 from __future__ import annotations
@@ -16,37 +18,25 @@ import ssl
 import sys
 from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import websockets
-from websockets.exceptions import InvalidStatus, InvalidURI
-from websockets.uri import parse_uri
+from websockets.exceptions import InvalidStatus
 
+from agentcast.client.chat import chat
 from agentcast.client.conversation import Conversation
 from agentcast.client.typed_lines import TypedLines
 from agentcast.printable import for_terminal
 
-__all__ = ["DEFAULT_URL", "check_url", "run_client"]
+__all__ = ["DEFAULT_URL", "PROTOCOLS", "run_client"]
 
 DEFAULT_URL = "ws://127.0.0.1:8282/"
 CLOSE_TIMEOUT = 1.0  # seconds to wait for the server's close frame when quitting
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+PROTOCOLS = ("agentcast", "memgpt")
+Protocol = Literal["agentcast", "memgpt"]
 T = TypeVar("T")
-
-
-def check_url(url: str) -> None:
-    """ValueError (one line, with the URL probably meant) unless ``url`` is ws:// or wss://."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        scheme, rest = "", url
-    if scheme not in ("ws", "wss"):
-        meant = f"{'wss' if scheme in ('https', 'wss') else 'ws'}://{rest}"
-        raise ValueError(f"{url!r} is not a ws:// or wss:// URL (did you mean {meant}?)")
-    try:
-        parse_uri(url)
-    except (InvalidURI, ValueError) as exc:  # urllib's own for a bad port
-        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
 
 
 def _say(line: str) -> None:
@@ -240,11 +230,13 @@ def run_client(
     retries: int = 5,
     backoff: float = 0.5,
     tls: ssl.SSLContext | None = None,
+    protocol: Protocol = "agentcast",
 ) -> int:
     """Chat until stdin ends; ``tls`` verifies a ``wss://`` server (default: the system's CAs).
     The exit code: 0 at the end of input, 1 if the server cannot be reached, 130 on Ctrl-C."""
+    talk = chat if protocol == "agentcast" else _chat
     try:
-        return asyncio.run(_chat(url, agent_id, retries, backoff, tls))
+        return asyncio.run(talk(url, agent_id, retries, backoff, tls))
     except _Exit as exc:
         _say(str(exc))
         return exc.code

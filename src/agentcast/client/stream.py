@@ -27,7 +27,9 @@ A dropped connection is dialled again with exponential backoff and full jitter, 
 channel resubscribed with ``since`` = the last seq seen, so the replay starts where the
 stream stopped; an event that comes again anyway is dropped (its seq is not above the
 last). A close with 1000 ends the iteration; an upgrade refused for good (401, 403, ...)
-raises ``UpgradeRefused`` at once, since trying again cannot help.
+raises ``UpgradeRefused`` at once, since trying again cannot help. ``on_status`` is told of
+every connection made and every one that failed or dropped, as it happens: a UI says
+"reconnecting" while its user waits, not at the next event.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -50,7 +53,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 
 from agentcast import notices as codes
-from agentcast.client.run import check_url
+from agentcast.client.urls import check_url
 from agentcast.client.view import KEEP, StreamView, ToolCall
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionLost",
+    "ConnectionStatus",
     "UpgradeRefused",
     "backoff_delay",
 ]
@@ -88,6 +92,23 @@ class ConnectionLost(ClientError):
     """The connection failed and no retry is left (``reconnect=False``, ``max_retries``)."""
 
 
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """What ``Client(on_status=...)`` is told when its connection changes."""
+
+    connected: bool
+    """True: a connection was made and every channel subscribed; False: an attempt failed,
+    or the connection dropped."""
+    connections: int
+    """Connections made so far (1 once the first is made)."""
+    failures: int
+    """Failed attempts in a row, the drop that began them counted."""
+    reason: str = ""
+    """Why it failed ("" when connected)."""
+    error: BaseException | None = None
+    """The exception behind the failure, if one (``ConnectionRefusedError``, ...)."""
+
+
 def backoff_delay(
     attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
 ) -> float:
@@ -112,6 +133,9 @@ class Client:
     longest) window of the jittered delay in seconds; ``max_retries``: failed attempts in a
     row before ``ConnectionLost`` (None: never give up). ``notices``: yield the server's
     notices too. ``keep``: messages and tool calls kept in the view (oldest go first).
+    ``on_status``: called on the event loop with a ``ConnectionStatus`` at each connection
+    made and each failure (before ``ConnectionLost`` is raised for the last); it must not
+    block.
 
     One task iterates; others may ``send``, ``subscribe`` and ``unsubscribe`` meanwhile.
     Reconnects happen while the client is iterated.
@@ -130,6 +154,7 @@ class Client:
         notices: bool = False,
         keep: int = KEEP,
         tls: ssl.SSLContext | None = None,
+        on_status: Callable[[ConnectionStatus], object] | None = None,
     ) -> None:
         check_url(url)
         channels = _channels(channel)
@@ -152,6 +177,7 @@ class Client:
         self.notices: deque[dict[str, Any]] = deque(maxlen=NOTICES_KEPT)
         self.connections = 0
         """Connections made so far: above 1 after a reconnect."""
+        self.on_status = on_status
         self._options: dict[str, Any] = {"close_timeout": CLOSE_TIMEOUT, "max_size": MAX_FRAME}
         self._token = token is not None
         if token is not None:
@@ -296,10 +322,10 @@ class Client:
             try:
                 websocket = await self._unless_closed(connect(_native(self.url), **self._options))
             except InvalidStatus as exc:
-                self._fail(self._refused(exc))
+                self._fail(self._refused(exc), exc)
                 continue
             except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
-                self._fail(str(exc) or type(exc).__name__)
+                self._fail(str(exc) or type(exc).__name__, exc)
                 continue
             try:
                 if self.closed:
@@ -307,7 +333,7 @@ class Client:
                 for channel in self._channels:
                     await websocket.send(self._subscribe_frame(channel))
             except ConnectionClosed as exc:
-                self._fail(_why(exc))
+                self._fail(_why(exc), exc)
                 continue
             except _Closed:
                 await websocket.close()
@@ -315,6 +341,7 @@ class Client:
             self.connections += 1
             self._websocket = websocket
             self._changed()
+            self._tell(ConnectionStatus(True, self.connections, self._failures))
 
     def _ended(self, websocket: ClientConnection, exc: ConnectionClosed) -> bool:
         """After ``websocket`` closed: True if the stream is over (``close()``, or the
@@ -329,11 +356,12 @@ class Client:
             log.info("%s closed the stream: %s", self.shown, exc.rcvd)
             self._end()
             return True
-        self._fail(_why(exc))
+        self._fail(_why(exc), exc)
         return False
 
-    def _fail(self, failure: str) -> None:
+    def _fail(self, failure: str, error: BaseException | None = None) -> None:
         self._failures += 1
+        self._tell(ConnectionStatus(False, self.connections, self._failures, failure, error))
         retries = self.max_retries if self.reconnect else 0
         if retries is not None and self._failures > retries:
             self._end()
@@ -342,6 +370,10 @@ class Client:
                 + (f" ({self._failures} attempts in a row failed)" if self._failures > 1 else "")
             )
         log.info("%s: %s", self.shown, failure)
+
+    def _tell(self, status: ConnectionStatus) -> None:
+        if self.on_status is not None:
+            self.on_status(status)
 
     def _refused(self, exc: InvalidStatus) -> str:
         """What an HTTP answer to the upgrade says; raises ``UpgradeRefused`` if final

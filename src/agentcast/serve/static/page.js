@@ -1,13 +1,20 @@
-// agentcast's live page: one WebSocket to the server that served it, one agent at a time.
-// Server text is only ever set with textContent (never innerHTML): it is client and agent
-// input. The connection resumes after a drop with `since` = the last seq it showed, and
-// drops any frame it has shown already, so nothing is missing and nothing is doubled.
+// agentcast's live page: one WebSocket to the server that served it, in agentcast's native
+// protocol (?protocol=agentcast), one agent at a time. Each run of the agent is a card: its
+// messages grow delta by delta as the tokens arrive, its tool calls are collapsible cards
+// (name, arguments as they stream, result), and a footer says how the run ended.
+// Server text is only ever set as text (textContent, Text nodes; never innerHTML): it is
+// client and agent input. After a drop the page resumes with `since` = the last seq it
+// applied and drops any event it has applied already, so nothing is missing or doubled.
 "use strict";
 
 const BACKOFF_FIRST = 0.5; // seconds before the first reconnect, doubled per failure
 const BACKOFF_MAX = 15;
 const STATUS_EVERY = 5000; // ms between /status polls (the client count)
 const RECENT_AGENTS = 8;
+const LOG_KEEP = 1000; // the newest cards and notices kept in the log
+// A run_start this soon (ms) after a subscribe may be history replayed, or the snapshot of
+// a run under way: how long that run took is not the page's to tell.
+const REPLAY_WINDOW = 250;
 // Notices that part of the stream never comes (agentcast.notices.GAP_CODES).
 const GAP_CODES = ["history_trimmed", "channel_restarted", "backplane_gap", "broadcasts_lost"];
 
@@ -32,12 +39,15 @@ const session = {
   token: new URLSearchParams(location.hash.slice(1)).get("token") || "",
   agent: new URLSearchParams(location.search).get("agent") || "",
   socket: null,
-  lastSeq: 0, // the last seq of the agent shown; a resume asks for what follows it
-  missing: [], // {from, to} seqs the server skipped (we fell behind), awaited from a replay
+  lastSeq: 0, // the last seq of the agent applied; a resume asks for what follows it
+  subscribedAt: 0, // performance.now() when the last subscribe went out
   failures: 0,
   retryTimer: null,
   countdown: null,
-  steps: [], // steps sent from this page, oldest first, waiting for agent_response_end
+  steps: [], // lines typed here, oldest first, until answered (agent_response_end)
+  run: null, // the agent's open run
+  messages: new Map(), // message_id -> an open message
+  tools: new Map(), // tool_call_id -> a tool call waiting for its end or result
 };
 
 // ---- rendering -------------------------------------------------------------
@@ -54,31 +64,19 @@ function atBottom() {
   return log.scrollHeight - log.scrollTop - log.clientHeight < 48;
 }
 
-function append(node, parent) {
+// Change the log with `change`, keeping it scrolled to the end if it was.
+function following(change) {
   const follow = atBottom();
-  view.empty.hidden = true;
-  (parent || view.log).append(node);
+  change();
   if (follow) view.log.scrollTop = view.log.scrollHeight;
 }
 
-const LABELS = {
-  internal_monologue: "thinking",
-  function_message: "function",
-  assistant_message: "assistant",
-  user: "you",
-};
-
-function entry(type, text, seq) {
-  const node = element("article", `entry ${type}`);
-  node.dataset.type = type;
-  const meta = element("div", "meta");
-  meta.append(element("span", "label", LABELS[type] || type));
-  if (seq !== undefined && seq !== null) {
-    node.dataset.seq = String(seq);
-    meta.append(element("span", "seq", `#${seq}`));
-  }
-  node.append(meta, element("div", "text", text));
-  return node;
+function append(node, parent) {
+  following(() => {
+    view.empty.hidden = true;
+    (parent || view.log).append(node);
+    while (view.log.childElementCount > LOG_KEEP + 1) view.log.children[1].remove(); // [0]: empty
+  });
 }
 
 function notice(kind, text) {
@@ -87,13 +85,73 @@ function notice(kind, text) {
   return node;
 }
 
-function currentStep() {
-  return session.steps.find((step) => step.started && !step.ended) || null;
+// Where the agent's output goes now: its open run, else the step in flight, else the log.
+function container() {
+  if (session.run) return session.run.body;
+  const step = session.steps.find((s) => s.started && !s.run);
+  return step ? step.body : view.log;
 }
 
 function show(node) {
-  const step = currentStep();
-  append(node, step ? step.body : null);
+  append(node, container());
+}
+
+const KIND_LABELS = { reasoning: "thinking" };
+const ROLE_LABELS = { assistant: "assistant", user: "user", tool: "tool", system: "system" };
+
+// A message entry: {node, text, seq}; `text` is the Text node its deltas are appended to.
+function messageEntry(kind, role, content, seq) {
+  const node = element("article", `entry message kind-${kind}`);
+  node.dataset.kind = kind;
+  node.dataset.role = role;
+  const label = KIND_LABELS[kind] || ROLE_LABELS[role] || String(role);
+  const seqLabel = element("span", "seq", `#${seq}`);
+  const meta = element("div", "meta");
+  meta.append(element("span", "label", label), seqLabel);
+  const body = element("div", "text");
+  const text = document.createTextNode(content);
+  body.append(text);
+  node.append(meta, body);
+  node.dataset.seq = String(seq);
+  return { node, text, seqLabel, firstSeq: seq };
+}
+
+function userEntry(text) {
+  const node = element("article", "entry user");
+  node.dataset.role = "you";
+  const meta = element("div", "meta");
+  meta.append(element("span", "label", "you"));
+  node.append(meta, element("div", "text", text));
+  return node;
+}
+
+// A collapsible card for a value the run carries (state, a patch, a custom event).
+function dataCard(kind, title, value) {
+  const node = element("details", "data"); // (a class named after the kind could clash)
+  node.dataset.kind = kind;
+  const summary = element("summary");
+  summary.append(element("span", "label", kind.replace("_", " ")), element("span", "name", title));
+  node.append(summary, element("pre", "value", JSON.stringify(value, null, 2)));
+  return node;
+}
+
+function operations(count) {
+  return count === 1 ? "1 operation" : `${count} operations`;
+}
+
+function seqRange(first, last) {
+  return first === last ? `#${first}` : `#${first}–${last}`;
+}
+
+function seconds(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function usageText(usage) {
+  if (!usage || typeof usage !== "object") return JSON.stringify(usage);
+  return Object.entries(usage)
+    .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join(", ");
 }
 
 // ---- state shown in the status bar ---------------------------------------------
@@ -115,8 +173,8 @@ function setLastSeq(seq) {
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = session.token ? `?token=${encodeURIComponent(session.token)}` : "";
-  return `${scheme}//${location.host}/${query}`;
+  const token = session.token ? `&token=${encodeURIComponent(session.token)}` : "";
+  return `${scheme}//${location.host}/?protocol=agentcast${token}`;
 }
 
 function authHeaders() {
@@ -160,16 +218,29 @@ async function connect() {
   socket.onopen = () => {
     session.failures = 0;
     setState("open", "open");
+    if (session.run) session.run.node.classList.remove("paused");
     subscribe();
+    sendNextLine();
     probe();
   };
   socket.onmessage = (event) => receive(event.data);
   socket.onclose = (event) => {
     session.socket = null;
-    endOpenSteps();
+    connectionLost();
     const reason = event.reason ? ` ${event.reason}` : "";
     scheduleReconnect(`closed ${event.code}${reason}`);
   };
+}
+
+// Leave the connection at once and dial again (no backoff): a new one resumes in order.
+function redial() {
+  const socket = session.socket;
+  if (!socket) return;
+  socket.onmessage = socket.onclose = null; // what it still delivers is not applied
+  socket.close();
+  session.socket = null;
+  connectionLost();
+  connect();
 }
 
 function clearRetry() {
@@ -204,7 +275,20 @@ function sendJson(body) {
 
 function subscribe() {
   if (!session.agent) return;
-  sendJson({ type: "subscribe", agent_id: session.agent, since: session.lastSeq });
+  session.subscribedAt = performance.now();
+  sendJson({ type: "subscribe", channel: session.agent, since: session.lastSeq });
+}
+
+// The connection is gone: an open run goes on (the resume replays the rest of it); the
+// line in flight, if no run came of it, is cut off; lines still queued go on the next one.
+function connectionLost() {
+  if (session.run) session.run.node.classList.add("paused");
+  for (const step of session.steps.filter((s) => s.sent && !s.run)) {
+    step.node.classList.remove("running");
+    step.node.classList.add("cut");
+    append(footer("cut", "cut off by the disconnect"), step.node);
+  }
+  session.steps = session.steps.filter((s) => !s.sent);
 }
 
 // ---- frames from the server ---------------------------------------------------------
@@ -217,9 +301,16 @@ function receive(data) {
     show(notice("error", "the server sent a frame that is not JSON"));
     return;
   }
+  if (isEvent(frame)) {
+    streamEvent(frame);
+    return;
+  }
   switch (frame.type) {
+    case "subscribed":
+    case "unsubscribed":
+      break; // the status bar says the connection is open
     case "agent_response":
-      agentResponse(frame);
+      wholeMessage(frame);
       break;
     case "agent_response_start":
       stepStarted();
@@ -241,47 +332,228 @@ function receive(data) {
   }
 }
 
-function agentResponse(frame) {
-  if (frame.agent_id !== undefined && frame.agent_id !== session.agent) return;
-  const seq = typeof frame.seq === "number" ? frame.seq : null;
-  const node = entry(frame.message_type, frame.message, seq);
-  if (seq === null) {
-    show(node);
-  } else if (seq > session.lastSeq) {
-    setLastSeq(seq);
-    show(node);
-  } else if (takeMissing(seq)) {
-    showInOrder(node, seq); // a skipped one, replayed after later ones came live
-  } // else shown already: a replay overlapping what the page holds
+// An event of a stream names its channel and seq; a notice names neither.
+function isEvent(frame) {
+  return (
+    frame.type !== "server_error" &&
+    typeof frame.channel === "string" &&
+    Number.isInteger(frame.seq)
+  );
 }
 
-// Whether `seq` was skipped and not shown yet; if so it is no longer awaited.
-function takeMissing(seq) {
-  const range = session.missing.find((r) => r.from <= seq && seq <= r.to);
-  if (!range) return false;
-  session.missing = session.missing
-    .flatMap((r) => (r === range ? [{ from: r.from, to: seq - 1 }, { from: seq + 1, to: r.to }] : [r]))
-    .filter((r) => r.from <= r.to);
+// Whether an event numbered `seq` is new (and if so, counted as applied).
+function fresh(seq) {
+  if (seq <= session.lastSeq) return false; // applied already: a replay overlapping
+  setLastSeq(seq);
   return true;
 }
 
-// Before the run of entries at the end whose seqs are above `seq`.
-function showInOrder(node, seq) {
-  let before = null;
-  const shown = view.log.querySelectorAll(".entry[data-seq]");
-  for (let i = shown.length - 1; i >= 0 && Number(shown[i].dataset.seq) > seq; i -= 1) {
-    before = shown[i];
-  }
-  if (before) before.before(node);
-  else show(node);
+function streamEvent(frame) {
+  if (frame.channel !== session.agent || !fresh(frame.seq)) return;
+  const handle = EVENTS[frame.type];
+  if (handle) handle(frame);
+  else show(notice("info", `unknown event type ${JSON.stringify(frame.type)}`));
 }
+
+const EVENTS = {
+  run_start: startRun,
+  run_end: (e) => endRun(e, e.outcome, e.usage),
+  run_error: (e) => endRun(e, "error", undefined, e.message),
+  step_start: (e) => show(element("div", "step-mark", `step ${e.step}`)),
+  step_end: (e) => show(element("div", "step-mark", `step ${e.step} done`)),
+  message_start: startMessage,
+  message_delta: messageDelta,
+  message_end: endMessage,
+  message: (e) => show(messageEntry(e.kind, e.role, e.content, e.seq).node),
+  tool_call_start: startToolCall,
+  tool_call_delta: toolCallDelta,
+  tool_call_end: endToolCall,
+  tool_result: toolResult,
+  state_snapshot: (e) => show(dataCard("state", "snapshot", e.snapshot)),
+  state_patch: (e) => show(dataCard("state_patch", operations(e.patch.length), e.patch)),
+  custom: (e) => show(dataCard("custom", e.name, e.value === undefined ? null : e.value)),
+};
+
+// A MemGPT whole message (the server relays those published as raw JSON to every client).
+const MEMGPT_TYPES = {
+  internal_monologue: ["reasoning", "assistant"],
+  assistant_message: ["text", "assistant"],
+  function_message: ["text", "tool"],
+};
+
+function wholeMessage(frame) {
+  if (frame.agent_id !== undefined && frame.agent_id !== session.agent) return;
+  const seq = Number.isInteger(frame.seq) ? frame.seq : null;
+  if (seq !== null && !fresh(seq)) return;
+  const [kind, role] = MEMGPT_TYPES[frame.message_type] || ["text", String(frame.message_type)];
+  show(messageEntry(kind, role, frame.message, seq === null ? "?" : seq).node);
+}
+
+// ---- runs --------------------------------------------------------------------------
+
+function startRun(event) {
+  if (session.run) finishRun(session.run, event.seq - 1, "cut", "cut off: a new run started");
+  const now = performance.now();
+  const step = session.steps.find((s) => s.started && !s.run);
+  let node;
+  let body;
+  if (step) {
+    step.run = event.run_id;
+    ({ node, body } = step);
+  } else {
+    node = element("section", "run");
+    body = element("div", "run-body");
+    node.append(body);
+    append(node);
+  }
+  node.classList.add("running");
+  node.dataset.runId = event.run_id;
+  session.run = {
+    id: event.run_id,
+    node,
+    body,
+    firstSeq: event.seq,
+    startedAt: step ? step.sentAt : now,
+    timed: Boolean(step) || now - session.subscribedAt > REPLAY_WINDOW,
+  };
+}
+
+function endRun(event, outcome, usage, message) {
+  let run = session.run;
+  if (!run || run.id !== event.run_id) {
+    startRun({ run_id: event.run_id, seq: event.seq }); // its start was not kept
+    run = session.run;
+    run.timed = false;
+  }
+  const parts = [outcome];
+  if (message) parts.push(message);
+  if (usage !== undefined) parts.push(`usage: ${usageText(usage)}`);
+  parts.push(
+    run.timed
+      ? `took ${seconds(performance.now() - run.startedAt)}`
+      : "not timed: it may have begun before the page joined",
+  );
+  finishRun(run, event.seq, outcome, parts.join(" · "));
+}
+
+// A card's footer: how it ended, and the seqs it spans if it was a run.
+function footer(outcome, text, firstSeq, lastSeq) {
+  const foot = element("div", "run-foot");
+  foot.dataset.outcome = outcome;
+  foot.append(element("span", "outcome", text));
+  if (firstSeq !== undefined) {
+    foot.dataset.seqs = `${firstSeq} ${lastSeq}`;
+    foot.append(element("span", "seq", seqRange(firstSeq, lastSeq)));
+  }
+  return foot;
+}
+
+function finishRun(run, lastSeq, outcome, text) {
+  append(footer(outcome, text, run.firstSeq, lastSeq), run.node);
+  run.node.classList.remove("running", "paused");
+  run.node.classList.add("done", `outcome-${outcome}`);
+  for (const open of run.body.querySelectorAll(".streaming")) open.classList.remove("streaming");
+  for (const tool of run.body.querySelectorAll("details.tool[open]")) tool.open = false;
+  for (const tool of session.tools.values()) tool.status.textContent = "no result";
+  session.messages.clear();
+  session.tools.clear();
+  if (session.run === run) session.run = null;
+}
+
+// ---- messages ----------------------------------------------------------------------
+
+function startMessage(event) {
+  const message = messageEntry(event.kind, event.role, "", event.seq);
+  message.node.classList.add("streaming");
+  message.node.dataset.messageId = event.message_id;
+  session.messages.set(event.message_id, message);
+  show(message.node);
+}
+
+// A delta, or several merged into one (from_seq..seq): appended the same way.
+function messageDelta(event) {
+  let message = session.messages.get(event.message_id);
+  if (!message) {
+    startMessage({ message_id: event.message_id, kind: "text", role: "assistant", seq: event.seq });
+    message = session.messages.get(event.message_id);
+  }
+  following(() => message.text.appendData(String(event.delta)));
+}
+
+function endMessage(event) {
+  const message = session.messages.get(event.message_id);
+  if (!message) return;
+  message.node.classList.remove("streaming");
+  message.seqLabel.textContent = seqRange(message.firstSeq, event.seq);
+  session.messages.delete(event.message_id);
+}
+
+// ---- tool calls --------------------------------------------------------------------
+
+function startToolCall(event) {
+  const node = element("details", "tool streaming");
+  node.dataset.toolCallId = event.tool_call_id;
+  node.dataset.name = event.name;
+  node.open = true;
+  const summary = element("summary");
+  const preview = document.createTextNode("");
+  const status = element("span", "status", "calling");
+  const previewNode = element("span", "preview");
+  previewNode.append(preview);
+  summary.append(element("span", "label", "tool"), element("span", "name", event.name));
+  summary.append(previewNode, status);
+  const args = document.createTextNode("");
+  const argsNode = element("pre", "args");
+  argsNode.append(args);
+  const result = element("pre", "result");
+  const resultPart = element("div", "part result-part");
+  resultPart.append(element("div", "caption", "result"), result);
+  resultPart.hidden = true;
+  const argsPart = element("div", "part");
+  argsPart.append(element("div", "caption", "arguments"), argsNode);
+  node.append(summary, argsPart, resultPart);
+  const tool = { node, args: [args, preview], status, result, resultPart, touched: false };
+  summary.addEventListener("click", () => (tool.touched = true));
+  session.tools.set(event.tool_call_id, tool);
+  show(node);
+}
+
+function toolCallDelta(event) {
+  const tool = session.tools.get(event.tool_call_id);
+  if (tool) following(() => tool.args.forEach((t) => t.appendData(String(event.delta))));
+}
+
+function endToolCall(event) {
+  const tool = session.tools.get(event.tool_call_id);
+  if (!tool) return;
+  tool.node.classList.remove("streaming");
+  tool.status.textContent = "waiting for the result";
+}
+
+function toolResult(event) {
+  const tool = session.tools.get(event.tool_call_id);
+  if (!tool) {
+    show(notice("info", `a tool call's result: ${event.content}`)); // its call was not kept
+    return;
+  }
+  tool.node.classList.remove("streaming");
+  tool.node.classList.add("done");
+  tool.status.textContent = String(event.content); // the summary says it when closed
+  following(() => {
+    tool.result.textContent = String(event.content);
+    tool.resultPart.hidden = false;
+    if (!tool.touched) tool.node.open = false; // done: the summary says enough
+  });
+  session.tools.delete(event.tool_call_id);
+}
+
+// ---- notices -----------------------------------------------------------------------
 
 function serverError(frame) {
   if (GAP_CODES.includes(frame.code)) {
     gap(frame);
   } else if (frame.code === "skipped") {
-    show(notice("warning", frame.message));
-    fetchSkipped(frame.ranges || []);
+    skipped(frame);
   } else if (frame.code === "forbidden") {
     show(notice("error", `forbidden: ${frame.message}`));
   } else {
@@ -289,76 +561,87 @@ function serverError(frame) {
   }
 }
 
-// Resubscribe from before the first skipped seq: the server replays those it still keeps.
-function fetchSkipped(ranges) {
-  const ours = ranges.filter((r) => r.agent_id === session.agent);
-  if (ours.length === 0) return;
-  session.missing.push(...ours.map((r) => ({ from: r.from_seq, to: r.to_seq })));
-  const since = Math.min(...ours.map((r) => r.from_seq)) - 1;
-  sendJson({ type: "subscribe", agent_id: session.agent, since });
+function noticeChannel(frame) {
+  return frame.channel !== undefined ? frame.channel : frame.agent_id;
+}
+
+// The server left events out (we fell behind). The notice comes before the live tail,
+// so a new connection resuming after the last seq applied gets them, then the tail, in
+// order (a resubscribe on this one would get them after the tail).
+function skipped(frame) {
+  show(notice("warning", frame.message));
+  const ranges = Array.isArray(frame.ranges) ? frame.ranges : [];
+  if (ranges.some((r) => noticeChannel(r) === session.agent)) redial();
 }
 
 // A notice that part of the stream never comes (codes: agentcast.notices).
 function gap(frame) {
-  if (frame.agent_id !== null && frame.agent_id !== session.agent) return;
-  if (frame.code === "channel_restarted") {
-    const first = typeof frame.first_seq === "number" ? frame.first_seq : 1;
-    show(
-      notice(
-        "warning",
-        `the server's numbering of ${session.agent} started again (it was at seq ` +
-          `${session.lastSeq}); counting from ${first}`,
-      ),
-    );
-    setLastSeq(first - 1);
-    session.missing = [];
-  } else {
-    show(notice("warning", `gap: ${frame.message}`));
-    if (frame.agent_id === null) return; // broadcasts: not numbered on the page
-    const first = typeof frame.first_seq === "number" ? frame.first_seq : 0;
-    session.missing = session.missing.filter((r) => r.to >= first); // those never come
+  const channel = noticeChannel(frame);
+  if (channel !== null && channel !== session.agent) return;
+  if (frame.code !== "channel_restarted" || channel === null) {
+    show(notice("warning", `gap: ${frame.message}`)); // broadcasts are not numbered here
+    return;
   }
+  if (session.run) {
+    finishRun(session.run, session.lastSeq, "cut", "cut off: the server's numbering started again");
+  }
+  const first = Number.isInteger(frame.first_seq) ? frame.first_seq : 1;
+  show(
+    notice(
+      "warning",
+      `the server's numbering of ${session.agent} started again (it was at seq ` +
+        `${session.lastSeq}); counting from ${first}`,
+    ),
+  );
+  setLastSeq(first - 1);
+}
+
+// ---- the lines typed here ---------------------------------------------------------------
+// One at a time: the next goes once the last is answered. Two runs at once on one agent's
+// channel would interleave their events, and a channel has one open run.
+
+function queueLine(text) {
+  const node = element("section", "run queued");
+  const body = element("div", "run-body");
+  node.append(userEntry(text), body);
+  append(node);
+  session.steps.push({ text, node, body, sent: false, started: false, run: null, sentAt: 0 });
+  sendNextLine();
+}
+
+function sendNextLine() {
+  const step = session.steps[0];
+  if (!step || step.sent) return; // none queued, or one in flight
+  if (!sendJson({ type: "user_message", channel: session.agent, message: step.text })) return;
+  step.sent = true;
+  step.sentAt = performance.now();
+  step.node.classList.remove("queued");
 }
 
 function stepStarted() {
-  const step = session.steps.find((s) => !s.started);
-  if (step) {
+  const step = session.steps[0];
+  if (step && step.sent) {
     step.started = true;
     step.node.classList.add("running");
   }
 }
 
+// The server answered the line: its run (if it made one) ends with its own footer.
 function stepEnded() {
-  const step = currentStep();
-  if (!step) return;
-  step.ended = true;
-  step.node.classList.remove("running");
-  step.node.classList.add("done");
-  const count = step.body.querySelectorAll(".entry").length;
-  const took = Math.round(performance.now() - step.sentAt);
-  append(element("div", "step-foot", `step done · ${count} messages · ${took} ms`), step.node);
-  session.steps = session.steps.filter((s) => s !== step);
-}
-
-function endOpenSteps() {
-  for (const step of session.steps) {
+  const step = session.steps[0];
+  if (!step || !step.sent) return;
+  session.steps.shift();
+  if (!step.run) {
     step.node.classList.remove("running");
-    step.node.classList.add("cut");
-    append(element("div", "step-foot", "cut off by the disconnect"), step.node);
+    step.node.classList.add("done");
+    const count = step.body.querySelectorAll(".entry").length;
+    const took = seconds(performance.now() - step.sentAt);
+    append(footer("done", `done · ${count} messages · took ${took}`), step.node);
   }
-  session.steps = [];
+  sendNextLine();
 }
 
 // ---- the user's actions ------------------------------------------------------------
-
-function sendMessage(text) {
-  if (!sendJson({ type: "user_message", message: text, agent_id: session.agent })) return;
-  const node = element("section", "step");
-  const body = element("div", "step-body");
-  node.append(entry("user", text), body);
-  append(node);
-  session.steps.push({ node, body, started: false, ended: false, sentAt: performance.now() });
-}
 
 function recentAgents() {
   try {
@@ -385,11 +668,13 @@ function rememberAgent(agent) {
 
 function openAgent(agent) {
   if (session.agent && session.agent !== agent) {
-    sendJson({ type: "unsubscribe", agent_id: session.agent });
+    sendJson({ type: "unsubscribe", channel: session.agent });
   }
   session.agent = agent;
   session.steps = [];
-  session.missing = [];
+  session.run = null;
+  session.messages.clear();
+  session.tools.clear();
   setLastSeq(0);
   view.log.replaceChildren(view.empty);
   view.empty.hidden = false;
@@ -424,7 +709,7 @@ $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = view.message.value;
   if (!text.trim()) return;
-  sendMessage(text);
+  queueLine(text);
   view.message.value = "";
 });
 
