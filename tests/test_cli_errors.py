@@ -46,6 +46,11 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
             "agentcast serve: error: argument --port: expected a port 0-65535, got '70000'",
         ),
         (
+            ["serve", "--lag-threshold", "0"],
+            "agentcast serve: error: argument --lag-threshold: expected a whole number of at"
+            " least 1, got '0'",
+        ),
+        (
             ["serve", "--history", "-5"],
             "agentcast serve: error: argument --history: expected a whole number of at least 0,"
             " got '-5'",

@@ -209,6 +209,22 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="history kept for all agents together; beyond, the least recently used lose theirs",
     )
     serve.add_argument(
+        "--lag-threshold",
+        type=POSITIVE_INT,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="unsent bytes a watcher may hold before what comes for it waits in the server, "
+        "where its token deltas merge",
+    )
+    serve.add_argument(
+        "--max-run-bytes",
+        type=POSITIVE_INT,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="an agent's open run kept for watchers joining mid-run (and MemGPT's whole "
+        "messages); beyond, joiners get history_trimmed",
+    )
+    serve.add_argument(
         "--redis",
         type=_redis_url,
         default=None,
@@ -428,6 +444,8 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         history_size=args.history,
         channel_ttl=args.channel_ttl,
         history_total_bytes=args.history_total_bytes,
+        lag_threshold=args.lag_threshold,
+        max_run_bytes=args.max_run_bytes,
         max_channels=args.max_channels,
         backplane=args.redis,
         reuse_port=args.reuse_port,
