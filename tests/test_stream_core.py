@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from agentcast._backlog import MERGE_LIMIT
 from agentcast._ext import CallbackSink, FanoutCore, MemorySink
 from agentcast.streams.codec import EventCodec
 from agentcast.streams.encodings import ENCODINGS
@@ -257,3 +258,20 @@ def test_a_freed_channel_numbered_anew_forgets_the_run_it_had(loop: uvloop.Loop)
     core.publish_event({"type": "custom", "name": "live"}, "a")
     drain(core)
     assert [(e["type"], e["seq"]) for e in events_of(joiner)] == [("custom", 2)]
+
+
+def test_a_merge_stops_at_the_limit_so_every_frame_fits_a_clients_cap(loop: uvloop.Loop) -> None:
+    core = core_with(loop)
+    slow = watcher(core)
+    start_message(core)
+    drain(core)
+    lagging(core, slow)
+    piece = "x" * 1000
+    for _ in range(3 * MERGE_LIMIT // len(piece)):
+        delta(core, piece)
+    drain(core)
+    slow.backlog = 0
+    core.serve_laggards()
+    deltas = [e for e in events_of(slow) if e["type"] == "message_delta"]
+    assert len(deltas) >= 3 and all(len(e["delta"]) <= MERGE_LIMIT for e in deltas)
+    assert "".join(e["delta"] for e in deltas) == piece * (3 * MERGE_LIMIT // len(piece))

@@ -108,8 +108,15 @@ def test_a_watcher_joining_mid_run_gets_a_valid_stream_from_its_first_frame(
 def test_a_laggard_gets_merged_deltas_the_same_text_and_resumes_across_a_merge(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:
-    # The budget holds the whole text: merging saves envelopes, not text.
-    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, client_budget=32 * 1024 * 1024)
+    # The budget holds the whole text: merging saves envelopes, not text. History keeps the
+    # whole run, so the resume below replays from it.
+    hub = subscribing_hub(
+        hub_factory,
+        lag_threshold=16 * 1024,
+        client_budget=32 * 1024 * 1024,
+        history_size=100_000,
+        history_bytes=64 * 1024 * 1024,
+    )
     # ~10 MB of frames: more than the kernel buffers a stalled reader (4 MiB on Linux), so
     # the rest waits in the server's transport and the laggard's backlog.
     pieces = [f"w{i:05} " + "x" * 100 for i in range(60_000)]

@@ -12,6 +12,7 @@ cdef class Merge:
     cdef unsigned long long from_seq
     cdef unsigned long long seq
     cdef list pieces                   # the deltas' text, joined once when sent
+    cdef Py_ssize_t chars              # their length
 
 
 cdef class Backlog:

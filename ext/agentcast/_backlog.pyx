@@ -7,12 +7,20 @@ that entry: the text pieces are kept and joined once, when the entry is sent, in
 event that covers ``from_seq``..``seq``. Only the last entry of a channel takes a merge,
 so each channel's seqs still go out in order; anything else (a boundary, another
 stream's event, a frame addressed to the client) ends the merge. The concatenated text
-is the same bytes a fast client gets one delta at a time.
+is the same bytes a fast client gets one delta at a time. A merge stops growing at
+``MERGE_LIMIT`` characters, and the next delta starts another: clients cap the messages
+they take (``websockets``: 1 MiB by default), and a merged frame must fit what the
+deltas did.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from agentcast._buffer cimport Buffer, buf_append, text_frame
+
+cdef enum:
+    MERGE_LIMIT_CHARS = 64 * 1024
+
+MERGE_LIMIT = MERGE_LIMIT_CHARS
 
 
 cdef class Merge:
@@ -24,6 +32,7 @@ cdef class Merge:
         self.frame = frame
         self.from_seq = self.seq = seq
         self.pieces = [delta]
+        self.chars = len(delta)
 
 
 cdef class Backlog:
@@ -49,8 +58,10 @@ cdef class Backlog:
         cdef Merge tail = self.tails.get(channel)
         self.frames += 1
         if (tail is not None and tail.stream_id == stream_id
-                and tail.event["type"] == event["type"]):
+                and tail.event["type"] == event["type"]
+                and tail.chars + len(delta) <= MERGE_LIMIT_CHARS):
             tail.pieces.append(delta)
+            tail.chars += len(delta)
             tail.seq = seq
             self.nbytes += len(delta)
             return True

@@ -1,6 +1,8 @@
 """Types of the compiled backlog of a lagging client (ext/agentcast/_backlog.pyx): the core
 uses it from C only."""
 
+MERGE_LIMIT: int
+
 class Merge: ...
 
 class Backlog:
