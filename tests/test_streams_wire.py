@@ -242,3 +242,24 @@ def test_a_rollup_window_sends_close_deltas_as_one_event_to_every_watcher(
     assert text(events, "m") == "".join(pieces)
     assert 1 <= len(deltas) < 50 and not any("from_seq" in e for e in deltas)
     assert hub.stats()["events"] == len(events)
+
+
+def test_with_notsent_lowat_a_stalled_reader_lags_after_kilobytes_not_the_kernels_megabytes(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, notsent_lowat=16 * 1024)
+    laggard = raw_upgrade(hub.port, rcvbuf=4096, path="/" + NATIVE)
+    try:
+        laggard.sendall(masked_text(orjson.dumps({"type": "subscribe", "channel": "a"})))
+        run(wait_for(lambda: hub.stats()["subscriptions"] == 1, what="the laggard subscribed"))
+        with hub.run("a") as producer, producer.message() as message:
+            for sent in range(1, 4001):  # at most 4,000 x 70 B: far below 4 MiB
+                message.delta("token ")
+                if sent % 100 == 0:
+                    run(wait_for(lambda: hub.stats()["pending"] == 0, what="applied"))
+                    if hub.stats()["lag_episodes"]:
+                        break
+        assert hub.stats()["lag_episodes"] == 1, f"no lag after {sent} deltas"
+        assert sent * 70 < 1024 * 1024
+    finally:
+        laggard.close()

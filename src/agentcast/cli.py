@@ -217,6 +217,14 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "where its token deltas merge",
     )
     serve.add_argument(
+        "--notsent-lowat",
+        type=POSITIVE_INT,
+        default=None,
+        metavar="BYTES",
+        help="unsent bytes the kernel holds per connection (TCP_NOTSENT_LOWAT; default: the "
+        "kernel's, up to 4 MiB): smaller, a slow watcher's deltas wait in the server and merge",
+    )
+    serve.add_argument(
         "--max-run-bytes",
         type=POSITIVE_INT,
         default=8 * 1024 * 1024,
@@ -445,6 +453,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         channel_ttl=args.channel_ttl,
         history_total_bytes=args.history_total_bytes,
         lag_threshold=args.lag_threshold,
+        notsent_lowat=args.notsent_lowat,
         max_run_bytes=args.max_run_bytes,
         max_channels=args.max_channels,
         backplane=args.redis,

@@ -182,6 +182,7 @@ class Broadcaster:
         backplane: str | None = None,
         backplane_max_pending: int = 100_000,
         reuse_port: bool = False,
+        notsent_lowat: int | None = None,
         ssl: ssl_module.SSLContext | None = None,
         heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD,
         authenticate: Authenticate | None = None,
@@ -227,6 +228,7 @@ class Broadcaster:
             max_connect_rate=max_connect_rate,
             transport=transport,
             reuse_port=reuse_port,
+            notsent_lowat=notsent_lowat,
             ssl=ssl,
         )
         self.backplane_url = backplane

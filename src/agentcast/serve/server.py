@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl as ssl_module
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from agentcast.serve.sessions import Sessions
 MessageHandler = Callable[[int, bytes], None]
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's; Python 3.12 names it
 
 log = logging.getLogger("agentcast.server")
 
@@ -42,6 +44,10 @@ class ServerOptions:
     close_grace: float = 2.0
     read_buffer_size: int = 2048
     reuse_port: bool = False  # SO_REUSEPORT: several processes serve one port
+    # TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per connection (None: Linux's own,
+    # up to 4 MiB for a slow reader). Smaller, a slow reader's bytes wait in the server,
+    # where its token deltas merge, instead of unmerged in the kernel.
+    notsent_lowat: int | None = None
     max_clients: int | None = None
     max_message_rate: float = 100.0
     max_connections_per_ip: int | None = None
@@ -54,6 +60,8 @@ class ServerOptions:
     ssl: ssl_module.SSLContext | None = None  # wss://: each client gets its own TLS stream
 
     def __post_init__(self) -> None:
+        if self.notsent_lowat is not None and self.notsent_lowat <= 0:
+            raise ValueError("notsent_lowat must be positive (None: the kernel's default)")
         for name in ("max_message_size", "read_buffer_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -162,7 +170,7 @@ async def start_server(
         listener._identity = identity
         return listener
 
-    return await create_server(
+    acceptor = await create_server(
         admission,
         listener_factory,
         connections.client_fault,
@@ -180,3 +188,7 @@ async def start_server(
         reuse_port=options.reuse_port,
         ssl=options.ssl,
     )
+    if options.notsent_lowat is not None:
+        for sock in acceptor.sockets:  # accepted connections inherit it
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, options.notsent_lowat)
+    return acceptor
