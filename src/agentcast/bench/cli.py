@@ -120,9 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token-rate",
         type=POSITIVE,
-        default=100.0,
+        default=50.0,
         help="tokens workload: events/s each agent streams, nearly all deltas of 3-20 B of"
-        " text (default 100)",
+        " text (default 50, a model's tokens/s)",
     )
     parser.add_argument(
         "--laggards",

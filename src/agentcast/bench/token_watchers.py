@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import math
 import multiprocessing
+import os
 import socket
 import time
 from array import array
@@ -348,6 +349,9 @@ def _serve(port: int, cpu: int | None, control: Connection) -> None:
     async def main() -> None:
         fleet = _Fleet(port, control)
         loop.add_reader(control.fileno(), fleet.on_command)
+        # the loop made the pipe non-blocking; a command larger than the pipe's buffer
+        # (a plan, the publish times) must still be read whole once it starts arriving
+        os.set_blocking(control.fileno(), True)
         control.send(("spawned",))
         await fleet.stopped
         loop.remove_reader(control.fileno())

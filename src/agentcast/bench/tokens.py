@@ -151,8 +151,10 @@ def _round(alone: _Run, mixed: _Run) -> Round:
     return {
         "laggards": totals["laggards"],
         "p50_ms": _latency(mixed.outcome, 0.5),
+        "p90_ms": _latency(mixed.outcome, 0.9),
         "p99_ms": p99,
         "alone_p50_ms": _latency(alone.outcome, 0.5),
+        "alone_p90_ms": _latency(alone.outcome, 0.9),
         "alone_p99_ms": alone_p99,
         "p99_ratio": p99 / alone_p99 if alone_p99 else math.nan,
         "worst_keeper_p99_ms": mixed.outcome.worst_keeper_p99_us / 1e3,

@@ -48,7 +48,7 @@ class Settings:
     receiver: str = "compiled"  # receivers.RECEIVERS
     crowd: int = 100  # agents: watchers of each many-watcher agent
     watchers: int = 100  # tokens, tokens-v1: watchers per agent
-    token_rate: float = 100.0  # tokens: events/s each agent streams
+    token_rate: float = 50.0  # tokens: events/s each agent streams
     laggards: float = 0.1  # tokens: the share of each agent's watchers that lag
     laggard_pace: float = 0.25  # tokens: a laggard reads this share of its stream's bytes/s
 
