@@ -178,6 +178,7 @@ def _round(alone: _Run, mixed: _Run) -> Round:
         "merged_deltas": float(mixed.stats.get("merged_deltas", math.nan)),
         "lag_episodes": float(mixed.stats.get("lag_episodes", math.nan)),
         "laggard_done_s": totals["laggard_done_at"],
+        "keeper_done_s": totals["keeper_done_at"],
         "deliveries_per_s": frames / mixed.window,
         "process_ns": mixed.server_cpu / max(frames, 1) * 1e9,
         "alone_process_ns": alone.server_cpu / max(alone.outcome.totals["keeper_frames"], 1) * 1e9,
