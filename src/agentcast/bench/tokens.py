@@ -3,9 +3,10 @@
 ``clients // watchers`` agents each stream runs of messages (``token_script``: deltas of
 3-20 bytes of text) at ``token_rate`` events/s for ``duration`` seconds to ``watchers``
 native-protocol watchers of their own (``token_watchers``). Every round is two runs, each
-with a fresh server: the keepers alone, then the same keepers with ``laggards`` (a share of
-each agent's watchers, spread among them) that read at ``laggard_pace`` times their stream's
-bytes a second until ``LAGGARD_TAIL`` s after the last publish, then at full speed.
+with a fresh server, each first in every other round: the keepers alone, and the same
+keepers with ``laggards`` (a share of each agent's watchers, spread among them) that read
+at ``laggard_pace`` times their stream's bytes a second until ``LAGGARD_TAIL`` s after the
+last publish, then at full speed.
 
 What a round reports (``Round`` keys): every watcher's text checked against what was
 produced (``text_faults``: watchers whose assembled text differs, merged deltas included),
@@ -190,15 +191,25 @@ def _round(alone: _Run, mixed: _Run) -> Round:
 def tokens(
     peer: str, clients: int, settings: Settings, cpus: CpuPlan, progress: Progress
 ) -> list[Round]:
-    """``rounds`` rounds of two runs: the keepers alone, then with the laggards."""
+    """``rounds`` rounds of two runs: the keepers alone and with the laggards (alone first
+    in odd rounds, second in even ones)."""
     shape = tokens_shape(clients, settings.watchers)
     everyone = plan(shape, settings.laggards)
     keepers: list[tuple[str, bool]] = [(agent, False) for agent, laggard in everyone if not laggard]
     rounds: list[Round] = []
     for number in range(1, settings.rounds + 1):
         label = f"round {number}/{settings.rounds}"
-        alone = _run(peer, keepers, settings, number, cpus, Prefixed(progress, label + " alone"))
-        mixed = _run(peer, everyone, settings, number, cpus, Prefixed(progress, label))
+
+        def alone_run(number: int = number, label: str = label) -> _Run:
+            return _run(peer, keepers, settings, number, cpus, Prefixed(progress, label + " alone"))
+
+        def mixed_run(number: int = number, label: str = label) -> _Run:
+            return _run(peer, everyone, settings, number, cpus, Prefixed(progress, label))
+
+        if number % 2:  # every other round the other way round: no order effect in the ratio
+            alone, mixed = alone_run(), mixed_run()
+        else:
+            mixed, alone = mixed_run(), alone_run()
         rounds.append({"agents": float(len(shape)), **_round(alone, mixed)})
         if rounds[-1]["lost"]:
             break
