@@ -1,4 +1,4 @@
-"""The ``agents`` and ``tokens`` workloads: each watcher gets its own agent's messages and
+"""The ``agents`` and ``tokens-v1`` workloads: each watcher gets its own agent's messages and
 no other's, every delivery is a latency sample, and the report has their rows. Real peers,
 real sockets, run as a user runs ``agentcast bench`` (timings never asserted)."""
 
@@ -80,7 +80,7 @@ def _bench(tmp_path: Path, *args: str) -> tuple[str, dict[tuple[str, str], dict[
     return stdout, {(r["workload"], r["server"]): r for r in results}
 
 
-def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
+def test_agents_and_tokens_v1_deliver_each_agents_events_to_its_watchers_only(
     tmp_path: Path,
 ) -> None:
     """Every connection is owed the events of one agent; the receivers wait until each has
@@ -89,13 +89,13 @@ def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
     clients, duration, rate = 12, 0.5, 60.0
     stdout, cells = _bench(
         tmp_path,
-        "--servers", ",".join(PEERS), "--workload", "agents,tokens", "--clients", str(clients),
+        "--servers", ",".join(PEERS), "--workload", "agents,tokens-v1", "--clients", str(clients),
         "--crowd", "3", "--watchers", "4", "--rate", str(rate), "--duration", str(duration),
     )  # fmt: skip
     agents_count = len(agents_shape(clients, 3))  # 6 lone agents and 2 of 3 watchers
     owed = {
         "agents": clients * round(rate / agents_count * duration),
-        "tokens": clients * round(TOKEN_RATE * duration),
+        "tokens-v1": clients * round(TOKEN_RATE * duration),
     }
     assert set(cells) == {(w, p) for w in owed for p in PEERS}
     for (workload, _), cell in cells.items():
@@ -109,9 +109,9 @@ def test_agents_and_tokens_deliver_each_agents_events_to_its_watchers_only(
         assert summary["publisher_ns"] > 0
         assert summary["server_ns"] < summary["process_ns"]
     assert cells["agents", "agentcast"]["summary"]["agents"] == agents_count
-    assert cells["tokens", "pyfanout"]["summary"]["agents"] == clients // 4
+    assert cells["tokens-v1", "pyfanout"]["summary"]["agents"] == clients // 4
     lines = stdout.splitlines()
-    for title in ("agents: half 1 watcher/agent", "tokens: 50 token deltas/s per agent"):
+    for title in ("agents: half 1 watcher/agent", "tokens-v1: 50 token deltas/s per agent"):
         at = next(i for i, line in enumerate(lines) if line.startswith(title))
         rows = [line.split()[:2] for line in lines[at + 2 : at + 4]]
         assert rows == [[peer, str(clients)] for peer in PEERS]

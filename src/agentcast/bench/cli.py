@@ -33,6 +33,8 @@ MIN_SIZE, MAX_SIZE = 100, 1 << 20
 _size = number_in(
     int, f"a size of {MIN_SIZE}-{MAX_SIZE} bytes", lambda n: MIN_SIZE <= n <= MAX_SIZE
 )
+_share = number_in(float, "a share of 0-1", lambda share: 0 <= share <= 1)
+_pace = number_in(float, "a share above 0 and below 1", lambda share: 0 < share < 1)
 
 
 def _servers(text: str) -> list[str]:
@@ -75,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets;"
         " for --workload chat: agentcast,memgpt);"
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
-        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2; memgpt:end_pause=0 (MemGPT"
+        " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2,"
+        " agentcast:lag_threshold=4096:notsent_lowat=4096 (tokens: the kernel holds 4 KiB"
+        " unsent per client, so laggards' deltas merge early); memgpt:end_pause=0 (MemGPT"
         " sleeps 1 s before agent_response_end); every server but socketify takes :tls (wss://)",
     )
     parser.add_argument(
@@ -96,7 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_workloads,
         default="burst",
         help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all: every one"
-        f" but {','.join(APART)})",
+        f" but {','.join(APART)}); tokens: agents stream runs of token deltas to"
+        " native-protocol watchers, some of them laggards, every watcher's text checked, keepers'"
+        " p99 with and without the laggards (two runs a round); tokens-v1: stamped token-sized"
+        " events counted by the compiled receivers, for 10,000 connections and more",
     )
     parser.add_argument(
         "--crowd",
@@ -109,7 +116,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--watchers",
         type=POSITIVE_INT,
         default=100,
-        help="tokens workload: watchers per agent; clients / watchers agents (default 100)",
+        help="tokens, tokens-v1 workloads: watchers per agent; clients / watchers agents"
+        " (default 100)",
+    )
+    parser.add_argument(
+        "--token-rate",
+        type=POSITIVE,
+        default=50.0,
+        help="tokens workload: events/s each agent streams, nearly all deltas of 3-20 B of"
+        " text (default 50, a model's tokens/s)",
+    )
+    parser.add_argument(
+        "--laggards",
+        type=_share,
+        default=0.1,
+        help="tokens workload: the share of each agent's watchers that lag, spread among"
+        " them (default 0.1; 0: none, and the two runs of a round are alike)",
+    )
+    parser.add_argument(
+        "--laggard-pace",
+        type=_pace,
+        default=0.25,
+        help="tokens workload: a laggard reads this share of its stream's bytes a second,"
+        " until 2 s after the last publish (default 0.25)",
     )
     parser.add_argument("--rounds", type=POSITIVE_INT, default=3, help="report the median")
     parser.add_argument(
@@ -262,6 +291,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         receiver=args.receiver,
         crowd=args.crowd,
         watchers=args.watchers,
+        token_rate=args.token_rate,
+        laggards=args.laggards,
+        laggard_pace=args.laggard_pace,
     )
 
 

@@ -29,6 +29,7 @@ BURST_PACE = 5e6  # deliveries/s of a burst, for its length
 SLOW_BURSTS = {"picows": 240e3, "websockets": 130e3, "memgpt": 35e3}
 CHAT_START = 2.0  # ``agentcast serve`` or the memgpt peer as a command of its own
 CHAT_ROUND_EXTRA = 2.0  # a chat round's client processes, warm-up request and last answers
+TOKENS_RUN_EXTRA = 1.0  # a tokens run beyond its connects and length (12.6 s a run at 1,000, 10 s)
 
 
 class PlanError(Exception):
@@ -126,7 +127,10 @@ def cell_seconds(workload: str, server: str, clients: int, settings: Settings) -
         return len(FRONTIER_LOADS) * _headroom_seconds(clients, settings)
     if workload == "chat":
         return CHAT_START + settings.rounds * (settings.duration + CHAT_ROUND_EXTRA)
-    if workload in ("latency", "agents", "tokens", "observe"):
+    if workload == "tokens":  # two runs a round, each its own server, laggards' tail
+        run = _connect_seconds(clients) + settings.duration + TOKENS_RUN_EXTRA
+        return settings.rounds * 2 * run
+    if workload in ("latency", "agents", "tokens-v1", "observe"):
         return _connect_seconds(clients) + settings.rounds * (settings.duration + ROUND_EXTRA)
     return _connect_seconds(clients) + settings.rounds * ROUND_EXTRA  # publish, memory
 

@@ -28,7 +28,8 @@ PANELS: dict[str, tuple[str, str, bool]] = {
     "publish": ("median_us", "publish() call, median (µs)", True),
     "memory": ("kib_per_client", "server RSS per client (KiB)", False),
     "agents": ("server_ns", "server CPU per delivery (ns)", True),
-    "tokens": ("p99_ms", "p99 token-delta latency (ms)", True),
+    "tokens": ("p99_ms", "keepers' p99 delta latency with laggards (ms)", True),
+    "tokens-v1": ("p99_ms", "p99 token-delta latency (ms)", True),
 }
 # workload -> (x key, x-axis label, y key, y-axis label, log y axis): one measured value
 # against another, a curve per server (and client count) through its points, one per

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from typing import Any, Protocol
 
 from agentcast.bench.messages import agent_message, agent_padding, message
 from agentcast.bench.peers import Peer
+from agentcast.bench.token_script import agent_stream, envelope, stream_texts
 
 MIN_NAP = 0.001  # seconds: agents_paced sleeps at least this long between its rounds
 AGENT_STEP = 200  # squares summed per work unit: a few microseconds of pure Python
@@ -128,3 +130,52 @@ def agents_paced(peer: PublishesTo, agents: list[str], count: int, size: int, ra
         if published < total and pause > 0:
             time.sleep(max(pause, MIN_NAP))
     return started
+
+
+class PublishesEvents(Protocol):
+    """What ``tokens_paced`` needs of a peer: a publish to one agent's watchers. A peer with
+    streams of its own also has ``publish_event_to(agent, event)`` (it numbers the events)."""
+
+    def publish_to(self, agent: str, obj: Any) -> None: ...
+
+
+def tokens_paced(
+    peer: PublishesEvents, agents: list[str], at_least: int, rate: float, seed: int
+) -> dict[str, Any]:
+    """Each agent streams ``token_script.agent_stream(agent, at_least, seed)`` at ``rate``
+    events/s, staggered as in ``agents_paced``; returns when each event was handed over.
+
+    A peer with ``publish_event_to`` gets the events (it adds channel and seq); any other
+    gets each as the frame agentcast's native protocol would send (``envelope``, seq from 1
+    per agent). The result: ``started`` and ``ended`` (monotonic), ``times`` (per agent,
+    the hand-over time of its n-th event as an ``array("d")``'s bytes, index n = seq - 1)
+    and ``texts`` (per agent, each message's whole text, as produced).
+    """
+    streams = [agent_stream(agent, at_least, seed) for agent in agents]
+    publish_event = getattr(peer, "publish_event_to", None)
+    schedule = sorted(
+        ((n + k / len(agents)) / rate, k, n)
+        for k, stream in enumerate(streams)
+        for n in range(len(stream))
+    )
+    times = [array("d", bytes(8 * len(stream))) for stream in streams]
+    started = time.monotonic()
+    done = 0
+    while done < len(schedule):
+        now = time.monotonic() - started
+        while done < len(schedule) and schedule[done][0] <= now:
+            _, k, n = schedule[done]
+            times[k][n] = time.monotonic()
+            if publish_event is not None:
+                publish_event(agents[k], streams[k][n])
+            else:
+                peer.publish_to(agents[k], envelope(streams[k][n], agents[k], n + 1))
+            done += 1
+        if done < len(schedule):
+            time.sleep(max(started + schedule[done][0] - time.monotonic(), MIN_NAP))
+    return {
+        "started": started,
+        "ended": time.monotonic(),
+        "times": {agent: t.tobytes() for agent, t in zip(agents, times, strict=True)},
+        "texts": {agent: stream_texts(s) for agent, s in zip(agents, streams, strict=True)},
+    }

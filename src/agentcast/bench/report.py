@@ -83,6 +83,24 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "tokens": [
         ("agents", "agents", "{:,.0f}"),
+        ("laggards", "laggards", "{:,.0f}"),
+        ("p50_ms", "keeper p50 ms", "{:,.2f}"),
+        ("p99_ms", "keeper p99 ms", "{:,.2f}"),
+        ("alone_p99_ms", "p99 alone ms", "{:,.2f}"),
+        ("p99_ratio", "p99/alone", "{:.2f}x"),
+        ("text_faults", "text faults", "{:,.0f}"),
+        ("stream_faults", "seq faults", "{:,.0f}"),
+        ("closes", "closes", "{:,.0f}"),
+        ("lost", "incomplete", "{:,.0f}"),
+        ("frames_share", "lag frames/unmerged", "{:.0%}"),
+        ("bytes_share", "lag bytes/unmerged", "{:.0%}"),
+        ("laggard_merged", "merged frames", "{:,.0f}"),
+        ("laggard_done_s", "laggards done s", "{:,.2f}"),
+        ("process_ns", "process ns/frame", "{:,.0f}"),
+        ("receiver_cpu", "recv CPU", "{:.0%}"),
+    ],
+    "tokens-v1": [
+        ("agents", "agents", "{:,.0f}"),
         ("deliveries_per_s", "deltas/s", "{:,.0f}"),
         ("p50_ms", "p50 ms", "{:,.2f}"),
         ("p99_ms", "p99 ms", "{:,.2f}"),
@@ -115,7 +133,10 @@ TITLES = {
     "memory": "memory: server RSS per connected idle client",
     "agents": "agents: half 1 watcher/agent, half {crowd:,}/agent;"
     " {rate:,g} events/s of {size} B in all, {duration:g} s",
-    "tokens": f"tokens: {TOKEN_RATE:g} token deltas/s per agent,"
+    "tokens": "tokens: {token_rate:g} events/s per agent (deltas of 3-20 B), {watchers:,}"
+    " watchers per agent, {laggards:.0%} of them laggards reading {laggard_pace:.0%} of the"
+    " rate, {duration:g} s; keepers' delta latency with laggards and alone, every text checked",
+    "tokens-v1": f"tokens-v1: {TOKEN_RATE:g} token deltas/s per agent,"
     " {watchers:,} watchers per agent, {duration:g} s",
     "observe": "observe (--url): frames received in {duration:g} s windows, as the server sends",
 }

@@ -36,12 +36,20 @@ def _route(peer: Peer, watched: list[str]) -> None:
     peer.route(watched)
 
 
+def _stats(peer: Peer) -> dict[str, int]:
+    """The server's own counters, for a peer that keeps them (agentcast); else none."""
+    stats = getattr(peer, "stats", None)
+    return {} if stats is None else dict(stats())
+
+
 _COMMANDS: dict[str, Callable[..., Any]] = {
     "burst": publisher.burst,
     "paced": publisher.paced,
     "agents_paced": publisher.agents_paced,
     "agents_publisher_cpu": publisher.agents_publisher_cpu,
+    "tokens_paced": publisher.tokens_paced,
     "route": _route,
+    "stats": _stats,
     "publish_costs": publisher.publish_costs,
     "headroom": publisher.headroom,
     "agent_rate": lambda _peer, seconds: publisher.agent_rate(seconds),

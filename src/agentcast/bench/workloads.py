@@ -20,6 +20,7 @@ from agentcast.bench.chat import chat
 from agentcast.bench.harness import CpuPlan
 from agentcast.bench.progress import Prefixed, Progress
 from agentcast.bench.session import Session
+from agentcast.bench.tokens import tokens, tokens_shape
 
 Round = dict[str, float]
 
@@ -46,7 +47,10 @@ class Settings:
     rounds: int = 3
     receiver: str = "compiled"  # receivers.RECEIVERS
     crowd: int = 100  # agents: watchers of each many-watcher agent
-    watchers: int = 100  # tokens: watchers per agent
+    watchers: int = 100  # tokens, tokens-v1: watchers per agent
+    token_rate: float = 50.0  # tokens: events/s each agent streams
+    laggards: float = 0.1  # tokens: the share of each agent's watchers that lag
+    laggard_pace: float = 0.25  # tokens: a laggard reads this share of its stream's bytes/s
 
 
 def _burst_timeout(deliveries: int) -> float:
@@ -295,12 +299,6 @@ def agents_shape(clients: int, crowd: int) -> list[int]:
     return [1] * singles + [crowd] * (groups - 1) + [crowds - crowd * (groups - 1)] * bool(groups)
 
 
-def tokens_shape(clients: int, watchers: int) -> list[int]:
-    """``clients // watchers`` agents of ``watchers`` watchers (the last takes the rest)."""
-    groups = max(1, clients // watchers)
-    return [watchers] * (groups - 1) + [clients - watchers * (groups - 1)]
-
-
 def _many_agents(
     peer: str,
     shape: list[int],
@@ -374,11 +372,12 @@ def agents(
     )
 
 
-def tokens(
+def tokens_v1(
     peer: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
-    """LLM token deltas (``TOKEN_BYTES``) at ``TOKEN_RATE``/s from each of
-    ``clients // watchers`` agents to its ``watchers`` clients."""
+    """Stamped token-sized events (``TOKEN_BYTES``) at ``TOKEN_RATE``/s from each of
+    ``clients // watchers`` agents to its ``watchers`` clients, counted by the compiled
+    receivers (to 10,000 connections and more); ``tokens`` is the stream workload."""
     shape = tokens_shape(clients, settings.watchers)
     return _many_agents(peer, shape, TOKEN_RATE, TOKEN_BYTES, settings, plan, progress)
 
@@ -395,4 +394,5 @@ WORKLOADS: dict[str, Workload] = {
     "memory": memory,
     "agents": agents,
     "tokens": tokens,
+    "tokens-v1": tokens_v1,
 }
