@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.request
 from collections.abc import Sequence
@@ -12,7 +11,6 @@ from agentcast import Broadcaster
 from agentcast.bench.peers import HOST, tls_identity
 
 SCRAPE_INTERVAL = 1.0  # seconds, as a Prometheus scrape_interval would be set
-TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's value; Python 3.12 names it
 
 
 class AgentcastPeer:
@@ -35,12 +33,9 @@ class AgentcastPeer:
 
     ``publish_event_to`` hands an agent event to the hub's streams (``publish_event``): the
     core numbers it, encodes it per protocol and merges deltas for a lagging watcher.
-    ``notsent_lowat=N`` sets TCP_NOTSENT_LOWAT on the listening socket, which accepted
-    sockets inherit: the kernel then keeps at most about N unsent bytes per connection and
-    the rest waits in the transport, where the core sees a watcher lag. Without it Linux
-    grows a slow reader's send buffer to ``net.ipv4.tcp_wmem``'s maximum (4 MiB here), all of
-    it unmerged frames, before the transport holds anything. No ``Broadcaster`` option sets
-    it yet, so the peer reaches the hub's listening sockets itself.
+    Settings go to the ``Broadcaster`` as they are: ``notsent_lowat=N`` (TCP_NOTSENT_LOWAT)
+    keeps the kernel from holding up to 4 MiB of a slow reader's unmerged frames before
+    the core sees it lag.
     """
 
     def __init__(
@@ -48,10 +43,8 @@ class AgentcastPeer:
         channels: int = 0,
         tls: int = 0,
         scrape: int = 0,
-        notsent_lowat: int = 0,
         **settings: Any,
     ) -> None:
-        self._notsent_lowat = notsent_lowat
         self.scrapes = 0
         self.last_scrape = ""
         self._scrape = bool(scrape)
@@ -75,8 +68,6 @@ class AgentcastPeer:
 
     def start(self) -> int:
         port = self.hub.start().port
-        if self._notsent_lowat:
-            self._limit_unsent(self._notsent_lowat)
         if self._scrape:
             self._scraper = threading.Thread(target=self._scrape_metrics, args=(port,))
             self._scraper.start()
@@ -88,12 +79,6 @@ class AgentcastPeer:
             with urllib.request.urlopen(url, timeout=5) as response:
                 self.last_scrape = response.read().decode()
             self.scrapes += 1
-
-    def _limit_unsent(self, size: int) -> None:
-        listening = self.hub._server  # private: see the class docstring
-        assert listening is not None
-        for sock in listening.sockets:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, size)
 
     def publish_to(self, agent: str, obj: Any) -> None:
         self.hub.publish(obj, agent)
