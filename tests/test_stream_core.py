@@ -152,11 +152,45 @@ def test_a_lagging_watcher_gets_merged_deltas_with_the_same_text(loop: uvloop.Lo
     seqs = [e["seq"] for e in slow_events]
     assert seqs == sorted(seqs) and seqs[-1] == fast_events[-1]["seq"]
     stats = core.stats()
-    assert (stats["merged_deltas"], stats["dropped_clients"], stats["lagging_clients"]) == (
-        99,
-        0,
-        0,
-    )
+    assert (stats["merged_deltas"], stats["dropped_clients"]) == (99, 0)
+    assert stats["lagging_clients"] == 1  # until it has been quiet a while: see below
+
+
+class Clock:
+    """A stand-in loop whose time moves when the test says; it runs nothing."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, *_: object) -> None:
+        """The test calls ``serve_laggards`` itself."""
+
+
+def test_a_laggard_is_served_with_its_group_again_after_a_quiet_tenth_of_a_second() -> None:
+    clock = Clock()
+    core = FanoutCore(clock, wake=lambda _: None, codec=EventCodec(), lag_threshold=LAG)
+    slow = watcher(core)
+    start_message(core)
+    drain(core)
+    lagging(core, slow)
+    delta(core, "held ")
+    drain(core)
+    slow.backlog = 0  # its transport drained: the backlog goes out, it stays lagging a while
+    core.serve_laggards()
+    assert events_of(slow)[-1]["delta"] == "held "
+    core.serve_laggards()  # quiet from now
+    clock.now += 0.05
+    core.serve_laggards()
+    assert core.stats()["lagging_clients"] == 1
+    clock.now += 0.06
+    core.serve_laggards()
+    assert core.stats()["lagging_clients"] == 0
+    delta(core, "live")  # with its group again: written in the tick
+    drain(core)
+    assert events_of(slow)[-1]["delta"] == "live"
 
 
 def test_boundaries_are_never_merged_away(loop: uvloop.Loop) -> None:

@@ -20,6 +20,7 @@ cdef class Backlog:
     cdef dict tails                    # channel -> its last entry, if a Merge
     cdef readonly Py_ssize_t nbytes    # about what the entries will take on the wire
     cdef readonly Py_ssize_t frames    # frames they stand for, before merging
+    cdef public double quiet_since     # loop time it was last seen empty and drained, or 0
 
     cdef int add_frame(self, object channel, bytes frame) except -1
     cdef bint add_delta(self, object channel, object event, str stream_id, str delta,

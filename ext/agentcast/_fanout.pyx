@@ -99,8 +99,10 @@ cdef enum:
     SWEEP_BATCH_SIZE = 4096
     SHARED_MAX = 16          # channel sets larger than this live in solo groups
 
-# A lagging client is looked at this often (s) while the loop has nothing else for it.
+# A lagging client is looked at this often (s) while the loop has nothing else for it,
+# and leaves lag mode once it has held nothing and its transport little for LAG_QUIET s.
 LAG_POLL = 0.005
+LAG_QUIET = 0.1
 
 # Channels one core keeps at most: ~300 bytes each without history (Broadcaster's docstring).
 MAX_CHANNELS = 100_000
@@ -1148,11 +1150,13 @@ cdef class FanoutCore:
 
     cdef int _serve_laggards(self) except -1:
         """Each lagging client whose transport is down to half ``lag_threshold`` gets its
-        backlog (merged) in one write; one whose transport then stays that low is served
-        with its group again."""
+        backlog (merged) in one write. It is served with its group again once its backlog
+        stayed empty and its transport that low for ``LAG_QUIET`` s: a reader that is
+        still slow keeps merging, instead of taking a delta a frame until it lags again."""
         cdef Client client
         cdef list still = []
         cdef Py_ssize_t low = self.lag_threshold // 2
+        cdef double now = self._loop.time()
         for client in self._laggards:
             if client.backlog is None:  # the slow-consumer policy took it over
                 continue
@@ -1160,16 +1164,21 @@ cdef class FanoutCore:
                 client.backlog = None
                 continue
             try:
-                if client.sink.queued() <= low:
+                if client.sink.queued() > low:
+                    client.backlog.quiet_since = 0.0
+                elif client.backlog.entries:
                     self._catch_up(client)
+                    client.backlog.quiet_since = 0.0
+                elif client.backlog.quiet_since == 0.0:
+                    client.backlog.quiet_since = now
             except Exception:
                 self._sink_failed(client)
             if client.closed:
                 client.backlog = None
-            elif client.sink.queued() > low:
-                still.append(client)
-            else:
+            elif client.backlog.quiet_since and now - client.backlog.quiet_since >= LAG_QUIET:
                 client.backlog = None
+            else:
+                still.append(client)
         self._laggards = still
         return 0
 
