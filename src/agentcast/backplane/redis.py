@@ -56,6 +56,7 @@ log = logging.getLogger("agentcast.backplane")
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 1.0  # seconds a pub/sub read waits before looking at the node's own state
 SWEEP_INTERVAL = 1.0  # seconds between looks for channels with no local subscriber left
+REFRESHER = "agentcast-backplane-refresh"  # the task stop() lets end by itself
 NO_BINARY = "{} is not available with a backplane: binary frames are not carried through Redis"
 BROKER_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
@@ -158,6 +159,7 @@ class RedisBackplane:
         self._local: collections.deque[_LocalOp] = collections.deque()
         self._unsettled: collections.deque[Ack] = collections.deque()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()  # set by stop(): the refresher ends
         self._helpers: set[asyncio.Task[None]] = set()  # syncs and late subscribes
         self._pubsub: Any = None
         self.resyncs = 0
@@ -190,6 +192,7 @@ class RedisBackplane:
             max_pending=self._max_pending,
             on_ack=self._on_ack,
         )
+        self._stopping = asyncio.Event()
         runs = {"publish": self.outbox.run, "read": self._read, "sweep": self._sweep,
                 "refresh": self._refresh}  # fmt: skip
         self._tasks = [
@@ -205,10 +208,17 @@ class RedisBackplane:
             log.warning("backplane: %d publishes not sent at shutdown", self.outbox.pending)
         while self._local and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
+        self._stopping.set()  # the refresher ends between two rounds, never inside one
         tasks = [*self._tasks, *self._helpers]
         for task in tasks:
+            if task.get_name() != REFRESHER:
+                task.cancel()
+        # A task cancelled inside a redis-py command can wait on that command's connection;
+        # none may hold the shutdown past its deadline.
+        _, stuck = await asyncio.wait(tasks, timeout=max(0.5, deadline - self._loop.time()))
+        for task in stuck:
+            log.warning("backplane: %s did not end at shutdown", task.get_name())
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # they ended as they could
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(*BROKER_ERRORS):
@@ -633,7 +643,11 @@ class RedisBackplane:
         """Keep the keys of the streams this node follows from expiring: a channel with
         clients here may be quiet for longer than their TTL (``script.key_ttl_ms``)."""
         while True:
-            await asyncio.sleep(self._refresh_interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._refresh_interval)
+                return  # stop(): not cancelled, which could catch it inside a command
+            except TimeoutError:
+                pass
             pipe = self._redis.pipeline(transaction=False)
             for channel in self._channels:
                 pipe.pexpire(script.meta_key(channel), self._key_ttl_ms)

@@ -249,6 +249,7 @@ class Broadcaster:
         self._unready_answers = 0
         self._invalid_requests = 0
         self._invalid_logged = OncePerClient()
+        self._attached: set[int] = set()  # clients of attach(), not connections
         self._sweeper: asyncio.TimerHandle | None = None
         self._port: int | None = None
         self._requested_metrics_port = metrics_port
@@ -380,6 +381,9 @@ class Broadcaster:
         await self._router.stop(timeout / 2)
         core.flush()
         core.close_all(GOING_AWAY, SHUTDOWN_REASON)
+        for client_id in list(self._attached):  # told; no connection of theirs to close
+            core.remove_client(client_id)
+        self._attached.clear()
         while core.client_count and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if core.client_count:
@@ -435,11 +439,15 @@ class Broadcaster:
         return self._thread.thread
 
     def attach(self, sink: Sink) -> int:
-        """Register a client that is not one of the server's connections; returns its id."""
-        return int(self._thread.call(self._core.add_client, sink))
+        """Register a client that is not one of the server's connections; returns its id.
+        ``stop()`` closes it (1001) and forgets it: it has no connection to wait for."""
+        client_id = int(self._thread.call(self._core.add_client, sink))
+        self._attached.add(client_id)
+        return client_id
 
     def detach(self, client_id: int) -> None:
         """Forget a client registered with ``attach`` (from any thread; does not wait)."""
+        self._attached.discard(client_id)
         if self._thread.loop is not None:
             self._thread.call_soon_threadsafe(self._core.remove_client, client_id)
 
