@@ -39,15 +39,27 @@ cdef inline Py_ssize_t write_header(unsigned char* h, Py_ssize_t n,
     return 10
 
 
-cdef inline bytes text_frame(bytes payload):
-    """The whole server frame carrying ``payload`` as text, as one bytes object."""
+cdef inline bytes joined_frame(const unsigned char* header, Py_ssize_t header_size,
+                               const char* payload, Py_ssize_t size):
+    """A header and its payload as one bytes object (one allocation, two copies)."""
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, header_size + size)
+    if header_size:
+        memcpy(PyBytes_AS_STRING(frame), header, header_size)
+    memcpy(PyBytes_AS_STRING(frame) + header_size, payload, size)
+    return frame
+
+
+cdef inline bytes framed(bytes payload, unsigned char first):
+    """The whole server frame carrying ``payload`` (``first``: ``TEXT_FRAME`` or
+    ``BINARY_FRAME``), as one bytes object."""
     cdef unsigned char header[MAX_HEADER]
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t hl = write_header(header, n, TEXT_FRAME)
-    cdef bytes frame = PyBytes_FromStringAndSize(NULL, hl + n)
-    memcpy(PyBytes_AS_STRING(frame), header, hl)
-    memcpy(PyBytes_AS_STRING(frame) + hl, PyBytes_AS_STRING(payload), n)
-    return frame
+    return joined_frame(header, write_header(header, n, first), PyBytes_AS_STRING(payload), n)
+
+
+cdef inline bytes text_frame(bytes payload):
+    """The whole server frame carrying ``payload`` as text, as one bytes object."""
+    return framed(payload, TEXT_FRAME)
 
 
 cdef inline Py_ssize_t write_decimal(char* out, unsigned long long n) noexcept nogil:

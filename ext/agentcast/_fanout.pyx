@@ -39,6 +39,8 @@ from agentcast._buffer cimport (
     buf_free,
     buf_reserve,
     buf_reset,
+    framed,
+    joined_frame,
     text_frame,
     write_header,
 )
@@ -1225,8 +1227,7 @@ cdef class FanoutCore:
                 client.priv_frames += 1
                 self._count_tick_bytes(hl + size, client.priv.size)
         if self._laggards:
-            self._hold(channel, PyBytes_FromStringAndSize(<const char*>header, hl)
-                       + PyBytes_FromStringAndSize(data, size), None, 0)
+            self._hold(channel, joined_frame(header, hl, data, size), None, 0)
         return 0
 
     cdef inline void _count_tick_bytes(self, Py_ssize_t added, Py_ssize_t buffer_size) noexcept:
@@ -1308,14 +1309,10 @@ cdef class FanoutCore:
                             unsigned char first) except -1:
         """A direct frame after everything queued for the client before it (a step's end
         after the step's messages), also when it lags."""
-        cdef unsigned char header[MAX_HEADER]
-        cdef Py_ssize_t hl
         cdef Client client = self._clients.get(client_id)
         if client is None or client.backlog is None or client.closed:
             return self._route_direct(client_id, payload, first)
-        hl = write_header(header, PyBytes_GET_SIZE(payload), first)
-        return client.backlog.add_frame(
-            None, PyBytes_FromStringAndSize(<const char*>header, hl) + payload)
+        return client.backlog.add_frame(None, framed(payload, first))
 
     cdef int _route_direct(self, long long client_id, bytes payload,
                            unsigned char first) except -1:
