@@ -43,7 +43,7 @@ def extension(name: str) -> Extension:
 
 # One extension per .pyx; they share code by cimport through their .pxd files
 # (_buffer.pxd is inline helpers only, compiled into the modules that use it).
-MODULES = ["_sink", "_opqueue", "_history", "_slow", "_latency", "_backlog", "_fanout", "_server", "_receiver"]
+MODULES = ["_sink", "_frames", "_opqueue", "_history", "_slow", "_latency", "_backlog", "_fanout", "_server", "_receiver"]
 
 
 setup(

@@ -16,6 +16,7 @@ from agentcast.streams.encodings import (
     MEMGPT_KINDS,
     NATIVE,
     encoding_id,
+    is_sse,
     memgpt,
     native,
 )
@@ -43,13 +44,27 @@ STREAM: list[Event] = [
 # ---- encodings ----------------------------------------------------------------------------
 
 
-def test_encoding_ids_are_indexes_of_their_names() -> None:
-    assert ENCODINGS == ("memgpt", "agentcast")
+def test_encoding_ids_are_websocket_protocols_then_sse_ones() -> None:
+    assert ENCODINGS == (
+        "memgpt",
+        "agentcast",
+        "agui",
+        "aisdk",
+        "letta",
+        "agentcast+sse",
+        "agui+sse",
+        "aisdk+sse",
+        "letta+sse",
+    )
     assert (MEMGPT, NATIVE) == (0, 1)
     assert encoding_id("memgpt") == MEMGPT
     assert encoding_id("agentcast") == NATIVE
-    with pytest.raises(ValueError, match="unknown encoding 'ag-ui'; one of memgpt, agentcast"):
+    assert encoding_id("agui", sse=True) == ENCODINGS.index("agui+sse")
+    assert [is_sse(i) for i in range(len(ENCODINGS))] == [False] * 5 + [True] * 4
+    with pytest.raises(ValueError, match="unknown protocol 'ag-ui'; one of memgpt, agentcast"):
         encoding_id("ag-ui")
+    with pytest.raises(ValueError, match="unknown protocol 'memgpt'; one of agentcast, agui"):
+        encoding_id("memgpt", sse=True)
 
 
 def test_native_frames_are_byte_exact_with_keys_in_order() -> None:
@@ -132,107 +147,110 @@ def test_memgpt_has_no_frame_for_any_other_event(kind: str) -> None:
 # ---- the codec ------------------------------------------------------------------------------
 
 
-def test_on_event_encodes_a_run_for_both_encodings() -> None:
+def encode_all(codec: EventCodec, encoding: int, channel: str = "agent-1") -> list[list[bytes]]:
+    """Each event of STREAM observed in order and encoded at once in ``encoding``."""
+    out = []
+    for seq, event in enumerate(STREAM, 1):
+        item, run = codec.on_event(channel, check_event(event), seq)
+        out.append(codec.payloads(encoding, channel, event, seq, None, item, run))
+    return out
+
+
+def test_a_run_encodes_natively_event_for_event() -> None:
     codec = EventCodec()
-    frames = [codec.on_event("agent-1", check_event(e), seq) for seq, e in enumerate(STREAM, 1)]
-    assert [f[NATIVE] for f in frames] == [native("agent-1", e, s) for s, e in enumerate(STREAM, 1)]
-    assert [f[MEMGPT] for f in frames] == [
-        None,
-        None,
-        None,
-        b'{"type":"agent_response","message_type":"internal_monologue","message":"Hm",'
-        b'"agent_id":"agent-1","seq":4}',
-        None,
-        None,
-        b'{"type":"agent_response","message_type":"function_message",'
-        b'"message":"Running search({\'q\': \'x\'})","agent_id":"agent-1","seq":7}',
-        None,
-        None,
-        None,
-        None,
-        b'{"type":"agent_response","message_type":"assistant_message","message":"It is 42.",'
-        b'"agent_id":"agent-1","seq":12}',
-        None,
+    assert encode_all(codec, NATIVE) == [
+        [native("agent-1", e, s)] for s, e in enumerate(STREAM, 1)
     ]
     assert codec.runs.total_bytes == 0  # the run ended: nothing kept
 
 
-def test_merged_deltas_are_byte_exact_and_memgpt_has_none() -> None:
+def test_memgpt_gets_whole_messages_at_their_ends_only() -> None:
+    assert encode_all(EventCodec(), MEMGPT) == [
+        [],
+        [],
+        [],
+        [
+            b'{"type":"agent_response","message_type":"internal_monologue","message":"Hm",'
+            b'"agent_id":"agent-1","seq":4}'
+        ],
+        [],
+        [],
+        [
+            b'{"type":"agent_response","message_type":"function_message",'
+            b'"message":"Running search({\'q\': \'x\'})","agent_id":"agent-1","seq":7}'
+        ],
+        [],
+        [],
+        [],
+        [],
+        [
+            b'{"type":"agent_response","message_type":"assistant_message","message":"It is 42.",'
+            b'"agent_id":"agent-1","seq":12}'
+        ],
+        [],
+    ]
+
+
+def test_on_event_gives_each_event_its_item_and_open_run() -> None:
+    codec = EventCodec()
+    contexts = [codec.on_event("a", check_event(e), s) for s, e in enumerate(STREAM, 1)]
+    run = STREAM[0]
+    assert contexts[0] == (None, run)  # run_start: the run it opens
+    assert contexts[2] == (STREAM[1], run)  # a delta: its message's start
+    assert contexts[3] == (
+        {"message_id": "m1", "role": "assistant", "kind": "reasoning", "content": "Hm"},
+        run,
+    )
+    assert contexts[5] == (STREAM[4], run)
+    assert contexts[6] == (
+        {"tool_call_id": "t1", "name": "search", "arguments": '{"q":"x"}'},
+        run,
+    )
+    assert contexts[7] == (STREAM[4], run)  # a result: its call's start
+    assert contexts[12] == (None, run)  # run_end: the run it ends
+    assert codec.on_event("a", check_event(STREAM[8]), 14) == (None, None)  # outside a run
+
+
+def test_a_merged_delta_is_byte_exact() -> None:
     codec = EventCodec()
     first = {"type": "tool_call_delta", "tool_call_id": "t1", "delta": "{"}
-    assert codec.merged(NATIVE, "a", first, '{"q":1}', 4, 6) == (
+    merged = {**first, "delta": '{"q":1}'}
+    assert codec.payloads(NATIVE, "a", merged, 6, 4, None, None) == [
         b'{"type":"tool_call_delta","channel":"a","seq":6,"from_seq":4,'
         b'"tool_call_id":"t1","delta":"{\\"q\\":1}"}'
-    )
-    assert codec.merged(MEMGPT, "a", first, '{"q":1}', 4, 6) is None
-    assert first["delta"] == "{"
-    with pytest.raises(ValueError, match="unknown encoding id 2"):
-        codec.merged(2, "a", first, "x", 1, 2)
+    ]
+    assert codec.payloads(MEMGPT, "a", merged, 6, 4, None, None) == []
 
 
-def test_snapshot_is_encoded_native_only_in_seq_order() -> None:
+def test_snapshot_gives_each_event_its_seq_item_and_run() -> None:
     codec = EventCodec()
     for seq, event in enumerate(STREAM[:3] + STREAM[4:6], 1):  # m1 and t1 open
         codec.on_event("a", event, seq)
+    run = STREAM[0]
     assert codec.snapshot("a", since=0) == [
-        (1, (None, b'{"type":"run_start","channel":"a","seq":1,"run_id":"r1","thread_id":"th"}')),
-        (
-            2,
-            (
-                None,
-                b'{"type":"message_start","channel":"a","seq":2,"message_id":"m1",'
-                b'"role":"assistant","kind":"reasoning"}',
-            ),
-        ),
-        (
-            3,
-            (
-                None,
-                b'{"type":"message_delta","channel":"a","seq":3,"message_id":"m1","delta":"Hm"}',
-            ),
-        ),
-        (
-            4,
-            (
-                None,
-                b'{"type":"tool_call_start","channel":"a","seq":4,"tool_call_id":"t1",'
-                b'"name":"search"}',
-            ),
-        ),
-        (
-            5,
-            (
-                None,
-                b'{"type":"tool_call_delta","channel":"a","seq":5,"tool_call_id":"t1",'
-                b'"delta":"{\\"q\\":\\"x\\"}"}',
-            ),
-        ),
+        (run, 1, None, None, run),
+        (STREAM[1], 2, None, None, run),
+        (STREAM[2], 3, None, STREAM[1], run),
+        (STREAM[4], 4, None, None, run),
+        (STREAM[5], 5, None, STREAM[4], run),
     ]
     assert codec.snapshot("a", since=5) == []
     assert codec.snapshot("elsewhere", since=0) == []
 
 
-def test_a_merged_delta_in_a_snapshot_names_its_range() -> None:
+def test_a_snapshot_names_a_merged_deltas_range_and_a_completed_items_whole_text() -> None:
     codec = EventCodec()
-    for seq, event in enumerate(STREAM[:1] + STREAM[8:11], 1):
+    for seq, event in enumerate(STREAM[:1] + STREAM[8:11] + STREAM[4:7], 1):
         codec.on_event("a", event, seq)
+    run = STREAM[0]
+    merged = {"type": "message_delta", "message_id": "m2", "delta": "It is 42."}
+    done = {"tool_call_id": "t1", "name": "search", "arguments": '{"q":"x"}'}
     assert codec.snapshot("a", since=1) == [
-        (
-            2,
-            (
-                None,
-                b'{"type":"message_start","channel":"a","seq":2,"message_id":"m2",'
-                b'"role":"assistant","kind":"text"}',
-            ),
-        ),
-        (
-            4,
-            (
-                None,
-                b'{"type":"message_delta","channel":"a","seq":4,"from_seq":3,'
-                b'"message_id":"m2","delta":"It is 42."}',
-            ),
-        ),
+        (STREAM[8], 2, None, None, run),
+        (merged, 4, 3, STREAM[8], run),
+        (STREAM[4], 5, None, None, run),
+        (STREAM[5], 6, None, STREAM[4], run),
+        (STREAM[6], 7, None, done, run),
     ]
 
 

@@ -2,11 +2,11 @@
 consecutive deltas of one stream merge into one."""
 
 from agentcast._buffer cimport Buffer
+from agentcast._frames cimport EventFrames
 
 
 cdef class Merge:
-    cdef object channel
-    cdef object event                  # the first delta: its kind and id
+    cdef EventFrames first             # the first delta: its kind, id and context
     cdef str stream_id
     cdef bytes frame                   # the first delta's own frame (sent as is if alone)
     cdef unsigned long long from_seq
@@ -23,6 +23,6 @@ cdef class Backlog:
     cdef public double quiet_since     # loop time it was last seen empty and drained, or 0
 
     cdef int add_frame(self, object channel, bytes frame) except -1
-    cdef bint add_delta(self, object channel, object event, str stream_id, str delta,
+    cdef bint add_delta(self, object channel, EventFrames event, str stream_id, str delta,
                         bytes frame, unsigned long long seq) except -1
     cdef Py_ssize_t drain(self, Buffer* out, object codec, int encoding) except -1

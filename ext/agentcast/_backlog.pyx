@@ -15,7 +15,8 @@ deltas did.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
-from agentcast._buffer cimport Buffer, buf_append, text_frame
+from agentcast._buffer cimport Buffer, buf_append
+from agentcast._frames cimport EventFrames, event_frame
 
 cdef enum:
     MERGE_LIMIT_CHARS = 64 * 1024
@@ -24,10 +25,9 @@ MERGE_LIMIT = MERGE_LIMIT_CHARS
 
 
 cdef class Merge:
-    def __cinit__(self, object channel, object event, str stream_id, str delta, bytes frame,
+    def __cinit__(self, EventFrames first, str stream_id, str delta, bytes frame,
                   unsigned long long seq):
-        self.channel = channel
-        self.event = event
+        self.first = first
         self.stream_id = stream_id
         self.frame = frame
         self.from_seq = self.seq = seq
@@ -52,20 +52,21 @@ cdef class Backlog:
             self.tails.pop(channel, None)
         return 0
 
-    cdef bint add_delta(self, object channel, object event, str stream_id, str delta,
+    cdef bint add_delta(self, object channel, EventFrames event, str stream_id, str delta,
                         bytes frame, unsigned long long seq) except -1:
-        """Hold a delta; True if it joined the channel's last entry."""
+        """Hold a delta (``frame``: ``event``'s in the client's encoding); True if it joined
+        the channel's last entry."""
         cdef Merge tail = self.tails.get(channel)
         self.frames += 1
         if (tail is not None and tail.stream_id == stream_id
-                and tail.event["type"] == event["type"]
+                and tail.first.event["type"] == event.event["type"]
                 and tail.chars + len(delta) <= MERGE_LIMIT_CHARS):
             tail.pieces.append(delta)
             tail.chars += len(delta)
             tail.seq = seq
             self.nbytes += len(delta)
             return True
-        tail = Merge(channel, event, stream_id, delta, frame, seq)
+        tail = Merge(event, stream_id, delta, frame, seq)
         self.entries.append(tail)
         self.tails[channel] = tail
         self.nbytes += PyBytes_GET_SIZE(frame)
@@ -76,6 +77,7 @@ cdef class Backlog:
         backlog; returns the frames it stood for."""
         cdef object entry
         cdef Merge merge
+        cdef EventFrames first
         cdef bytes frame
         cdef Py_ssize_t frames = self.frames
         for entry in self.entries:
@@ -86,9 +88,11 @@ cdef class Backlog:
                 if len(merge.pieces) == 1:
                     frame = merge.frame
                 else:
-                    frame = text_frame(codec.merged(
-                        encoding, merge.channel, merge.event, "".join(merge.pieces),
-                        merge.from_seq, merge.seq))
+                    first = merge.first
+                    frame = event_frame(
+                        codec, encoding, first.channel,
+                        {**first.event, "delta": "".join(merge.pieces)},
+                        merge.seq, merge.from_seq, first.item, first.run)
             buf_append(out, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
         self.entries = []
         self.tails.clear()

@@ -3,6 +3,7 @@
 
 from agentcast._backlog cimport Backlog
 from agentcast._buffer cimport Buffer
+from agentcast._frames cimport EventFrames
 from agentcast._history cimport Channel, ChannelTable
 from agentcast._latency cimport PublishLatency
 from agentcast._slow cimport Skipping, SlowConsumerPolicy
@@ -20,11 +21,13 @@ cdef struct PendingWrite:
 
 cdef enum:
     MEMGPT_ENCODING = 0                    # agent events as MemGPT's whole messages
+    NATIVE_ENCODING = 1                    # agentcast's own event frames
 
 cdef class Group:
     cdef readonly object channels          # frozenset (shared) or set (solo)
     cdef readonly bint solo                # one client's own, changed in place
     cdef readonly int encoding             # how its members get agent events
+    cdef readonly bint events_only         # its members get no plain (non-event) frame
     cdef list members
     cdef Py_ssize_t slot                   # index in the core's group list
     cdef dict channel_slots                # channel -> index in that channel's group list
@@ -43,6 +46,8 @@ cdef class Client:
     cdef readonly bint closed
     cdef Skipping skipping                     # over budget in "skip" mode, until it drains
     cdef readonly int encoding
+    cdef bint events_only                      # gets no plain (non-event) frame
+    cdef readonly bint sse                     # its frames are SSE events and comments
     cdef Backlog backlog                       # lagging: what it is not sent yet, else None
     # channel -> first seq of the unbroken run of that channel's frames it holds up to now
     cdef dict live_from
@@ -162,12 +167,13 @@ cdef class FanoutCore:
     cdef int _route_event(self, object channel, dict event) except -1
     cdef int _deliver_event(self, object channel, Channel state, unsigned long long seq,
                             dict event) except -1
-    cdef int _fan_event(self, object channel, tuple frames, dict event,
+    cdef int _fan_event(self, object channel, EventFrames frames, dict event,
                         unsigned long long seq) except -1
     cdef int _hold(self, object channel, object frames, dict event,
                    unsigned long long seq) except -1
     cdef int _send_snapshot(self, Client client, object channel,
                             unsigned long long since) except -1
+    cdef bint _events_only(self, int encoding) except -1
     cdef int _start_lagging(self, Client client) except -1
     cdef int _serve_laggards(self) except -1
     cdef int _catch_up(self, Client client) except -1

@@ -29,6 +29,7 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
 from agentcast._backlog cimport Backlog
+from agentcast._frames cimport EventFrames, event_frame, sse_comment
 from agentcast._buffer cimport (
     BINARY_FRAME,
     MAX_HEADER,
@@ -162,10 +163,11 @@ cdef class Group:
     A solo group holds one client with many channels in a mutable set.
     """
 
-    def __cinit__(self, object channels, bint solo, int encoding):
+    def __cinit__(self, object channels, bint solo, int encoding, bint events_only):
         self.channels = channels
         self.solo = solo
         self.encoding = encoding
+        self.events_only = events_only
         self.members = []
         self.channel_slots = {}
 
@@ -174,10 +176,13 @@ cdef class Group:
 
 
 cdef class Client:
-    def __cinit__(self, long long client_id, Sink sink, int encoding):
+    def __cinit__(self, long long client_id, Sink sink, int encoding, bint events_only,
+                  bint sse):
         self.id = client_id
         self.sink = sink
         self.encoding = encoding
+        self.events_only = events_only
+        self.sse = sse
         self.live_from = {}
 
     def __dealloc__(self):
@@ -542,9 +547,11 @@ cdef class FanoutCore:
         events reach it in ``encoding`` (an index of ``agentcast.streams.encodings``)."""
         cdef Client client
         check_thread(self, "add_client")
-        if encoding < 0 or encoding != MEMGPT_ENCODING and self._codec is None:
-            raise ValueError(f"encoding {encoding} needs an event codec")
-        client = Client(self._next_id, sink, encoding)
+        if encoding < 0 or encoding != MEMGPT_ENCODING and (
+                self._codec is None or encoding >= len(self._codec.sse)):
+            raise ValueError(f"no encoding {encoding} (an event codec's encoding id)")
+        client = Client(self._next_id, sink, encoding, self._events_only(encoding),
+                        self._codec is not None and self._codec.sse[encoding])
         self._next_id += 1
         self._clients[client.id] = client
         join_group(self._group_for(NO_CHANNELS, encoding), client)
@@ -563,6 +570,11 @@ cdef class FanoutCore:
         leave_group(group, client)
         if not group.members:
             self._drop_group(group)
+
+    @property
+    def codec(self):
+        """The event codec (loop thread: its open runs change as events are applied)."""
+        return self._codec
 
     def encoding_of(self, long long client_id):
         """The encoding a client was registered with (loop thread); MemGPT's if unknown."""
@@ -748,7 +760,7 @@ cdef class FanoutCore:
         cdef tuple key = (channels, encoding)
         cdef Group group = self._groups.get(key)
         if group is None:
-            group = Group(channels, False, encoding)
+            group = Group(channels, False, encoding, self._events_only(encoding))
             self._groups[key] = group
             self._add_group(group)
         return group
@@ -829,7 +841,8 @@ cdef class FanoutCore:
         if client.group.solo and count > SHARED_MAX:
             self._change_solo(client, channel, add)  # O(1), whatever the client holds
         elif count > SHARED_MAX:  # the one subscribe too many for a shared group
-            self._move(client, Group(set(channels) | {channel}, True, client.encoding))
+            self._move(client, Group(set(channels) | {channel}, True, client.encoding,
+                                     client.events_only))
         elif add:
             self._move(client, self._group_for(frozenset(channels) | {channel}, client.encoding))
         else:
@@ -922,10 +935,12 @@ cdef class FanoutCore:
                 client.live_from[name] = asked + 1
                 return 0  # the open run as it stands replaces the part of it not kept
         for frame in state.frames_after(since, held_from - 1):
-            if type(frame) is tuple:  # an event: its frame in the client's encoding
-                frame = (<tuple>frame)[client.encoding]
+            if type(frame) is EventFrames:  # an event: its frame in the client's encoding
+                frame = (<EventFrames>frame).get(client.encoding)
                 if frame is None:
                     continue
+            elif client.events_only:  # a plain frame: not for this client's encoding
+                continue
             self._append_private(client, frame)
         client.live_from[name] = since + 1
         if client.skipping is not None:  # skipping: the replay is skipped too
@@ -1033,21 +1048,24 @@ cdef class FanoutCore:
 
     cdef int _deliver_event(self, object channel, Channel state, unsigned long long seq,
                             dict event) except -1:
-        """Number, encode (once per encoding, whatever the number of clients), keep and fan
-        out one event; ``seq`` is ``state.last_seq + 1``."""
-        cdef list frames = []
-        cdef tuple entry
-        for payload in self._codec.on_event(channel, event, seq):
-            frames.append(None if payload is None else text_frame(payload))
-        entry = tuple(frames)
-        state.keep(seq, entry, self.n_ticks)
-        if self._table.bytes > self.history_total_bytes:
-            self._trim_history()
+        """Number, fan out (encoded once per encoding its clients speak, whatever their
+        number) and keep one event; ``seq`` is ``state.last_seq + 1``."""
+        cdef object item, run
+        item, run = self._codec.on_event(channel, event, seq)
+        cdef EventFrames frames = EventFrames(self._codec, channel, event, seq, item, run,
+                                              len(self._codec.sse))
         self.n_published += 1
         self.n_events += 1
-        return self._fan_event(channel, entry, event, seq)
+        self._fan_event(channel, frames, event, seq)
+        if not frames.nbytes:  # nobody took it yet: count what a native resume would
+            frames.get(NATIVE_ENCODING)
+        frames.kept = frames.nbytes
+        state.keep(seq, frames, self.n_ticks)
+        if self._table.bytes > self.history_total_bytes:
+            self._trim_history()
+        return 0
 
-    cdef int _fan_event(self, object channel, tuple frames, dict event,
+    cdef int _fan_event(self, object channel, EventFrames frames, dict event,
                         unsigned long long seq) except -1:
         """Append an event's frame in each group's encoding to that group (and to each
         diverged client); an encoding with no frame for it sends nothing."""
@@ -1058,7 +1076,7 @@ cdef class FanoutCore:
         if groups is None:
             return 0
         for group in groups:
-            frame = frames[group.encoding]
+            frame = frames.get(group.encoding)
             if frame is None:
                 continue
             if not group.buf.size:
@@ -1068,7 +1086,7 @@ cdef class FanoutCore:
             self._count_tick_bytes(PyBytes_GET_SIZE(frame), group.buf.size)
         for client in self._diverged:
             if client.backlog is None and channel in client.group.channels:
-                frame = frames[client.encoding]
+                frame = frames.get(client.encoding)
                 if frame is None:
                     continue
                 if client.skipping is not None:
@@ -1083,9 +1101,10 @@ cdef class FanoutCore:
 
     cdef int _hold(self, object channel, object frames, dict event,
                    unsigned long long seq) except -1:
-        """Give a frame (bytes, or an event's per encoding) to every lagging client of
+        """Give a frame (bytes, or an event's ``EventFrames``) to every lagging client of
         ``channel`` (None: all) through its backlog, where deltas merge; one whose backlog
-        and transport together pass its budget gets the slow-consumer policy."""
+        and transport together pass its budget gets the slow-consumer policy. Clients of an
+        events-only encoding get no plain frame."""
         cdef Client client
         cdef object frame
         cdef str kind = None if event is None else event.get("type")
@@ -1094,11 +1113,16 @@ cdef class FanoutCore:
             if (client.closed or client.backlog is None
                     or channel is not None and channel not in client.group.channels):
                 continue
-            frame = frames if event is None else (<tuple>frames)[client.encoding]
+            if event is None:
+                if client.events_only:
+                    continue
+                frame = frames
+            else:
+                frame = (<EventFrames>frames).get(client.encoding)
             if frame is None:
                 continue
             if delta:
-                if client.backlog.add_delta(channel, event, event[STREAM_ID[kind]],
+                if client.backlog.add_delta(channel, <EventFrames>frames, event[STREAM_ID[kind]],
                                             event["delta"], frame, seq):
                     self.n_merged_deltas += 1
             else:
@@ -1125,11 +1149,15 @@ cdef class FanoutCore:
         if not snapshot:
             return 0
         self.n_snapshots += 1
-        for _seq, payloads in snapshot:
-            payload = payloads[client.encoding]
-            if payload is not None:
-                self._append_private(client, text_frame(payload))
+        for event, seq, from_seq, item, run in snapshot:
+            frame = event_frame(self._codec, client.encoding, channel, event, seq, from_seq,
+                                item, run)
+            if frame is not None:
+                self._append_private(client, frame)
         return 1
+
+    cdef bint _events_only(self, int encoding) except -1:
+        return self._codec is not None and self._codec.events_only[encoding]
 
     cdef int _start_lagging(self, Client client) except -1:
         """The client's transport holds more than ``lag_threshold``: from now on what comes
@@ -1213,13 +1241,16 @@ cdef class FanoutCore:
         if groups is None:
             return 0
         for group in groups:
+            if group.events_only:
+                continue
             if not group.buf.size:  # its first bytes this tick: the write round visits it
                 self._filled_groups.append(group)
             buf_append_frame(&group.buf, header, hl, data, size)
             group.frames += 1
             self._count_tick_bytes(hl + size, group.buf.size)
         for client in self._diverged:
-            if client.backlog is None and (channel is None or channel in client.group.channels):
+            if client.backlog is None and not client.events_only and (
+                    channel is None or channel in client.group.channels):
                 if client.skipping is not None:
                     self._count_skipped(client, 1)
                     continue
@@ -1312,6 +1343,10 @@ cdef class FanoutCore:
         cdef Client client = self._clients.get(client_id)
         if client is None or client.backlog is None or client.closed:
             return self._route_direct(client_id, payload, first)
+        if client.sse:
+            if first == TEXT_FRAME:
+                client.backlog.add_frame(None, sse_comment(payload))
+            return 0
         return client.backlog.add_frame(None, framed(payload, first))
 
     cdef int _route_direct(self, long long client_id, bytes payload,
@@ -1322,6 +1357,10 @@ cdef class FanoutCore:
         cdef Client client = self._clients.get(client_id)
         if client is None or client.closed:
             self.n_unknown_targets += 1
+            return 0
+        if client.sse:  # an ack, a notice: a comment its parser skips; no binary over SSE
+            if first == TEXT_FRAME:
+                self._append_private(client, sse_comment(payload))
             return 0
         if not client.diverged:
             self._diverge(client)

@@ -6,7 +6,7 @@ cdef class Channel:
     cdef readonly object name
     cdef readonly unsigned long long last_seq
     cdef readonly unsigned long long first_seq    # seq of history[0]
-    cdef list ring                                # built frames (tuples: an event's per encoding)
+    cdef list ring                                # built frames (an event's: EventFrames)
     cdef Py_ssize_t head
     cdef Py_ssize_t count
     cdef Py_ssize_t history_bytes

@@ -6,6 +6,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from agentcast._buffer cimport MAX_HEADER, TEXT_FRAME, write_decimal, write_header
+from agentcast._frames cimport EventFrames
 
 from operator import attrgetter
 
@@ -16,16 +17,11 @@ cdef list NO_FRAMES = []  # every new channel's ring until its first frame: neve
 
 
 cdef inline Py_ssize_t entry_size(object entry) noexcept:
-    """Bytes a history entry holds: one frame, or an event's frames (one per encoding, None
-    where an encoding sends nothing)."""
-    cdef Py_ssize_t size = 0
-    cdef object frame
+    """Bytes a history entry is counted for: one frame, or an event's frames (those built
+    when it was kept: what is built later is not counted, nor uncounted)."""
     if type(entry) is bytes:
         return PyBytes_GET_SIZE(<bytes>entry)
-    for frame in <tuple>entry:
-        if frame is not None:
-            size += PyBytes_GET_SIZE(<bytes>frame)
-    return size
+    return (<EventFrames>entry).kept
 
 
 cdef object LEAST_RECENTLY_USED = attrgetter("used_tick")
@@ -93,7 +89,7 @@ cdef class Channel:
                 self.table.touch(self, tick)
 
     cdef int keep(self, unsigned long long seq, object entry, unsigned long long tick) except -1:
-        """Keep a frame (or an event's frames, a tuple) numbered here or elsewhere: ``seq``
+        """Keep a frame (or an event's ``EventFrames``) numbered here or elsewhere: ``seq``
         must be ``last_seq + 1``."""
         self._note_tick(tick)
         self.last_seq = seq
@@ -157,7 +153,7 @@ cdef class Channel:
 
     cdef list frames_after(self, unsigned long long since, unsigned long long upto):
         """Kept entries with ``since`` < seq <= ``upto``, oldest first: a frame (bytes), or an
-        event's frames per encoding (a tuple)."""
+        event's ``EventFrames``."""
         cdef Py_ssize_t start = 0, end = self.count, i, slot
         cdef list frames = []
         if since + 1 > self.first_seq:

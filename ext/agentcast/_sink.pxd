@@ -28,3 +28,14 @@ cdef class CallbackSink(Sink):
     cdef object _closing
     cdef object _close
     cdef object _abort
+
+
+cdef class StreamSink(Sink):
+    cdef object _transport
+    cdef object _write
+    cdef object _queued
+    cdef object _closing
+    cdef object _loop
+    cdef double _close_grace
+    cdef bytes _end                     # the last bytes the stream sends, or None
+    cdef readonly bint ended            # ``_end`` was written: the stream is over

@@ -106,3 +106,64 @@ cdef class CallbackSink(Sink):
     cdef int abort(self) except -1:
         self._abort()
         return 0
+
+
+cdef class StreamSink(Sink):
+    """Writes a one-way stream (SSE) to an asyncio transport of its own.
+
+    With ``end`` (``data: [DONE]\\n\\n``: an AI SDK resume stream) the stream is over
+    once those bytes are written: nothing after them in the same write goes out, and the
+    connection is closed gracefully. Such a sink is written through ``write_bytes`` only
+    (no direct socket sends), where it can look for them.
+    """
+
+    def __init__(self, transport, loop, double close_grace, bytes end=None):
+        self._transport = transport
+        self._write = transport.write
+        self._queued = transport.get_write_buffer_size
+        self._closing = transport.is_closing
+        self._loop = loop
+        self._close_grace = close_grace
+        self._end = end
+        sock = transport.get_extra_info("socket")
+        tls = transport.get_extra_info("sslcontext") is not None
+        self.fd = -1 if end is not None or tls or sock is None else sock.fileno()
+
+    cdef Py_ssize_t queued(self) except -1:
+        return self._queued()
+
+    cdef bint closing(self) except -1:
+        return self.ended or self._closing()
+
+    cdef int write(self, const char* data, Py_ssize_t size) except -1:
+        return self.write_bytes(data[:size])
+
+    cdef int write_bytes(self, bytes data) except -1:
+        cdef Py_ssize_t at
+        if self.ended:
+            return 0
+        if self._end is not None:
+            at = data.find(self._end)
+            if at >= 0:
+                self._write(data[:at + len(self._end)])
+                self.ended = True
+                self._transport.close()
+                return 0
+        self._write(data)
+        return 0
+
+    cdef int close(self, int code, str reason) except -1:
+        """A last comment naming the close code (what an EventSource cannot see, a
+        reader of the raw stream can), then the connection closes once its bytes are out;
+        a peer that does not read them within the grace period is aborted."""
+        if self._closing():
+            return 0
+        text = f": closed {code} {reason}".replace("\n", " ")
+        self._write(text.encode() + b"\n\n")
+        self._transport.close()
+        self._loop.call_later(self._close_grace, self._transport.abort)
+        return 0
+
+    cdef int abort(self) except -1:
+        self._transport.abort()
+        return 0

@@ -11,7 +11,7 @@ _REBUILD = 'rebuild it with: pip install -e ".[test]"  (or pip install .)'
 try:
     from agentcast._fanout import SOURCE_HASH, FanoutCore, build_frame
     from agentcast._server import ConnectionStats, ServerListener, TransportSink
-    from agentcast._sink import CallbackSink, MemorySink, Sink
+    from agentcast._sink import CallbackSink, MemorySink, Sink, StreamSink
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         f"agentcast's compiled core could not be imported ({exc}); {_REBUILD}"
@@ -40,6 +40,7 @@ __all__ = [
     "MemorySink",
     "ServerListener",
     "Sink",
+    "StreamSink",
     "TransportSink",
     "build_frame",
 ]

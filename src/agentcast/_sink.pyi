@@ -1,5 +1,6 @@
 """Types of the compiled sinks (ext/agentcast/_sink.pyx): where one client's bytes go."""
 
+import asyncio
 from collections.abc import Callable
 
 class Sink:
@@ -31,3 +32,14 @@ class CallbackSink(Sink):
         *,
         closing: Callable[[], bool] | None = None,
     ) -> None: ...
+
+class StreamSink(Sink):
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        close_grace: float,
+        end: bytes | None = None,
+    ) -> None: ...
+    @property
+    def ended(self) -> bool: ...

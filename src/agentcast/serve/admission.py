@@ -20,11 +20,12 @@ import ipaddress
 import logging
 import socket
 import time
+from http import HTTPStatus
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Protocol
 
 from picows import WSAutoPingStrategy, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener as WithListener
@@ -39,13 +40,31 @@ from agentcast.serve.refusals import (
     PER_IP,
     SERVER_FULL,
     Refusal,
+    text_response,
 )
 
-__all__ = ["ConnectionAdmission", "create_server", "peer_key"]
+__all__ = ["ConnectionAdmission", "Takeover", "create_server", "peer_key"]
 
 Peer = tuple[str, int] | None
 ListenerFactory = Callable[[WSUpgradeRequest, Peer], Any]
 """Called with the upgrade request and the peer's (address, port)."""
+
+
+class Takeover(Protocol):
+    """Requests answered on the connection itself, not by picows (the SSE routes)."""
+
+    def wants(self, head: bytes) -> bool | None:
+        """Whether a request whose head starts with ``head`` is one (None: can't tell yet)."""
+
+    def open(
+        self,
+        request: WSUpgradeRequest,
+        peer: Peer,
+        transport: asyncio.Transport,
+        release: Callable[[], None],
+    ) -> None:
+        """Answer ``request`` on ``transport``; ``release`` once the connection is closed
+        if it takes the connection over (its protocol), else it closes the transport."""
 
 IPV6_PREFIX = 64  # one subscriber's network: a client picks any address in it at will
 _PREFIX_MASK = ((1 << IPV6_PREFIX) - 1) << (128 - IPV6_PREFIX)
@@ -161,6 +180,7 @@ class _AdmittedProtocol(BoundedReadsProtocol):
         "_peer",
         "_peer_key",
         "_refusal",
+        "_takeover",
     )
 
     def __init__(
@@ -171,6 +191,7 @@ class _AdmittedProtocol(BoundedReadsProtocol):
         refusal: Refusal | None,
         deadline: float | None,
         listener_factory: ListenerFactory,
+        takeover: Takeover | None,
         *args: Any,
     ) -> None:
         self._admission = admission
@@ -178,16 +199,15 @@ class _AdmittedProtocol(BoundedReadsProtocol):
         self._peer = peer
         self._refusal = refusal
         self._listener_factory_after_admission = listener_factory
-        super().__init__(None, None, False, self._upgrade, *args)
+        self._takeover = takeover
+        super().__init__(None, None, False, self._upgrade, *args, taking=takeover is not None)
         self._deadline: asyncio.TimerHandle | None = None
         if deadline is not None:
             self._deadline = asyncio.get_running_loop().call_at(deadline, self._deadline_passed)
 
     def release(self) -> None:
         """Uncount it (once): it is closed, or it never became a connection."""
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._cancel_deadline()
         if self._peer_key is not None:
             self._admission.release(self._peer_key)
             self._peer_key = None
@@ -204,10 +224,33 @@ class _AdmittedProtocol(BoundedReadsProtocol):
     def head_too_large(self) -> None:
         self._admission.count(HEAD_TOO_LARGE)
 
-    def _upgrade(self, request: WSUpgradeRequest) -> Any:
+    def takes(self, head: bytes) -> bool | None:
+        assert self._takeover is not None
+        return self._takeover.wants(head)
+
+    def take(self, head: bytes, request: Any) -> None:
+        self._cancel_deadline()
+        transport = self.transport.underlying_transport
+        if isinstance(request, RuntimeError) or self._refusal is not None:
+            if isinstance(request, RuntimeError):
+                answer = text_response(HTTPStatus.BAD_REQUEST, str(request))
+            else:
+                assert self._refusal is not None
+                answer = self._refusal.response()
+            answer.headers["Connection"] = "close"
+            transport.write(bytes(answer.to_bytes()))
+            transport.close()
+            return
+        assert self._takeover is not None
+        self._takeover.open(request, self._peer, transport, self.release)
+
+    def _cancel_deadline(self) -> None:
         if self._deadline is not None:  # answered now: the handshake is over, either way
             self._deadline.cancel()
             self._deadline = None
+
+    def _upgrade(self, request: WSUpgradeRequest) -> Any:
+        self._cancel_deadline()
         if self._refusal is not None:
             return WithListener(self._refusal.response(), None)
         return self._listener_factory_after_admission(request, self._peer)
@@ -231,12 +274,14 @@ async def create_server(
     logger_name: str,
     reuse_port: bool,
     ssl: SSLContext | None,
+    takeover: Takeover | None = None,
 ) -> Acceptor:
     """Serve ``listener_factory``'s WebSockets on ``host:port`` (as ``picows.ws_create_server``
     would) with ``admission`` deciding each TCP connection at accept, ``handshake_timeout``
     (None: none) from accept to upgrade; the protocol errors picows finds in clients' frames
     are logged at INFO, not ERROR, and reported to ``on_client_fault`` (see
-    ``agentcast.serve.logs``)."""
+    ``agentcast.serve.logs``). Requests ``takeover`` wants are answered by it instead of
+    picows, after the same admission and deadline."""
     loop = asyncio.get_running_loop()
     connect: Callable[..., Any] = loop.connect_accepted_socket
     if use_aiofastnet:
@@ -263,6 +308,7 @@ async def create_server(
             refusal,
             deadline,
             listener_factory,
+            takeover,
             logger,
             True,  # disconnect on an exception from the listener
             None,  # picows' handshake timeout: the deadline above covers it

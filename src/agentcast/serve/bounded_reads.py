@@ -13,6 +13,10 @@ byte short of that limit, and a head that has not ended there is answered 431 he
 the client still sends is read and thrown away until it closes, or ``LINGER`` seconds:
 closing on unread bytes would reset the connection, and the reset can erase the 431
 before the client reads it (RFC 9112 9.6).
+
+A subclass may take some requests from picows before it reads them (``takes``: the SSE
+routes, which picows would answer with one response and close): their head is read here,
+bounded the same way, and handed to ``take`` whole.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from picows.picows import WSProtocol  # type: ignore[attr-defined]
+from picows.picows import WSProtocol, _parse_http_request  # type: ignore[attr-defined]
 
 from agentcast.serve import refusals
 
@@ -34,9 +38,14 @@ LINGER = 2.0  # seconds a refused client may go on sending before it is closed
 HEAD_TOO_LARGE = bytes(refusals.HEAD_TOO_LARGE.response().to_bytes())
 # What refused clients still send lands here, never read (shared: no one reads it).
 _DISCARDED = memoryview(bytearray(READ_SIZE))
-# _head_left past the head: reads go to picows; or the head was refused: they are dropped.
+# A taken request's head is read here, then copied (shared: each read is copied at once).
+_TAKEN_READ = memoryview(bytearray(READ_SIZE))
+# _head_left past the head: reads go to picows; or the head was refused: they are dropped;
+# or the request is taken from picows: reads go to _TAKEN_READ until the head ends.
 _HEAD_READ = -1
 _HEAD_REFUSED = -2
+_HEAD_TAKEN = -3
+_HEAD_END = b"\r\n\r\n"
 # picows' own, called directly: super() would cost as much again on every read.
 _picows_get_buffer = WSProtocol.get_buffer
 _picows_buffer_updated = WSProtocol.buffer_updated
@@ -46,14 +55,32 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
     """picows' server protocol with bounded reads and a 431 for an oversized head;
     a subclass counts the refusals (``head_too_large``)."""
 
-    __slots__ = ("_head_left",)  # bytes of head picows may still take; or _HEAD_*
+    __slots__ = (
+        "_head_left",  # bytes of head picows may still take; or _HEAD_*
+        "_head_seen",  # while it is not known whether the request is taken: its bytes
+        "_head_view",  # where the last read went, while that is not known
+        "_taken",  # a taken request's head so far
+    )
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, taking: bool = False) -> None:
         self._head_left = HEAD_LIMIT - 1
+        self._head_seen: bytes | None = b"" if taking else None
+        self._head_view: memoryview | None = None
+        self._taken: bytearray | None = None
         super().__init__(*args)
 
     def head_too_large(self) -> None:
         """Count one request head answered 431."""
+        raise NotImplementedError
+
+    def takes(self, head: bytes) -> bool | None:
+        """Whether the request whose head starts with ``head`` is taken from picows (None:
+        too few bytes to tell). Asked only when ``taking``."""
+        raise NotImplementedError
+
+    def take(self, head: bytes, request: Any) -> None:
+        """Answer a taken request: ``request`` is picows' parse of ``head`` (a
+        ``WSUpgradeRequest``), or the ``RuntimeError`` saying why it is malformed."""
         raise NotImplementedError
 
     def get_buffer(self, size_hint: int) -> memoryview:
@@ -62,14 +89,55 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
             return _picows_get_buffer(self, size_hint)[:READ_SIZE]  # type: ignore[no-any-return]
         if left == _HEAD_REFUSED:
             return _DISCARDED
-        return _picows_get_buffer(self, size_hint)[:left]  # type: ignore[no-any-return]
+        if left == _HEAD_TAKEN:
+            return _TAKEN_READ
+        view: memoryview = _picows_get_buffer(self, size_hint)[:left]
+        if self._head_seen is not None:
+            self._head_view = view
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         left = self._head_left
         if left == _HEAD_READ:
             _picows_buffer_updated(self, nbytes)
+        elif left == _HEAD_TAKEN:
+            self._read_taken(nbytes)
         elif left != _HEAD_REFUSED:
-            self._head_updated(left - nbytes, nbytes)
+            if self._head_seen is None or not self._decide(nbytes):
+                self._head_updated(left - nbytes, nbytes)
+
+    def _decide(self, nbytes: int) -> bool:
+        """Whether the request is taken (then its head is read here from now on)."""
+        assert self._head_seen is not None and self._head_view is not None
+        seen = self._head_seen + bytes(self._head_view[:nbytes])
+        self._head_view = None
+        taken = self.takes(seen)
+        self._head_seen = seen if taken is None else None
+        if not taken:
+            return False
+        self._head_left = _HEAD_TAKEN
+        self._taken = bytearray(seen)
+        self._read_taken(0)
+        return True
+
+    def _read_taken(self, nbytes: int) -> None:
+        taken = self._taken
+        assert taken is not None
+        taken += _TAKEN_READ[:nbytes]
+        end = taken.find(_HEAD_END)
+        if end < 0:
+            if len(taken) >= HEAD_LIMIT:
+                self._taken = None
+                self._refuse_head()
+            return
+        head = bytes(taken[:end])
+        self._taken = None
+        self._head_left = _HEAD_REFUSED  # anything after the head is dropped
+        try:
+            request = _parse_http_request(head)
+        except RuntimeError as malformed:
+            request = malformed
+        self.take(head, request)
 
     def _head_updated(self, left: int, nbytes: int) -> None:
         """picows reads the head so far; once it has parsed (and answered) it, or given up

@@ -34,6 +34,7 @@ from agentcast.serve.server import (
     start_server,
 )
 from agentcast.serve.sessions import Sessions
+from agentcast.serve.sse import SseEndpoints
 from agentcast.streams.codec import EventCodec
 from agentcast.streams.events import check_channel, check_event
 from agentcast.streams.producer import Run
@@ -246,6 +247,7 @@ class Broadcaster:
         self._server: Acceptor | None = None
         self._admission: ConnectionAdmission | None = None
         self._connections: ConnectionStats | None = None
+        self._sse: SseEndpoints | None = None
         self._unready_answers = 0
         self._invalid_requests = 0
         self._invalid_logged = OncePerClient()
@@ -306,6 +308,15 @@ class Broadcaster:
             self.options.max_connections_per_ip, self.options.max_connect_rate
         )
         self._connections = ConnectionStats()
+        self._sse = SseEndpoints(
+            core,
+            self._router.subscribe,
+            self._gate,
+            self._sessions,
+            max_clients=self.options.max_clients,
+            heartbeat=self.options.ping_interval,
+            close_grace=self.options.close_grace,
+        )
         assert self._requested_port is not None
         self._server = await start_server(
             core,
@@ -320,6 +331,7 @@ class Broadcaster:
             self._admission,
             http,
             self._connections,
+            self._sse,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         log.debug("agentcast listening on %s:%d", self.host, port)
@@ -365,7 +377,7 @@ class Broadcaster:
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
         self._core = self._router = _NOT_RUNNING
-        self._server = self._admission = self._connections = None
+        self._server = self._admission = self._connections = self._sse = None
         self._sessions = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -603,6 +615,7 @@ class Broadcaster:
         auth = {} if self._sessions is None else self._sessions.stats()
         admitted = {} if self._admission is None else self._admission.stats()
         connections = {} if self._connections is None else self._connections.stats()
+        sse = {} if self._sse is None else self._sse.stats()
         return {
             **self._core.stats(),
             **self._router.stats(),
@@ -610,6 +623,7 @@ class Broadcaster:
             **auth,
             **admitted,
             **connections,
+            **sse,
             "readyz_unready": self._unready_answers,
             "invalid_requests": self._invalid_requests,
         }

@@ -13,7 +13,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponseWithListener
 
 from agentcast._ext import ConnectionStats, FanoutCore, ServerListener
 from agentcast.serve.acceptor import Acceptor
-from agentcast.serve.admission import ConnectionAdmission, Peer, create_server
+from agentcast.serve.admission import ConnectionAdmission, Peer, Takeover, create_server
 from agentcast.serve.auth import Identity, Refused
 from agentcast.serve.flavors import wire_encoding
 from agentcast.serve.gate import Gate
@@ -126,10 +126,12 @@ async def start_server(
     admission: ConnectionAdmission,
     http: HttpEndpoints | None,
     connections: ConnectionStats,
+    takeover: Takeover | None = None,
 ) -> Acceptor:
     """Listen on ``host:port``; every connection ``admission`` lets in and ``gate``
     admits becomes a client of ``core``, its identity kept in ``sessions``, how it ends
-    counted in ``connections``; plain GETs are answered by ``http``."""
+    counted in ``connections``; plain GETs are answered by ``http``, and the requests
+    ``takeover`` wants (SSE) by it."""
 
     def listener_factory(
         request: WSUpgradeRequest, peer: Peer
@@ -187,6 +189,7 @@ async def start_server(
         logger_name="agentcast.picows",
         reuse_port=options.reuse_port,
         ssl=options.ssl,
+        takeover=takeover,
     )
     if options.notsent_lowat is not None:
         for sock in acceptor.sockets:  # accepted connections inherit it

@@ -1,10 +1,13 @@
 """Encodings of the event model: each event becomes one frame per encoding, built once.
 
-``MEMGPT`` (the default): a MemGPT client sees whole messages exactly as today, one
-``agent_response`` at a message's end (or for a whole ``message``) and none for deltas
-or boundaries. ``NATIVE`` (``?protocol=agentcast``): every event as
-``{"type", "channel", "seq", "from_seq"?, ...fields}``. An encoding's id is its index
-in ``ENCODINGS``.
+An encoding is a wire protocol over a transport. ``MEMGPT`` (the default): a MemGPT
+client sees whole messages exactly as today, one ``agent_response`` at a message's end
+(or for a whole ``message``) and none for deltas or boundaries. ``NATIVE``
+(``?protocol=agentcast``): every event as ``{"type", "channel", "seq", "from_seq"?,
+...fields}``. ``agui``, ``aisdk`` and ``letta`` are the field's stream protocols
+(``agentcast.streams.protocols``). Each protocol but MemGPT's is also served over SSE.
+An encoding's id is its index in ``ENCODINGS``: the WebSocket ones first (the index of
+their protocol in ``PROTOCOLS``), then the SSE ones, named ``<protocol>+sse``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,24 @@ import orjson
 
 from agentcast.memgpt.protocol import MessageType, agent_response
 
-__all__ = ["ENCODINGS", "MEMGPT", "MEMGPT_KINDS", "NATIVE", "encoding_id", "memgpt", "native"]
+__all__ = [
+    "ENCODINGS",
+    "MEMGPT",
+    "MEMGPT_KINDS",
+    "NATIVE",
+    "PROTOCOLS",
+    "SSE_PROTOCOLS",
+    "encoding_id",
+    "is_sse",
+    "memgpt",
+    "native",
+]
 
-ENCODINGS: Final = ("memgpt", "agentcast")
+PROTOCOLS: Final = ("memgpt", "agentcast", "agui", "aisdk", "letta")
+"""The wire protocols a connection may ask for (``?protocol=``)."""
+SSE_PROTOCOLS: Final = PROTOCOLS[1:]
+"""Those also served over SSE: MemGPT's clients speak WebSocket only."""
+ENCODINGS: Final = PROTOCOLS + tuple(f"{name}+sse" for name in SSE_PROTOCOLS)
 MEMGPT: Final = 0
 NATIVE: Final = 1
 
@@ -32,12 +50,17 @@ _ROLE_TYPES: Final[dict[str, MessageType]] = {
 }
 
 
-def encoding_id(name: str) -> int:
-    """The id of the encoding called ``name``; ``ValueError`` naming those there are."""
-    try:
-        return ENCODINGS.index(name)
-    except ValueError:
-        raise ValueError(f"unknown encoding {name!r}; one of {', '.join(ENCODINGS)}") from None
+def encoding_id(protocol: str, sse: bool = False) -> int:
+    """The id of ``protocol``'s encoding over WebSocket (or SSE); ``ValueError`` naming the
+    protocols there are."""
+    names = SSE_PROTOCOLS if sse else PROTOCOLS
+    if protocol not in names:
+        raise ValueError(f"unknown protocol {protocol!r}; one of {', '.join(names)}")
+    return ENCODINGS.index(f"{protocol}+sse" if sse else protocol)
+
+
+def is_sse(encoding: int) -> bool:
+    return ENCODINGS[encoding].endswith("+sse")
 
 
 def native(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Hashable
-from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -35,7 +34,12 @@ _DELTA_OF: Final = {
     "message_start": ("message_delta", "message_id"),
     "tool_call_start": ("tool_call_delta", "tool_call_id"),
 }
-_BY_SEQ: Final = itemgetter("seq")
+_ENDS: Final = frozenset({"message_end", "tool_call_end"})
+
+
+def _by_seq(entry: tuple[dict[str, Any], dict[str, Any] | None]) -> int:
+    seq: int = entry[0]["seq"]
+    return seq
 
 
 class _Record:
@@ -52,10 +56,12 @@ class _Record:
         "last_seq",
         "pieces",
         "seqs",
+        "start",
     )
 
     def __init__(self, event: dict[str, Any], seq: int, size: int, is_open: bool) -> None:
         self.boundaries: list[tuple[int, dict[str, Any]]] = [(seq, event)]
+        self.start = event  # kept when a completed record is forgotten
         self.pieces: list[str] = []
         self.seqs: list[int] = []
         self.is_open = is_open
@@ -65,20 +71,30 @@ class _Record:
         self.last_seq = seq
         self.bytes = RECORD_BYTES + size
 
-    @property
-    def start(self) -> dict[str, Any]:
-        return self.boundaries[0][1]
-
     def close(self, event: dict[str, Any], seq: int) -> None:
         self.boundaries.append((seq, event))
         self.is_open = False
         self.last_seq = seq
 
-    def replay(self, since: int, out: list[dict[str, Any]]) -> None:
-        """Append to ``out`` what a watcher that has every event up to ``since`` lacks."""
+    def done(self) -> dict[str, Any]:
+        """The completed message or tool call (``OpenRuns.observe`` at its end)."""
+        start = self.start
+        text = "".join(self.pieces)
+        if start["type"] == "tool_call_start":
+            return {"tool_call_id": start["tool_call_id"], "name": start["name"], "arguments": text}
+        return {
+            "message_id": start["message_id"],
+            "role": start["role"],
+            "kind": start["kind"],
+            "content": text,
+        }
+
+    def replay(self, since: int, out: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+        """Append to ``out`` what a watcher that has every event up to ``since`` lacks, each
+        with its item (what ``OpenRuns.observe`` returned for it)."""
         for seq, event in self.boundaries:
             if seq > since:
-                out.append({**event, "seq": seq})
+                out.append(({**event, "seq": seq}, self._item_of(event)))
         seqs = self.seqs
         first = bisect_right(seqs, since)
         if first == len(seqs):
@@ -92,7 +108,15 @@ class _Record:
             merged["delta"] = "".join(self.pieces[first:])
             merged["seq"] = seqs[-1]
             merged["from_seq"] = seqs[first]
-        out.append(merged)
+        out.append((merged, self.start))
+
+    def _item_of(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        kind = event["type"]
+        if kind in _ENDS:
+            return self.done()
+        if kind == "tool_result" and self.start["type"] == "tool_call_start":
+            return self.start
+        return None
 
 
 class _Channel:
@@ -190,10 +214,11 @@ class OpenRuns:
     def observe(self, channel: Hashable, event: dict[str, Any], seq: int) -> dict[str, Any] | None:
         """Take ``event`` (numbered ``seq``) into ``channel``'s state.
 
-        Returns the completed item at its end: for ``message_end``
-        ``{"message_id", "role", "kind", "content"}``, for ``tool_call_end``
-        ``{"tool_call_id", "name", "arguments"}``; None for every other event and for an
-        end whose start is unknown.
+        Returns the event's item, what an encoding needs besides the event: at its end
+        the completed item (``message_end``: ``{"message_id", "role", "kind",
+        "content"}``, ``tool_call_end``: ``{"tool_call_id", "name", "arguments"}``); for a
+        delta its stream's start event, for a ``tool_result`` its call's start event; None
+        for every other event and for an id whose start is unknown.
         """
         if event["type"] == "message_delta":  # the hot path, inline
             ch = self._channels.get(channel)
@@ -211,7 +236,7 @@ class OpenRuns:
                     ch.used = self._clock
                     if ch.bytes > self.max_run_bytes or self.total_bytes > self.max_total_bytes:
                         self._keep_bounds(ch)
-                    return None
+                    return item.start
             self.unknown_ids += 1
             return None
         handler = self._on.get(event["type"])
@@ -223,6 +248,16 @@ class OpenRuns:
         if ch is not None:
             self.total_bytes -= ch.bytes
 
+    def open_run(self, channel: Hashable) -> dict[str, Any] | None:
+        """The ``run_start`` event of ``channel``'s open run, or None."""
+        ch = self._channels.get(channel)
+        return None if ch is None else ch.run
+
+    def run_seq(self, channel: Hashable) -> int:
+        """The seq of ``channel``'s open run's ``run_start``; 0 when no run is open."""
+        ch = self._channels.get(channel)
+        return 0 if ch is None or ch.run is None else ch.run_seq
+
     def snapshot(self, channel: Hashable, since: int = 0) -> list[dict[str, Any]] | None:
         """The events with seq > ``since`` that make ``channel``'s stream valid for a
         watcher that has every event up to ``since`` (0: none), in seq order.
@@ -231,28 +266,30 @@ class OpenRuns:
         ``from_seq`` (its first piece's seq; ``seq`` is its last's). ``[]`` when nothing is
         open; None when the state needed was dropped to stay in bounds (history trimmed).
         """
+        entries = self.snapshot_items(channel, since)
+        return None if entries is None else [event for event, _item in entries]
+
+    def snapshot_items(
+        self, channel: Hashable, since: int = 0
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]] | None:
+        """``snapshot``, each event with its item (as ``observe`` returns it)."""
         ch = self._channels.get(channel)
         if ch is None:
             return []
         if ch.lost_run or ch.lost_ids:
             return None
-        out: list[dict[str, Any]] = []
+        out: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
         if ch.run is not None and ch.run_seq > since:
-            out.append({**ch.run, "seq": ch.run_seq})
+            out.append(({**ch.run, "seq": ch.run_seq}, None))
         for record in ch.records + ch.loose():
             if not record.forgotten:
                 record.replay(since, out)
             elif record.first_seq <= since < record.last_seq:
                 return None  # the watcher has its start but not all of the rest
         if ch.state_json is not None and ch.state_seq > since:
-            out.append(
-                {
-                    "type": "state_snapshot",
-                    "snapshot": orjson.loads(ch.state_json),
-                    "seq": ch.state_seq,
-                }
-            )
-        out.sort(key=_BY_SEQ)
+            state = {"type": "state_snapshot", "snapshot": orjson.loads(ch.state_json)}
+            out.append(({**state, "seq": ch.state_seq}, None))
+        out.sort(key=_by_seq)
         return out
 
     def bytes_of(self, channel: Hashable) -> int:
@@ -319,7 +356,9 @@ class OpenRuns:
             ch.records.append(item)
         self._grow(ch, item.bytes)
 
-    def _tool_call_delta(self, channel: Hashable, event: dict[str, Any], seq: int) -> None:
+    def _tool_call_delta(
+        self, channel: Hashable, event: dict[str, Any], seq: int
+    ) -> dict[str, Any] | None:
         ch = self._channels.get(channel)
         if ch is not None:
             item = ch.tools.get(event["tool_call_id"])
@@ -330,8 +369,9 @@ class OpenRuns:
                 size = len(piece) + PIECE_BYTES
                 item.bytes += size
                 self._grow(ch, size)
-                return
+                return item.start
         self.unknown_ids += 1
+        return None
 
     def _item_end(
         self, channel: Hashable, event: dict[str, Any], seq: int
@@ -352,17 +392,7 @@ class OpenRuns:
                 self.unknown_ids += 1
             return None
         item.close(event, seq)
-        start = item.start
-        text = "".join(item.pieces)
-        if is_tool:
-            done = {"tool_call_id": item_id, "name": start["name"], "arguments": text}
-        else:
-            done = {
-                "message_id": item_id,
-                "role": start["role"],
-                "kind": start["kind"],
-                "content": text,
-            }
+        done = item.done()
         if item.in_run:
             self._touch(ch)
         else:  # a loose item is kept only until its end
@@ -380,11 +410,15 @@ class OpenRuns:
         ch.records.append(record)
         self._grow(ch, record.bytes)
 
-    def _tool_result(self, channel: Hashable, event: dict[str, Any], seq: int) -> None:
+    def _tool_result(
+        self, channel: Hashable, event: dict[str, Any], seq: int
+    ) -> dict[str, Any] | None:
         ch = self._channels.get(channel)
-        if ch is None or ch.run is None:
-            return
+        if ch is None:
+            return None
         call = ch.tools.get(event["tool_call_id"])
+        if ch.run is None:
+            return None if call is None else call.start
         if call is None or not call.in_run:  # a result on its own
             record = _Record(event, seq, len(event["content"]), False)
             ch.records.append(record)
@@ -397,6 +431,7 @@ class OpenRuns:
             size = RECORD_BYTES + len(event["content"])
             call.bytes += size
             self._grow(ch, size)
+        return None if call is None else call.start
 
     def _state(self, channel: Hashable, event: dict[str, Any], seq: int) -> None:
         ch = self._channels.get(channel)

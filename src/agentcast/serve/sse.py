@@ -1,0 +1,268 @@
+"""Server-sent events on the WebSocket port: agent event streams for ``EventSource``, AG-UI
+and AI SDK clients, and the AI SDK's resume endpoint.
+
+- ``GET /sse/{channel}?protocol=agentcast|agui|aisdk|letta`` (default ``agentcast``):
+  the channel's events, each with ``id: <seq>``, so a browser's ``EventSource`` resumes
+  by itself with ``Last-Event-ID`` (or ``?since=N``); one that joins mid-run first gets
+  the open run's snapshot, as a WebSocket client does.
+- ``GET {api}/{chat_id}/stream`` (``api`` is ``/api/chat``): the AI SDK's
+  ``useChat({resume: true})``. 204 when no run is open on the chat's channel, else the
+  open run from its first chunk (from history, or its snapshot), then live until its
+  ``data: [DONE]``, when the connection closes.
+
+picows answers a plain GET with one response and closes; these requests are taken over
+at the admission layer before picows reads them (``agentcast.serve.admission``), and
+each connection becomes a client of the core with a sink of its own
+(``agentcast._sink.StreamSink``): the core frames each event once per encoding, SSE or
+WebSocket, and writes it with the same compiled round. The same gate decides as for a
+WebSocket (``Origin``, the token as ``?token=`` or Bearer, ``max_clients``, and with
+authentication ``may_read`` of the channel). What is not an event of the stream (the
+subscription's ack, a notice) is an SSE comment, and so is the heartbeat. Messages
+published as plain JSON (not agent events) do not go to SSE clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable
+from http import HTTPStatus
+from typing import Final
+from urllib.parse import parse_qs, unquote
+
+import orjson
+from picows import WSUpgradeRequest, WSUpgradeResponse
+
+from agentcast._ext import FanoutCore, StreamSink
+from agentcast.printable import quote
+from agentcast.serve.auth import Refused
+from agentcast.serve.gate import Gate
+from agentcast.serve.refusals import HANDSHAKE, SERVER_FULL, Refusal, text_response
+from agentcast.serve.sessions import Sessions
+from agentcast.streams.encodings import SSE_PROTOCOLS, encoding_id
+
+__all__ = ["SSE_PREFIX", "SseEndpoints"]
+
+log = logging.getLogger("agentcast.sse")
+
+SSE_PREFIX: Final = "/sse/"
+RESUME_SUFFIX: Final = "/stream"
+DEFAULT_PROTOCOL: Final = "agentcast"
+DONE: Final = b"data: [DONE]\n\n"
+HEARTBEAT: Final = b": ping\n\n"
+NO_RUN: Final = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+
+Subscribe = Callable[[int, Hashable, "int | None", "bytes | None"], None]
+
+
+class SseEndpoints:
+    """The SSE routes of one server and their connections (loop thread only)."""
+
+    def __init__(
+        self,
+        core: FanoutCore,
+        subscribe: Subscribe,
+        gate: Gate,
+        sessions: Sessions | None,
+        *,
+        max_clients: int | None,
+        heartbeat: float,
+        close_grace: float,
+        api_prefix: str = "/api/chat",
+    ) -> None:
+        self._core = core
+        self._subscribe = subscribe
+        self._gate = gate
+        self._sessions = sessions
+        self._max_clients = max_clients
+        self._heartbeat = heartbeat
+        self._close_grace = close_grace
+        self._api = api_prefix.rstrip("/") + "/"
+        self._prefixes = (f"GET {SSE_PREFIX}".encode(), f"GET {self._api}".encode())
+        self.open_streams = 0
+        self.streams = 0  # opened in all
+        self.refused = 0
+
+    # ---- at the admission layer, before picows reads the request --------------
+
+    def wants(self, head: bytes) -> bool | None:
+        """Whether a request starting with ``head`` is one of ours; None: not enough bytes
+        to tell yet."""
+        for prefix in self._prefixes:
+            n = min(len(head), len(prefix))
+            if head[:n] == prefix[:n]:
+                if n == len(prefix):
+                    return True
+                return None
+        return False
+
+    def open(
+        self,
+        request: WSUpgradeRequest,
+        peer: tuple[str, int] | None,
+        transport: asyncio.Transport,
+        release: Callable[[], None],
+    ) -> None:
+        """Answer ``request``: a refusal (then close), or the stream on ``transport``."""
+        try:
+            opened = self._open(request, peer, transport, release)
+        except Exception:
+            log.exception("SSE %s failed", request.path[:64].decode("latin-1"))
+            opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+        if opened is NO_RUN:
+            transport.write(NO_RUN)
+            transport.close()
+        elif opened is not None:
+            self.refused += 1
+            opened.headers["Connection"] = "close"
+            transport.write(bytes(opened.to_bytes()))
+            transport.close()
+
+    def _open(
+        self,
+        request: WSUpgradeRequest,
+        peer: tuple[str, int] | None,
+        transport: asyncio.Transport,
+        release: Callable[[], None],
+    ) -> WSUpgradeResponse | bytes | None:
+        """None once the stream is open; else the answer (``NO_RUN``: nothing to resume)."""
+        route = self._route(request)
+        if isinstance(route, WSUpgradeResponse):
+            return route
+        channel, protocol, since, resume = route
+        foreign = self._gate.refuse_origin(request)
+        if foreign is not None:
+            return foreign
+        if self._max_clients is not None and self._core.client_count >= self._max_clients:
+            return SERVER_FULL.response()
+        try:
+            identity = self._gate.identify(request, peer)
+        except Refused as refused:
+            return Gate.refusal(refused)
+        if identity is not None and not identity.may_read(channel):
+            return text_response(HTTPStatus.FORBIDDEN, f"may not read {quote(channel)}")
+        if resume:
+            run_seq = self._core.codec.run_seq(channel)
+            if not run_seq:
+                return NO_RUN
+            since = run_seq - 1
+        encoding = encoding_id(protocol, sse=True)
+        loop = asyncio.get_running_loop()
+        sink = StreamSink(transport, loop, self._close_grace, DONE if resume else None)
+        transport.write(_head(protocol, request.headers.get("Origin")))
+        client_id = self._core.add_client(sink, encoding)
+        stream = _Stream(self, client_id, release, transport)
+        transport.set_protocol(stream)
+        if self._sessions is not None:
+            self._sessions.open(client_id, identity)
+        self.open_streams += 1
+        self.streams += 1
+        ack = orjson.dumps({"type": "subscribed", "channel": channel})
+        self._subscribe(client_id, channel, since, ack)
+        if self._heartbeat:
+            stream.beat_every(loop, self._heartbeat)
+        return None
+
+    def _route(
+        self, request: WSUpgradeRequest
+    ) -> tuple[str, str, int | None, bool] | WSUpgradeResponse:
+        """(channel, protocol, since, is the resume endpoint), or the refusal."""
+        path, _, query_text = request.path.decode("latin-1").partition("?")
+        query = parse_qs(query_text)
+        resume = path.startswith(self._api) and path.endswith(RESUME_SUFFIX)
+        if resume:
+            name = path[len(self._api) : -len(RESUME_SUFFIX)]
+            protocol = "aisdk"
+        elif path.startswith(SSE_PREFIX):
+            name = path[len(SSE_PREFIX) :]
+            protocol = _last(query, "protocol", DEFAULT_PROTOCOL)
+        else:
+            return text_response(HTTPStatus.NOT_FOUND, "not found")
+        channel = unquote(name, errors="strict") if name else ""
+        if not channel or "/" in channel:
+            return text_response(HTTPStatus.NOT_FOUND, "no such stream: name one channel")
+        if protocol not in SSE_PROTOCOLS:
+            return _bad(f"unknown protocol {quote(protocol)}: one of {', '.join(SSE_PROTOCOLS)}")
+        since_text = request.headers.get("Last-Event-ID") or _last(query, "since", "")
+        if not since_text:
+            return channel, protocol, None, resume
+        if not since_text.isdigit() or len(since_text) > 19:
+            return _bad(f"Last-Event-ID or since must be a seq, not {quote(since_text)}")
+        return channel, protocol, int(since_text), resume
+
+    def closed(self, client_id: int) -> None:
+        self.open_streams -= 1
+        self._core.remove_client(client_id)
+        if self._sessions is not None:
+            self._sessions.close(client_id)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "sse_streams": self.open_streams,
+            "sse_opened": self.streams,
+            "sse_refused": self.refused,
+        }
+
+
+class _Stream(asyncio.Protocol):
+    """One SSE connection once taken over: it only writes (the core, the heartbeat);
+    what the client still sends is read and dropped."""
+
+    def __init__(
+        self,
+        endpoints: SseEndpoints,
+        client_id: int,
+        release: Callable[[], None],
+        transport: asyncio.Transport,
+    ) -> None:
+        self._endpoints = endpoints
+        self._client_id = client_id
+        self._release = release
+        self._transport = transport
+        self._timer: asyncio.TimerHandle | None = None
+
+    def beat_every(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        """A comment every ``interval`` s: proxies and clients see the stream is alive."""
+        self._timer = loop.call_later(interval, self._beat, loop, interval)
+
+    def _beat(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(HEARTBEAT)
+            self.beat_every(loop, interval)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._release()
+        self._endpoints.closed(self._client_id)
+
+
+def _head(protocol: str, origin: str | None) -> bytes:
+    """The response head of a stream: it has no length, and ends when the connection does."""
+    lines = [
+        "HTTP/1.1 200 OK",
+        "Content-Type: text/event-stream; charset=utf-8",
+        "Cache-Control: no-cache",
+        "X-Accel-Buffering: no",
+        "Connection: close",
+    ]
+    if protocol == "aisdk":
+        lines.append("x-vercel-ai-ui-message-stream: v1")
+    if origin is not None:  # an allowed page of another origin: the gate checked it
+        lines += [f"Access-Control-Allow-Origin: {origin}", "Vary: Origin"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _last(query: dict[str, list[str]], name: str, default: str) -> str:
+    values = query.get(name)
+    return default if not values else values[-1]
+
+
+def _bad(reason: str) -> WSUpgradeResponse:
+    return Refusal(HTTPStatus.BAD_REQUEST, HANDSHAKE, reason).response()
