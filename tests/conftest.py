@@ -14,6 +14,7 @@ import uvloop
 
 from agentcast import Broadcaster
 from echo_server import echo_server
+from js_clients import ClientResult, require_js_clients, run_client
 from redis_server import RedisServer
 from test_rfc6455 import RawClient
 
@@ -103,6 +104,14 @@ def hub_factory() -> Iterator[Callable[..., Broadcaster]]:
 @pytest.fixture
 def hub(hub_factory: Callable[..., Broadcaster]) -> Broadcaster:
     return hub_factory()
+
+
+@pytest.fixture(scope="session")
+def js_client() -> Callable[..., ClientResult]:
+    """Runs a script of tests/js (``js_clients.run_client``); fails, with how to install
+    them, when node or the pinned packages are missing."""
+    require_js_clients()
+    return run_client
 
 
 @pytest.fixture
