@@ -158,9 +158,7 @@ def encode_all(codec: EventCodec, encoding: int, channel: str = "agent-1") -> li
 
 def test_a_run_encodes_natively_event_for_event() -> None:
     codec = EventCodec()
-    assert encode_all(codec, NATIVE) == [
-        [native("agent-1", e, s)] for s, e in enumerate(STREAM, 1)
-    ]
+    assert encode_all(codec, NATIVE) == [[native("agent-1", e, s)] for s, e in enumerate(STREAM, 1)]
     assert codec.runs.total_bytes == 0  # the run ended: nothing kept
 
 

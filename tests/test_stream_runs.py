@@ -59,13 +59,14 @@ def at(event: Event, seq: int, **extra: Any) -> Event:
 # ---- whole messages at their end ---------------------------------------------------
 
 
-def test_message_end_returns_the_whole_message_and_nothing_else_returns() -> None:
+def test_message_end_returns_the_whole_message_and_a_delta_its_start() -> None:
     runs = OpenRuns()
+    start = msg_start(kind="reasoning")
     returned = feed(
         runs,
         [
             RUN,
-            msg_start(kind="reasoning"),
+            start,
             delta("Hel"),
             delta(""),
             delta("lo"),
@@ -74,7 +75,7 @@ def test_message_end_returns_the_whole_message_and_nothing_else_returns() -> Non
         ],
     )
     done = {"message_id": "m1", "role": "assistant", "kind": "reasoning", "content": "Hello"}
-    assert returned == [None, None, None, None, None, done, None]
+    assert returned == [None, None, start, start, start, done, None]
 
 
 def test_tool_call_end_returns_name_and_arguments() -> None:

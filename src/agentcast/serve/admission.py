@@ -20,10 +20,10 @@ import ipaddress
 import logging
 import socket
 import time
-from http import HTTPStatus
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
+from http import HTTPStatus
 from ssl import SSLContext
 from typing import Any, Protocol
 
@@ -65,6 +65,7 @@ class Takeover(Protocol):
     ) -> None:
         """Answer ``request`` on ``transport``; ``release`` once the connection is closed
         if it takes the connection over (its protocol), else it closes the transport."""
+
 
 IPV6_PREFIX = 64  # one subscriber's network: a client picks any address in it at will
 _PREFIX_MASK = ((1 << IPV6_PREFIX) - 1) << (128 - IPV6_PREFIX)

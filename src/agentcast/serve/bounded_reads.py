@@ -102,9 +102,8 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
             _picows_buffer_updated(self, nbytes)
         elif left == _HEAD_TAKEN:
             self._read_taken(nbytes)
-        elif left != _HEAD_REFUSED:
-            if self._head_seen is None or not self._decide(nbytes):
-                self._head_updated(left - nbytes, nbytes)
+        elif left != _HEAD_REFUSED and (self._head_seen is None or not self._decide(nbytes)):
+            self._head_updated(left - nbytes, nbytes)
 
     def _decide(self, nbytes: int) -> bool:
         """Whether the request is taken (then its head is read here from now on)."""
@@ -124,7 +123,7 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
         taken = self._taken
         assert taken is not None
         taken += _TAKEN_READ[:nbytes]
-        end = taken.find(_HEAD_END)
+        end = taken.find(_HEAD_END, 0, HEAD_LIMIT)
         if end < 0:
             if len(taken) >= HEAD_LIMIT:
                 self._taken = None

@@ -4,7 +4,10 @@ and AI SDK clients, and the AI SDK's resume endpoint.
 - ``GET /sse/{channel}?protocol=agentcast|agui|aisdk|letta`` (default ``agentcast``):
   the channel's events, each with ``id: <seq>``, so a browser's ``EventSource`` resumes
   by itself with ``Last-Event-ID`` (or ``?since=N``); one that joins mid-run first gets
-  the open run's snapshot, as a WebSocket client does.
+  the open run's snapshot, as a WebSocket client does. AG-UI's and the AI SDK's clients
+  take a stream only from a run's start: a resume of theirs inside the open run gets the
+  run again from its start (a new connection is a new reader: ``connectAgent``,
+  ``reconnectToStream``).
 - ``GET {api}/{chat_id}/stream`` (``api`` is ``/api/chat``): the AI SDK's
   ``useChat({resume: true})``. 204 when no run is open on the chat's channel, else the
   open run from its first chunk (from history, or its snapshot), then live until its
@@ -48,6 +51,9 @@ log = logging.getLogger("agentcast.sse")
 SSE_PREFIX: Final = "/sse/"
 RESUME_SUFFIX: Final = "/stream"
 DEFAULT_PROTOCOL: Final = "agentcast"
+RUN_WHOLE: Final = frozenset({"agui", "aisdk"})
+"""Protocols whose client takes a stream only from a run's start (AG-UI's verifier, the AI
+SDK's reader): a resume inside the open run gets it from its start."""
 DONE: Final = b"data: [DONE]\n\n"
 HEARTBEAT: Final = b": ping\n\n"
 NO_RUN: Final = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
@@ -109,8 +115,8 @@ class SseEndpoints:
         except Exception:
             log.exception("SSE %s failed", request.path[:64].decode("latin-1"))
             opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
-        if opened is NO_RUN:
-            transport.write(NO_RUN)
+        if isinstance(opened, bytes):
+            transport.write(opened)
             transport.close()
         elif opened is not None:
             self.refused += 1
@@ -141,10 +147,12 @@ class SseEndpoints:
             return Gate.refusal(refused)
         if identity is not None and not identity.may_read(channel):
             return text_response(HTTPStatus.FORBIDDEN, f"may not read {quote(channel)}")
-        if resume:
-            run_seq = self._core.codec.run_seq(channel)
-            if not run_seq:
-                return NO_RUN
+        codec = self._core.codec
+        assert codec is not None  # a Broadcaster's core always has one
+        run_seq = codec.run_seq(channel)
+        if resume and not run_seq:
+            return NO_RUN
+        if resume or (protocol in RUN_WHOLE and since is not None and since >= run_seq > 0):
             since = run_seq - 1
         encoding = encoding_id(protocol, sse=True)
         loop = asyncio.get_running_loop()
@@ -167,6 +175,8 @@ class SseEndpoints:
         self, request: WSUpgradeRequest
     ) -> tuple[str, str, int | None, bool] | WSUpgradeResponse:
         """(channel, protocol, since, is the resume endpoint), or the refusal."""
+        if len(request.headers.getall("Host", ())) != 1:
+            return _bad("exactly one Host header is required")
         path, _, query_text = request.path.decode("latin-1").partition("?")
         query = parse_qs(query_text)
         resume = path.startswith(self._api) and path.endswith(RESUME_SUFFIX)

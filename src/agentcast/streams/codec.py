@@ -8,11 +8,12 @@ encoding needs it (``agentcast._frames``), with ``payloads``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any, Final
 
 import orjson
 
+from agentcast.streams import protocols
 from agentcast.streams.encodings import ENCODINGS, MEMGPT_KINDS, NATIVE, is_sse, memgpt, native
 from agentcast.streams.events import EVENT_KINDS, BadEvent, check_event
 from agentcast.streams.runs import OpenRuns
@@ -22,7 +23,7 @@ __all__ = ["Context", "Encoder", "EventCodec", "SnapshotEvent"]
 Item = dict[str, Any] | None
 Context = tuple[Item, Item]
 """An event's item (``OpenRuns.observe``) and its channel's open run (its ``run_start``)."""
-Encoder = Callable[[Hashable, dict[str, Any], int, "int | None", Item, Item], list[bytes]]
+Encoder = protocols.Encode
 """(channel, event, seq, from_seq, item, run) -> the encoding's payloads for the event,
 in order (none: it has no frame for it)."""
 SnapshotEvent = tuple[dict[str, Any], int, "int | None", Item, Item]
@@ -46,8 +47,11 @@ def _native(
     return [native(channel, event, seq, from_seq)]
 
 
-PROTOCOL_ENCODERS: Final[dict[str, Encoder]] = {"memgpt": _memgpt, "agentcast": _native}
-PROTOCOL_ENCODERS.update(agui=_native, aisdk=_native, letta=_native)  # DEV-ONLY-REMOVE
+PROTOCOL_ENCODERS: Final[dict[str, Encoder]] = {
+    "memgpt": _memgpt,
+    "agentcast": _native,
+    **protocols.PROTOCOLS,
+}
 
 
 class EventCodec:
