@@ -263,3 +263,58 @@ def test_with_notsent_lowat_a_stalled_reader_lags_after_kilobytes_not_the_kernel
         assert sent * 70 < 1024 * 1024
     finally:
         laggard.close()
+
+
+def test_the_fields_protocols_over_websocket_by_query_or_subprotocol() -> None:
+    """``?protocol=agui`` and a ``Sec-WebSocket-Protocol: aisdk`` offer (echoed) each get
+    the demo agent's run in their own protocol, beside a MemGPT client."""
+    server = AgentServer(port=0).start()
+    try:
+
+        async def frames_until(websocket: Any, last: str) -> list[dict[str, Any]]:
+            frames = []
+            while (frame := orjson.loads(await websocket.recv())).get("type") != last:
+                frames.append(frame)
+            return [*frames, frame]
+
+        async def scenario() -> tuple[list[Any], list[Any], str | None]:
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with (
+                websockets.connect(url + "?protocol=agui") as agui,
+                websockets.connect(url, subprotocols=["x-none", "aisdk"]) as aisdk,  # type: ignore[list-item]
+                websockets.connect(url) as talker,
+            ):
+                for watcher in (agui, aisdk):
+                    await subscribe(watcher, "a1")
+                await talker.send(orjson.dumps(user_message("hi there")).decode())
+                return (
+                    await frames_until(agui, "RUN_FINISHED"),
+                    await frames_until(aisdk, "finish"),
+                    aisdk.subprotocol,
+                )
+
+        agui, aisdk, subprotocol = run(scenario())
+    finally:
+        server.stop()
+    assert subprotocol == "aisdk"
+    assert agui[0]["type"] == "RUN_STARTED" and agui[0]["threadId"] == "a1"
+    assert all(frame["metadata"]["agentcast"]["seq"] > 0 for frame in agui)
+    reply = "".join(f["delta"] for f in agui if f["type"] == "TEXT_MESSAGE_CONTENT")
+    assert reply == "".join(f["delta"] for f in aisdk if f["type"] == "text-delta")
+    assert reply and aisdk[0]["type"] == "start"
+    assert all("seq" not in frame for frame in aisdk)
+
+
+def test_an_sse_encoding_name_is_no_websocket_protocol(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = hub_factory()
+    with socket.create_connection(("127.0.0.1", hub.port)) as sock:
+        sock.sendall(
+            b"GET /?protocol=agui%2Bsse HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"one of memgpt, agentcast, agui, aisdk, letta" in answer

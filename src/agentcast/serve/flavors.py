@@ -1,8 +1,10 @@
-"""Which wire protocol a connection speaks, chosen at the upgrade with ``?protocol=``.
+"""Which wire protocol a WebSocket connection speaks, chosen at the upgrade: ``?protocol=``,
+or else the first of ours its ``Sec-WebSocket-Protocol`` offers (echoed in the 101).
 
 MemGPT's stays the default, unchanged: a client that names no protocol gets agent events
-as MemGPT's whole messages. ``agentcast`` is the native event stream. The name is fixed for
-the connection's life: its clients share frames with the others of the same protocol.
+as MemGPT's whole messages. ``agentcast`` is the native event stream; ``agui``,
+``aisdk`` and ``letta`` the field's (``agentcast.streams.protocols``). The choice is fixed
+for the connection's life: its clients share frames with the others of the same protocol.
 """
 
 from __future__ import annotations
@@ -14,22 +16,27 @@ from picows import WSUpgradeRequest
 
 from agentcast.printable import quote
 from agentcast.serve.refusals import HANDSHAKE, Refusal
-from agentcast.streams.encodings import ENCODINGS
+from agentcast.streams.encodings import MEMGPT, PROTOCOLS, encoding_id
 
 __all__ = ["wire_encoding"]
 
-DEFAULT = "memgpt"
 
-
-def wire_encoding(request: WSUpgradeRequest) -> int | Refusal:
-    """The encoding the request asks for (an index of ``ENCODINGS``), or its refusal (400)."""
+def wire_encoding(request: WSUpgradeRequest) -> tuple[int, str | None] | Refusal:
+    """The encoding the request asks for (an index of ``ENCODINGS``) and the subprotocol
+    to answer with (None: none asked for by header), or its refusal (400)."""
     query = parse_qs(request.path.decode("latin-1").partition("?")[2])
-    names = query.get("protocol", [DEFAULT])
-    name = names[-1]
-    if len(set(names)) > 1 or name not in ENCODINGS:
-        return Refusal(
-            HTTPStatus.BAD_REQUEST,
-            HANDSHAKE,
-            f"unknown protocol {quote(', '.join(names))}: one of {', '.join(ENCODINGS)}",
-        )
-    return ENCODINGS.index(name)
+    names = query.get("protocol")
+    if names:
+        name = names[-1]
+        if len(set(names)) > 1 or name not in PROTOCOLS:
+            return Refusal(
+                HTTPStatus.BAD_REQUEST,
+                HANDSHAKE,
+                f"unknown protocol {quote(', '.join(names))}: one of {', '.join(PROTOCOLS)}",
+            )
+        return encoding_id(name), None
+    offered = request.headers.getall("Sec-WebSocket-Protocol", ())
+    for name in (token.strip() for header in offered for token in header.split(",")):
+        if name in PROTOCOLS:
+            return encoding_id(name), name
+    return MEMGPT, None

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from picows import WSUpgradeRequest, WSUpgradeResponseWithListener
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from agentcast._ext import ConnectionStats, FanoutCore, ServerListener
 from agentcast.serve.acceptor import Acceptor
@@ -142,9 +142,10 @@ async def start_server(
         refusal = refuse_upgrade(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(admission.refuse(refusal), None)
-        encoding = wire_encoding(request)
-        if isinstance(encoding, Refusal):
-            return WSUpgradeResponseWithListener(admission.refuse(encoding), None)
+        chosen = wire_encoding(request)
+        if isinstance(chosen, Refusal):
+            return WSUpgradeResponseWithListener(admission.refuse(chosen), None)
+        encoding, subprotocol = chosen
         foreign = gate.refuse_origin(request)
         if foreign is not None:
             return WSUpgradeResponseWithListener(foreign, None)
@@ -165,12 +166,16 @@ async def start_server(
             encoding,
         )
         if on_connect is None and sessions is None:
-            return ServerListener(*settings)
-        listener = _HookedListener(*settings)  # the compiled base takes no more arguments
-        listener._on_connect = on_connect
-        listener._sessions = sessions
-        listener._identity = identity
-        return listener
+            listener = ServerListener(*settings)
+        else:
+            listener = _HookedListener(*settings)  # the compiled base takes no more arguments
+            listener._on_connect = on_connect
+            listener._sessions = sessions
+            listener._identity = identity
+        if subprotocol is None:
+            return listener
+        accepted = WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": subprotocol})
+        return WSUpgradeResponseWithListener(accepted, listener)
 
     acceptor = await create_server(
         admission,

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 import orjson
 
 from agentcast.memgpt import protocol
+from agentcast.streams.encodings import ENCODINGS
 
 __all__ = ["ACKS", "MemgptAcks", "NativeAcks"]
 
@@ -35,5 +36,8 @@ class NativeAcks:
         return orjson.dumps({"type": "unsubscribed", "channel": channel})
 
 
-ACKS: tuple[type[MemgptAcks] | type[NativeAcks], ...] = (MemgptAcks, NativeAcks)
-"""By encoding id (``agentcast.streams.encodings.ENCODINGS``)."""
+ACKS: tuple[type[MemgptAcks] | type[NativeAcks], ...] = (MemgptAcks,) + (NativeAcks,) * (
+    len(ENCODINGS) - 1
+)
+"""By encoding id (``agentcast.streams.encodings.ENCODINGS``): MemGPT's own; every other
+protocol has none of its own, and gets the native ones (over SSE: a comment)."""
