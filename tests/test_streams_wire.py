@@ -130,8 +130,9 @@ def test_a_laggard_gets_merged_deltas_the_same_text_and_resumes_across_a_merge(
         history_size=100_000,
         history_bytes=64 * 1024 * 1024,
     )
-    # ~10 MB of frames: more than the kernel buffers a stalled reader (4 MiB on Linux), so
-    # the rest waits in the server's transport and the laggard's backlog.
+    # ~10 MB of frames: more than the kernel buffers a stalled reader even without
+    # notsent_lowat (4 MiB on Linux), so the rest waits in the server's transport and the
+    # laggard's backlog.
     pieces = [f"w{i:05} " + "x" * 100 for i in range(60_000)]
     laggard = raw_upgrade(hub.port, rcvbuf=4096, path="/" + NATIVE)
     try:
@@ -187,8 +188,9 @@ def test_a_websockets_laggard_gets_exact_merged_ranges_and_resumes_inside_and_af
         history_size=100_000,
         history_bytes=64 * 1024 * 1024,
     )
-    # ~9 MB of frames: more than the kernel buffers a stalled reader (4 MiB on Linux), so
-    # the rest waits in the server's transport and the laggard's backlog.
+    # ~9 MB of frames: more than the kernel buffers a stalled reader even without
+    # notsent_lowat (4 MiB on Linux), so the rest waits in the server's transport and the
+    # laggard's backlog.
     produced = long_run(40_000)
 
     async def lag() -> tuple[list[dict[str, Any]], dict[str, Any]]:
