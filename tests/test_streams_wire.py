@@ -14,7 +14,21 @@ import websockets
 from agentcast import Broadcaster, Client, SyncClient
 from agentcast.memgpt.app import AgentServer
 from clients import masked_text, parse_frames, raw_upgrade, run, user_message, wait_for
-from stream_checks import NATIVE, check_stream, read_until, subscribe, subscribing_hub, text
+from stream_checks import (
+    NATIVE,
+    check_covers,
+    check_stream,
+    long_run,
+    read_until,
+    subscribe,
+    subscribing_hub,
+    text,
+    texts,
+    websockets_laggard,
+)
+
+# A laggard's budget holds the whole run: merging saves envelopes, not text.
+LAGGARD_BUDGET = 32 * 1024 * 1024
 
 
 def test_a_native_watcher_sees_the_demo_run_stream_and_memgpt_the_whole_messages() -> None:
@@ -108,17 +122,17 @@ def test_a_watcher_joining_mid_run_gets_a_valid_stream_from_its_first_frame(
 def test_a_laggard_gets_merged_deltas_the_same_text_and_resumes_across_a_merge(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:
-    # The budget holds the whole text: merging saves envelopes, not text. History keeps the
-    # whole run, so the resume below replays from it.
+    # History keeps the whole run, so the resume below replays from it.
     hub = subscribing_hub(
         hub_factory,
         lag_threshold=16 * 1024,
-        client_budget=32 * 1024 * 1024,
+        client_budget=LAGGARD_BUDGET,
         history_size=100_000,
         history_bytes=64 * 1024 * 1024,
     )
-    # ~10 MB of frames: more than the kernel buffers a stalled reader (4 MiB on Linux), so
-    # the rest waits in the server's transport and the laggard's backlog.
+    # ~10 MB of frames: more than the kernel buffers a stalled reader even without
+    # notsent_lowat (4 MiB on Linux), so the rest waits in the server's transport and the
+    # laggard's backlog.
     pieces = [f"w{i:05} " + "x" * 100 for i in range(60_000)]
     laggard = raw_upgrade(hub.port, rcvbuf=4096, path="/" + NATIVE)
     try:
@@ -163,6 +177,59 @@ def test_a_laggard_gets_merged_deltas_the_same_text_and_resumes_across_a_merge(
     assert rest[0]["seq"] > middle["seq"]
 
 
+def test_a_websockets_laggard_gets_exact_merged_ranges_and_resumes_inside_and_after_a_merge(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    # History keeps the whole run, so the resumes below replay from it.
+    hub = subscribing_hub(
+        hub_factory,
+        lag_threshold=16 * 1024,
+        client_budget=LAGGARD_BUDGET,
+        history_size=100_000,
+        history_bytes=64 * 1024 * 1024,
+    )
+    # ~9 MB of frames: more than the kernel buffers a stalled reader even without
+    # notsent_lowat (4 MiB on Linux), so the rest waits in the server's transport and the
+    # laggard's backlog.
+    produced = long_run(40_000)
+
+    async def lag() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        laggard = await websockets_laggard(hub.port)
+        try:
+            await subscribe(laggard, "a")
+            for event in produced:  # this loop reads nothing meanwhile
+                hub.publish_event(event, "a")
+            await wait_for(lambda: hub.stats()["pending"] == 0, what="everything applied")
+            events = await read_until(laggard, "run_end")
+            return events, hub.stats()
+        finally:
+            await laggard.close()
+
+    events, stats = run(lag())
+    check_stream(events)
+    check_covers(events, produced)
+    assert texts(events) == texts(produced)
+    assert {"message_end", "tool_call_end", "run_end"} <= {e["type"] for e in events}
+    merged = [e for e in events if "from_seq" in e]
+    assert merged, "nothing was merged"
+    assert stats["lag_episodes"] >= 1 and stats["dropped_clients"] == 0
+    assert stats["merged_deltas"] == sum(e["seq"] - e["from_seq"] for e in merged)
+
+    async def resume(since: int) -> list[dict[str, Any]]:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{hub.port}/{NATIVE}", max_size=None
+        ) as watcher:
+            await subscribe(watcher, "a", since=since)
+            return await read_until(watcher, "run_end")
+
+    wide = [e for e in merged if e["seq"] - e["from_seq"] >= 2]
+    middle = wide[len(wide) // 2]
+    inside = (middle["from_seq"] + middle["seq"]) // 2
+    assert middle["from_seq"] < inside < middle["seq"]
+    for since in (inside, middle["seq"]):
+        check_covers(run(resume(since)), produced, first=since + 1)
+
+
 def test_the_client_assembles_the_demo_run_it_asked_for_and_a_sync_one_joins_it() -> None:
     server = AgentServer(port=0).start()
     url = f"ws://127.0.0.1:{server.port}/"
@@ -195,7 +262,7 @@ def test_the_client_assembles_the_demo_run_it_asked_for_and_a_sync_one_joins_it(
 def test_an_ack_overtakes_a_laggards_backlog_and_the_run_end_follows_it(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:
-    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, client_budget=32 * 1024 * 1024)
+    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, client_budget=LAGGARD_BUDGET)
     laggard = raw_upgrade(hub.port, rcvbuf=4096, path="/" + NATIVE)
     try:
         laggard.sendall(masked_text(orjson.dumps({"type": "subscribe", "channel": "a"})))
@@ -220,6 +287,36 @@ def test_an_ack_overtakes_a_laggards_backlog_and_the_run_end_follows_it(
     behind = [f for f in frames[ack + 1 :] if "seq" in f]
     assert behind and all(f["seq"] <= held for f in behind)  # it overtook the backlog
     assert behind[-1]["type"] == "run_end" and text(frames[1:], "m").startswith("w00000 ")
+
+
+def test_an_ack_overtakes_a_websockets_laggards_backlog_and_nothing_is_lost(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    hub = subscribing_hub(hub_factory, lag_threshold=16 * 1024, client_budget=LAGGARD_BUDGET)
+    produced = long_run(40_000)
+
+    async def lag() -> list[dict[str, Any]]:
+        laggard = await websockets_laggard(hub.port)
+        try:
+            await subscribe(laggard, "a")
+            for event in produced:
+                hub.publish_event(event, "a")
+            await wait_for(lambda: hub.stats()["pending"] == 0, what="everything applied")
+            await laggard.send(orjson.dumps({"type": "subscribe", "channel": "b"}).decode())
+            await wait_for(lambda: hub.stats()["subscriptions"] == 2, what="the ack queued")
+            frames = [orjson.loads(await laggard.recv())]
+            while frames[-1]["type"] != "run_end":
+                frames.append(orjson.loads(await laggard.recv()))
+            return frames
+        finally:
+            await laggard.close()
+
+    frames = run(lag())
+    ack = {"type": "subscribed", "channel": "b"}
+    assert ack in frames, "the ack came after the whole backlog"
+    assert any("seq" in f for f in frames[frames.index(ack) + 1 :]), "nothing was behind it"
+    assert hub.stats()["merged_deltas"] >= 1
+    check_covers([f for f in frames if "seq" in f], produced)
 
 
 def test_a_rollup_window_sends_close_deltas_as_one_event_to_every_watcher(

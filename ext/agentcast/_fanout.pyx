@@ -109,6 +109,11 @@ LAG_QUIET = 0.1
 
 # Channels one core keeps at most: ~300 bytes each without history (Broadcaster's docstring).
 MAX_CHANNELS = 100_000
+# Bytes a client's transport may hold before what comes for it waits in its backlog, where
+# deltas merge. With notsent_lowat 16 KiB (the kernel holds little) a slow watcher lags
+# after kilobytes, and a fast one that a burst puts behind for a moment loses nothing
+# (bench/RESULTS.md, "The defaults of notsent_lowat and lag_threshold").
+LAG_THRESHOLD = 4 * 1024
 SWEEP_BATCH = SWEEP_BATCH_SIZE  # idle channels one sweep looks at, at most
 
 
@@ -244,7 +249,7 @@ cdef class FanoutCore:
                  str slow_consumer="close", notices=None, object max_subscriptions=128,
                  Py_ssize_t history_total_bytes=256 * 1024 * 1024,
                  object channel_ttl=300.0, Py_ssize_t max_channels=MAX_CHANNELS,
-                 codec=None, Py_ssize_t lag_threshold=64 * 1024):
+                 codec=None, Py_ssize_t lag_threshold=LAG_THRESHOLD):
         if max_batch_bytes <= 0:
             raise ValueError("max_batch_bytes must be positive")
         if flush_interval < 0:

@@ -10,6 +10,7 @@ from agentcast.streams.codec import EventCodec
 
 SOURCE_HASH: str
 MAX_CHANNELS: int
+LAG_THRESHOLD: int
 SWEEP_BATCH: int
 
 def build_frame(payload: bytes) -> bytes: ...

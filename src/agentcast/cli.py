@@ -22,9 +22,9 @@ from agentcast.extras import MissingExtra
 from agentcast.memgpt.app import AgentServer
 from agentcast.memgpt.backends import BadBackend, DemoAgentServer, load_backend
 from agentcast.serve.auth import Authenticate, JWTAuthenticator
-from agentcast.serve.broadcaster import DEFAULT_MAX_MESSAGE_RATE, MAX_CHANNELS
+from agentcast.serve.broadcaster import DEFAULT_MAX_MESSAGE_RATE, LAG_THRESHOLD, MAX_CHANNELS
 from agentcast.serve.logs import JsonFormatter
-from agentcast.serve.server import DEFAULT_MAX_MESSAGE_SIZE
+from agentcast.serve.server import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_NOTSENT_LOWAT
 from agentcast.serve.tls import client_context, server_context
 from agentcast.serve.workers import Supervisor
 
@@ -211,18 +211,18 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     serve.add_argument(
         "--lag-threshold",
         type=POSITIVE_INT,
-        default=64 * 1024,
+        default=LAG_THRESHOLD,
         metavar="BYTES",
         help="unsent bytes a watcher may hold before what comes for it waits in the server, "
         "where its token deltas merge",
     )
     serve.add_argument(
         "--notsent-lowat",
-        type=POSITIVE_INT,
-        default=None,
+        type=COUNT,
+        default=DEFAULT_NOTSENT_LOWAT,
         metavar="BYTES",
-        help="unsent bytes the kernel holds per connection (TCP_NOTSENT_LOWAT; default: the "
-        "kernel's, up to 4 MiB): smaller, a slow watcher's deltas wait in the server and merge",
+        help="unsent bytes the kernel holds per connection (TCP_NOTSENT_LOWAT): a slow "
+        "watcher's deltas wait in the server and merge; 0: the kernel's own, up to 4 MiB",
     )
     serve.add_argument(
         "--max-run-bytes",
@@ -453,7 +453,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         channel_ttl=args.channel_ttl,
         history_total_bytes=args.history_total_bytes,
         lag_threshold=args.lag_threshold,
-        notsent_lowat=args.notsent_lowat,
+        notsent_lowat=args.notsent_lowat or None,
         max_run_bytes=args.max_run_bytes,
         max_channels=args.max_channels,
         backplane=args.redis,

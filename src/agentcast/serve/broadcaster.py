@@ -11,6 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 from agentcast._ext import ConnectionStats, FanoutCore, Sink
+from agentcast._fanout import LAG_THRESHOLD as LAG_THRESHOLD  # re-exported for the CLI
 from agentcast._fanout import MAX_CHANNELS as MAX_CHANNELS  # re-exported for the CLI
 from agentcast._fanout import SWEEP_BATCH
 from agentcast.backplane import require_redis
@@ -29,6 +30,7 @@ from agentcast.serve.page import Page
 from agentcast.serve.router import LocalRouter, Router
 from agentcast.serve.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_NOTSENT_LOWAT,
     MessageHandler,
     ServerOptions,
     start_server,
@@ -97,6 +99,15 @@ class Broadcaster:
     instead of sending the shared frame bytes to its socket directly. ``transport``
     (None) picks uvloop's transports for ``ws://`` (less memory per client) and
     aiofastnet's for ``wss://`` (its TLS costs less CPU per delivery).
+
+    A native-protocol client whose transport holds more than ``lag_threshold`` bytes lags:
+    what comes for it waits in the core, where consecutive deltas of one message or tool
+    call merge into one frame (byte-identical text, ``from_seq``..``seq``), until it
+    drains; ``client_budget`` still bounds it. ``notsent_lowat`` (TCP_NOTSENT_LOWAT) is
+    what the kernel holds unsent per connection: at the default 16 KiB a stalled reader
+    lags after about 25 KB, where Linux's own (None) lets it queue up to 4 MiB of unmerged
+    frames first, and a slow client's bytes count against ``client_budget`` sooner. Both
+    cost plain fan-out nothing measurable (bench/RESULTS.md).
 
     A client holds at most ``max_subscriptions`` channels (None: no limit); a
     subscribe beyond is not applied, the client gets a ``{"type": "server_error",
@@ -183,14 +194,14 @@ class Broadcaster:
         backplane: str | None = None,
         backplane_max_pending: int = 100_000,
         reuse_port: bool = False,
-        notsent_lowat: int | None = None,
+        notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT,
         ssl: ssl_module.SSLContext | None = None,
         heap_trim_threshold: int | None = DEFAULT_TRIM_THRESHOLD,
         authenticate: Authenticate | None = None,
         allowed_origins: Sequence[str] = (),
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
-        lag_threshold: int = 64 * 1024,
+        lag_threshold: int = LAG_THRESHOLD,
         max_run_bytes: int = 8 * 1024 * 1024,
         max_open_runs_bytes: int = 256 * 1024 * 1024,
     ) -> None:

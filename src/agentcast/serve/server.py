@@ -25,6 +25,11 @@ from agentcast.serve.sessions import Sessions
 MessageHandler = Callable[[int, bytes], None]
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+# Linux's own grows to 4 MiB for a slow reader: tens of thousands of token frames held
+# unmerged before the server sees it lag. 16 KiB cost plain fan-out nothing measurable;
+# 4 KiB merges more but slowed fast clients under load once (bench/RESULTS.md, "The
+# defaults of notsent_lowat and lag_threshold").
+DEFAULT_NOTSENT_LOWAT = 16 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's; Python 3.12 names it
 
 log = logging.getLogger("agentcast.server")
@@ -45,9 +50,9 @@ class ServerOptions:
     read_buffer_size: int = 2048
     reuse_port: bool = False  # SO_REUSEPORT: several processes serve one port
     # TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per connection (None: Linux's own,
-    # up to 4 MiB for a slow reader). Smaller, a slow reader's bytes wait in the server,
+    # up to 4 MiB for a slow reader). Small, a slow reader's bytes wait in the server,
     # where its token deltas merge, instead of unmerged in the kernel.
-    notsent_lowat: int | None = None
+    notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT
     max_clients: int | None = None
     max_message_rate: float = 100.0
     max_connections_per_ip: int | None = None

@@ -54,7 +54,7 @@ SETTINGS: dict[str, dict[str, type]] = {
         **_TLS,
         "scrape": int,  # 1: GET /metrics on the server's port once a second, as Prometheus
         "lag_threshold": int,  # bytes a transport holds before its client lags (deltas merge)
-        "notsent_lowat": int,  # TCP_NOTSENT_LOWAT of the connections (Broadcaster option)
+        "notsent_lowat": int,  # TCP_NOTSENT_LOWAT of the connections (0: the kernel's own)
     },
 }
 # A ':' that starts a setting ("name=value", or a bare "name" meaning name=1), not one

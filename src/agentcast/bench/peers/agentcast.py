@@ -33,9 +33,9 @@ class AgentcastPeer:
 
     ``publish_event_to`` hands an agent event to the hub's streams (``publish_event``): the
     core numbers it, encodes it per protocol and merges deltas for a lagging watcher.
-    Settings go to the ``Broadcaster`` as they are: ``notsent_lowat=N`` (TCP_NOTSENT_LOWAT)
-    keeps the kernel from holding up to 4 MiB of a slow reader's unmerged frames before
-    the core sees it lag.
+    Settings go to the ``Broadcaster`` as they are, but ``notsent_lowat=0``, which leaves
+    TCP_NOTSENT_LOWAT to the kernel (None: up to 4 MiB of a slow reader's unmerged frames
+    before the core sees it lag), as the defaults before 16 KiB did.
     """
 
     def __init__(
@@ -52,6 +52,8 @@ class AgentcastPeer:
         self._scraper: threading.Thread | None = None
         self.channels = [f"agent-{i}" for i in range(channels)]
         settings["ssl"], self.ca_pem = tls_identity(tls)
+        if settings.get("notsent_lowat") == 0:
+            settings["notsent_lowat"] = None
         self._route: list[str] = []
         self._routed = 0  # clients subscribed to their agent's channel, on the loop thread
         self.hub = Broadcaster(HOST, port=0, ping_interval=0, on_connect=self._assign, **settings)
