@@ -35,7 +35,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 with warnings.catch_warnings():  # mozinfo calls distro.linux_distribution() at import
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -51,7 +51,7 @@ from agentcast.notices import skipped as skipped_notice
 from agentcast.serve.auth import JWTAuthenticator
 from agentcast.serve.page import PAGE_FILES
 from agentcast.serve.tls import server_context
-from clients import run, user_message, websockets_clients
+from clients import run, user_message, wait_for, websockets_clients
 from redis_server import RedisServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -528,6 +528,145 @@ def test_a_drop_mid_run_resumes_where_it_stopped(
     assert len(chromium.find_elements(By.CSS_SELECTOR, ".run")) == 1
     [(first, last)] = seq_ranges(chromium)
     assert (first, str(last)) == (1, last_seq(chromium))
+
+
+SSE_ENCODINGS = ["agentcast", "agui", "aisdk", "letta"]
+LOOKUP_ARGUMENTS = '{"q": "fox"}'
+WORDS = re.findall(r"\S+ *", "the quick brown fox jumps over the lazy dog.")  # as a model's
+
+
+def sse_page(port: int, agent: str, protocol: str, fragment: str = "") -> str:
+    return f"http://127.0.0.1:{port}/?agent={agent}&transport=sse&protocol={protocol}{fragment}"
+
+
+def watched(hub: Broadcaster, streams: int = 1) -> None:
+    """Until the hub holds ``streams`` SSE streams, each subscribed: what is published
+    from then on reaches the page."""
+    condition = {"sse_streams": streams, "subscriptions": streams}
+    run(wait_for(lambda: {k: hub.stats()[k] for k in condition} == condition, what="the stream"))
+
+
+def stream_a_run(hub: Broadcaster, channel: str) -> None:
+    """A run with a thought, a tool call and its result, and a reply word by word."""
+    with hub.run(channel) as agent_run:
+        agent_run.say("let me look", kind="reasoning")
+        with agent_run.tool_call("lookup") as call:
+            for piece in ('{"q": ', '"fox"}'):
+                call.delta(piece)
+        agent_run.tool_result(call.id, "found")
+        with agent_run.message() as reply:
+            for word in WORDS:
+                reply.delta(word)
+        agent_run.end(usage={"input_tokens": 3, "output_tokens": 11})
+
+
+def streamed_run() -> list[tuple[str, ...]]:
+    """What the page shows of ``stream_a_run``, its footer aside."""
+    return [
+        ("reasoning", "let me look"),
+        ("tool", "lookup", LOOKUP_ARGUMENTS, "found"),
+        ("text", "".join(WORDS)),
+    ]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("protocol", SSE_ENCODINGS)
+def test_each_sse_encoding_is_shown_as_the_same_run(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster], protocol: str
+) -> None:
+    """The page watches over an ``EventSource`` in each of the server's SSE encodings and
+    decodes it into the same cards; it has no WebSocket then, so nothing to send on, and
+    its policy lets the stream through (no console error)."""
+    hub = hub_factory()
+    open_page(chromium, sse_page(hub.port, "enc", protocol))
+    watched(hub)
+    stream_a_run(hub, "enc")
+    wait(chromium, lambda d: footers(d), "the run's end")
+    assert said(chromium) == streamed_run()
+    [(outcome, text)] = footers(chromium)
+    assert outcome == "success", text
+    if protocol != "aisdk":  # the AI SDK's finish has no usage
+        assert re.search(r"usage: .*3.*11", text), text
+    assert not chromium.find_element(By.ID, "message").is_enabled()
+    assert chromium.find_element(By.ID, "watch").get_attribute("value") == f"sse {protocol}"
+    assert (hub.client_count, hub.stats()["sse_streams"]) == (1, 1)  # no WebSocket
+    log = chromium.get_log("browser")
+    assert [entry for entry in log if entry["level"] in ("SEVERE", "WARNING")] == []
+
+
+@pytest.mark.browser
+def test_the_watch_picker_switches_to_sse_and_the_token_goes_along(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """Picked in the page, SSE replaces the WebSocket and goes into the URL; with
+    authentication the stream gets the page's token as ``?token=`` (else: 401)."""
+    hub = hub_factory(authenticate=JWTAuthenticator(secret=SECRET))
+    open_page(chromium, f"http://127.0.0.1:{hub.port}/?agent=pick#token={token(watch=['pick'])}")
+    wait(chromium, lambda _: hub.client_count == 1, "the page's WebSocket")
+    Select(chromium.find_element(By.ID, "watch")).select_by_visible_text("SSE AI SDK")
+    watched(hub)
+    until_state(chromium, "open")
+    assert hub.client_count == 1  # the WebSocket left
+    assert chromium.execute_script("return location.search") == (
+        "?agent=pick&transport=sse&protocol=aisdk"
+    )
+    stream_a_run(hub, "pick")
+    wait(chromium, lambda d: footers(d), "the run's end")
+    assert said(chromium) == streamed_run()
+    assert hub.stats()["sse_refused"] == 0
+
+
+RECORD_STREAM = """
+window.firstSource = session.source;
+window.got = [];
+session.source.addEventListener('open', () => window.got.push('open'));
+session.source.addEventListener('message', (e) => window.got.push(Number(e.lastEventId)));
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("protocol", ["agentcast", "agui"])
+def test_over_sse_a_drop_mid_run_is_resumed_by_the_browser_nothing_missing_or_doubled(
+    chromium: WebDriver, hub_factory: Callable[..., Broadcaster], protocol: str
+) -> None:
+    """The server closes the page's stream half-way through a reply and streams on; the
+    browser's own ``EventSource`` reconnects with ``Last-Event-ID``: natively the events
+    after it come, once; AG-UI's stream restarts the open run from its start (not from the
+    channel's first seq: the id was sent), and the page starts that card over."""
+    hub = hub_factory()
+    with hub.run("drop") as earlier:  # what a resume with no id would replay as well
+        earlier.say("earlier")
+    open_page(chromium, sse_page(hub.port, "drop", protocol))
+    watched(hub)
+    wait(chromium, lambda d: footers(d), "the earlier run")
+    chromium.execute_script(RECORD_STREAM)
+    half = len(WORDS) // 2
+    with hub.run("drop") as agent_run, agent_run.message() as reply:
+        for word in WORDS[:half]:
+            reply.delta(word)
+        wait(chromium, lambda d: ("text", "".join(WORDS[:half])) in said(d), "half the reply")
+        (client,) = hub._thread.call(hub._core.client_ids)
+        hub._thread.call(hub._core.close_client, client, 1000, "test drop")
+        wait(chromium, lambda _: hub.stats()["sse_streams"] == 0, "the stream closed")
+        for word in WORDS[half:-2]:  # while the page is away
+            reply.delta(word)
+        wait(chromium, lambda _: hub.stats()["sse_opened"] == 2, "the browser's reconnect")
+        watched(hub)
+        for word in WORDS[-2:]:
+            reply.delta(word)
+    wait(chromium, lambda d: len(footers(d)) == 2, "the run's end")
+    assert said(chromium) == [("text", "earlier"), ("text", "".join(WORDS))]
+    assert len(chromium.find_elements(By.CSS_SELECTOR, ".run")) == 2
+    assert [outcome for outcome, _ in footers(chromium)] == ["success", "success"]
+    assert hub.stats()["sse_opened"] == 2
+    assert chromium.execute_script("return session.source === window.firstSource")
+    got = chromium.execute_script("return window.got")
+    before, after = got[: got.index("open")], got[got.index("open") + 1 :]
+    (_, last_seq_seen), (run_first, run_last) = seq_ranges(chromium)
+    assert before and after and after[-1] == run_last, got
+    resumed_at = before[-1] + 1 if protocol == "agentcast" else run_first
+    assert after[0] == resumed_at, (got, run_first)
+    assert run_first == last_seq_seen + 1
 
 
 @pytest.mark.browser

@@ -3,8 +3,9 @@ the package (``agentcast/serve/static/``, no build step, nothing from the intern
 ``GET /status``, the server's client count the page's status bar shows.
 
 Only the fixed paths below are served, from memory: no request path ever names a file.
-The page's strict Content-Security-Policy lets it load its own files only and open a
-WebSocket to this server only; it renders server text with ``textContent`` only.
+The page's strict Content-Security-Policy lets it load its own files only and connect to
+this server only (its WebSocket, or its ``EventSource`` on ``/sse/``, and ``fetch`` of
+``/status``); it renders server text with ``textContent`` only.
 With authentication on, ``/status`` needs a token (``?token=``), like ``/metrics``;
 without, it answers IP address and ``localhost`` Hosts only (DNS rebinding), like
 ``/metrics``; the static files stay open (they hold nothing of the server's).
@@ -38,8 +39,9 @@ _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def content_security_policy(host: str) -> str:
-    """Own files only; WebSockets to this server only (``'self'`` covers ``ws:``/``wss:``
-    of the same host in CSP 3 browsers; the explicit ``ws://host`` for older ones)."""
+    """Own files only; connections to this server only: ``'self'`` covers the page's
+    ``fetch`` and ``EventSource`` (same origin), and ``ws:``/``wss:`` of the same host in
+    CSP 3 browsers; the explicit ``ws://host`` for older ones."""
     connect = "'self'"
     if _HOST.fullmatch(host):
         connect += f" ws://{host} wss://{host}"

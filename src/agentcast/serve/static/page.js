@@ -1,10 +1,14 @@
-// agentcast's live page: one WebSocket to the server that served it, in agentcast's native
-// protocol (?protocol=agentcast), one agent at a time. Each run of the agent is a card: its
-// messages grow delta by delta as the tokens arrive, its tool calls are collapsible cards
-// (name, arguments as they stream, result), and a footer says how the run ended.
+// agentcast's live page: one connection to the server that served it, one agent at a time.
+// By default a WebSocket in agentcast's native protocol (?protocol=agentcast), which also
+// carries the lines typed here; or, read only, an EventSource on /sse/{agent} in any of the
+// server's SSE encodings (/?transport=sse&protocol=agentcast|agui|aisdk|letta), each decoded
+// into the calls the native events make. Each run of the agent is a card: its messages
+// grow delta by delta as the tokens arrive, its tool calls are collapsible cards (name,
+// arguments as they stream, result), and a footer says how the run ended.
 // Server text is only ever set as text (textContent, Text nodes; never innerHTML): it is
 // client and agent input. After a drop the page resumes with `since` = the last seq it
-// applied and drops any event it has applied already, so nothing is missing or doubled.
+// applied (EventSource by itself, with Last-Event-ID) and drops any event it has applied
+// already, so nothing is missing or doubled.
 "use strict";
 
 const BACKOFF_FIRST = 0.5; // seconds before the first reconnect, doubled per failure
@@ -20,10 +24,14 @@ const GAP_CODES = ["history_trimmed", "channel_restarted", "backplane_gap", "bro
 
 const $ = (id) => document.getElementById(id);
 
+// The page's ways to watch: "ws", or "sse <protocol>" (the select's values).
+const SSE_LABELS = { agentcast: "agentcast", agui: "AG-UI", aisdk: "AI SDK", letta: "Letta" };
+
 const view = {
   log: $("log"),
   empty: $("empty"),
   agent: $("agent"),
+  watch: $("watch"),
   recent: $("recent-agents"),
   tokenForm: $("token-form"),
   token: $("token"),
@@ -35,10 +43,17 @@ const view = {
   clients: $("clients"),
 };
 
+const query = new URLSearchParams(location.search);
+
 const session = {
   token: new URLSearchParams(location.hash.slice(1)).get("token") || "",
-  agent: new URLSearchParams(location.search).get("agent") || "",
+  agent: query.get("agent") || "",
+  transport: query.get("transport") === "sse" ? "sse" : "ws",
+  protocol: Object.hasOwn(SSE_LABELS, query.get("protocol")) ? query.get("protocol") : "agentcast",
   socket: null,
+  source: null, // the EventSource, over SSE
+  watching: false, // over SSE: whether a stream should be open (the server answered)
+  attempt: 0, // counts connects; one overtaken by a newer one (or a switch) gives up
   lastSeq: 0, // the last seq of the agent applied; a resume asks for what follows it
   subscribedAt: 0, // performance.now() when the last subscribe went out
   failures: 0,
@@ -48,6 +63,7 @@ const session = {
   run: null, // the agent's open run
   messages: new Map(), // message_id -> an open message
   tools: new Map(), // tool_call_id -> a tool call waiting for its end or result
+  ending: null, // over SSE: how the open run ends, told before its last event
 };
 
 // ---- rendering -------------------------------------------------------------
@@ -135,6 +151,10 @@ function dataCard(kind, title, value) {
   return node;
 }
 
+function stepMark(text) {
+  return element("div", "step-mark", text);
+}
+
 function operations(count) {
   return count === 1 ? "1 operation" : `${count} operations`;
 }
@@ -159,7 +179,7 @@ function usageText(usage) {
 function setState(state, text) {
   view.state.dataset.state = state;
   view.state.textContent = text || state;
-  const usable = state === "open" && session.agent !== "";
+  const usable = state === "open" && session.agent !== "" && session.transport === "ws";
   view.message.disabled = !usable;
   view.send.disabled = !usable;
 }
@@ -198,8 +218,10 @@ async function probe() {
 
 async function connect() {
   clearRetry();
+  const attempt = ++session.attempt;
   setState("connecting", "connecting");
   const answer = await probe();
+  if (attempt !== session.attempt) return; // switched, or redialed, meanwhile
   if (answer === "refused") {
     view.tokenForm.hidden = false;
     setState(
@@ -211,6 +233,11 @@ async function connect() {
   }
   if (answer === "down") {
     scheduleReconnect("server unreachable");
+    return;
+  }
+  if (session.transport === "sse") {
+    session.watching = true;
+    watchStream();
     return;
   }
   const socket = new WebSocket(socketUrl());
@@ -234,13 +261,69 @@ async function connect() {
 
 // Leave the connection at once and dial again (no backoff): a new one resumes in order.
 function redial() {
-  const socket = session.socket;
-  if (!socket) return;
-  socket.onmessage = socket.onclose = null; // what it still delivers is not applied
-  socket.close();
-  session.socket = null;
+  if (!session.socket) return;
+  disconnect();
   connectionLost();
   connect();
+}
+
+// Leave the connection (and any connect or retry under way) without a reconnect.
+function disconnect() {
+  clearRetry();
+  session.attempt += 1;
+  const socket = session.socket;
+  if (socket) {
+    socket.onmessage = socket.onclose = null; // what it still delivers is not applied
+    socket.close();
+    session.socket = null;
+  }
+  closeStream();
+  session.watching = false;
+}
+
+// ---- over SSE ------------------------------------------------------------------------
+
+function streamUrl() {
+  const params = new URLSearchParams({ protocol: session.protocol, since: session.lastSeq });
+  if (session.token) params.set("token", session.token);
+  return `/sse/${encodeURIComponent(session.agent)}?${params}`;
+}
+
+// One EventSource on the agent's stream. After a drop the browser reconnects by itself,
+// sending the last id it got as Last-Event-ID; only a stream it gave up on (refused, or
+// not a stream) is the page's to dial again, resuming with ?since=.
+function watchStream() {
+  closeStream();
+  if (!session.agent) {
+    setState("idle", "pick an agent to watch");
+    return;
+  }
+  const source = new EventSource(streamUrl());
+  session.source = source;
+  source.onopen = () => {
+    session.failures = 0;
+    session.subscribedAt = performance.now();
+    setState("open", "open");
+    if (session.run) session.run.node.classList.remove("paused");
+    probe();
+  };
+  source.onmessage = (event) => receiveSse(event);
+  source.onerror = () => {
+    connectionLost();
+    if (source.readyState === EventSource.CLOSED) {
+      session.source = null;
+      scheduleReconnect("the stream failed");
+    } else {
+      setState("reconnecting", "stream dropped · the browser resumes it");
+    }
+  };
+}
+
+function closeStream() {
+  if (!session.source) return;
+  session.source.onmessage = session.source.onerror = null;
+  session.source.close();
+  session.source = null;
 }
 
 function clearRetry() {
@@ -274,6 +357,10 @@ function sendJson(body) {
 }
 
 function subscribe() {
+  if (session.transport === "sse") {
+    if (session.watching) watchStream(); // a stream names its agent: a new one
+    return;
+  }
   if (!session.agent) return;
   session.subscribedAt = performance.now();
   sendJson({ type: "subscribe", channel: session.agent, since: session.lastSeq });
@@ -341,9 +428,10 @@ function isEvent(frame) {
   );
 }
 
-// Whether an event numbered `seq` is new (and if so, counted as applied).
-function fresh(seq) {
-  if (seq <= session.lastSeq) return false; // applied already: a replay overlapping
+// Whether an event numbered `seq` is new (and if so, counted as applied); `shared`: the
+// encoding's events may share a seq (several for one event of the model).
+function fresh(seq, shared = false) {
+  if (seq < session.lastSeq || (seq === session.lastSeq && !shared)) return false; // a replay
   setLastSeq(seq);
   return true;
 }
@@ -359,8 +447,8 @@ const EVENTS = {
   run_start: startRun,
   run_end: (e) => endRun(e, e.outcome, e.usage),
   run_error: (e) => endRun(e, "error", undefined, e.message),
-  step_start: (e) => show(element("div", "step-mark", `step ${e.step}`)),
-  step_end: (e) => show(element("div", "step-mark", `step ${e.step} done`)),
+  step_start: (e) => show(stepMark(`step ${e.step}`)),
+  step_end: (e) => show(stepMark(`step ${e.step} done`)),
   message_start: startMessage,
   message_delta: messageDelta,
   message_end: endMessage,
@@ -388,6 +476,208 @@ function wholeMessage(frame) {
   const [kind, role] = MEMGPT_TYPES[frame.message_type] || ["text", String(frame.message_type)];
   show(messageEntry(kind, role, frame.message, seq === null ? "?" : seq).node);
 }
+
+// ---- the SSE encodings ------------------------------------------------------------------
+// Each event's SSE id is its seq. One event of the model may be several of an encoding's,
+// all with its seq: an event is old only when its seq is below the last applied.
+
+function receiveSse(event) {
+  const seq = Number(event.lastEventId);
+  if (event.data === "[DONE]") {
+    if (session.protocol === "letta" && fresh(seq, true)) lettaDone(seq);
+    return; // the AI SDK's: its run ended at "finish"
+  }
+  let body;
+  try {
+    body = JSON.parse(event.data);
+  } catch (error) {
+    show(notice("error", "the server sent an event that is not JSON"));
+    return;
+  }
+  if (session.protocol === "agentcast") {
+    if (isEvent(body)) streamEvent(body);
+    return;
+  }
+  const [kind, decoders] = DECODERS[session.protocol];
+  const type = String(body[kind]);
+  const decode = own(decoders, type) || (type.startsWith("data-") && decoders["data-"]);
+  if (type === RUN_STARTS[session.protocol]) {
+    decode(body, seq); // may come again with an old seq: runStarted tells
+  } else if (fresh(seq, true)) {
+    if (decode) decode(body, seq);
+    else show(notice("info", `unknown event type ${JSON.stringify(type)}`));
+  }
+}
+
+// A run's start: a new run; or, for the run open here, that run from its start again (AG-UI's
+// and the AI SDK's streams restart the open run on a resume): its card starts over.
+function runStarted(runId, seq) {
+  const run = session.run;
+  if (run && run.id === runId) {
+    run.body.replaceChildren();
+    session.messages.clear();
+    session.tools.clear();
+    run.firstSeq = seq;
+    session.ending = null;
+    setLastSeq(seq);
+  } else if (fresh(seq, true)) {
+    startRun({ run_id: runId, seq });
+  }
+}
+
+// table[key] if the table has it (not a name every object has, like "constructor").
+function own(table, key) {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
+function openRunId() {
+  return session.run ? session.run.id : "";
+}
+
+// A tool result or output as the card shows it: text as it is, anything else as JSON.
+function asText(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+// AG-UI's outcomes; a RUN_FINISHED without one is agentcast's "interrupted".
+const AGUI_OUTCOMES = { success: "success", cancelled: "cancelled" };
+
+const aguiStart = (kind) => (e, seq) =>
+  startMessage({ message_id: e.messageId, kind, role: e.role, seq });
+const aguiContent = (e) => messageDelta({ message_id: e.messageId, delta: e.delta });
+const aguiEnd = (e, seq) => endMessage({ message_id: e.messageId, seq });
+
+const AGUI = {
+  RUN_STARTED: (e, seq) => runStarted(e.runId, seq),
+  RUN_FINISHED: (e, seq) => {
+    const outcome = own(AGUI_OUTCOMES, e.outcome && e.outcome.type) || "interrupted";
+    endRun({ run_id: e.runId, seq }, outcome, Array.isArray(e.usage) ? e.usage[0] : undefined);
+  },
+  RUN_ERROR: (e, seq) => endRun({ run_id: openRunId(), seq }, "error", undefined, e.message),
+  STEP_STARTED: (e) => show(stepMark(`step ${e.stepName}`)),
+  STEP_FINISHED: (e) => show(stepMark(`step ${e.stepName} done`)),
+  TEXT_MESSAGE_START: aguiStart("text"),
+  TEXT_MESSAGE_CONTENT: aguiContent,
+  TEXT_MESSAGE_END: aguiEnd,
+  REASONING_MESSAGE_START: aguiStart("reasoning"),
+  REASONING_MESSAGE_CONTENT: aguiContent,
+  REASONING_MESSAGE_END: aguiEnd,
+  TOOL_CALL_START: (e) => startToolCall({ tool_call_id: e.toolCallId, name: e.toolCallName }),
+  TOOL_CALL_ARGS: (e) => toolCallDelta({ tool_call_id: e.toolCallId, delta: e.delta }),
+  TOOL_CALL_END: (e) => endToolCall({ tool_call_id: e.toolCallId }),
+  TOOL_CALL_RESULT: (e) => toolResult({ tool_call_id: e.toolCallId, content: asText(e.content) }),
+  STATE_SNAPSHOT: (e) => EVENTS.state_snapshot(e),
+  STATE_DELTA: (e) => EVENTS.state_patch({ patch: e.delta }),
+  CUSTOM: (e) => EVENTS.custom(e),
+};
+
+// The AI SDK's finish reasons for agentcast's outcomes ("other": cancelled or interrupted).
+const AISDK_OUTCOMES = { stop: "success", error: "error" };
+
+const aisdkStart = (kind) => (c, seq) =>
+  startMessage({ message_id: c.id, kind, role: "assistant", seq });
+const aisdkDelta = (c) => messageDelta({ message_id: c.id, delta: c.delta });
+const aisdkEnd = (c, seq) => endMessage({ message_id: c.id, seq });
+
+const AISDK = {
+  start: (c, seq) => runStarted(c.messageId, seq),
+  finish: (c, seq) => {
+    const outcome = own(AISDK_OUTCOMES, c.finishReason) || String(c.finishReason);
+    const message = session.ending && session.ending.message;
+    endRun({ run_id: openRunId(), seq }, outcome, undefined, message);
+  },
+  error: (c) => (session.ending = { message: c.errorText }),
+  "start-step": () => show(stepMark("step")),
+  "finish-step": () => show(stepMark("step done")),
+  "text-start": aisdkStart("text"),
+  "text-delta": aisdkDelta,
+  "text-end": aisdkEnd,
+  "reasoning-start": aisdkStart("reasoning"),
+  "reasoning-delta": aisdkDelta,
+  "reasoning-end": aisdkEnd,
+  "tool-input-start": (c) => startToolCall({ tool_call_id: c.toolCallId, name: c.toolName }),
+  "tool-input-delta": (c) => toolCallDelta({ tool_call_id: c.toolCallId, delta: c.inputTextDelta }),
+  "tool-input-available": (c) => endToolCall({ tool_call_id: c.toolCallId }),
+  "tool-input-error": (c) => {
+    endToolCall({ tool_call_id: c.toolCallId });
+    show(notice("error", `${c.toolName}: ${c.errorText}`));
+  },
+  "tool-output-available": (c) =>
+    toolResult({ tool_call_id: c.toolCallId, content: asText(c.output) }),
+  "data-agentcast-state": (c) => EVENTS.state_snapshot({ snapshot: c.data }),
+  "data-agentcast-state-patch": (c) => EVENTS.state_patch({ patch: c.data }),
+  "data-": (c) => EVENTS.custom({ name: c.type.slice(5), value: c.data }),
+};
+
+// Letta's message types with text: [kind, role, the field holding the text].
+const LETTA_TEXTS = {
+  reasoning_message: ["reasoning", "assistant", "reasoning"],
+  assistant_message: ["text", "assistant", "content"],
+  user_message: ["text", "user", "content"],
+  system_message: ["text", "system", "content"],
+};
+const LETTA_OUTCOMES = { end_turn: "success", error: "error", cancelled: "cancelled" };
+
+// Letta has no starts or ends: a chunk of a run not open here starts it, a chunk of a
+// message (or call) not open starts it, and [DONE] ends the run as its stop_reason said.
+function lettaRun(m, seq) {
+  if (m.run_id !== undefined && m.run_id !== openRunId()) startRun({ run_id: m.run_id, seq });
+}
+
+function lettaText(m, seq) {
+  lettaRun(m, seq);
+  const [kind, role, field] = LETTA_TEXTS[m.message_type];
+  if (!session.messages.has(m.id)) {
+    lettaEndMessages();
+    startMessage({ message_id: m.id, kind, role, seq });
+  }
+  messageDelta({ message_id: m.id, delta: m[field] });
+  session.messages.get(m.id).lastSeq = seq;
+}
+
+// A Letta message ends when the next message or call starts.
+function lettaEndMessages() {
+  for (const [id, message] of session.messages) {
+    endMessage({ message_id: id, seq: message.lastSeq });
+  }
+}
+
+function lettaDone(seq) {
+  const ending = session.ending || { outcome: "success" };
+  endRun({ run_id: openRunId(), seq }, ending.outcome, ending.usage, ending.message);
+}
+
+const LETTA = {
+  reasoning_message: lettaText,
+  assistant_message: lettaText,
+  user_message: lettaText,
+  system_message: lettaText,
+  tool_call_message: (m, seq) => {
+    lettaRun(m, seq);
+    const call = { tool_call_id: m.tool_call.tool_call_id, name: m.tool_call.name };
+    if (!session.tools.has(call.tool_call_id)) {
+      lettaEndMessages();
+      startToolCall(call);
+    }
+    toolCallDelta({ ...call, delta: m.tool_call.arguments });
+  },
+  tool_return_message: (m) =>
+    toolResult({ tool_call_id: m.tool_call_id, content: asText(m.tool_return) }),
+  stop_reason: (m) =>
+    (session.ending = { outcome: own(LETTA_OUTCOMES, m.stop_reason) || String(m.stop_reason) }),
+  usage_statistics: (m) => {
+    const { message_type: _, ...usage } = m;
+    if (session.ending) session.ending.usage = usage;
+  },
+  error_message: (m) => {
+    if (session.ending) session.ending.message = m.message;
+  },
+};
+
+// protocol -> [the field naming an event's type, its decoders]
+const DECODERS = { agui: ["type", AGUI], aisdk: ["type", AISDK], letta: ["message_type", LETTA] };
+// The event that may come again with an old seq: a run's start, replayed on a resume.
+const RUN_STARTS = { agui: "RUN_STARTED", aisdk: "start" };
 
 // ---- runs --------------------------------------------------------------------------
 
@@ -457,6 +747,7 @@ function finishRun(run, lastSeq, outcome, text) {
   for (const tool of session.tools.values()) tool.status.textContent = "no result";
   session.messages.clear();
   session.tools.clear();
+  session.ending = null;
   if (session.run === run) session.run = null;
 }
 
@@ -678,7 +969,10 @@ function openAgent(agent) {
   setLastSeq(0);
   view.log.replaceChildren(view.empty);
   view.empty.hidden = false;
-  view.empty.textContent = `Say something to ${agent}.`;
+  view.empty.textContent =
+    session.transport === "ws"
+      ? `Say something to ${agent}.`
+      : `Watching ${agent} over SSE (${SSE_LABELS[session.protocol]}).`;
   view.agent.value = agent;
   view.statusAgent.textContent = agent;
   const url = new URL(location.href);
@@ -695,6 +989,33 @@ $("agent-form").addEventListener("submit", (event) => {
   const agent = view.agent.value.trim();
   if (agent && agent !== session.agent) openAgent(agent);
   view.message.focus();
+});
+
+// How the page watches: the select's value, kept in the URL (?transport=sse&protocol=...).
+function showWatch() {
+  const sse = session.transport === "sse";
+  view.watch.value = sse ? `sse ${session.protocol}` : "ws";
+  view.message.placeholder = sse
+    ? "Watching over SSE: pick WebSocket to send messages"
+    : "Message the agent (Enter sends)";
+  const url = new URL(location.href);
+  url.searchParams.delete("transport");
+  url.searchParams.delete("protocol");
+  if (sse) {
+    url.searchParams.set("transport", "sse");
+    url.searchParams.set("protocol", session.protocol);
+  }
+  history.replaceState(null, "", url);
+}
+
+view.watch.addEventListener("change", () => {
+  const [transport, protocol] = view.watch.value.split(" ");
+  disconnect();
+  session.transport = transport;
+  session.protocol = protocol || "agentcast";
+  showWatch();
+  if (session.agent) openAgent(session.agent);
+  connect();
 });
 
 $("token-form").addEventListener("submit", (event) => {
@@ -714,10 +1035,11 @@ $("composer").addEventListener("submit", (event) => {
 });
 
 setInterval(() => {
-  if (session.socket) probe();
+  if (session.socket || session.source) probe();
 }, STATUS_EVERY);
 
 showRecentAgents(recentAgents());
+showWatch();
 if (session.agent) {
   openAgent(session.agent);
 } else {
