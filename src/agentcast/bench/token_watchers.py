@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import uvloop
@@ -339,7 +339,17 @@ def _small_buffer(_url: Any) -> socket.socket:
     return sock
 
 
-def _serve(port: int, cpu: int | None, control: Connection) -> None:
+class Fleet(Protocol):
+    """What a watcher process runs: it answers the parent's commands until ``stopped``."""
+
+    stopped: asyncio.Future[None]
+
+    def on_command(self) -> None: ...
+
+
+def serve_fleet(
+    fleet_type: Callable[[int, Connection], Fleet], port: int, cpu: int | None, control: Connection
+) -> None:
     """Child process: a loop whose control pipe brings the parent's commands until "stop"."""
     pin_to_cpu(cpu)
     raise_fd_limit()
@@ -347,7 +357,7 @@ def _serve(port: int, cpu: int | None, control: Connection) -> None:
     asyncio.set_event_loop(loop)
 
     async def main() -> None:
-        fleet = _Fleet(port, control)
+        fleet = fleet_type(port, control)
         loop.add_reader(control.fileno(), fleet.on_command)
         # the loop made the pipe non-blocking; a command larger than the pipe's buffer
         # (a plan, the publish times) must still be read whole once it starts arriving
@@ -363,14 +373,20 @@ def _serve(port: int, cpu: int | None, control: Connection) -> None:
         loop.close()
 
 
-class _Child:
-    """The parent's handle on one watcher process."""
+class WatcherProcess:
+    """The parent's handle on one watcher process (a spawned child running ``fleet_type``)."""
 
-    def __init__(self, port: int, cpu: int | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        cpu: int | None,
+        fleet_type: Callable[[int, Connection], Fleet],
+        name: str,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.control, child_end = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(port, cpu, child_end), name="token-watchers", daemon=True
+            target=serve_fleet, args=(fleet_type, port, cpu, child_end), name=name, daemon=True
         )
         self.process.start()
         child_end.close()
@@ -401,6 +417,7 @@ class _Child:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        self.process.close()  # its sentinel pipe
         self.control.close()
 
 
@@ -432,12 +449,14 @@ class WatcherFleet:
         self.plan = plan
         self.streams = streams
         self.cpus = cpus[: max(1, min(len(cpus), len(plan)))]
-        self._children: list[_Child] = []
+        self._children: list[WatcherProcess] = []
 
     def start(self, connected: Callable[[int], None] | None = None) -> WatcherFleet:
         """Spawn the children, open every connection in plan order; return once all are up."""
         try:
-            self._children = [_Child(self.port, cpu) for cpu in self.cpus]
+            self._children = [
+                WatcherProcess(self.port, cpu, _Fleet, "token-watchers") for cpu in self.cpus
+            ]
             for child in self._children:
                 child.reply(STARTUP_TIMEOUT)
             share, extra = divmod(len(self.plan), len(self._children))
