@@ -231,6 +231,18 @@ def check_client(block: Block, tmp_path: Path) -> None:
     assert out == "[\"The user said 'hello'; I will echo it back.\", 'You said: hello']\n"
 
 
+def check_letta(block: Block, tmp_path: Path) -> None:
+    """Letta's chunks over WebSocket, joined by message id: the demo agent's run."""
+    out = run_to_the_end(script(block, tmp_path)).stdout
+    assert out.splitlines() == [
+        "reasoning_message The user said 'hello'; I will echo it back.",
+        'tool_call_message send_message {"message":"You said: hello"}',
+        "tool_return_message OK",
+        "assistant_message You said: hello",
+        "stop_reason end_turn",
+    ]
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "AgentServer(MyAgents": check_agent_server,
     "Broadcaster(host=": check_broadcaster,
@@ -238,6 +250,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "Publisher(": check_publisher,
     "hub.run(": check_run_stream,
     "Client(f": check_client,
+    "?protocol=letta": check_letta,
 }
 
 
