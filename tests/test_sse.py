@@ -99,6 +99,17 @@ def test_acks_are_comments_and_plain_messages_do_not_reach_sse(hub: Broadcaster)
     assert kinds == ["run_start", "message_start", "message_delta", "message_end", "run_end"]
 
 
+def test_an_idle_stream_gets_heartbeat_comments(hub_factory: Callable[..., Broadcaster]) -> None:
+    hub = hub_factory(ping_interval=0.05, ping_timeout=0.05)
+    sock = raw_get(hub.port, "/sse/a")
+    try:
+        body = read_until(sock, b": ping\n\n: ping\n\n")  # two beats: it repeats
+    finally:
+        sock.close()
+    events, comments = parse_sse(body.partition(b"\r\n\r\n")[2])
+    assert events == [] and comments.count(b"ping") >= 2
+
+
 def test_a_closed_stream_leaves_no_client_behind(hub: Broadcaster) -> None:
     sock = raw_get(hub.port, "/sse/a")
     subscribed(hub)

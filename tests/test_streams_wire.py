@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import websockets
+from ag_ui.core import Event as AgUiEvent
+from pydantic import TypeAdapter
 
 from agentcast import Broadcaster, Client, SyncClient
 from agentcast.memgpt.app import AgentServer
@@ -394,6 +396,8 @@ def test_the_fields_protocols_over_websocket_by_query_or_subprotocol() -> None:
     finally:
         server.stop()
     assert subprotocol == "aisdk"
+    for frame in agui:  # every one an AG-UI event as the protocol's own models define it
+        assert not TypeAdapter(AgUiEvent).validate_python(frame).model_extra, frame
     assert agui[0]["type"] == "RUN_STARTED" and agui[0]["threadId"] == "a1"
     assert all(frame["metadata"]["agentcast"]["seq"] > 0 for frame in agui)
     reply = "".join(f["delta"] for f in agui if f["type"] == "TEXT_MESSAGE_CONTENT")

@@ -21,7 +21,6 @@ cdef struct PendingWrite:
 
 cdef enum:
     MEMGPT_ENCODING = 0                    # agent events as MemGPT's whole messages
-    NATIVE_ENCODING = 1                    # agentcast's own event frames
 
 cdef class Group:
     cdef readonly object channels          # frozenset (shared) or set (solo)

@@ -1062,9 +1062,7 @@ cdef class FanoutCore:
         self.n_published += 1
         self.n_events += 1
         self._fan_event(channel, frames, event, seq)
-        if not frames.nbytes:  # nobody took it yet: count what a native resume would
-            frames.get(NATIVE_ENCODING)
-        frames.kept = frames.nbytes
+        frames.count_kept()
         state.keep(seq, frames, self.n_ticks)
         if self._table.bytes > self.history_total_bytes:
             self._trim_history()

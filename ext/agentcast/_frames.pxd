@@ -14,6 +14,7 @@ cdef class EventFrames:
     cdef public Py_ssize_t kept        # bytes the history counted for it (fixed when kept)
 
     cdef object get(self, int encoding)
+    cdef int count_kept(self) except -1
 
 
 cdef object event_frame(object codec, int encoding, object channel, dict event,

@@ -16,6 +16,13 @@ from agentcast._buffer cimport text_frame, write_decimal
 
 cdef object UNBUILT = object()
 
+cdef enum:
+    # What an event kept in history holds besides its text and frames: this object, its
+    # list of frames (9 encodings) and the event's dict (tracemalloc: 432 bytes for a
+    # delta); the history's byte bound counts it, so it bounds the memory it takes.
+    EVENT_BYTES = 432
+    NATIVE = 1
+
 
 cdef class EventFrames:
     def __cinit__(self, object codec, object channel, dict event, unsigned long long seq,
@@ -38,6 +45,19 @@ cdef class EventFrames:
             if frame is not None:
                 self.nbytes += PyBytes_GET_SIZE(<bytes>frame)
         return frame
+
+
+    cdef int count_kept(self) except -1:
+        """Fix ``kept``, the bytes the history counts for this event: its frames built so
+        far, its text and ``EVENT_BYTES``. An event nobody took yet that is not a delta (a
+        state, a result: any size) is encoded natively to be counted."""
+        cdef object text = self.event.get("delta")
+        if text is None:
+            if not self.nbytes:
+                self.get(NATIVE)
+            text = self.event.get("content", "")
+        self.kept = self.nbytes + EVENT_BYTES + (len(text) if type(text) is str else 0)
+        return 0
 
 
 cdef object event_frame(object codec, int encoding, object channel, dict event,

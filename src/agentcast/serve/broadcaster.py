@@ -104,7 +104,8 @@ class Broadcaster:
     what comes for it waits in the core, where consecutive deltas of one message or tool
     call merge into one frame (byte-identical text, ``from_seq``..``seq``), until it
     drains; ``client_budget`` still bounds it. ``notsent_lowat`` (TCP_NOTSENT_LOWAT) is
-    what the kernel holds unsent per connection: at the default 16 KiB a stalled reader
+    what the kernel holds unsent per agent event stream connection (MemGPT's keep Linux's
+    own: their frames never merge): at the default 16 KiB a stalled reader
     lags after about 25 KB, where Linux's own (None) lets it queue up to 4 MiB of unmerged
     frames first, and a slow client's bytes count against ``client_budget`` sooner. Both
     cost plain fan-out nothing measurable (bench/RESULTS.md).
@@ -327,6 +328,7 @@ class Broadcaster:
             max_clients=self.options.max_clients,
             heartbeat=self.options.ping_interval,
             close_grace=self.options.close_grace,
+            notsent_lowat=self.options.notsent_lowat,
         )
         assert self._requested_port is not None
         self._server = await start_server(

@@ -21,6 +21,7 @@ from agentcast.serve.handshake import refuse_upgrade
 from agentcast.serve.http import HttpEndpoints
 from agentcast.serve.refusals import SERVER_FULL, Refusal
 from agentcast.serve.sessions import Sessions
+from agentcast.streams.encodings import MEMGPT
 
 MessageHandler = Callable[[int, bytes], None]
 
@@ -49,9 +50,10 @@ class ServerOptions:
     close_grace: float = 2.0
     read_buffer_size: int = 2048
     reuse_port: bool = False  # SO_REUSEPORT: several processes serve one port
-    # TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per connection (None: Linux's own,
-    # up to 4 MiB for a slow reader). Small, a slow reader's bytes wait in the server,
-    # where its token deltas merge, instead of unmerged in the kernel.
+    # TCP_NOTSENT_LOWAT of an agent event stream's connection (not MemGPT's: its frames
+    # never merge, and the kernel's slack keeps it clear of client_budget in a burst):
+    # unsent bytes the kernel holds (None: Linux's own, up to 4 MiB for a slow reader).
+    # Small, a slow reader's bytes wait in the server, where its token deltas merge.
     notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT
     max_clients: int | None = None
     max_message_rate: float = 100.0
@@ -93,15 +95,18 @@ ConnectHandler = Callable[[int], None]
 
 
 class _HookedListener(ServerListener):
-    """A listener that also records the client's identity (``sessions``) and calls
-    ``on_connect(client_id)`` once the client is registered (a separate class, so that
-    servers with neither pay nothing for them)."""
+    """A listener that also records the client's identity (``sessions``), calls
+    ``on_connect(client_id)`` once the client is registered, and sets an event stream's
+    ``notsent_lowat`` (a separate class, so that connections with none of these pay
+    nothing for them)."""
 
     _on_connect: ConnectHandler | None
     _sessions: Sessions | None
     _identity: Identity | None
+    _notsent_lowat: int | None
 
     def on_ws_connected(self, transport: Any) -> None:
+        set_notsent_lowat(transport.underlying_transport, self._notsent_lowat)
         super().on_ws_connected(transport)
         if self._sessions is not None:
             self._sessions.open(self.client_id, self._identity)
@@ -170,13 +175,15 @@ async def start_server(
             options.max_message_rate,
             encoding,
         )
-        if on_connect is None and sessions is None:
+        lowat = None if encoding == MEMGPT else options.notsent_lowat
+        if on_connect is None and sessions is None and lowat is None:
             listener = ServerListener(*settings)
         else:
             listener = _HookedListener(*settings)  # the compiled base takes no more arguments
             listener._on_connect = on_connect
             listener._sessions = sessions
             listener._identity = identity
+            listener._notsent_lowat = lowat
         if subprotocol is None:
             return listener
         accepted = WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": subprotocol})
@@ -201,7 +208,12 @@ async def start_server(
         ssl=options.ssl,
         takeover=takeover,
     )
-    if options.notsent_lowat is not None:
-        for sock in acceptor.sockets:  # accepted connections inherit it
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, options.notsent_lowat)
     return acceptor
+
+
+def set_notsent_lowat(transport: Any, notsent_lowat: int | None) -> None:
+    """Let the kernel hold at most ``notsent_lowat`` unsent bytes of this connection (an
+    agent event stream's: what waits in the server merges)."""
+    sock = transport.get_extra_info("socket")
+    if notsent_lowat is not None and sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, notsent_lowat)

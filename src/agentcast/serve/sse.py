@@ -41,6 +41,7 @@ from agentcast.printable import quote
 from agentcast.serve.auth import Refused
 from agentcast.serve.gate import Gate
 from agentcast.serve.refusals import HANDSHAKE, SERVER_FULL, Refusal, text_response
+from agentcast.serve.server import set_notsent_lowat
 from agentcast.serve.sessions import Sessions
 from agentcast.streams.encodings import SSE_PROTOCOLS, encoding_id
 
@@ -74,6 +75,7 @@ class SseEndpoints:
         max_clients: int | None,
         heartbeat: float,
         close_grace: float,
+        notsent_lowat: int | None,
         api_prefix: str = "/api/chat",
     ) -> None:
         self._core = core
@@ -83,6 +85,7 @@ class SseEndpoints:
         self._max_clients = max_clients
         self._heartbeat = heartbeat
         self._close_grace = close_grace
+        self._notsent_lowat = notsent_lowat
         self._api = api_prefix.rstrip("/") + "/"
         self._prefixes = (f"GET {SSE_PREFIX}".encode(), f"GET {self._api}".encode())
         self.open_streams = 0
@@ -156,6 +159,7 @@ class SseEndpoints:
             since = run_seq - 1
         encoding = encoding_id(protocol, sse=True)
         loop = asyncio.get_running_loop()
+        set_notsent_lowat(transport, self._notsent_lowat)
         sink = StreamSink(transport, loop, self._close_grace, DONE if resume else None)
         transport.write(_head(protocol, request.headers.get("Origin")))
         client_id = self._core.add_client(sink, encoding)

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-from agentcast.streams.protocols.common import result_id, token_counts
+from agentcast.streams.protocols.common import builders, result_id, token_counts
 
 __all__ = ["encode"]
 
@@ -211,21 +211,4 @@ def _camel(name: str) -> str:
     return first + "".join(word.title() for word in rest)
 
 
-_BUILD: Final[dict[str, _Build]] = {
-    "run_start": _run_start,
-    "run_end": _run_end,
-    "run_error": _run_error,
-    "step_start": _step_start,
-    "step_end": _step_end,
-    "message_start": _message_start,
-    "message_delta": _message_delta,
-    "message_end": _message_end,
-    "message": _message,
-    "tool_call_start": _tool_call_start,
-    "tool_call_delta": _tool_call_delta,
-    "tool_call_end": _tool_call_end,
-    "tool_result": _tool_result,
-    "state_snapshot": _state_snapshot,
-    "state_patch": _state_patch,
-    "custom": _custom,
-}
+_BUILD: Final[dict[str, _Build]] = builders(globals())

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from agentcast.streams.protocols.common import DONE
+from agentcast.streams.protocols.common import DONE, builders
 
 __all__ = ["DONE", "encode"]
 
@@ -176,21 +176,4 @@ def _custom(event: Event, item: Event | None) -> list[Event]:
     return [{"type": f"data-{event['name']}", "data": event.get("value")}]
 
 
-_BUILD: Final[dict[str, _Build]] = {
-    "run_start": _run_start,
-    "run_end": _run_end,
-    "run_error": _run_error,
-    "step_start": _step_start,
-    "step_end": _step_end,
-    "message_start": _message_start,
-    "message_delta": _message_delta,
-    "message_end": _message_end,
-    "message": _message,
-    "tool_call_start": _tool_call_start,
-    "tool_call_delta": _tool_call_delta,
-    "tool_call_end": _tool_call_end,
-    "tool_result": _tool_result,
-    "state_snapshot": _state_snapshot,
-    "state_patch": _state_patch,
-    "custom": _custom,
-}
+_BUILD: Final[dict[str, _Build]] = builders(globals())

@@ -1,11 +1,14 @@
 """What more than one protocol encodes the same way: the stream's end, a tool result's
-message id, token counts."""
+message id, token counts, and the table of an encoder's builders."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["DONE", "result_id", "token_counts"]
+from agentcast.streams.events import EVENT_KINDS
+
+__all__ = ["DONE", "builders", "result_id", "token_counts"]
 
 DONE: Final = b"[DONE]"
 """The last data of an AI SDK or Letta stream (``data: [DONE]``): their clients stop there."""
@@ -29,6 +32,12 @@ _COUNTS: Final = {
     "cacheWriteInputTokens": "cache_write_input_tokens",
 }
 _MAX_COUNT: Final = 2**53 - 1  # what every client's number survives
+
+
+def builders(namespace: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    """A protocol module's builders by event kind: each is named ``_<kind>`` there; a kind
+    with none has no frame in that protocol."""
+    return {kind: namespace[f"_{kind}"] for kind in sorted(EVENT_KINDS) if f"_{kind}" in namespace}
 
 
 def result_id(tool_call_id: str) -> str:

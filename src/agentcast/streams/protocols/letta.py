@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-from agentcast.streams.protocols.common import DONE, result_id, token_counts
+from agentcast.streams.protocols.common import DONE, builders, result_id, token_counts
 
 __all__ = ["encode"]
 
@@ -145,12 +145,4 @@ def _run_error(event: Event, item: Event | None) -> list[Event]:
     ]
 
 
-_BUILD: Final[dict[str, _Build]] = {
-    "run_end": _run_end,
-    "run_error": _run_error,
-    "message_delta": _message_delta,
-    "message": _message,
-    "tool_call_start": _tool_call_start,
-    "tool_call_delta": _tool_call_delta,
-    "tool_result": _tool_result,
-}
+_BUILD: Final[dict[str, _Build]] = builders(globals())
