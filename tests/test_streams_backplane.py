@@ -4,14 +4,17 @@ native watchers of the others, and survives the loss of a watcher's node."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import websockets
 
+from agentcast import Broadcaster
 from backplane_nodes import Process
-from clients import run
+from clients import run, wait_for
 from redis_server import RedisServer
+from sse_checks import parse_sse, raw_get, read_all
 from stream_checks import check_stream, text
 
 DELTAS = 2000
@@ -76,3 +79,41 @@ def test_a_run_on_node_1_reaches_nodes_2_and_3_and_survives_killing_node_3(
         assert text(watcher.events, "m") == full
     assert moved.moves == 1 and steady.moves == 0
     assert moved.events[-1]["seq"] == steady.events[-1]["seq"] == DELTAS + 4
+
+
+def test_a_node_that_did_not_follow_a_chat_resumes_its_open_run(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """The AI SDK's resume reaches a node that had no watcher of the chat: it reads the
+    chat's retained window from Redis first, so it knows the open run, and replays it
+    whole; a chat with none is 204 there too."""
+    producer = hub_factory(backplane=redis_server.url)
+    other = hub_factory(backplane=redis_server.url)
+    with producer.run("chat-9") as agent_run:
+        with agent_run.message(role="assistant") as message:
+            message.delta("Hel")
+            message.delta("lo")
+        run(wait_for(lambda: producer.stats()["backplane_acked"] == 5, what="in Redis"))
+        sock = raw_get(other.port, "/api/chat/chat-9/stream")
+        try:
+            run(wait_for(lambda: other.stats().get("sse_streams") == 1, what="the stream"))
+        except BaseException:
+            sock.close()
+            raise
+    try:
+        body = read_all(sock)  # the server closes after [DONE]
+    finally:
+        sock.close()
+    assert body.startswith(b"HTTP/1.1 200 OK\r\n")
+    chunks = [data for _, data in parse_sse(body.partition(b"\r\n\r\n")[2])[0]]
+    assert chunks[-1] == b"[DONE]"
+    parsed = [orjson.loads(chunk) for chunk in chunks[:-1]]
+    assert [c["type"] for c in parsed] == ["start", "text-start", "text-delta", "text-delta",
+                                           "text-end", "finish"]  # fmt: skip
+    assert "".join(c["delta"] for c in parsed if c["type"] == "text-delta") == "Hello"
+    nothing = raw_get(other.port, "/api/chat/chat-none/stream")
+    try:
+        assert read_all(nothing).startswith(b"HTTP/1.1 204 No Content\r\n")
+    finally:
+        nothing.close()
+    run(wait_for(lambda: other.client_count == 0, what="the followers gone"))

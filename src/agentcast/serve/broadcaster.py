@@ -323,6 +323,7 @@ class Broadcaster:
         self._sse = SseEndpoints(
             core,
             self._router.subscribe,
+            self._router.after_pending,
             self._gate,
             self._sessions,
             max_clients=self.options.max_clients,

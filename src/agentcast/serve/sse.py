@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qs, unquote
@@ -36,9 +37,9 @@ from urllib.parse import parse_qs, unquote
 import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
-from agentcast._ext import FanoutCore, StreamSink
+from agentcast._ext import FanoutCore, MemorySink, StreamSink
 from agentcast.printable import quote
-from agentcast.serve.auth import Refused
+from agentcast.serve.auth import Identity, Refused
 from agentcast.serve.gate import Gate
 from agentcast.serve.refusals import HANDSHAKE, SERVER_FULL, Refusal, text_response
 from agentcast.serve.server import set_notsent_lowat
@@ -69,6 +70,7 @@ class SseEndpoints:
         self,
         core: FanoutCore,
         subscribe: Subscribe,
+        after_pending: Callable[[Callable[[], None]], None],
         gate: Gate,
         sessions: Sessions | None,
         *,
@@ -80,6 +82,7 @@ class SseEndpoints:
     ) -> None:
         self._core = core
         self._subscribe = subscribe
+        self._after_pending = after_pending
         self._gate = gate
         self._sessions = sessions
         self._max_clients = max_clients
@@ -118,6 +121,12 @@ class SseEndpoints:
         except Exception:
             log.exception("SSE %s failed", request.path[:64].decode("latin-1"))
             opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+        self._reply(opened, transport)
+
+    def _reply(
+        self, opened: WSUpgradeResponse | bytes | None, transport: asyncio.Transport
+    ) -> None:
+        """Write a refusal or ``NO_RUN`` and close; None: the stream is open, or on its way."""
         if isinstance(opened, bytes):
             transport.write(opened)
             transport.close()
@@ -134,7 +143,8 @@ class SseEndpoints:
         transport: asyncio.Transport,
         release: Callable[[], None],
     ) -> WSUpgradeResponse | bytes | None:
-        """None once the stream is open; else the answer (``NO_RUN``: nothing to resume)."""
+        """None once the stream is open or on its way; else the answer (``NO_RUN``: nothing
+        to resume)."""
         route = self._route(request)
         if isinstance(route, WSUpgradeResponse):
             return route
@@ -150,29 +160,68 @@ class SseEndpoints:
             return Gate.refusal(refused)
         if identity is not None and not identity.may_read(channel):
             return text_response(HTTPStatus.FORBIDDEN, f"may not read {quote(channel)}")
+        stream = _Request(channel, protocol, since, resume, identity, transport, release)
+        stream.origin = request.headers.get("Origin")
+        needs_run = resume or (protocol in RUN_WHOLE and since is not None)
+        if needs_run and not self._core.subscriber_count(channel):
+            self._after_following(channel, stream)
+            return None
+        return self._start(stream)
+
+    def _after_following(self, channel: str, stream: _Request) -> None:
+        """Start ``stream`` once this node follows ``channel``: a backplane node that did not
+        knows nothing of its open run until it has read the channel's retained window. A
+        client of no connection (it takes nothing) subscribes meanwhile."""
+        follower = self._core.add_client(MemorySink(keep=False))
+        self._subscribe(follower, channel, None, None)
+
+        def followed() -> None:
+            if not stream.transport.is_closing():  # else the client is gone: nothing to do
+                opened: WSUpgradeResponse | bytes | None
+                try:
+                    opened = self._start(stream)
+                except Exception:
+                    log.exception("SSE stream of %s failed", quote(channel))
+                    opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+                self._reply(opened, stream.transport)
+            self._core.remove_client(follower)
+
+        # Past the pending operations, the core still has to apply what they queued (the
+        # window read): its next turn.
+        loop = asyncio.get_running_loop()
+        self._after_pending(lambda: loop.call_soon(followed))
+
+    def _start(self, stream: _Request) -> bytes | None:
+        """Open ``stream`` (None), or ``NO_RUN`` for a resume with no run open."""
+        channel, protocol, since, transport = (
+            stream.channel,
+            stream.protocol,
+            stream.since,
+            stream.transport,
+        )
         codec = self._core.codec
         assert codec is not None  # a Broadcaster's core always has one
         run_seq = codec.run_seq(channel)
-        if resume and not run_seq:
+        if stream.resume and not run_seq:
             return NO_RUN
-        if resume or (protocol in RUN_WHOLE and since is not None and since >= run_seq > 0):
+        if stream.resume or (protocol in RUN_WHOLE and since is not None and since >= run_seq > 0):
             since = run_seq - 1
         encoding = encoding_id(protocol, sse=True)
         loop = asyncio.get_running_loop()
         set_notsent_lowat(transport, self._notsent_lowat)
-        sink = StreamSink(transport, loop, self._close_grace, DONE if resume else None)
-        transport.write(_head(protocol, request.headers.get("Origin")))
+        sink = StreamSink(transport, loop, self._close_grace, DONE if stream.resume else None)
+        transport.write(_head(protocol, stream.origin))
         client_id = self._core.add_client(sink, encoding)
-        stream = _Stream(self, client_id, release, transport)
-        transport.set_protocol(stream)
+        connection = _Stream(self, client_id, stream.release, transport)
+        transport.set_protocol(connection)
         if self._sessions is not None:
-            self._sessions.open(client_id, identity)
+            self._sessions.open(client_id, stream.identity)
         self.open_streams += 1
         self.streams += 1
         ack = orjson.dumps({"type": "subscribed", "channel": channel})
         self._subscribe(client_id, channel, since, ack)
         if self._heartbeat:
-            stream.beat_every(loop, self._heartbeat)
+            connection.beat_every(loop, self._heartbeat)
         return None
 
     def _route(
@@ -216,6 +265,20 @@ class SseEndpoints:
             "sse_opened": self.streams,
             "sse_refused": self.refused,
         }
+
+
+@dataclass
+class _Request:
+    """A stream asked for and let in: what opening it takes."""
+
+    channel: str
+    protocol: str
+    since: int | None
+    resume: bool
+    identity: Identity | None
+    transport: asyncio.Transport
+    release: Callable[[], None]
+    origin: str | None = None
 
 
 class _Stream(asyncio.Protocol):
