@@ -70,7 +70,7 @@ class SseEndpoints:
         self,
         core: FanoutCore,
         subscribe: Subscribe,
-        after_pending: Callable[[Callable[[], None]], None],
+        after_pending: Callable[[Callable[[], object]], None],
         gate: Gate,
         sessions: Sessions | None,
         *,
