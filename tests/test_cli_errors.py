@@ -51,6 +51,10 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
             " least 1, got '0'",
         ),
         (
+            ["serve", "--chat-api", "api/chat"],
+            "agentcast serve: error: chat_api must be a path such as /api/chat, not 'api/chat'",
+        ),
+        (
             ["serve", "--history", "-5"],
             "agentcast serve: error: argument --history: expected a whole number of at least 0,"
             " got '-5'",

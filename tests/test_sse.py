@@ -269,3 +269,17 @@ def test_the_resume_endpoint_replays_the_open_run_and_closes_after_it(hub: Broad
     assert "".join(c["delta"] for c in parsed if c["type"] == "text-delta") == "Hello"
     assert all("seq" not in chunk for chunk in parsed)  # only in the id: lines
     assert b"after" not in stream
+
+
+def test_the_resume_endpoints_path_is_settable(hub_factory: Callable[..., Broadcaster]) -> None:
+    hub = hub_factory(chat_api="/v1/chats/")
+    answers = []
+    for path in ("/v1/chats/c/stream", "/api/chat/c/stream"):
+        sock = raw_get(hub.port, path)
+        answers.append(read_all(sock).split(b"\r\n", 1)[0])
+        sock.close()
+    # the old path is not ours any more: picows refuses a GET that asks for no upgrade
+    assert answers == [b"HTTP/1.1 204 No Content", b"HTTP/1.1 400 Bad Request"]
+    for bad in ("api/chat", "/sse", "/a?b", ""):
+        with pytest.raises(ValueError, match="chat_api must be a path such as /api/chat"):
+            Broadcaster(chat_api=bad)

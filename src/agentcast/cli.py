@@ -217,6 +217,12 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "where its token deltas merge",
     )
     serve.add_argument(
+        "--chat-api",
+        default="/api/chat",
+        metavar="PATH",
+        help="the AI SDK's resume endpoint is GET PATH/{chat id}/stream (default: %(default)s)",
+    )
+    serve.add_argument(
         "--notsent-lowat",
         type=COUNT,
         default=DEFAULT_NOTSENT_LOWAT,
@@ -454,6 +460,7 @@ def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
         history_total_bytes=args.history_total_bytes,
         lag_threshold=args.lag_threshold,
         notsent_lowat=args.notsent_lowat or None,
+        chat_api=args.chat_api,
         max_run_bytes=args.max_run_bytes,
         max_channels=args.max_channels,
         backplane=args.redis,

@@ -36,7 +36,7 @@ from agentcast.serve.server import (
     start_server,
 )
 from agentcast.serve.sessions import Sessions
-from agentcast.serve.sse import SseEndpoints
+from agentcast.serve.sse import SseEndpoints, check_chat_api
 from agentcast.streams.codec import EventCodec
 from agentcast.streams.events import check_channel, check_event
 from agentcast.streams.producer import Run
@@ -205,9 +205,11 @@ class Broadcaster:
         lag_threshold: int = LAG_THRESHOLD,
         max_run_bytes: int = 8 * 1024 * 1024,
         max_open_runs_bytes: int = 256 * 1024 * 1024,
+        chat_api: str = "/api/chat",
     ) -> None:
         if backplane is not None:
             require_redis()
+        self._chat_api = check_chat_api(chat_api)
         self.host = host
         self._requested_port = port
         self._on_message = on_message
@@ -330,6 +332,7 @@ class Broadcaster:
             heartbeat=self.options.ping_interval,
             close_grace=self.options.close_grace,
             notsent_lowat=self.options.notsent_lowat,
+            chat_api=self._chat_api,
         )
         assert self._requested_port is not None
         self._server = await start_server(

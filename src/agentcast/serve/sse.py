@@ -46,7 +46,7 @@ from agentcast.serve.server import set_notsent_lowat
 from agentcast.serve.sessions import Sessions
 from agentcast.streams.encodings import SSE_PROTOCOLS, encoding_id
 
-__all__ = ["SSE_PREFIX", "SseEndpoints"]
+__all__ = ["SSE_PREFIX", "SseEndpoints", "check_chat_api"]
 
 log = logging.getLogger("agentcast.sse")
 
@@ -78,7 +78,7 @@ class SseEndpoints:
         heartbeat: float,
         close_grace: float,
         notsent_lowat: int | None,
-        api_prefix: str = "/api/chat",
+        chat_api: str = "/api/chat",
     ) -> None:
         self._core = core
         self._subscribe = subscribe
@@ -89,7 +89,7 @@ class SseEndpoints:
         self._heartbeat = heartbeat
         self._close_grace = close_grace
         self._notsent_lowat = notsent_lowat
-        self._api = api_prefix.rstrip("/") + "/"
+        self._api = check_chat_api(chat_api) + "/"
         self._prefixes = (f"GET {SSE_PREFIX}".encode(), f"GET {self._api}".encode())
         self.open_streams = 0
         self.streams = 0  # opened in all
@@ -318,6 +318,15 @@ class _Stream(asyncio.Protocol):
             self._timer.cancel()
         self._release()
         self._endpoints.closed(self._client_id)
+
+
+def check_chat_api(chat_api: str) -> str:
+    """``chat_api`` without a trailing slash (the resume endpoint is ``{chat_api}/{id}/stream``);
+    ``ValueError`` for one that is not an absolute path of its own."""
+    path = chat_api.rstrip("/")
+    if not path.startswith("/") or "?" in path or "#" in path or path + "/" == SSE_PREFIX:
+        raise ValueError(f"chat_api must be a path such as /api/chat, not {chat_api!r}")
+    return path
 
 
 def _head(protocol: str, origin: str | None) -> bytes:
