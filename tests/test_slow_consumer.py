@@ -116,9 +116,9 @@ def test_a_stalled_reader_in_skip_mode_gets_the_direct_frame_sent_while_it_skips
 def test_a_burst_past_lag_threshold_reaches_every_fast_client_whole_and_in_order(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:
-    # By default the kernel holds 16 KiB unsent and a transport past 4 KiB lags (native-
-    # protocol clients only): the burst (2.4 MB in all) puts every client behind for a moment.
-    hub = hub_factory()
+    # The kernel holds 16 KiB unsent and a transport past 4 KiB lags (native-protocol
+    # clients only): the burst (2.4 MB in all) puts every client behind for a moment.
+    hub = hub_factory(notsent_lowat=16 * 1024, lag_threshold=4 * 1024)
     payloads = [
         orjson.dumps({"n": n, "pad": "x" * size})
         for n, size in enumerate([5_000, 40_000, 300_000] * 7)

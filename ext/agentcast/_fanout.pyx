@@ -110,10 +110,10 @@ LAG_QUIET = 0.1
 # Channels one core keeps at most: ~300 bytes each without history (Broadcaster's docstring).
 MAX_CHANNELS = 100_000
 # Bytes a client's transport may hold before what comes for it waits in its backlog, where
-# deltas merge. With notsent_lowat 16 KiB (the kernel holds little) a slow watcher lags
-# after kilobytes, and a fast one that a burst puts behind for a moment loses nothing
-# (bench/RESULTS.md, "The defaults of notsent_lowat and lag_threshold").
-LAG_THRESHOLD = 4 * 1024
+# deltas merge: past the kernel's own buffer (notsent_lowat None), a reader that slow. Merging
+# earlier cost the other watchers more than it saved (bench/RESULTS.md, "The defaults of
+# notsent_lowat and lag_threshold, again").
+LAG_THRESHOLD = 64 * 1024
 SWEEP_BATCH = SWEEP_BATCH_SIZE  # idle channels one sweep looks at, at most
 
 

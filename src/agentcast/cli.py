@@ -227,8 +227,9 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         type=COUNT,
         default=DEFAULT_NOTSENT_LOWAT,
         metavar="BYTES",
-        help="unsent bytes the kernel holds per connection (TCP_NOTSENT_LOWAT): a slow "
-        "watcher's deltas wait in the server and merge; 0: the kernel's own, up to 4 MiB",
+        help="unsent bytes the kernel holds per event stream connection (TCP_NOTSENT_LOWAT): "
+        "a slow watcher's deltas wait in the server and merge, for more server CPU; "
+        "0 (the default): the kernel's own, up to 4 MiB",
     )
     serve.add_argument(
         "--max-run-bytes",

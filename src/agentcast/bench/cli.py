@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " for --workload chat: agentcast,memgpt);"
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
         " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2,"
-        " agentcast:lag_threshold=65536:notsent_lowat=0 (the defaults before 16 KiB: the"
-        " kernel holds up to 4 MiB unsent per client, laggards' deltas merge late);"
+        " agentcast:lag_threshold=4096:notsent_lowat=16384 (the kernel holds 16 KiB unsent"
+        " per event stream client, not up to 4 MiB: laggards' deltas merge early);"
         " memgpt:end_pause=0 (MemGPT"
         " sleeps 1 s before agent_response_end); every server but socketify takes :tls (wss://)",
     )

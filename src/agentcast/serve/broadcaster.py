@@ -105,10 +105,10 @@ class Broadcaster:
     call merge into one frame (byte-identical text, ``from_seq``..``seq``), until it
     drains; ``client_budget`` still bounds it. ``notsent_lowat`` (TCP_NOTSENT_LOWAT) is
     what the kernel holds unsent per agent event stream connection (MemGPT's keep Linux's
-    own: their frames never merge): at the default 16 KiB a stalled reader
-    lags after about 25 KB, where Linux's own (None) lets it queue up to 4 MiB of unmerged
-    frames first, and a slow client's bytes count against ``client_budget`` sooner. Both
-    cost plain fan-out nothing measurable (bench/RESULTS.md).
+    own: their frames never merge). By default (None) Linux's own lets a slow reader queue
+    up to 4 MiB of unmerged frames before it lags; at 16 KiB it lags after about 25 KB and
+    its deltas merge, but merging costs server CPU per delta per laggard: on the tokens
+    workload the other watchers' p99 rose (bench/RESULTS.md).
 
     A client holds at most ``max_subscriptions`` channels (None: no limit); a
     subscribe beyond is not applied, the client gets a ``{"type": "server_error",

@@ -26,11 +26,11 @@ from agentcast.streams.encodings import MEMGPT
 MessageHandler = Callable[[int, bytes], None]
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
-# Linux's own grows to 4 MiB for a slow reader: tens of thousands of token frames held
-# unmerged before the server sees it lag. 16 KiB cost plain fan-out nothing measurable;
-# 4 KiB merges more but slowed fast clients under load once (bench/RESULTS.md, "The
-# defaults of notsent_lowat and lag_threshold").
-DEFAULT_NOTSENT_LOWAT = 16 * 1024
+# None: Linux's own, which grows to 4 MiB for a slow reader, so its token frames go out
+# unmerged. 16 KiB (a slow reader's deltas wait in the server and merge) cost the keepers'
+# p99 with 10 % laggards 1.71x against 1.08x, and 1.24x the server CPU per frame (tokens,
+# 7 rounds: bench/RESULTS.md, "The defaults of notsent_lowat and lag_threshold, again").
+DEFAULT_NOTSENT_LOWAT: int | None = None
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's; Python 3.12 names it
 
 log = logging.getLogger("agentcast.server")
