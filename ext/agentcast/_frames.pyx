@@ -46,7 +46,6 @@ cdef class EventFrames:
                 self.nbytes += PyBytes_GET_SIZE(<bytes>frame)
         return frame
 
-
     cdef int count_kept(self) except -1:
         """Fix ``kept``, the bytes the history counts for this event: its frames built so
         far, its text and ``EVENT_BYTES``. An event nobody took yet that is not a delta (a
