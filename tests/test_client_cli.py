@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO
 
+import jwt
 import orjson
 import pytest
 from websockets.sync.client import connect
 
 from agentcast.memgpt.app import AgentServer
-from agentcast.serve.auth import JWTAuthenticator
+from agentcast.serve.auth import Identity, JWTAuthenticator, UpgradeRequest
 from redis_server import RedisServer, free_port
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]
@@ -138,9 +139,14 @@ class Lines:
 class Process:
     """A child process with its stdout and stderr read as lines; killed if still running."""
 
-    def __init__(self, argv: list[str], stdin: int | IO[str] | None = subprocess.PIPE) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        stdin: int | IO[str] | None = subprocess.PIPE,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.popen = subprocess.Popen(
-            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         assert self.popen.stdout is not None and self.popen.stderr is not None
         self.out = Lines(self.popen.stdout)
@@ -173,8 +179,12 @@ def processes() -> Iterator[Callable[..., Process]]:
     """Start processes; each is killed (if still running) and reaped at the end."""
     started: list[Process] = []
 
-    def start(*argv: str, stdin: int | IO[str] | None = subprocess.PIPE) -> Process:
-        process = Process(list(argv), stdin)
+    def start(
+        *argv: str,
+        stdin: int | IO[str] | None = subprocess.PIPE,
+        env: dict[str, str] | None = None,
+    ) -> Process:
+        process = Process(list(argv), stdin, env)
         started.append(process)
         return process
 
@@ -299,16 +309,18 @@ def test_a_url_that_is_not_ws_is_one_line_and_exit_2(
     assert "is not a ws:// or wss:// URL (did you mean ws://127.0.0.1:8282" in line, line
 
 
-def test_a_refused_first_connect_asks_whether_the_server_runs_and_keeps_trying(
-    processes: Callable[..., Process],
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_refused_first_connect_ends_at_once_with_a_hint(
+    processes: Callable[..., Process], protocol: str
 ) -> None:
-    port = free_port()  # nothing listens there yet
-    chat = client(processes, f"ws://127.0.0.1:{port}/")
-    chat.err.expect(f"cannot connect to ws://127.0.0.1:{port}/: is `agentcast serve` running?")
-    serve(processes, port)
-    chat.err.expect(f"connected to ws://127.0.0.1:{port}/; type a message, Ctrl-D to quit")
-    chat.type("one")
-    chat.out.expect("You said: one")
+    port = free_port()  # nothing listens there: no retry can fix a wrong port
+    chat = client(processes, f"ws://127.0.0.1:{port}/", "--backoff", "10", protocol=protocol)
+    assert chat.wait() == 1  # not after 12 retries 10 s apart
+    [line] = chat.err.rest()
+    assert line == (
+        f"agentcast client: cannot connect to ws://127.0.0.1:{port}/: nothing listens on"
+        f" 127.0.0.1:{port} (is `agentcast serve` running, on this port?)"
+    ), line
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -323,6 +335,95 @@ def test_a_refused_handshake_is_one_line_and_never_retried(
         assert server.hub.stats()["auth_refused"] == 1  # one attempt, not --retries more
     assert line.startswith(f"agentcast client: ws://127.0.0.1:{server.port}/ refused"), line
     assert "HTTP 401" in line, line
+    assert line.endswith("the server wants a token; give it with --token or AGENTCAST_TOKEN")
+
+
+SECRET = b"s" * 32
+
+
+def token(**claims: object) -> str:
+    return jwt.encode({"sub": "alice", "exp": int(time.time()) + 300, **claims}, SECRET, "HS256")
+
+
+@pytest.fixture
+def auth_server() -> Iterator[tuple[AgentServer, list[UpgradeRequest]]]:
+    """An AgentServer that wants a JWT, and the upgrade requests it was given."""
+    requests: list[UpgradeRequest] = []
+    verify = JWTAuthenticator(secret=SECRET)
+
+    def authenticate(request: UpgradeRequest) -> Identity:
+        requests.append(request)
+        return verify(request)
+
+    with AgentServer(port=0, authenticate=authenticate) as server:
+        yield server, requests
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_a_token_goes_in_an_authorization_header_not_the_url(
+    processes: Callable[..., Process],
+    auth_server: tuple[AgentServer, list[UpgradeRequest]],
+    protocol: str,
+    given: str,
+) -> None:
+    server, requests = auth_server
+    secret = token(agents=["demo"])
+    options = ["--token", secret] if given == "option" else []
+    environment = {**os.environ, "AGENTCAST_TOKEN": secret} if given == "environment" else None
+    argv = [*AGENTCAST, "client", f"ws://127.0.0.1:{server.port}/", "--agent-id", "demo"]
+    chat = processes(*argv, "--protocol", protocol, *options, env=environment)
+    chat.type("one")
+    chat.out.expect(REPLY_END[protocol])
+    [request] = requests
+    assert request.headers["Authorization"] == f"Bearer {secret}"
+    assert "token" not in request.path, request.path
+
+
+def test_a_token_in_the_url_still_works(
+    processes: Callable[..., Process], auth_server: tuple[AgentServer, list[UpgradeRequest]]
+) -> None:
+    server, _ = auth_server
+    chat = client(processes, f"ws://127.0.0.1:{server.port}/?token={token(agents=['demo'])}")
+    chat.type("one")
+    chat.out.expect(REPLY_END["agentcast"])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_token_refused_says_to_check_it(
+    processes: Callable[..., Process],
+    auth_server: tuple[AgentServer, list[UpgradeRequest]],
+    protocol: str,
+) -> None:
+    server, _ = auth_server
+    expired = token(agents=["demo"], exp=int(time.time()) - 60)
+    url = f"ws://127.0.0.1:{server.port}/"
+    chat = client(processes, url, "--token", expired, protocol=protocol)
+    assert chat.wait() == 1
+    [line] = chat.err.rest()
+    assert "HTTP 401" in line, line
+    assert line.endswith("the server did not accept the token; check --token / AGENTCAST_TOKEN")
+    assert expired not in line
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_forbidden_reply_ends_the_client_with_exit_1(
+    processes: Callable[..., Process],
+    auth_server: tuple[AgentServer, list[UpgradeRequest]],
+    protocol: str,
+) -> None:
+    server, _ = auth_server
+    others = token(agents=["other"])  # not demo
+    url = f"ws://127.0.0.1:{server.port}/"
+    chat = client(processes, url, "--token", others, protocol=protocol)
+    chat.type("one")
+    assert chat.wait() == 1
+    connected = "agentcast client: connected"
+    errors = [line for line in chat.err.rest() if not line.startswith(connected)]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("agentcast client: forbidden: not allowed to "), errors
+    assert "('demo'); check the token (--token / AGENTCAST_TOKEN)" in errors[0], errors
+    assert chat.out.rest() == []
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

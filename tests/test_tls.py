@@ -4,6 +4,7 @@ certificate; every byte goes through each client's own TLS stream."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import ssl
@@ -348,3 +349,75 @@ def test_the_transport_is_picked_per_protocol_unless_asked(
     wss:// delivery at the same memory (bench/RESULTS.md): None picks by protocol."""
     options = ServerOptions(ssl=certificates.server() if tls else None, transport=asked)
     assert options.transport == used
+
+
+# ---- the client: what no retry can fix ends at once -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cn_only(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A certificate naming 127.0.0.1 in its CN only, as older tools issue them: an IP
+    address is matched against the subjectAltName alone."""
+    directory = tmp_path_factory.mktemp("cn-only")
+    ca = trustme.CA()
+    issued = ca.issue_cert(common_name="127.0.0.1")
+    files = Certificates(ca, directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.cafile))
+    issued.private_key_pem.write_to_path(str(files.keyfile))
+    issued.cert_chain_pems[0].write_to_path(str(files.certfile))
+    return files
+
+
+@pytest.mark.parametrize("protocol", ["agentcast", "memgpt"])
+@pytest.mark.parametrize(
+    ("scheme", "server", "cafile", "words"),
+    [
+        pytest.param(
+            "wss", "tls", None,
+            "the server's certificate is not trusted (unable to get local issuer certificate):"
+            " give its CA with --cafile",
+            id="untrusted",
+        ),
+        pytest.param(
+            "ws", "tls", None, "the server speaks wss://: use wss://127.0.0.1:{port}/",
+            id="ws-to-tls",
+        ),
+        pytest.param(
+            "wss", "plain", "ca", "the server speaks ws://: use ws://127.0.0.1:{port}/",
+            id="wss-to-plain",
+        ),
+        pytest.param(
+            "wss", "cn-only", "cn-only",
+            "the server's certificate is not for 127.0.0.1 (IP address mismatch, certificate is"
+            " not valid for '127.0.0.1'.): an IP address must be in its subjectAltName",
+            id="ip-not-in-san",
+        ),
+    ],
+)  # fmt: skip
+def test_a_first_connect_no_retry_can_fix_is_one_line_and_exit_1(
+    certificates: Certificates,
+    cn_only: Certificates,
+    protocol: str,
+    scheme: str,
+    server: str,
+    cafile: str | None,
+    words: str,
+) -> None:
+    contexts = {"tls": certificates.server(), "plain": None, "cn-only": cn_only.server()}
+    with AgentServer(port=0, ssl=contexts[server]) as running:
+        url = f"{scheme}://127.0.0.1:{running.port}/"
+        argv = [*AGENTCAST, "client", url, "--agent-id", "demo", "--protocol", protocol]
+        argv += ["--retries", "12", "--backoff", "10"]  # no fast way out but failing fast
+        if cafile is not None:
+            argv += ["--cafile", str((certificates if cafile == "ca" else cn_only).cafile)]
+        typed, typing = os.pipe()  # an input that stays open: the client waits on it
+        try:
+            result = subprocess.run(argv, stdin=typed, capture_output=True, text=True, timeout=30)
+        finally:
+            os.close(typed)
+            os.close(typing)
+        assert running.hub.client_count == 0
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"agentcast client: cannot connect to {url}: "), line
+    assert words.format(port=running.port) in line, line

@@ -7,6 +7,7 @@ import argparse
 import functools
 import ipaddress
 import logging
+import os
 import ssl
 import sys
 import time
@@ -303,6 +304,12 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     client.add_argument("--cafile", metavar="PATH", help="PEM CA certificates to trust (wss://)")
     client.add_argument(
+        "--token",
+        default=os.environ.get("AGENTCAST_TOKEN") or None,
+        help="a JWT, sent as an Authorization: Bearer header (default: $AGENTCAST_TOKEN;"
+        " the variable keeps it out of ps and shell history)",
+    )
+    client.add_argument(
         "--retries", type=POSITIVE_INT, default=5, metavar="N", help="reconnect attempts"
     )
     client.add_argument(
@@ -581,4 +588,6 @@ def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             tls = client_context(args.cafile)
         except ValueError as exc:
             parser.error(str(exc))
-    return run_client(args.url, args.agent_id, args.retries, args.backoff, tls, args.protocol)
+    return run_client(
+        args.url, args.agent_id, args.retries, args.backoff, tls, args.protocol, args.token
+    )

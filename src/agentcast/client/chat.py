@@ -20,8 +20,15 @@ import sys
 from collections.abc import Awaitable
 from typing import Final, TypeVar
 
+from agentcast.client.failures import forbidden, refusal_hint
 from agentcast.client.printer import Output, StreamPrinter
-from agentcast.client.stream import Client, ConnectionLost, ConnectionStatus, UpgradeRefused
+from agentcast.client.stream import (
+    CannotConnect,
+    Client,
+    ConnectionLost,
+    ConnectionStatus,
+    UpgradeRefused,
+)
 from agentcast.client.typed_lines import TypedLines
 from agentcast.printable import for_terminal
 
@@ -78,9 +85,7 @@ class _Session:
             self.failures += 1
             self.last_failure = status
             if status.failures == 1 and status.connections == 0:
-                refused = isinstance(status.error, ConnectionRefusedError)
-                because = "is `agentcast serve` running?" if refused else status.reason
-                line = f"cannot connect to {self.shown}: {because} (retrying)"
+                line = f"cannot connect to {self.shown}: {status.reason} (retrying)"
             elif status.failures == 1:
                 line = f"{status.reason}; reconnecting..."
         if line:
@@ -101,9 +106,16 @@ class _StreamOver(Exception):
     """The server ended the stream (a close with 1000)."""
 
 
+class _Forbidden(Exception):
+    """The server refused a request for good: the token does not allow it."""
+
+
 async def _read(client: Client, session: _Session) -> None:
     """Print what comes, as it comes; mark the line in flight started or answered."""
     async for item in client:
+        refused = forbidden(item)
+        if refused is not None:
+            raise _Forbidden(refused)
         output = session.printer.receive(item)
         session.write(output)
         session.started |= output.started
@@ -143,9 +155,14 @@ async def _ask(client: Client, text: str, session: _Session, reader: asyncio.Tas
 
 
 async def chat(
-    url: str, agent_id: str, retries: int, backoff: float, tls: ssl.SSLContext | None
+    url: str,
+    agent_id: str,
+    retries: int,
+    backoff: float,
+    tls: ssl.SSLContext | None,
+    token: str | None,
 ) -> int:
-    """Chat until stdin ends (0); 1 if the server refuses or cannot be reached."""
+    """Chat until stdin ends (0); 1 if the server refuses, forbids or cannot be reached."""
     session = _Session(url, agent_id)
     longest = max(backoff, min(backoff * 2.0 ** min(retries, 32), BACKOFF_CAP), 1e-3)
     client = Client(
@@ -155,7 +172,9 @@ async def chat(
         max_retries=retries,
         notices=True,
         tls=tls,
+        token=token,
         on_status=session.status,
+        fail_fast=True,
     )
     typed = TypedLines(sys.stdin.fileno(), asyncio.get_running_loop())
     reader = asyncio.create_task(_read(client, session))
@@ -167,8 +186,11 @@ async def chat(
     except _StreamOver:
         say(f"{session.shown} ended the stream")
         return 0
-    except UpgradeRefused as exc:  # the Client's hint names its API; a user has a URL
-        say(str(exc).replace("(Client(..., token=...))", "(in the URL: ?token=...)"))
+    except UpgradeRefused as exc:  # the Client's hint names its API; a user has options
+        say(exc.refusal + refusal_hint(exc.status, url, token))
+        return 1
+    except (CannotConnect, _Forbidden) as exc:
+        say(str(exc))
         return 1
     except ConnectionLost:
         failure = session.last_failure

@@ -7,7 +7,9 @@ whole messages, as here. Either way a background reader prints every frame as it
 so a server that goes away is noticed while the user is idle, not when the next line is
 typed. The client reconnects (``retries`` failures in a row with exponential backoff,
 then exit code 1), resumes the agent's stream from the last ``seq`` it printed, and sends
-a line typed meanwhile once connected again. The conversation goes to stdout; the
+a line typed meanwhile once connected again; a first connection that no retry can fix
+(``agentcast.client.failures``) ends it at once, and so does a ``forbidden`` reply (exit
+code 1 either way). The conversation goes to stdout; the
 client's own status lines (connected, reconnecting, notices about the stream) to stderr.
 """
 
@@ -26,6 +28,7 @@ from websockets.exceptions import InvalidStatus
 
 from agentcast.client.chat import chat
 from agentcast.client.conversation import Conversation
+from agentcast.client.failures import forbidden, refusal_hint, unfixable
 from agentcast.client.typed_lines import TypedLines
 from agentcast.printable import for_terminal
 
@@ -66,14 +69,24 @@ def _refusal(status: int) -> bool:
 class _Dialer:
     """Connects to one URL, retrying ``retries`` failures in a row with exponential backoff."""
 
-    def __init__(self, url: str, retries: int, backoff: float, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        retries: int,
+        backoff: float,
+        tls: ssl.SSLContext | None,
+        token: str | None,
+    ) -> None:
         self.url = url
+        self.token = token
         self.shown = url.partition("?")[0]  # never a ?token= on the terminal
         self.retries = retries
         self.backoff = backoff
         self.options: dict[str, Any] = {"close_timeout": CLOSE_TIMEOUT}
         if tls is not None:  # no ssl=None for wss://: that would turn TLS off
             self.options["ssl"] = tls
+        if token is not None:
+            self.options["additional_headers"] = {"Authorization": f"Bearer {token}"}
         self.connected_before = False
 
     async def connect(self) -> websockets.ClientConnection:
@@ -85,10 +98,12 @@ class _Dialer:
                 failure = self._refused(exc)
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
                 failure = str(exc) or type(exc).__name__
-                if failures == 0 and not self.connected_before:
-                    hint = isinstance(exc, ConnectionRefusedError)
-                    because = "is `agentcast serve` running?" if hint else failure
-                    _say(f"cannot connect to {self.shown}: {because} (retrying)")
+                if not self.connected_before:
+                    reason = await unfixable(self.url, exc)
+                    if reason is not None:
+                        raise _Exit(1, f"cannot connect to {self.shown}: {reason}") from exc
+                    if failures == 0:
+                        _say(f"cannot connect to {self.shown}: {failure} (retrying)")
             else:
                 if self.connected_before:
                     _say("reconnected")
@@ -110,7 +125,8 @@ class _Dialer:
             failure += f" ({because[0][:200]})"
         if not _refusal(response.status_code):
             return failure
-        raise _Exit(1, f"{self.shown} refused the connection: {failure}")
+        hint = refusal_hint(response.status_code, self.url, self.token)
+        raise _Exit(1, f"{self.shown} refused the connection: {failure}{hint}")
 
 
 class _Link:
@@ -120,6 +136,7 @@ class _Link:
     def __init__(self, websocket: websockets.ClientConnection, conversation: Conversation):
         self.websocket = websocket
         self.conversation = conversation
+        self.forbidden: str | None = None  # a forbidden reply ended the reader: why
         self._answered = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -133,6 +150,9 @@ class _Link:
                 if not isinstance(frame, dict):
                     _say(f"not a JSON object from the server: {message[:80]!r}")
                     continue
+                self.forbidden = forbidden(frame)
+                if self.forbidden is not None:
+                    return
                 outcome = self.conversation.receive(frame)
                 if outcome.reply is not None:
                     print(outcome.reply, flush=True)
@@ -191,11 +211,16 @@ async def _connect(
 
 
 async def _chat(
-    url: str, agent_id: str, retries: int, backoff: float, tls: ssl.SSLContext | None
+    url: str,
+    agent_id: str,
+    retries: int,
+    backoff: float,
+    tls: ssl.SSLContext | None,
+    token: str | None,
 ) -> int:
     typed = TypedLines(sys.stdin.fileno(), asyncio.get_running_loop())
     conversation = Conversation(agent_id)
-    dialer = _Dialer(url, retries, backoff, tls)
+    dialer = _Dialer(url, retries, backoff, tls, token)
     pending: str | None = None  # typed and not yet answered: never lost to a reconnect
     while True:
         connected = await _connect(dialer, typed, pending)
@@ -216,6 +241,8 @@ async def _chat(
                     await link.request(conversation.ask(pending))
                 pending = None
         except (_Closed, websockets.ConnectionClosed):
+            if link.forbidden is not None:
+                raise _Exit(1, link.forbidden) from None
             if conversation.interrupted():
                 pending = None
                 _say("the connection dropped during the reply; the agent has the line: not resent")
@@ -231,12 +258,15 @@ def run_client(
     backoff: float = 0.5,
     tls: ssl.SSLContext | None = None,
     protocol: Protocol = "agentcast",
+    token: str | None = None,
 ) -> int:
-    """Chat until stdin ends; ``tls`` verifies a ``wss://`` server (default: the system's CAs).
-    The exit code: 0 at the end of input, 1 if the server cannot be reached, 130 on Ctrl-C."""
+    """Chat until stdin ends; ``tls`` verifies a ``wss://`` server (default: the system's CAs);
+    ``token`` goes in an ``Authorization: Bearer`` header (out of ``ps`` and shell history).
+    The exit code: 0 at the end of input, 1 if the server cannot be reached, refuses or
+    forbids, 130 on Ctrl-C."""
     talk = chat if protocol == "agentcast" else _chat
     try:
-        return asyncio.run(talk(url, agent_id, retries, backoff, tls))
+        return asyncio.run(talk(url, agent_id, retries, backoff, tls, token))
     except _Exit as exc:
         _say(str(exc))
         return exc.code

@@ -53,11 +53,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 
 from agentcast import notices as codes
+from agentcast.client.failures import unfixable
 from agentcast.client.urls import check_url
 from agentcast.client.view import KEEP, StreamView, ToolCall
 
 __all__ = [
     "NOTICES_KEPT",
+    "CannotConnect",
     "Client",
     "ClientError",
     "ConnectionLost",
@@ -83,13 +85,18 @@ class ClientError(Exception):
 class UpgradeRefused(ClientError):
     """The server refused the WebSocket upgrade for good (a 4xx answer, not 429)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, refusal: str) -> None:
         super().__init__(message)
         self.status = status
+        self.refusal = refusal  # the message without its hint
 
 
 class ConnectionLost(ClientError):
     """The connection failed and no retry is left (``reconnect=False``, ``max_retries``)."""
+
+
+class CannotConnect(ConnectionLost):
+    """``fail_fast``: the first connection failed in a way no retry can fix."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,10 @@ class Client:
     notices too. ``keep``: messages and tool calls kept in the view (oldest go first).
     ``on_status``: called on the event loop with a ``ConnectionStatus`` at each connection
     made and each failure (before ``ConnectionLost`` is raised for the last); it must not
-    block.
+    block. ``fail_fast``: if the first connection fails in a way no retry can fix (nothing
+    listening, a certificate not trusted or not for this address, the other of ws:// and
+    wss://), raise ``CannotConnect`` at once, saying why in ``agentcast client``'s words;
+    once connected, retries go on as configured.
 
     One task iterates; others may ``send``, ``subscribe`` and ``unsubscribe`` meanwhile.
     Reconnects happen while the client is iterated.
@@ -155,6 +165,7 @@ class Client:
         keep: int = KEEP,
         tls: ssl.SSLContext | None = None,
         on_status: Callable[[ConnectionStatus], object] | None = None,
+        fail_fast: bool = False,
     ) -> None:
         check_url(url)
         channels = _channels(channel)
@@ -178,6 +189,7 @@ class Client:
         self.connections = 0
         """Connections made so far: above 1 after a reconnect."""
         self.on_status = on_status
+        self.fail_fast = fail_fast
         self._options: dict[str, Any] = {"close_timeout": CLOSE_TIMEOUT, "max_size": MAX_FRAME}
         self._token = token is not None
         if token is not None:
@@ -325,6 +337,11 @@ class Client:
                 self._fail(self._refused(exc), exc)
                 continue
             except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
+                if self.fail_fast and self.connections == 0:
+                    reason = await unfixable(self.url, exc)
+                    if reason is not None:
+                        self._end()
+                        raise CannotConnect(f"cannot connect to {self.shown}: {reason}") from exc
                 self._fail(str(exc) or type(exc).__name__, exc)
                 continue
             try:
@@ -393,7 +410,8 @@ class Client:
                     else (": the server wants a token (Client(..., token=...))")
                 )
             self._end()
-            raise UpgradeRefused(f"{self.shown} refused the connection: {failure}{hint}", status)
+            refusal = f"{self.shown} refused the connection: {failure}"
+            raise UpgradeRefused(refusal + hint, status, refusal)
         return failure
 
     async def _receive(
