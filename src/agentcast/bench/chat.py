@@ -38,7 +38,7 @@ import orjson
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from agentcast.bench.harness import CpuPlan, pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import CpuPlan, ignore_interrupts, pin_to_cpu, raise_fd_limit
 from agentcast.bench.histogram import Histogram, micros
 from agentcast.bench.peers import HOST, parse_spec
 from agentcast.bench.progress import Progress
@@ -175,7 +175,9 @@ def _round(url: str, clients: int, duration: float, plan: CpuPlan) -> Round:
     firsts = [sum(shares[:i]) for i in range(len(cpus))]
     context = multiprocessing.get_context("spawn")
     total = Tally()
-    with concurrent.futures.ProcessPoolExecutor(len(cpus), mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        len(cpus), mp_context=context, initializer=ignore_interrupts
+    ) as pool:
         for tally in pool.map(
             _client_process, [url] * len(cpus), firsts, shares, [duration] * len(cpus), cpus
         ):

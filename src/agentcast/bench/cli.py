@@ -389,7 +389,7 @@ def _flags_beside_plan(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Every sweep of ``--plan`` in turn, each under a heading with its command; 1 when a
-    cell failed, 130 when interrupted (what finished is kept), else 0."""
+    cell failed, else 0. Interrupted, it says which sweep it was in (what finished is kept)."""
     from agentcast.bench.plan import PlanError, cell_seconds, read_plan, spoken
 
     if flags := _flags_beside_plan(args, parser):
@@ -420,14 +420,24 @@ def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     f"interrupted in sweep {index} of {len(lines)} after"
                     f" {spoken(time.monotonic() - started)}: the sweeps above it finished"
                 )
-                return 130
+                raise
         out.line()
         out.line(f"{len(lines)} sweeps, {len(cells)} cells in {spoken(time.monotonic() - started)}")
     return status
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the sweep (or ``--plan``'s sweeps); exit status 1 when any cell failed, else 0."""
+    """Run the sweep (or ``--plan``'s sweeps); exit status 1 when any cell failed, 130 when
+    interrupted (one line on stderr: the children ignore Ctrl-C and are stopped on the way
+    out), else 0."""
+    try:
+        return _run(args, parser)
+    except KeyboardInterrupt:
+        print("agentcast bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.plan is not None:
         return _run_plan(args, parser)
     _check(args, parser)
