@@ -217,16 +217,18 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parser.error(str(exc))
 
 
-def _placement(plan: CpuPlan, clients: int) -> list[str]:
-    """Where things run, and a note when the open-file limit is too low for ``clients``."""
+def _placement(plan: CpuPlan, clients: int, server: bool) -> list[str]:
+    """Where things run (the server only when the bench starts one), and a note when the
+    open-file limit is too low for ``clients``."""
     lines = []
     if plan.pinned:
         cpus = ",".join(str(cpu) for cpu in dict.fromkeys(plan.receivers))
-        lines.append(
-            f"server on CPU {plan.server}, {len(plan.receivers)} receiver process(es) on CPU {cpus}"
-        )
-    else:
+        receivers = f"{len(plan.receivers)} receiver process(es) on CPU {cpus}"
+        lines.append(f"server on CPU {plan.server}, {receivers}" if server else receivers)
+    elif server:
         lines.append("one CPU: server and receivers are not pinned and share it")
+    else:
+        lines.append("one CPU: the receivers are not pinned")
     limit = raise_fd_limit()
     if limit < clients + FD_MARGIN:
         lines.append(
@@ -329,7 +331,7 @@ def _sweep(args: argparse.Namespace, out: _Output, command: list[str], label: st
 
     settings = _settings(args)
     cpus = plan_cpus(args.receivers)
-    for line in _placement(cpus, max(args.clients)):
+    for line in _placement(cpus, max(args.clients), server=args.url is None):
         print(line, file=sys.stderr)
     workloads, servers = _targets(args)
     display = display_for(sys.stderr)
