@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--servers",
         type=_servers,
         default=None,
-        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets;"
+        help=f"comma-separated, from {', '.join(NAMES)} (default: agentcast,websockets;"
         " for --workload chat: agentcast,memgpt);"
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
         " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2,"
@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workload",
         type=_workloads,
         default="burst",
-        help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all: every one"
+        help=f"what to measure, comma-separated, from {', '.join(WORKLOADS)} (or all: every one"
         f" but {','.join(APART)}); tokens: agents stream runs of token deltas to"
         " native-protocol watchers, some of them laggards, every watcher's text checked, keepers'"
         " p99 with and without the laggards (two runs a round); tokens-v1: stamped token-sized"
