@@ -101,6 +101,22 @@ def test_chat_against_a_running_agentcast_serve(served: int, tmp_path: Path) -> 
     _assert_every_request_answered(cell)
     assert len(cell["rounds"]) == 2
     assert "1st msg p99 ms" in result.stdout and "unanswered" in result.stdout
+    assert "server on CPU" not in result.stderr  # it started none
+
+
+def test_chat_reports_clients_the_server_closed_not_a_rate(tmp_path: Path) -> None:
+    out = tmp_path / "chat.json"
+    with serving("--log-level", "WARNING") as (_, port):  # a default limit on requests a second
+        result = bench(
+            "--workload", "chat", "--url", f"ws://127.0.0.1:{port}/", "--clients", "3",
+            "--duration", "0.5", "--rounds", "1", "--json", str(out),
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    (cell,) = results(out)
+    assert cell["rounds"] == [] and "requests_per_s" not in cell["summary"]
+    closed = "the server closed 3 of 3 clients with 1008 (message rate limit exceeded)"
+    assert closed in cell["error"] and closed in result.stdout, result.stdout
+    assert "server on CPU" not in result.stderr
 
 
 def test_chat_starts_agentcast_serve_and_the_memgpt_peer(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ and every line checked before anything runs."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shlex
 import signal
@@ -157,34 +158,63 @@ class _Reader:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the stream did not end"
 
+    def rest(self) -> list[str]:
+        """The lines not yet waited for (after ``join``)."""
+        return list(self._lines.queue)
 
-def test_ctrl_c_stops_the_plan_keeping_the_sweeps_that_finished(tmp_path: Path) -> None:
-    # rounds of 1 s: the server process, sent no signal, ends its round before it stops
-    many_rounds = "--servers agentcast --clients 3 --workload latency --duration 1 --rounds 50"
-    plan = write_plan(tmp_path, f"--servers agentcast {TINY}", f"{many_rounds} --rate 50")
-    report = tmp_path / "report.txt"
+
+LONG_LATENCY = "--servers agentcast --clients 3 --workload latency --duration 1 --rounds 50"
+
+
+def interrupt(args: list[str], when: str) -> tuple[str, str]:
+    """Run the bench in a process group of its own, press Ctrl-C (SIGINT to the whole group,
+    as a terminal does) once a progress line holds ``when``; its stdout and stderr. It must
+    exit 130 with one line on stderr after the progress and no traceback from any process."""
     with subprocess.Popen(
-        [*BENCH, "--plan", str(plan), "--report", str(report)],
+        [*BENCH, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     ) as process:
         assert process.stderr is not None and process.stdout is not None
         progress = _Reader(process.stderr)
         try:
-            progress.wait_for("[2/2] [1/1] latency agentcast x 3: round 1/50", TIMEOUT)
-            process.send_signal(signal.SIGINT)
+            progress.wait_for(when, TIMEOUT)
+            os.killpg(process.pid, signal.SIGINT)
             stdout = process.stdout.read()
             assert process.wait(timeout=TIMEOUT) == 130
         finally:
             process.kill()  # nothing, once it has ended
             process.wait()
         progress.join(TIMEOUT)
+    stderr = "".join(progress.rest())
+    assert "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1:] == ["agentcast bench: interrupted"], stderr
+    assert all(line.startswith("[") for line in stderr.splitlines()[:-1]), stderr
+    return stdout, stderr
+
+
+def test_ctrl_c_stops_the_plan_keeping_the_sweeps_that_finished(tmp_path: Path) -> None:
+    # rounds of 1 s: the server process, which ignores Ctrl-C, ends its round before it stops
+    plan = write_plan(tmp_path, f"--servers agentcast {TINY}", f"{LONG_LATENCY} --rate 50")
+    report = tmp_path / "report.txt"
+    stdout, _ = interrupt(
+        ["--plan", str(plan), "--report", str(report)],
+        "[2/2] [1/1] latency agentcast x 3: round 1/50",
+    )
     lines = stdout.splitlines()
     assert "burst: 50 x 200 B published back to back" in lines  # the first sweep's table
     assert not any(line.startswith("latency:") for line in lines)
     assert lines[-1].startswith("interrupted in sweep 2 of 2 after ")
     assert report.read_text() == stdout
+
+
+def test_ctrl_c_stops_a_run_with_one_line() -> None:
+    stdout, _ = interrupt(
+        [*LONG_LATENCY.split(), "--rate", "50"], "[1/1] latency agentcast x 3: round 1/50"
+    )
+    assert stdout == ""
 
 
 def test_a_single_run_reports_its_tables_too(tmp_path: Path) -> None:

@@ -107,3 +107,16 @@ def test_replot_needs_plot(tmp_path: Path, saved_run: Path) -> None:
     done = bench("--replot", saved_run)
     assert done.returncode == 2
     assert "--replot needs --plot PATH" in done.stderr
+
+
+def test_a_run_of_one_round_says_so(saved_run: Path, tmp_path: Path) -> None:
+    document = json.loads(saved_run.read_text())
+    document["settings"]["rounds"] = 1
+    for cell in document["results"]:
+        cell["rounds"] = cell["rounds"][:1]
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(document))
+    svg = tmp_path / "one.svg"
+    assert bench("--replot", one, "--plot", svg).returncode == 0
+    text = svg.read_text()
+    assert "agentcast bench: 1 round, " in text and "median of" not in text

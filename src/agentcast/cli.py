@@ -10,6 +10,7 @@ import logging
 import os
 import ssl
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeVar
@@ -54,6 +55,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, "") or "default" in text:
             return text
         return super()._get_help_string(action)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Wrapped at spaces only: a server spec, a URL or a flag is never cut in two (a
+        word longer than the column runs past it)."""
+        words = " ".join(text.split())
+        return textwrap.wrap(words, width, break_long_words=False, break_on_hyphens=False)
 
 
 class _Parser(argparse.ArgumentParser):

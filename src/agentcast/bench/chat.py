@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import orjson
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from agentcast.bench.harness import CpuPlan, pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import CpuPlan, ignore_interrupts, pin_to_cpu, raise_fd_limit
 from agentcast.bench.histogram import Histogram, micros
 from agentcast.bench.peers import HOST, parse_spec
 from agentcast.bench.progress import Progress
@@ -55,11 +56,17 @@ STOP_TIMEOUT = 20.0  # seconds for a started server to exit
 URL = re.compile(r"ws://\S+/")
 
 
+class ClosedByServer(RuntimeError):
+    """The server closed clients mid-conversation: their numbers would not be the server's
+    answering rate but how fast it turned them away."""
+
+
 def chat(
     server: str, clients: int, settings: Settings, plan: CpuPlan, progress: Progress
 ) -> list[Round]:
     """``rounds`` windows of ``duration`` seconds of requests from ``clients`` clients."""
-    progress.phase("starting server")
+    if not server.startswith("ws://"):
+        progress.phase("starting server")
     with _target(server, plan.server) as url:
         rounds = []
         for number in range(1, settings.rounds + 1):
@@ -175,7 +182,9 @@ def _round(url: str, clients: int, duration: float, plan: CpuPlan) -> Round:
     firsts = [sum(shares[:i]) for i in range(len(cpus))]
     context = multiprocessing.get_context("spawn")
     total = Tally()
-    with concurrent.futures.ProcessPoolExecutor(len(cpus), mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        len(cpus), mp_context=context, initializer=ignore_interrupts
+    ) as pool:
         for tally in pool.map(
             _client_process, [url] * len(cpus), firsts, shares, [duration] * len(cpus), cpus
         ):
@@ -207,6 +216,7 @@ async def _converse(url: str, first: int, count: int, duration: float) -> Tally:
             )
         warm_up = [client.converse(until=0.0, tally=None) for client in connections]
         _, pending = await asyncio.wait(warm_up, timeout=ANSWER_GRACE)
+        _refuse_closed(connections)
         if pending:
             raise RuntimeError(
                 f"{len(pending)} of {count} first requests were not answered within"
@@ -217,6 +227,7 @@ async def _converse(url: str, first: int, count: int, duration: float) -> Tally:
         until = started + duration
         idle = [client.converse(until, tally) for client in connections]
         await asyncio.wait(idle, timeout=duration + ANSWER_GRACE)
+        _refuse_closed(connections)
         for client in connections:
             client.give_up()
         tally.window = max(max(c.last_answer for c in connections) - started, 1e-9)
@@ -227,6 +238,20 @@ async def _converse(url: str, first: int, count: int, duration: float) -> Tally:
             client.close()
         for client in connections:
             await client.closed()
+
+
+def _refuse_closed(connections: list[_ChatClient]) -> None:
+    """Raise ``ClosedByServer`` when the server closed any of ``connections``."""
+    closed = [client for client in connections if client.closed_by_server is not None]
+    if not closed:
+        return
+    how = Counter(client.closed_by_server for client in closed)
+    after = min(client.closed_after for client in closed)
+    closes = [f"{close} x {n}" if len(how) > 1 else str(close) for close, n in how.items()]
+    raise ClosedByServer(
+        f"the server closed {len(closed)} of {len(connections)} clients with"
+        f" {', '.join(closes)}, the first {after:.3f} s after connecting: no rate"
+    )
 
 
 class _ChatClient(WSListener):
@@ -241,9 +266,14 @@ class _ChatClient(WSListener):
         self.asked = 0
         self.token = ""
         self.sent_at = self.start_at = self.first_at = self.last_answer = 0.0
+        self.connected_at = 0.0
+        self.closing = False  # we close it (the round is over)
+        self.closed_by_server: str | None = None  # "1008 (message rate limit exceeded)"
+        self.closed_after = 0.0  # seconds from the connection's opening
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self.connected_at = time.monotonic()
 
     def converse(self, until: float, tally: Tally | None) -> asyncio.Future[None]:
         """Send a request now and another after each answer until ``until``; the future is
@@ -263,6 +293,8 @@ class _ChatClient(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
+            reason = frame.get_close_message().decode("utf-8", "replace")
+            self._closed(f"{frame.get_close_code()}" + (f" ({reason})" if reason else ""))
             transport.disconnect()
             return
         if frame.msg_type != WSMsgType.TEXT:
@@ -298,7 +330,14 @@ class _ChatClient(WSListener):
             self.idle.set_result(None)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._closed("no close frame")
         self.give_up()
+
+    def _closed(self, how: str) -> None:
+        """The connection ended: by the server unless we closed it, first ``how`` counts."""
+        if not self.closing and self.closed_by_server is None:
+            self.closed_by_server = how
+            self.closed_after = time.monotonic() - self.connected_at
 
     def give_up(self) -> None:
         """No answer to wait for any more: the request in flight, if any, is unanswered."""
@@ -308,6 +347,7 @@ class _ChatClient(WSListener):
             self.idle.set_result(None)
 
     def close(self) -> None:
+        self.closing = True
         if self.transport is not None:
             self.transport.send_close()
             self.transport.disconnect()

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--servers",
         type=_servers,
         default=None,
-        help=f"comma-separated, from {','.join(NAMES)} (default: agentcast,websockets;"
+        help=f"comma-separated, from {', '.join(NAMES)} (default: agentcast,websockets;"
         " for --workload chat: agentcast,memgpt);"
         " agentcast takes settings: agentcast:flush_interval=0.02:max_batch_bytes=65536,"
         " agentcast:backplane=redis://127.0.0.1:6379/0:workers=2,"
@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workload",
         type=_workloads,
         default="burst",
-        help=f"what to measure, comma-separated, from {','.join(WORKLOADS)} (or all: every one"
+        help=f"what to measure, comma-separated, from {', '.join(WORKLOADS)} (or all: every one"
         f" but {','.join(APART)}); tokens: agents stream runs of token deltas to"
         " native-protocol watchers, some of them laggards, every watcher's text checked, keepers'"
         " p99 with and without the laggards (two runs a round); tokens-v1: stamped token-sized"
@@ -217,16 +217,18 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parser.error(str(exc))
 
 
-def _placement(plan: CpuPlan, clients: int) -> list[str]:
-    """Where things run, and a note when the open-file limit is too low for ``clients``."""
+def _placement(plan: CpuPlan, clients: int, server: bool) -> list[str]:
+    """Where things run (the server only when the bench starts one), and a note when the
+    open-file limit is too low for ``clients``."""
     lines = []
     if plan.pinned:
         cpus = ",".join(str(cpu) for cpu in dict.fromkeys(plan.receivers))
-        lines.append(
-            f"server on CPU {plan.server}, {len(plan.receivers)} receiver process(es) on CPU {cpus}"
-        )
-    else:
+        receivers = f"{len(plan.receivers)} receiver process(es) on CPU {cpus}"
+        lines.append(f"server on CPU {plan.server}, {receivers}" if server else receivers)
+    elif server:
         lines.append("one CPU: server and receivers are not pinned and share it")
+    else:
+        lines.append("one CPU: the receivers are not pinned")
     limit = raise_fd_limit()
     if limit < clients + FD_MARGIN:
         lines.append(
@@ -329,7 +331,7 @@ def _sweep(args: argparse.Namespace, out: _Output, command: list[str], label: st
 
     settings = _settings(args)
     cpus = plan_cpus(args.receivers)
-    for line in _placement(cpus, max(args.clients)):
+    for line in _placement(cpus, max(args.clients), server=args.url is None):
         print(line, file=sys.stderr)
     workloads, servers = _targets(args)
     display = display_for(sys.stderr)
@@ -389,7 +391,7 @@ def _flags_beside_plan(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Every sweep of ``--plan`` in turn, each under a heading with its command; 1 when a
-    cell failed, 130 when interrupted (what finished is kept), else 0."""
+    cell failed, else 0. Interrupted, it says which sweep it was in (what finished is kept)."""
     from agentcast.bench.plan import PlanError, cell_seconds, read_plan, spoken
 
     if flags := _flags_beside_plan(args, parser):
@@ -420,14 +422,24 @@ def _run_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     f"interrupted in sweep {index} of {len(lines)} after"
                     f" {spoken(time.monotonic() - started)}: the sweeps above it finished"
                 )
-                return 130
+                raise
         out.line()
         out.line(f"{len(lines)} sweeps, {len(cells)} cells in {spoken(time.monotonic() - started)}")
     return status
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the sweep (or ``--plan``'s sweeps); exit status 1 when any cell failed, else 0."""
+    """Run the sweep (or ``--plan``'s sweeps); exit status 1 when any cell failed, 130 when
+    interrupted (one line on stderr: the children ignore Ctrl-C and are stopped on the way
+    out), else 0."""
+    try:
+        return _run(args, parser)
+    except KeyboardInterrupt:
+        print("agentcast bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.plan is not None:
         return _run_plan(args, parser)
     _check(args, parser)

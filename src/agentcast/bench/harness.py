@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,13 @@ def pin_to_cpu(cpu: int | None) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+def ignore_interrupts() -> None:
+    """In a child: let Ctrl-C pass. The terminal sends SIGINT to every process of the group;
+    the parent alone handles it, stopping its children in order, so that none of them dies
+    mid-step with a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def raise_fd_limit() -> int:

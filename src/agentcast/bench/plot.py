@@ -275,8 +275,10 @@ def _lost_share(cell: dict[str, Any]) -> float:
 def _headline(document: dict[str, Any]) -> str:
     settings, machine = document["settings"], document["machine"]
     cpu = machine.get("cpu_model", "unknown CPU")
+    rounds = settings["rounds"]
+    measured = "1 round" if rounds == 1 else f"median of {rounds} rounds (bars: their range)"
     return (
-        f"agentcast bench: median of {settings['rounds']} rounds (bars: their range), "
+        f"agentcast bench: {measured}, "
         f"{settings.get('receiver', 'python')} receivers; "
         f"{machine.get('cpus', '?')} cores, {cpu}, Python {machine['python']}"
     )

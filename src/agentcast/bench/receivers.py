@@ -49,7 +49,7 @@ from typing import Any
 
 from agentcast._receiver import Ran, Receiver
 from agentcast.bench.frames import FrameCounter, StampCounter
-from agentcast.bench.harness import RECEIVER_CPU, pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import RECEIVER_CPU, ignore_interrupts, pin_to_cpu, raise_fd_limit
 from agentcast.bench.histogram import CLIENT_BITS, Histogram, micros
 
 HOST = "127.0.0.1"
@@ -145,6 +145,7 @@ class _Share:
 
 def _serve(share: _Share, control: Connection) -> None:
     """Child process: open connections when told to ("connect", n), then count until "stop"."""
+    ignore_interrupts()
     pin_to_cpu(share.cpu)
     raise_fd_limit()
     tls = None if share.ca_pem is None else ssl.create_default_context(cadata=share.ca_pem)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agentcast.bench import publisher
-from agentcast.bench.harness import pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import ignore_interrupts, pin_to_cpu, raise_fd_limit
 from agentcast.bench.peers import Peer, PeerUnavailable, create, trust_anchor
 
 START_TIMEOUT = 60.0
@@ -65,6 +65,7 @@ def _serve(name: str, cpu: int | None, control: Connection) -> None:
     # lines. Errors still show.
     for transport_logger in ("asyncio", "aiofastnet"):
         logging.getLogger(transport_logger).setLevel(logging.ERROR)
+    ignore_interrupts()
     pin_to_cpu(cpu)
     raise_fd_limit()
     try:

@@ -36,7 +36,7 @@ import orjson
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from agentcast.bench.harness import pin_to_cpu, raise_fd_limit
+from agentcast.bench.harness import ignore_interrupts, pin_to_cpu, raise_fd_limit
 from agentcast.bench.histogram import CLIENT_BITS, Histogram, micros
 from agentcast.bench.token_script import agent_stream, frame_bytes, stream_texts
 
@@ -351,6 +351,7 @@ def serve_fleet(
     fleet_type: Callable[[int, Connection], Fleet], port: int, cpu: int | None, control: Connection
 ) -> None:
     """Child process: a loop whose control pipe brings the parent's commands until "stop"."""
+    ignore_interrupts()
     pin_to_cpu(cpu)
     raise_fd_limit()
     loop = uvloop.new_event_loop()

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from agentcast import Broadcaster, Publisher
+from agentcast.bench.harness import ignore_interrupts
 from agentcast.bench.peers import HOST
 
 REPORT_EVERY = 0.05  # seconds between a worker's client-count lines
@@ -116,4 +117,5 @@ def _serve(backplane: str, port: int, settings: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    ignore_interrupts()  # the bench stops its workers itself, by closing their stdin
     _serve(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]))
