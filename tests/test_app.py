@@ -70,6 +70,29 @@ def test_memgpt_example_client_gets_start_messages_end_every_time(
     run(scenario())
 
 
+def test_two_steps_on_one_connection_pair_their_start_and_end_by_agent_id(
+    server_factory: Callable[..., AgentServer],
+) -> None:
+    server = server_factory()
+
+    async def scenario() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as websocket:
+            for agent_id in ("a1", "a2"):  # both in flight at once
+                await websocket.send(orjson.dumps(user_message("hi", agent_id)).decode())
+            bounds: list[tuple[str, str]] = []
+            while sum(kind == "agent_response_end" for kind, _ in bounds) < 2:
+                reply = orjson.loads(await websocket.recv())
+                if reply["type"] in ("agent_response_start", "agent_response_end"):
+                    bounds.append((reply["type"], reply["agent_id"]))
+            for agent_id in ("a1", "a2"):
+                assert [kind for kind, owner in bounds if owner == agent_id] == [
+                    "agent_response_start",
+                    "agent_response_end",
+                ]
+
+    run(scenario())
+
+
 def test_create_agent_command(server_factory: Callable[..., AgentServer]) -> None:
     server = server_factory()
 
@@ -246,7 +269,10 @@ def test_backend_failure_is_reported_then_ended(server_factory: Callable[..., Ag
                     "message": "server.user_message failed with: the model is down",
                 }
                 # MemGPT's client stops at the error; the end marker still follows it.
-                assert orjson.loads(await websocket.recv()) == {"type": "agent_response_end"}
+                assert orjson.loads(await websocket.recv()) == {
+                    "type": "agent_response_end",
+                    "agent_id": "a1",
+                }
 
     run(scenario())
 

@@ -189,6 +189,21 @@ def test_a_public_key_of_another_curve_is_refused(tmp_path: Path) -> None:
         JWTAuthenticator.from_public_key_file(tmp_path / "p384.pem")
 
 
+def test_a_secret_file_others_can_read_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = tmp_path / "secret.key"
+    key.write_text("k" * 32)
+    with caplog.at_level(logging.WARNING, "agentcast.auth"):
+        key.chmod(0o600)
+        JWTAuthenticator.from_secret_file(key)
+        assert caplog.records == []
+        key.chmod(0o644)
+        JWTAuthenticator.from_secret_file(key)
+    [record] = caplog.records
+    assert "mode 644" in record.getMessage() and "chmod 600" in record.getMessage()
+
+
 def _until_accepted(port: int, path: str) -> None:
     """A token with a kid new to the cache is refused until the background refetch has
     landed; a client retries."""
@@ -543,6 +558,7 @@ def test_insecure_serves_a_public_address_with_a_warning() -> None:
 
 def test_serve_with_a_secret_file_authenticates(tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(SECRET + b"\n")
+    (tmp_path / "secret").chmod(0o600)  # else serve warns
     port = free_port()
     process, banner = _serve(
         "--host", "0.0.0.0", "--port", str(port), "--auth-secret-file", str(tmp_path / "secret")
@@ -561,6 +577,7 @@ def test_serve_warns_once_when_tokens_of_any_audience_are_accepted(
     tmp_path: Path, audience: str | None
 ) -> None:
     (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "secret").chmod(0o600)  # else serve warns
     options = ["--auth-secret-file", str(tmp_path / "secret")]
     if audience is not None:
         options += ["--auth-audience", audience]
@@ -577,6 +594,7 @@ def test_serve_warns_once_when_tokens_of_any_audience_are_accepted(
 
 def test_a_short_secret_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "secret").write_bytes(b"short")
+    (tmp_path / "secret").chmod(0o600)  # else serve warns
     result = subprocess.run(
         [*AGENTCAST, "serve", "--port", "0", "--auth-secret-file", str(tmp_path / "secret")],
         capture_output=True,

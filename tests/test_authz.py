@@ -156,6 +156,7 @@ def test_route_all_is_refused_with_authentication(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="route 'all'"):
         AgentServer(port=0, route="all", authenticate=JWTAuthenticator(secret=SECRET))
     (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "secret").chmod(0o600)  # else serve warns
     auth = ["--auth-secret-file", str(tmp_path / "secret")]
     result = subprocess.run(
         [sys.executable, "-m", "agentcast", "serve", "--port", "0", "--route", "all", *auth],

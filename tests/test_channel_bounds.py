@@ -70,7 +70,7 @@ def test_history_of_all_channels_is_bounded_oldest_of_the_least_recently_used_fi
     drain(core)
     (_, notice), *_ = parse_frames(bytes(sink.data))
     assert orjson.loads(notice) == orjson.loads(notices.resume_gap("agent-0", 0, first_kept, 3))
-    assert "channel_ttl" in orjson.loads(notice)["message"]
+    assert "freed with its history" in orjson.loads(notice)["message"]
 
 
 def test_channels_created_and_left_are_freed_after_the_ttl(
@@ -104,7 +104,7 @@ def test_channels_created_and_left_are_freed_after_the_ttl(
 
     notice = run(late_resume())
     assert notice["code"] == "channel_restarted" and notice["agent_id"] == "r1-0"
-    assert "channel_ttl" in notice["message"]
+    assert "freed with its history" in notice["message"]
 
 
 def test_rss_is_flat_across_rounds_of_agents_given_one_large_message_each() -> None:

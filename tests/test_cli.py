@@ -115,6 +115,7 @@ def test_busy_port_is_a_one_line_error(served: tuple[subprocess.Popen[str], int]
         (["client"], "--agent-id"),
         (["launch"], "invalid choice"),
         (["serve", "--workers", "2"], "--workers 2 needs --redis URL"),
+        (["serve", "--reuse-port"], "--reuse-port needs --redis URL"),
         (["serve", "--workers", "2", "--redis", "redis://x", "--port", "0"], "fixed --port"),
     ],
 )

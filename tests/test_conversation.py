@@ -40,7 +40,7 @@ def test_a_resume_past_the_last_seq_is_a_restart_and_restarts_the_count() -> Non
     assert (
         conversation.receive(said("You said: two", 1)).reply == "[assistant_message] You said: two"
     )
-    assert conversation.receive(frame(protocol.agent_response_end())).answers
+    assert conversation.receive(frame(protocol.agent_response_end("demo"))).answers
 
 
 def test_a_trimmed_history_keeps_the_count() -> None:
@@ -71,8 +71,8 @@ def test_only_the_end_of_a_reply_answers_a_line() -> None:
     ):
         outcome = conversation.receive(frame(notice))
         assert not outcome.answers and outcome.notice is not None, notice
-    assert not conversation.receive(frame(protocol.agent_response_start())).answers
-    assert conversation.receive(frame(protocol.agent_response_end())).answers
+    assert not conversation.receive(frame(protocol.agent_response_start("demo"))).answers
+    assert conversation.receive(frame(protocol.agent_response_end("demo"))).answers
     conversation.ask("again")
     assert conversation.receive(frame(protocol.server_error("busy: too many requests"))).answers
 
@@ -82,5 +82,5 @@ def test_a_line_that_reached_the_agent_is_not_sent_again_after_a_drop() -> None:
     conversation.ask("not yet received")
     assert not conversation.interrupted()  # no reply began: send it again
     conversation.ask("received")
-    conversation.receive(frame(protocol.agent_response_start()))
+    conversation.receive(frame(protocol.agent_response_start("demo")))
     assert conversation.interrupted()

@@ -164,7 +164,10 @@ def test_request_arriving_while_the_pool_shuts_down_is_refused_and_released() ->
             await alice.send(orjson.dumps(user_message("hold on", "blocking")).decode())
             await wait_for(backend.entered.is_set, what="the blocking step")
             await bob.send(orjson.dumps(user_message("hi", "other")).decode())
-            assert orjson.loads(await bob.recv()) == {"type": "agent_response_start"}
+            assert orjson.loads(await bob.recv()) == {
+                "type": "agent_response_start",
+                "agent_id": "other",
+            }
             # Bob's step waits for the one worker (or comes after the pool is shut down).
             stopping = asyncio.get_running_loop().run_in_executor(None, server.stop)
             reply = orjson.loads(await asyncio.wait_for(bob.recv(), 10))

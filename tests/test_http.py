@@ -57,8 +57,10 @@ def test_readyz_is_ready_without_a_backplane(hub: Broadcaster) -> None:
     assert get(hub.port, "/readyz")[::2] == (200, b"ready\n")
 
 
-def test_other_paths_without_an_upgrade_keep_picows_answer(hub: Broadcaster) -> None:
-    status, _, body = get(hub.port, "/elsewhere")
+def test_other_paths_without_an_upgrade_are_not_found(hub: Broadcaster) -> None:
+    assert get(hub.port, "/elsewhere") == (404, "text/plain; charset=utf-8", b"not found\n")
+    # an upgrade that went wrong is still picows' 400
+    status, _, body = get(hub.port, "/elsewhere", {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
     assert status == 400 and b"UPGRADE" in body.upper()
 
 
@@ -160,8 +162,9 @@ def test_a_metrics_port_listens_on_loopback_and_asks_the_token_when_authenticati
     samples = metrics(hub.metrics_port, {"Authorization": f"Bearer {good}"})
     assert samples["agentcast_upgrades_refused_total{reason=auth}"] == 1
     assert get(hub.metrics_port, "/elsewhere")[0] == 404
-    for path in ("/healthz", "/metrics"):  # the WebSocket port: like any path, no token
-        assert get(hub.port, path)[0] == 401
+    for path in ("/healthz", "/metrics"):  # not served on the WebSocket port, token or not
+        assert get(hub.port, path)[0] == 404
+        assert get(hub.port, path, {"Authorization": f"Bearer {good}"})[0] == 404
 
 
 def test_a_metrics_port_binds_the_metrics_host_it_is_given(

@@ -19,8 +19,14 @@ def test_server_messages_have_memgpt_shapes() -> None:
         "type": "agent_response_error",
         "message": "bad",
     }
-    assert orjson.loads(protocol.agent_response_start()) == {"type": "agent_response_start"}
-    assert orjson.loads(protocol.agent_response_end()) == {"type": "agent_response_end"}
+    assert orjson.loads(protocol.agent_response_start("a1")) == {
+        "type": "agent_response_start",
+        "agent_id": "a1",
+    }
+    assert orjson.loads(protocol.agent_response_end("a1")) == {
+        "type": "agent_response_end",
+        "agent_id": "a1",
+    }
     for kind in protocol.MESSAGE_TYPES:
         assert orjson.loads(protocol.agent_response(kind, "m")) == {
             "type": "agent_response",

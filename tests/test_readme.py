@@ -179,6 +179,7 @@ def check_jwt(block: Block, tmp_path: Path) -> None:
     token = run_to_the_end(script(block, tmp_path)).stdout.strip()
     secret = (tmp_path / "secret.key").read_bytes().strip()
     assert len(secret) >= 32
+    assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0  # its owner's only
     claims = jwt.decode(token, secret, ["HS256"])
     assert claims["sub"] == "user-42" and claims["agents"] == ["alice-*"]
 

@@ -116,6 +116,7 @@ def test_a_subscribe_beyond_the_cap_is_refused_counted_and_told(loop: uvloop.Loo
             "type": "server_error",
             "code": "too_many_subscriptions",
             "agent_id": "c",
+            "channel": "c",
             "limit": 2,
             "message": "not subscribed: at most 2 subscriptions per connection; "
             "unsubscribe from another channel first",

@@ -261,7 +261,9 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         metavar="N",
         help="server processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
     )
-    serve.add_argument("--reuse-port", action="store_true", help="let other processes share it")
+    serve.add_argument(
+        "--reuse-port", action="store_true", help="let other processes share it (needs --redis)"
+    )
     serve.add_argument(
         "--metrics-port",
         type=PORT,
@@ -574,6 +576,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.port == 0:
             command.error("--workers needs a fixed --port: each worker would pick its own")
         return supervise(args, argv, "ws" if tls is None else "wss")
+    if args.reuse_port and args.redis is None:
+        command.error(
+            "--reuse-port needs --redis URL: without a backplane, each process sharing the"
+            " port would serve its own agents, unseen by clients of the others"
+        )
     try:
         return serve(args, tls)
     except BadBackend as exc:  # built, but not a backend

@@ -59,12 +59,16 @@ GAP_CODES: Final = frozenset({HISTORY_TRIMMED, CHANNEL_RESTARTED, BACKPLANE_GAP,
 """The notices that say some of a stream will never come (a resume cannot fetch it)."""
 
 HISTORY_FREED: Final = (
-    "a channel's history is dropped once nobody has subscribed to it for channel_ttl "
-    "(numbering then starts again at 1), and oldest first when the server holds too much"
+    "a channel left idle is freed with its history, and its numbering starts again at 1; "
+    "the oldest history goes first when the server holds too much"
 )
 
 
 def _notice(code: str, message: str, **fields: Any) -> bytes:
+    """A notice; one about a channel names it as ``channel`` and, for MemGPT's clients,
+    whose channels are agents, as ``agent_id`` too."""
+    if "agent_id" in fields:
+        fields["channel"] = fields["agent_id"]
     return orjson.dumps({"type": "server_error", "code": code, "message": message, **fields})
 
 
@@ -75,8 +79,8 @@ def resume_gap(channel: Hashable, since: int, first_seq: int, last_seq: int) -> 
     if since > last_seq:
         return _notice(
             CHANNEL_RESTARTED,
-            f"this channel's numbering started again: its last seq is {last_seq}, you had "
-            f"seen {since} ({HISTORY_FREED})",
+            f"you asked for messages after seq {since}, but this channel's last seq is "
+            f"{last_seq}: its numbering started again since you saw it ({HISTORY_FREED})",
             agent_id=channel,
             first_seq=first_seq,
             last_seq=last_seq,

@@ -17,10 +17,11 @@ def message(seq: int, size: int = MESSAGE_BYTES, sent_at: float | None = None) -
 
     With ``sent_at`` (a ``time.monotonic()`` reading) the event starts with
     ``"t"``, which the sampled receivers read without parsing the JSON; the
-    padding is shortened to keep the size.
+    padding is shortened to keep the size. Its number is ``n``: a channel refuses a
+    message with a ``seq`` of its own (``--channels`` publishes it to channels).
     """
     event: dict[str, Any] = {} if sent_at is None else {"t": sent_at}
-    event.update(type="token", agent="planner", seq=seq, text="")
+    event.update(type="token", agent="planner", n=seq, text="")
     room = size - len(json.dumps(event, separators=(",", ":")))
     if room < 0:
         raise ValueError(f"a message cannot be smaller than {size - room} bytes")

@@ -169,7 +169,7 @@ class AgentServer:
         elif isinstance(message, protocol.UserMessage):
             if self.route == "agent":
                 self.hub.subscribe(client_id, message.agent_id)
-            self.hub.send_json(client_id, protocol.agent_response_start())
+            self.hub.send_json(client_id, protocol.agent_response_start(message.agent_id))
             # The step starts once the subscription is in effect (with a backplane that
             # takes a round trip), so the client gets everything the agent says.
             self.hub.after_pending(
@@ -271,7 +271,7 @@ class AgentServer:
                 client_id,
                 protocol.agent_response_error(f"server.user_message failed with: {reason}"),
             )
-        self.hub.send_json(client_id, protocol.agent_response_end())
+        self.hub.send_json(client_id, protocol.agent_response_end(message.agent_id))
 
     def _create_agent(self, client_id: int, message: protocol.Command) -> None:
         try:

@@ -79,16 +79,15 @@ def agent_response_error(message: str) -> bytes:
     return orjson.dumps({"type": "agent_response_error", "message": message})
 
 
-_START: Final = orjson.dumps({"type": "agent_response_start"})
-_END: Final = orjson.dumps({"type": "agent_response_end"})
+def agent_response_start(agent_id: str) -> bytes:
+    """Opens one step of ``agent_id``; its ``agent_id`` (an addition MemGPT's clients
+    ignore) pairs it with its end when a connection runs steps of several agents."""
+    return orjson.dumps({"type": "agent_response_start", "agent_id": agent_id})
 
 
-def agent_response_start() -> bytes:
-    return _START
-
-
-def agent_response_end() -> bytes:
-    return _END
+def agent_response_end(agent_id: str) -> bytes:
+    """Closes the step ``agent_response_start(agent_id)`` opened."""
+    return orjson.dumps({"type": "agent_response_end", "agent_id": agent_id})
 
 
 def agent_response(

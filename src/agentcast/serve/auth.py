@@ -286,6 +286,15 @@ class JWTAuthenticator:
 
     @classmethod
     def from_secret_file(cls, path: str | Path, **options: Any) -> JWTAuthenticator:
+        """Reads the HS256 secret; one warning if the group or others may read it too."""
+        mode = Path(path).stat().st_mode
+        if mode & 0o077:
+            log.warning(
+                "%s can be read by others than its owner (mode %o): anyone who reads it can"
+                " mint tokens; chmod 600 it",
+                path,
+                mode & 0o777,
+            )
         secret = Path(path).read_bytes().strip()
         if len(secret) < 32:
             raise ValueError(f"{path}: an HS256 secret must be at least 32 bytes")

@@ -27,6 +27,7 @@ from agentcast.serve.loop import LoopThread
 from agentcast.serve.metrics import LatencyHistogram, registry_for
 from agentcast.serve.origins import OriginPolicy
 from agentcast.serve.page import Page
+from agentcast.serve.payloads import check_channel_json, check_channel_object
 from agentcast.serve.router import LocalRouter, Router
 from agentcast.serve.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -486,11 +487,21 @@ class Broadcaster:
         """Serialize ``obj`` once (orjson) and queue it for ``channel``'s clients.
 
         ``None`` means every client; anything else, the empty string included, is a
-        channel, with a backplane or without."""
+        channel, with a backplane or without. A channel message must be an object
+        without a ``seq`` key (the channel adds its own): a dict with one raises
+        ``ValueError``, a list, string, number or None raises ``TypeError``."""
+        if channel is not None:
+            check_channel_object(obj)
         self._router.publish(obj, channel)
 
     def publish_json(self, data: bytes, channel: Hashable | None = None) -> None:
-        """Queue already-serialized JSON bytes as they are, for ``channel``'s clients."""
+        """Queue already-serialized JSON bytes as they are, for ``channel``'s clients.
+
+        For a channel they must be one JSON object, ``{`` to ``}`` (else ``TypeError``),
+        with no top-level ``seq`` key: that is not checked (it would cost a parse), and
+        would go out twice."""
+        if channel is not None:
+            check_channel_json(data)
         self._router.publish_json(data, channel)
 
     def send(self, client_id: int, obj: Any) -> None:

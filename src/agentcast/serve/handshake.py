@@ -13,13 +13,26 @@ from picows import WSUpgradeRequest
 
 from agentcast.serve.refusals import HANDSHAKE, Refusal
 
-__all__ = ["SUPPORTED_VERSION", "refuse_upgrade"]
+__all__ = ["SUPPORTED_VERSION", "is_plain_get", "refuse_upgrade"]
 
 SUPPORTED_VERSION = "13"
 
 
 def _tokens(value: str) -> list[str]:
     return [token.strip().lower() for token in value.split(",")]
+
+
+def is_plain_get(request: WSUpgradeRequest) -> bool:
+    """A GET with no sign of a WebSocket upgrade (no ``Upgrade`` header, no ``upgrade``
+    in ``Connection``, no ``Sec-WebSocket-Key``): one of a path we do not serve gets 404,
+    where an upgrade that went wrong gets picows' 400."""
+    headers = request.headers
+    return (
+        request.method == b"GET"
+        and "Upgrade" not in headers
+        and "Sec-WebSocket-Key" not in headers
+        and "upgrade" not in _tokens(headers.get("Connection", ""))
+    )
 
 
 def refuse_upgrade(request: WSUpgradeRequest) -> Refusal | None:

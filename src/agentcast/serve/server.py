@@ -7,6 +7,7 @@ import socket
 import ssl as ssl_module
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Literal
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
@@ -17,9 +18,9 @@ from agentcast.serve.admission import ConnectionAdmission, Peer, Takeover, creat
 from agentcast.serve.auth import Identity, Refused
 from agentcast.serve.flavors import wire_encoding
 from agentcast.serve.gate import Gate
-from agentcast.serve.handshake import refuse_upgrade
+from agentcast.serve.handshake import is_plain_get, refuse_upgrade
 from agentcast.serve.http import HttpEndpoints
-from agentcast.serve.refusals import SERVER_FULL, Refusal
+from agentcast.serve.refusals import SERVER_FULL, Refusal, text_response
 from agentcast.serve.sessions import Sessions
 from agentcast.streams.encodings import MEMGPT
 
@@ -152,6 +153,10 @@ async def start_server(
         refusal = refuse_upgrade(request)
         if refusal is not None:
             return WSUpgradeResponseWithListener(admission.refuse(refusal), None)
+        if is_plain_get(request):  # not one of our paths, and no upgrade asked for
+            return WSUpgradeResponseWithListener(
+                text_response(HTTPStatus.NOT_FOUND, "not found"), None
+            )
         chosen = wire_encoding(request)
         if isinstance(chosen, Refusal):
             return WSUpgradeResponseWithListener(admission.refuse(chosen), None)
