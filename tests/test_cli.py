@@ -15,6 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from agentcast.memgpt.app import AgentServer
+from clients import run, wait_for
 from redis_server import free_port
 from serve_cli import AGENTCAST, serving
 
@@ -142,18 +144,28 @@ def test_unreachable_redis_is_a_one_line_error_with_exit_1() -> None:
     ), result.stderr
 
 
-def test_client_gives_up_after_bounded_reconnects() -> None:
-    port = free_port()  # nothing listens there
-    result = subprocess.run(
-        [*AGENTCAST, "client", f"ws://127.0.0.1:{port}/", "--agent-id", "a", "--backoff", "0.01"],
-        input="hello\n",
-        capture_output=True,
+def test_client_gives_up_after_bounded_reconnects_to_a_server_that_went_away() -> None:
+    """Retries are for a server that was up and went away (a refused first connect ends at
+    once: tests/test_client_cli.py)."""
+    server = AgentServer(port=0).start()
+    command = [*AGENTCAST, "client", f"ws://127.0.0.1:{server.port}/", "--agent-id", "a"]
+    with subprocess.Popen(
+        [*command, "--backoff", "0.01"],
+        stdin=subprocess.PIPE,  # left open: only the retries end the client
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         text=True,
-        timeout=30,
-    )
-    assert result.returncode == 1
-    assert "giving up" in result.stderr
-    assert "after 6 attempts" in result.stderr  # the first and --retries 5 more
+    ) as client:
+        try:
+            run(wait_for(lambda: server.hub.client_count == 1, timeout=20, what="the client"))
+        finally:
+            server.stop()
+        client.wait(timeout=30)
+        assert client.stderr is not None
+        stderr = client.stderr.read()
+    assert client.returncode == 1, stderr
+    assert "giving up" in stderr
+    assert "after 6 attempts" in stderr  # the first and --retries 5 more
 
 
 def test_bad_setting_values_are_one_line_with_exit_2() -> None:
