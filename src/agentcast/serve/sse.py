@@ -116,17 +116,22 @@ class SseEndpoints:
         release: Callable[[], None],
     ) -> None:
         """Answer ``request``: a refusal (then close), or the stream on ``transport``."""
-        try:
-            opened = self._open(request, peer, transport, release)
-        except Exception:
-            log.exception("SSE %s failed", request.path[:64].decode("latin-1"))
-            opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
-        self._reply(opened, transport)
+        what = request.path[:64].decode("latin-1")
+        self._answer(lambda: self._open(request, peer, transport, release), transport, what)
 
-    def _reply(
-        self, opened: WSUpgradeResponse | bytes | None, transport: asyncio.Transport
+    def _answer(
+        self,
+        attempt: Callable[[], WSUpgradeResponse | bytes | None],
+        transport: asyncio.Transport,
+        what: str,
     ) -> None:
-        """Write a refusal or ``NO_RUN`` and close; None: the stream is open, or on its way."""
+        """Write what ``attempt`` answers, a refusal or ``NO_RUN``, and close (a fault of
+        ours: 500, logged); nothing when it opened the stream or will."""
+        try:
+            opened = attempt()
+        except Exception:
+            log.exception("SSE %s failed", what)
+            opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
         if isinstance(opened, bytes):
             transport.write(opened)
             transport.close()
@@ -160,8 +165,8 @@ class SseEndpoints:
             return Gate.refusal(refused)
         if identity is not None and not identity.may_read(channel):
             return text_response(HTTPStatus.FORBIDDEN, f"may not read {quote(channel)}")
-        stream = _Request(channel, protocol, since, resume, identity, transport, release)
-        stream.origin = request.headers.get("Origin")
+        origin = request.headers.get("Origin")
+        stream = _Request(channel, protocol, since, resume, identity, transport, release, origin)
         needs_run = resume or (protocol in RUN_WHOLE and since is not None)
         if needs_run and not self._core.subscriber_count(channel):
             self._after_following(channel, stream)
@@ -177,13 +182,7 @@ class SseEndpoints:
 
         def followed() -> None:
             if not stream.transport.is_closing():  # else the client is gone: nothing to do
-                opened: WSUpgradeResponse | bytes | None
-                try:
-                    opened = self._start(stream)
-                except Exception:
-                    log.exception("SSE stream of %s failed", quote(channel))
-                    opened = text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
-                self._reply(opened, stream.transport)
+                self._answer(lambda: self._start(stream), stream.transport, quote(channel))
             self._core.remove_client(follower)
 
         # Past the pending operations, the core still has to apply what they queued (the
@@ -278,7 +277,7 @@ class _Request:
     identity: Identity | None
     transport: asyncio.Transport
     release: Callable[[], None]
-    origin: str | None = None
+    origin: str | None
 
 
 class _Stream(asyncio.Protocol):
