@@ -151,6 +151,10 @@ def test_a_head_over_16_kib_is_answered_431(hub: Broadcaster) -> None:
         ("/sse/a", "Last-Event-ID: 1e9\r\n", 400, b"must be a seq"),
         ("/sse/", "", 404, b"name one channel"),
         ("/sse/a/b", "", 404, b"name one channel"),
+        ("/sse/%ff", "", 400, b"UTF-8, percent-encoded"),  # no 500, no traceback logged
+        ("/api/chat/%ff/stream", "", 400, b"UTF-8, percent-encoded"),
+        ("/sse/a%00b", "", 400, b"of printable characters"),
+        ("/sse/" + "x" * 257, "", 400, b"at most 256 bytes"),
         ("/sse/a", "Origin: https://evil.example\r\n", 403, b"origin not allowed"),
         ("/sse/a", "Host: y\r\n", 400, b"exactly one Host header"),
     ],

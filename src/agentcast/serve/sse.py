@@ -38,6 +38,7 @@ import orjson
 from picows import WSUpgradeRequest, WSUpgradeResponse
 
 from agentcast._ext import FanoutCore, MemorySink, StreamSink
+from agentcast.memgpt.protocol import MAX_AGENT_ID_BYTES
 from agentcast.printable import quote
 from agentcast.serve.auth import Identity, Refused
 from agentcast.serve.gate import Gate
@@ -240,9 +241,20 @@ class SseEndpoints:
             protocol = _last(query, "protocol", DEFAULT_PROTOCOL)
         else:
             return text_response(HTTPStatus.NOT_FOUND, "not found")
-        channel = unquote(name, errors="strict") if name else ""
+        try:
+            channel = unquote(name, errors="strict")
+        except UnicodeDecodeError:
+            return _bad("a channel's name is UTF-8, percent-encoded")
         if not channel or "/" in channel:
             return text_response(HTTPStatus.NOT_FOUND, "no such stream: name one channel")
+        if (
+            len(channel) > MAX_AGENT_ID_BYTES
+            or len(channel.encode()) > MAX_AGENT_ID_BYTES
+            or not channel.isprintable()
+        ):
+            return _bad(
+                f"a channel's name is at most {MAX_AGENT_ID_BYTES} bytes of printable characters"
+            )
         if protocol not in SSE_PROTOCOLS:
             return _bad(f"unknown protocol {quote(protocol)}: one of {', '.join(SSE_PROTOCOLS)}")
         since_text = request.headers.get("Last-Event-ID") or _last(query, "since", "")
