@@ -4,6 +4,7 @@ agentcast's ``/sse/`` streams, and a raw reader for what they hide (comments, cl
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,12 +16,17 @@ from httpx_sse import EventSource
 
 @contextmanager
 def sse_stream(
-    port: int, path: str, headers: dict[str, str] | None = None
+    port: int,
+    path: str,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[tuple[httpx.Response, EventSource]]:
-    """An open SSE response on ``path`` (headers read) and its event source."""
+    """An open SSE response on ``path`` (headers read) and its event source; over
+    ``https://`` with ``tls`` (the client's context)."""
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
     with (
-        httpx.Client(timeout=httpx.Timeout(10.0)) as client,
-        client.stream("GET", f"http://127.0.0.1:{port}{path}", headers=headers) as response,
+        httpx.Client(timeout=httpx.Timeout(10.0), verify=tls or True) as client,
+        client.stream("GET", url, headers=headers) as response,
     ):
         yield response, EventSource(response)
 

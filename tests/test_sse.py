@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -17,6 +18,7 @@ from agentcast.serve.auth import JWTAuthenticator
 from clients import run, wait_for
 from sse_checks import events_until, parse_sse, raw_get, read_all, read_until, sse_stream
 from stream_checks import check_stream, text
+from tls_certificates import issue
 
 SECRET = "sse-test-secret-of-32-bytes-at-least"
 
@@ -47,6 +49,21 @@ def test_a_watcher_gets_each_event_with_its_seq_as_id(hub: Broadcaster) -> None:
     assert [sse_id for sse_id, _ in got] == [str(event["seq"]) for event in events]
     assert text(events, message_id) == "Hello"
     assert {event["channel"] for event in events} == {"a"}
+
+
+@pytest.mark.parametrize("transport", ["aiofastnet", "uvloop"])
+def test_a_stream_over_tls_is_taken_over_as_in_plain_text(
+    hub_factory: Callable[..., Broadcaster], tmp_path: Path, transport: str
+) -> None:
+    certificates = issue(tmp_path)
+    hub = hub_factory(ssl=certificates.server(), transport=transport)
+    with sse_stream(hub.port, "/sse/a", tls=certificates.client()) as (response, source):
+        assert response.status_code == 200
+        subscribed(hub)
+        message_id = stream_run(hub, "a", ["over ", "TLS"])
+        got = [event for _, event in events_until(source, "run_end")]
+    check_stream(got)
+    assert text(got, message_id) == "over TLS"
 
 
 def test_last_event_id_resumes_without_gap_or_duplicate(hub: Broadcaster) -> None:
