@@ -334,7 +334,7 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "bench",
         help="measure fan-out as clients grow, against other servers",
         description="Measure deliveries/s, latency and memory as clients grow, for agentcast"
-        " and other servers (see the README's Benchmarking section).",
+        " and other servers (see docs/benchmarks.md).",
     )
     bench.set_defaults(command_parser=bench)
     if argv[:1] == ["bench"]:
@@ -345,7 +345,7 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def _add_security_arguments(serve: argparse.ArgumentParser) -> None:
-    group = serve.add_argument_group("security (see the README's Security section)")
+    group = serve.add_argument_group("security (see docs/security.md)")
     keys = group.add_mutually_exclusive_group()
     keys.add_argument("--auth-secret-file", metavar="PATH", help="verify HS256 JWTs: the secret")
     keys.add_argument(

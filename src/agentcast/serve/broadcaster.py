@@ -637,7 +637,7 @@ class Broadcaster:
         return None if info is None else dict(info)
 
     def stats(self) -> dict[str, int]:
-        """Counters: published, deliveries, bytes, writes, dropped_clients, ... (see README)."""
+        """Counters: published, deliveries, bytes, writes, ... (docs/operations.md)."""
         if isinstance(self._core, _NotRunning):
             return {}
         auth = {} if self._sessions is None else self._sessions.stats()

@@ -1,11 +1,13 @@
-"""Every ```python block of the README runs, and does what the README says it does.
+"""Every ```python block of the README and of the docs' pages runs, and does what its page
+says it does.
 
 Each block runs as written, as a script in a directory of its own (a subprocess with
-a bounded timeout), with two substitutions: ``port=8282`` becomes ``port=0`` (a free
-port; the examples print the one they got) and ``redis://127.0.0.1:6379/0`` the URL of
-a redis-server the test started. A block that serves gets a real ``websockets`` client,
-which checks what the README promises, then SIGINT and a clean exit. A block that is
-not meant to run says why in ``<!-- not run: reason -->`` right before it.
+a bounded timeout), with one substitution: ``redis://127.0.0.1:6379/0`` becomes the URL of
+a redis-server the test started. A block that serves binds a free port (``port=0``, so it
+runs beside a quick-start server on 8282) and prints the URL it got; a real ``websockets``
+client checks what the page promises, then SIGINT and a clean exit. A block that is not
+meant to run says why in ``<!-- not run: reason -->`` right before it. Blocks are named
+``page:line``.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from agentcast import AgentServer
+from doc_pages import doc_pages, where
 from redis_server import RedisServer
 
-README = Path(__file__).parent.parent / "README.md"
 BLOCK = re.compile(r"(?:<!-- not run: (?P<reason>[^>]+) -->\n)?```python\n(?P<code>.*?)```", re.S)
+QUICK_START_PORT = re.compile(r"port=8282|:8282")
 LISTENING = re.compile(r"ws://127\.0\.0\.1:(\d+)/")
 TIMEOUT = 30.0  # seconds a block that does not serve may take
 MAX_NOT_RUN = 0  # blocks marked "not run": keep them few, each with its reason
@@ -38,34 +41,42 @@ MAX_NOT_RUN = 0  # blocks marked "not run": keep them few, each with its reason
 
 @dataclass(frozen=True)
 class Block:
-    line: int
+    where: str  # page:line
     code: str
     not_run: str | None  # why not, for a block marked so
 
 
-def readme_blocks() -> list[Block]:
-    text = README.read_text()
-    return [
-        Block(text.count("\n", 0, match.start("code")) + 1, match["code"], match["reason"])
-        for match in BLOCK.finditer(text)
-    ]
+def doc_blocks() -> list[Block]:
+    blocks = []
+    for page in doc_pages():
+        text = page.read_text()
+        for match in BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start("code")) + 1
+            blocks.append(Block(where(page, line), match["code"], match["reason"]))
+    return blocks
 
 
 def test_every_python_block_runs_or_says_why_not() -> None:
-    blocks = readme_blocks()
-    assert len(blocks) >= 4, "the README's python blocks were not found"
-    not_run = [f"line {block.line}: {block.not_run}" for block in blocks if block.not_run]
+    blocks = doc_blocks()
+    assert len(blocks) >= 8, "the pages' python blocks were not found"
+    not_run = [f"{block.where}: {block.not_run}" for block in blocks if block.not_run]
     assert len(not_run) <= MAX_NOT_RUN, not_run
+
+
+def test_no_block_binds_the_quick_start_port() -> None:
+    """With `agentcast serve` still running on 8282, an example that binds it dies with
+    an OSError: the examples take a free port and print it."""
+    assert [block.where for block in doc_blocks() if QUICK_START_PORT.search(block.code)] == []
 
 
 # ---- running a block ---------------------------------------------------------------
 
 
 def script(block: Block, directory: Path, redis_url: str | None = None) -> Path:
-    code = block.code.replace("port=8282", "port=0")
+    code = block.code
     if redis_url is not None:
         code = code.replace("redis://127.0.0.1:6379/0", redis_url)
-    path = directory / f"readme_line_{block.line}.py"
+    path = directory / (re.sub(r"\W", "_", block.where) + ".py")
     path.write_text(code)
     return path
 
@@ -257,18 +268,18 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 def _cases() -> list[Any]:
     cases = []
-    for block in readme_blocks():
+    for block in doc_blocks():
         if block.not_run:
             continue
         marks = [pytest.mark.redis] if "redis://" in block.code else []
-        cases.append(pytest.param(block, id=f"line{block.line}", marks=marks))
+        cases.append(pytest.param(block, id=block.where, marks=marks))
     return cases
 
 
 @pytest.mark.parametrize("block", _cases())
-def test_readme_block(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_doc_block(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     checks = [check for snippet, check in CHECKS.items() if snippet in block.code]
-    assert len(checks) <= 1, f"README line {block.line}: more than one check matches"
+    assert len(checks) <= 1, f"{block.where}: more than one check matches"
     if not checks:  # no promise beyond running: it must run to its end
         run_to_the_end(script(block, tmp_path))
     elif checks[0] is check_publisher:

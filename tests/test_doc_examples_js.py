@@ -1,12 +1,12 @@
-"""Every JavaScript example of the README runs against agentcast and prints what the README
-says it prints.
+"""Every JavaScript example of the README and the docs' pages runs against agentcast and
+prints what its page says it prints.
 
-An example is a ```js block right after ``<!-- example: NAME -->``; the next fenced block
-is its output, compared whole. The examples talk to ``agentcast serve`` at its default
-address, ``127.0.0.1:8282``: the test serves the same demo agent (``AgentServer``) on a
-free port and puts that port in place of 8282. A ``.mjs`` example runs under Node in a
-temporary directory inside tests/js, so it imports the pinned packages of
-tests/js/node_modules (``@ag-ui/client``, ``ai``); ``eventsource.js`` runs in headless
+An example is a ```js block right after ``<!-- example: NAME -->`` (a name unique across
+the pages); the next fenced block is its output, compared whole. The examples talk to
+``agentcast serve`` at its default address, ``127.0.0.1:8282``: the test serves the same
+demo agent (``AgentServer``) on a free port and puts that port in place of 8282. A ``.mjs``
+example runs under Node in a temporary directory inside tests/js, so it imports the pinned
+packages of tests/js/node_modules (``@ag-ui/client``, ``ai``); ``eventsource.js`` runs in headless
 Chromium, on a page of the server's own origin. Each waits for the example's SSE stream to
 be subscribed (the hub's stats), then has the demo agent answer "hello".
 """
@@ -30,10 +30,10 @@ from websockets.sync.client import connect
 from agentcast import AgentServer
 from agentcast.memgpt.backends import DemoAgentServer
 from clients import run, wait_for
+from doc_pages import doc_pages, where
 from js_clients import JS_DIR, require_js_clients
 from test_page import browser, certificates, chromium, wait  # noqa: F401 (fixtures)
 
-README = Path(__file__).parent.parent / "README.md"
 EXAMPLE = re.compile(
     r"<!-- example: (?P<name>[\w.]+) -->\n```js\n(?P<code>.*?)```\n.*?```\n(?P<output>.*?)```",
     re.S,
@@ -45,23 +45,34 @@ TIMEOUT = 20.0  # seconds an example may take to print its output
 @dataclass(frozen=True)
 class Example:
     name: str
+    where: str  # page:line
     code: str
-    output: str  # what the README says it prints
+    output: str  # what the page says it prints
 
     def served_by(self, port: int) -> str:
         assert PLACEHOLDER in self.code, f"{self.name} does not name {PLACEHOLDER}"
         return self.code.replace(PLACEHOLDER, f"127.0.0.1:{port}")
 
 
-def readme_examples() -> dict[str, Example]:
-    found = [
-        Example(m["name"], m["code"], m["output"]) for m in EXAMPLE.finditer(README.read_text())
-    ]
-    return {example.name: example for example in found}
+def doc_examples() -> list[Example]:
+    found = []
+    for page in doc_pages():
+        text = page.read_text()
+        for m in EXAMPLE.finditer(text):
+            line = text.count("\n", 0, m.start("code")) + 1
+            found.append(Example(m["name"], where(page, line), m["code"], m["output"]))
+    return found
+
+
+def examples() -> dict[str, Example]:
+    return {example.name: example for example in doc_examples()}
 
 
 def test_the_examples_are_found() -> None:
-    assert sorted(readme_examples()) == ["agui.mjs", "eventsource.js", "resume.mjs"]
+    names = [example.name for example in doc_examples()]
+    assert sorted(names) == ["agui.mjs", "eventsource.js", "resume.mjs"], [
+        example.where for example in doc_examples()
+    ]
 
 
 # ---- serving them ------------------------------------------------------------------
@@ -126,7 +137,7 @@ def printed(process: subprocess.Popen[str]) -> str:
 
 
 def test_ag_ui_client_watches_a_run(server: AgentServer) -> None:
-    example = readme_examples()["agui.mjs"]
+    example = examples()["agui.mjs"]
     with node(example, server.port) as process:
         watching(server, lambda: process.poll() is None)
         say_hello(server)
@@ -134,13 +145,13 @@ def test_ag_ui_client_watches_a_run(server: AgentServer) -> None:
 
 
 def test_ai_sdk_resume_without_a_run_says_so(server: AgentServer) -> None:
-    with node(readme_examples()["resume.mjs"], server.port) as process:
+    with node(examples()["resume.mjs"], server.port) as process:
         assert printed(process) == "no run open on chat demo (204)\n"
 
 
 def test_ai_sdk_resume_replays_the_open_run(server: AgentServer) -> None:
     """The demo agent's answer to "hello", its run held open until the example resumes."""
-    example = readme_examples()["resume.mjs"]
+    example = examples()["resume.mjs"]
     with server.hub.run("demo") as agent_run:
         demo = DemoAgentServer(SimpleNamespace(current_run=lambda: agent_run))
         demo.user_message("NULL", "demo", "hello")
@@ -152,7 +163,7 @@ def test_ai_sdk_resume_replays_the_open_run(server: AgentServer) -> None:
 
 @pytest.mark.browser
 def test_event_source_in_a_browser(server: AgentServer, chromium: WebDriver) -> None:  # noqa: F811
-    example = readme_examples()["eventsource.js"]
+    example = examples()["eventsource.js"]
     chromium.get(f"http://127.0.0.1:{server.port}/healthz")  # a page of the server's origin
     chromium.execute_script(
         "window.printed = []; console.log = (...parts) => printed.push(parts.join(' '));\n"
