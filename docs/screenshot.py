@@ -1,6 +1,6 @@
-"""Take the README's picture of the live page: a real demo server streaming at an LLM's
-pace, headless Chromium in the dark scheme, two exchanges typed into the page, and a third
-caught while its reply streams, then a screenshot.
+"""Take the picture of the live page that the README and docs/live-page.md show: a real
+demo server streaming at an LLM's pace, headless Chromium in the dark scheme, two exchanges
+typed into the page, and a third caught while its reply streams, then a screenshot.
 
     PYTHONPATH=src python docs/screenshot.py docs/page.png
 """
