@@ -421,3 +421,52 @@ def test_a_first_connect_no_retry_can_fix_is_one_line_and_exit_1(
     [line] = result.stderr.splitlines()
     assert line.startswith(f"agentcast client: cannot connect to {url}: "), line
     assert words.format(port=running.port) in line, line
+
+
+def client_hello() -> bytes:
+    """The first flight of a real TLS client (Python's ssl): one ClientHello record."""
+    tls = ssl.create_default_context().wrap_bio(
+        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="127.0.0.1"
+    )
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_a_tls_handshake_on_a_plain_port_is_answered_400_on_its_first_read() -> None:
+    """Not after the handshake deadline (30 s here): its first byte, 0x16, begins no HTTP
+    request. Counted as a bad handshake; the server goes on serving plain clients."""
+    hello = client_hello()
+    assert hello[:2] == b"\x16\x03"
+    with AgentServer(port=0, handshake_timeout=30.0) as running, socket.socket() as sock:
+        sock.settimeout(10)  # well under the deadline: a 400 by then is not the deadline's
+        sock.connect(("127.0.0.1", running.port))
+        sock.sendall(hello)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"a TLS handshake where an HTTP request was expected: use ws://" in answer
+        assert running.hub.stats()["upgrades_refused_handshake"] == 1
+        assert exchange(f"ws://127.0.0.1:{running.port}/", None) == DEMO_STEP
+
+
+def test_wss_to_a_plain_port_ends_the_client_before_the_servers_handshake_timeout() -> None:
+    """The CLI's wss:// dial of a plain port fails on the server's 400, not on its handshake
+    deadline (30 s here, 5 s by default; the CLI has 10 s), and says to use ws://."""
+    with AgentServer(port=0, handshake_timeout=30.0) as running:
+        url = f"wss://127.0.0.1:{running.port}/"
+        argv = [*AGENTCAST, "client", url, "--agent-id", "demo", "--retries", "12"]
+        typed, typing = os.pipe()  # an input that stays open: the client waits on it
+        try:
+            result = subprocess.run(argv, stdin=typed, capture_output=True, text=True, timeout=10)
+        finally:
+            os.close(typed)
+            os.close(typing)
+        assert running.hub.stats()["upgrades_refused_handshake"] == 1
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"agentcast client: cannot connect to {url}: the server speaks ws://:"
+        f" use ws://127.0.0.1:{running.port}/"
+    )

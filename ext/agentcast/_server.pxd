@@ -33,6 +33,7 @@ cdef class TransportSink(Sink):
 cdef class ServerListener(WSListener):
     cdef FanoutCore _core
     cdef ConnectionStats _stats
+    cdef object _connect_log               # whose connect and disconnect lines are written
     cdef object _on_message
     cdef object _on_binary
     cdef double _close_grace

@@ -183,14 +183,15 @@ cdef class TransportSink(Sink):
 
 
 cdef class ServerListener(WSListener):
-    def __cinit__(self, FanoutCore core, ConnectionStats stats not None, on_message, on_binary,
-                  double close_grace, Py_ssize_t max_message_size,
+    def __cinit__(self, FanoutCore core, ConnectionStats stats not None, connect_log not None,
+                  on_message, on_binary, double close_grace, Py_ssize_t max_message_size,
                   double max_message_rate=0.0, int encoding=0):
         self._rate = max_message_rate
         self._tokens = max_message_rate
         self._refilled_at = monotonic()
         self._core = core
         self._stats = stats
+        self._connect_log = connect_log
         self._on_message = on_message
         self._on_binary = on_binary
         self._close_grace = close_grace
@@ -201,7 +202,9 @@ cdef class ServerListener(WSListener):
     cpdef on_ws_connected(self, WSTransport transport):
         self.client_id = self._core.add_client(
             TransportSink(transport, self._close_grace), self._encoding)
-        if log.isEnabledFor(INFO):  # the peer is kept for the disconnect line
+        # The peer is kept for the disconnect line: both lines or neither (a flood's are
+        # counted by connect_log, agentcast.serve.connect_log.ConnectLog).
+        if log.isEnabledFor(INFO) and self._connect_log.allows():
             self._connected_at = monotonic()
             self._peer = peer_address(transport)
             log.info(

@@ -6,6 +6,7 @@ from picows import WSListener, WSTransport
 
 from agentcast._fanout import FanoutCore
 from agentcast._sink import Sink
+from agentcast.serve.connect_log import ConnectLog
 
 CLOSED_BY: tuple[str, str, str]
 CLOSE_CODES: tuple[int, ...]
@@ -28,6 +29,7 @@ class ServerListener(WSListener):
         self,
         core: FanoutCore,
         stats: ConnectionStats,
+        connect_log: ConnectLog,
         on_message: Callable[[int, bytes], None] | None,
         on_binary: Callable[[int, bytes], None] | None,
         close_grace: float,

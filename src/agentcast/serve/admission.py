@@ -222,8 +222,8 @@ class _AdmittedProtocol(BoundedReadsProtocol):
         if self.transport is not None:  # else still in its TLS handshake: TLS times it out
             self._handshake_timeout_callback()  # picows': fails the handshake, disconnects
 
-    def head_too_large(self) -> None:
-        self._admission.count(HEAD_TOO_LARGE)
+    def refused(self, refusal: Refusal) -> None:
+        self._admission.count(refusal)
 
     def takes(self, head: bytes) -> bool | None:
         assert self._takeover is not None

@@ -14,6 +14,12 @@ the client still sends is read and thrown away until it closes, or ``LINGER`` se
 closing on unread bytes would reset the connection, and the reset can erase the 431
 before the client reads it (RFC 9112 9.6).
 
+A TLS handshake where the request should begin (a ``wss://`` client on a plain-text port:
+its first byte, 0x16, a TLS handshake record, begins no HTTP method) is answered 400 at
+once, the same way, where it would otherwise wait out the handshake deadline for a head
+that never ends; the client fails at once and can say the port speaks ``ws://``. The
+check is one byte of a connection's first read.
+
 A subclass may take some requests from picows before it reads them (``takes``: the SSE
 routes, which picows would answer with one response and close): their head is read here,
 bounded the same way, and handed to ``take`` whole.
@@ -35,7 +41,7 @@ READ_SIZE = 16 * 1024
 LINGER = 2.0  # seconds a refused client may go on sending before it is closed
 
 
-HEAD_TOO_LARGE = bytes(refusals.HEAD_TOO_LARGE.response().to_bytes())
+TLS_HANDSHAKE = 0x16  # the content type of a TLS record that opens a handshake
 # What refused clients still send lands here, never read (shared: no one reads it).
 _DISCARDED = memoryview(bytearray(READ_SIZE))
 # A taken request's head is read here, then copied (shared: each read is copied at once).
@@ -45,6 +51,7 @@ _TAKEN_READ = memoryview(bytearray(READ_SIZE))
 _HEAD_READ = -1
 _HEAD_REFUSED = -2
 _HEAD_TAKEN = -3
+_FIRST_READ = HEAD_LIMIT - 1  # _head_left before the first read: nothing read yet
 _HEAD_END = b"\r\n\r\n"
 # picows' own, called directly: super() would cost as much again on every read.
 _picows_get_buffer = WSProtocol.get_buffer
@@ -52,8 +59,8 @@ _picows_buffer_updated = WSProtocol.buffer_updated
 
 
 class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
-    """picows' server protocol with bounded reads and a 431 for an oversized head;
-    a subclass counts the refusals (``head_too_large``)."""
+    """picows' server protocol with bounded reads, a 431 for an oversized head and a 400
+    for a TLS handshake; a subclass counts the refusals (``refused``)."""
 
     __slots__ = (
         "_head_left",  # bytes of head picows may still take; or _HEAD_*
@@ -63,14 +70,14 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
     )
 
     def __init__(self, *args: Any, taking: bool = False) -> None:
-        self._head_left = HEAD_LIMIT - 1
+        self._head_left = _FIRST_READ
         self._head_seen: bytes | None = b"" if taking else None
         self._head_view: memoryview | None = None
         self._taken: bytearray | None = None
         super().__init__(*args)
 
-    def head_too_large(self) -> None:
-        """Count one request head answered 431."""
+    def refused(self, refusal: refusals.Refusal) -> None:
+        """Count one connection answered ``refusal`` (HEAD_TOO_LARGE, TLS_HANDSHAKE)."""
         raise NotImplementedError
 
     def takes(self, head: bytes) -> bool | None:
@@ -92,7 +99,7 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
         if left == _HEAD_TAKEN:
             return _TAKEN_READ
         view: memoryview = _picows_get_buffer(self, size_hint)[:left]
-        if self._head_seen is not None:
+        if self._head_seen is not None or left == _FIRST_READ:
             self._head_view = view
         return view
 
@@ -102,8 +109,22 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
             _picows_buffer_updated(self, nbytes)
         elif left == _HEAD_TAKEN:
             self._read_taken(nbytes)
-        elif left != _HEAD_REFUSED and (self._head_seen is None or not self._decide(nbytes)):
+        elif left == _HEAD_REFUSED or (left == _FIRST_READ and self._refused_tls()):
+            return
+        elif self._head_seen is None or not self._decide(nbytes):
             self._head_updated(left - nbytes, nbytes)
+
+    def _refused_tls(self) -> bool:
+        """Whether the first read begins with a TLS handshake (then it is refused)."""
+        view = self._head_view
+        assert view is not None
+        if self._head_seen is None:  # else _decide reads it next
+            self._head_view = None
+        if view[0] != TLS_HANDSHAKE:  # a read is never empty
+            return False
+        self._head_view = self._head_seen = None
+        self._refuse(refusals.TLS_HANDSHAKE)
+        return True
 
     def _decide(self, nbytes: int) -> bool:
         """Whether the request is taken (then its head is read here from now on)."""
@@ -127,7 +148,7 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
         if end < 0:
             if len(taken) >= HEAD_LIMIT:
                 self._taken = None
-                self._refuse_head()
+                self._refuse(refusals.HEAD_TOO_LARGE)
             return
         head = bytes(taken[:end])
         self._taken = None
@@ -147,13 +168,14 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
         elif left:
             self._head_left = left
         else:
-            self._refuse_head()
+            self._refuse(refusals.HEAD_TOO_LARGE)
 
-    def _refuse_head(self) -> None:
+    def _refuse(self, refusal: refusals.Refusal) -> None:
+        """Answer ``refusal`` (counted) and drop what the client still sends."""
         self._head_left = _HEAD_REFUSED
-        self.head_too_large()
+        self.refused(refusal)
         transport = self.transport.underlying_transport
-        transport.write(HEAD_TOO_LARGE)
+        transport.write(bytes(refusal.response().to_bytes()))
         if transport.can_write_eof():
             transport.write_eof()  # the client reads to the end, then closes: eof_received
         asyncio.get_running_loop().call_later(LINGER, transport.close)

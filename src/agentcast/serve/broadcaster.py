@@ -18,6 +18,7 @@ from agentcast.backplane import require_redis
 from agentcast.serve.acceptor import Acceptor
 from agentcast.serve.admission import ConnectionAdmission
 from agentcast.serve.auth import Authenticate, Identity
+from agentcast.serve.connect_log import ConnectLog
 from agentcast.serve.forever import serve_forever
 from agentcast.serve.gate import Gate
 from agentcast.serve.heap import DEFAULT_TRIM_THRESHOLD, keep_heap
@@ -262,6 +263,7 @@ class Broadcaster:
         self._server: Acceptor | None = None
         self._admission: ConnectionAdmission | None = None
         self._connections: ConnectionStats | None = None
+        self._connect_log: ConnectLog | None = None
         self._sse: SseEndpoints | None = None
         self._unready_answers = 0
         self._invalid_requests = 0
@@ -323,6 +325,7 @@ class Broadcaster:
             self.options.max_connections_per_ip, self.options.max_connect_rate
         )
         self._connections = ConnectionStats()
+        self._connect_log = ConnectLog(logging.getLogger("agentcast.server"), loop.call_later)
         self._sse = SseEndpoints(
             core,
             self._router.subscribe,
@@ -349,6 +352,7 @@ class Broadcaster:
             self._admission,
             http,
             self._connections,
+            self._connect_log,
             self._sse,
         )
         port: int = self._server.sockets[0].getsockname()[1]
@@ -395,7 +399,7 @@ class Broadcaster:
         """
         self._thread.stop(lambda: self._shutdown(timeout), timeout + 1.0)
         self._core = self._router = _NOT_RUNNING
-        self._server = self._admission = self._connections = self._sse = None
+        self._server = self._admission = self._connections = self._connect_log = self._sse = None
         self._sessions = None
 
     async def _shutdown(self, timeout: float) -> None:
@@ -420,6 +424,8 @@ class Broadcaster:
             log.warning("%d clients still connected at shutdown; aborting them", core.client_count)
             core.abort_all()
             await asyncio.sleep(0)
+        if self._connect_log is not None:  # the connections left out of the log, counted
+            self._connect_log.close()
 
     def serve_forever(
         self, timeout: float = 5.0, ready: Callable[[], object] | None = None

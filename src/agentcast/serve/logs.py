@@ -55,9 +55,19 @@ class OncePerClient:
         return True
 
 
-FIELDS = ("peer", "client_id", "code", "reason", "closed_by", "duration_s")
+FIELDS = (
+    "peer",
+    "client_id",
+    "code",
+    "reason",
+    "closed_by",
+    "duration_s",
+    "not_logged",
+    "window_s",
+)
 """Record attributes a JSON line carries as keys of their own (the connect and disconnect
-lines set them through ``extra``)."""
+lines set them through ``extra``, and the line counting those left out,
+``agentcast.serve.connect_log``)."""
 
 
 class JsonFormatter(logging.Formatter):

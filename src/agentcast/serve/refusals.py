@@ -20,6 +20,7 @@ __all__ = [
     "HEAD_TOO_LARGE",
     "PER_IP",
     "SERVER_FULL",
+    "TLS_HANDSHAKE",
     "Refusal",
     "text_response",
 ]
@@ -57,6 +58,12 @@ HEAD_TOO_LARGE = Refusal(  # written by agentcast.serve.bounded_reads
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
     "upgrades_refused_head_size",
     "request head over 16 KiB",
+    {"Connection": "close"},
+)
+TLS_HANDSHAKE = Refusal(  # written by agentcast.serve.bounded_reads: a wss:// client
+    HTTPStatus.BAD_REQUEST,
+    HANDSHAKE,
+    "a TLS handshake where an HTTP request was expected: use ws:// or http://",
     {"Connection": "close"},
 )
 

@@ -16,6 +16,7 @@ from agentcast._ext import ConnectionStats, FanoutCore, ServerListener
 from agentcast.serve.acceptor import Acceptor
 from agentcast.serve.admission import ConnectionAdmission, Peer, Takeover, create_server
 from agentcast.serve.auth import Identity, Refused
+from agentcast.serve.connect_log import ConnectLog
 from agentcast.serve.flavors import wire_encoding
 from agentcast.serve.gate import Gate
 from agentcast.serve.handshake import is_plain_get, refuse_upgrade
@@ -137,12 +138,14 @@ async def start_server(
     admission: ConnectionAdmission,
     http: HttpEndpoints | None,
     connections: ConnectionStats,
+    connect_log: ConnectLog,
     takeover: Takeover | None = None,
 ) -> Acceptor:
     """Listen on ``host:port``; every connection ``admission`` lets in and ``gate``
     admits becomes a client of ``core``, its identity kept in ``sessions``, how it ends
-    counted in ``connections``; plain GETs are answered by ``http``, and the requests
-    ``takeover`` wants (SSE) by it."""
+    counted in ``connections``, its connect and disconnect logged if ``connect_log``
+    allows; plain GETs are answered by ``http``, and the requests ``takeover`` wants (SSE)
+    by it."""
 
     def listener_factory(
         request: WSUpgradeRequest, peer: Peer
@@ -173,6 +176,7 @@ async def start_server(
         settings = (
             core,
             connections,
+            connect_log,
             on_message,
             on_binary,
             options.close_grace,
