@@ -729,7 +729,7 @@ def test_two_pages_on_one_agent_both_see_the_stream(
     say(chromium, "to both")
     chromium.switch_to.window(first)
     until_reply(chromium, "to both")
-    assert said(chromium) == demo_reply("to both")
+    assert shown(chromium)[:-1] == [("you", "to both"), *demo_reply("to both")]
     assert [outcome for outcome, _ in footers(chromium)] == ["success"]
 
 
@@ -988,6 +988,113 @@ def test_token_from_the_fragment_is_used_and_a_bad_one_is_shown_as_refused(
         chromium.get("about:blank")
         open_page(chromium, f"{base}#token={token(agents=['other'])}")
         wait(chromium, lambda d: any("forbidden" in n for n in notices(d)), "forbidden")
+
+
+@pytest.mark.browser
+def test_at_the_root_the_page_offers_the_demo_agent_and_one_click_opens_it(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    """No agent in the URL: the field is off, and the page says what to do to turn it on."""
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/")
+    field = chromium.find_element(By.ID, "message")
+    assert not field.is_enabled()
+    assert "try demo" in (field.get_attribute("placeholder") or ""), field.get_attribute(
+        "placeholder"
+    )
+    offer = chromium.find_element(By.ID, "try-demo")
+    assert offer.is_displayed() and "demo" in offer.text, offer.text
+    offer.click()
+    wait(chromium, lambda d: d.find_element(By.ID, "status-agent").text == "demo", "agent demo")
+    assert chromium.execute_script("return location.search") == "?agent=demo"
+    assert chromium.find_element(By.ID, "agent").get_attribute("value") == "demo"
+    say(chromium, "first words")
+    assert said(chromium) == demo_reply("first words")
+
+
+def field_refused(driver: WebDriver) -> bool:
+    field = driver.find_element(By.ID, "message")
+    return not field.is_enabled() and "not allowed" in (field.get_attribute("placeholder") or "")
+
+
+def open_agent(driver: WebDriver, agent: str) -> None:
+    """Type ``agent`` into the picker; until the page has opened it."""
+    picker = driver.find_element(By.ID, "agent")
+    picker.clear()
+    picker.send_keys(agent, Keys.ENTER)
+    wait(driver, lambda d: d.find_element(By.ID, "status-agent").text == agent, f"agent {agent}")
+
+
+@pytest.mark.browser
+def test_an_agent_the_token_may_not_read_turns_the_field_off_until_another_is_opened(
+    chromium: WebDriver,
+) -> None:
+    with AgentServer(port=0, authenticate=JWTAuthenticator(secret=SECRET)) as server:
+        base = f"http://127.0.0.1:{server.port}/?agent=other"
+        open_page(chromium, f"{base}#token={token(agents=['demo'])}")
+        wait(chromium, field_refused, "the field off, saying why")
+        assert notices(chromium) == ["forbidden: not allowed to read this agent (other)"]
+        open_agent(chromium, "demo")
+        say(chromium, "allowed")
+        assert shown(chromium)[:-1] == [("you", "allowed"), *demo_reply("allowed")]
+
+
+@pytest.mark.browser
+def test_a_line_the_token_may_not_say_is_marked_refused_and_the_field_turned_off(
+    chromium: WebDriver,
+) -> None:
+    """Read allowed, talk not: the page learns it from the line's refusal. The line is
+    marked refused (not a step in flight that never ends) and nothing more can be typed
+    to that agent; another agent the token allows works as before."""
+    with AgentServer(port=0, authenticate=JWTAuthenticator(secret=SECRET)) as server:
+        rights = token(agents=["demo"], watch=["other"])
+        open_page(chromium, f"http://127.0.0.1:{server.port}/?agent=other#token={rights}")
+        field = chromium.find_element(By.ID, "message")
+        field.send_keys("not mine to say", Keys.ENTER)
+        wait(chromium, field_refused, "the field off, saying why")
+        (step,) = chromium.find_elements(By.CSS_SELECTOR, "#log .run")
+        assert step.get_attribute("class") == "run refused"
+        assert shown(chromium) == [
+            ("you", "not mine to say"),
+            ("foot", "refused", "refused · not allowed to talk to this agent", None),
+        ]
+        assert notices(chromium) == ["forbidden: not allowed to talk to this agent (other)"]
+        assert server.hub.stats()["forbidden"] == 1
+        open_agent(chromium, "demo")
+        say(chromium, "mine to say")
+        assert said(chromium) == demo_reply("mine to say")
+
+
+STEPS = """
+const log = document.getElementById('log').cloneNode(true);
+for (const outcome of log.querySelectorAll('.run-foot .outcome')) outcome.textContent = '';
+return [...log.querySelectorAll(':scope > .run')].map(run => run.outerHTML);
+"""
+
+
+def steps(driver: WebDriver) -> list[str]:
+    """Each step's card as HTML, but for how long it took (a watcher cannot tell)."""
+    return list(driver.execute_script(STEPS))
+
+
+@pytest.mark.browser
+def test_a_watcher_is_shown_the_history_in_the_same_steps_as_the_page_that_typed_it(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    url = f"http://127.0.0.1:{agent_server.port}/?agent=history"
+    open_page(chromium, url)
+    for text in ("first line", "second line"):
+        say(chromium, text)
+    typed = steps(chromium)
+    chromium.switch_to.new_window("tab")
+    open_page(chromium, url)
+    wait(chromium, lambda d: len(footers(d)) == 2, "the two steps replayed")
+    assert steps(chromium) == typed
+    assert [item for item in shown(chromium) if item[0] != "foot"] == [
+        ("you", "first line"),
+        *demo_reply("first line"),
+        ("you", "second line"),
+        *demo_reply("second line"),
+    ]
 
 
 @pytest.mark.browser
