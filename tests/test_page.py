@@ -997,10 +997,8 @@ def test_at_the_root_the_page_offers_the_demo_agent_and_one_click_opens_it(
     """No agent in the URL: the field is off, and the page says what to do to turn it on."""
     open_page(chromium, f"http://127.0.0.1:{agent_server.port}/")
     field = chromium.find_element(By.ID, "message")
-    assert not field.is_enabled()
-    assert "try demo" in (field.get_attribute("placeholder") or ""), field.get_attribute(
-        "placeholder"
-    )
+    placeholder = field.get_attribute("placeholder") or ""
+    assert not field.is_enabled() and "try demo" in placeholder, placeholder
     offer = chromium.find_element(By.ID, "try-demo")
     assert offer.is_displayed() and "demo" in offer.text, offer.text
     offer.click()
@@ -1012,6 +1010,7 @@ def test_at_the_root_the_page_offers_the_demo_agent_and_one_click_opens_it(
 
 
 def field_refused(driver: WebDriver) -> bool:
+    """Whether the message field is off and says the agent is not allowed."""
     field = driver.find_element(By.ID, "message")
     return not field.is_enabled() and "not allowed" in (field.get_attribute("placeholder") or "")
 
