@@ -40,7 +40,7 @@ class BrowsersUsed:
 
     def summary(self) -> str:
         """One line: the browsers the page tests ran in, and those missing."""
-        parts = [f"{name} {version}" for name, version in self.started.items()]
+        parts = [f"{name} {version}" for name, version in self.started.items()] or ["no browser"]
         for name, why in self.missing.items():
             count = self.skipped[name]
             tests = "its 1 test" if count == 1 else f"its {count} tests"

@@ -1286,15 +1286,16 @@ def test_a_run_without_firefox_skips_its_test_and_says_so() -> None:
     output = firefox_test_run({"AGENTCAST_FIREFOX": "/nonexistent/firefox"})
     assert "1 skipped" in output, output
     assert (
-        "page tests ran in: Firefox: AGENTCAST_FIREFOX=/nonexistent/firefox is not an"
+        "page tests ran in: no browser; Firefox: AGENTCAST_FIREFOX=/nonexistent/firefox is not an"
         " executable binary, its 1 test skipped"
     ) in output, output
 
 
 @pytest.mark.browser
-def test_a_run_with_firefox_names_it_and_its_version() -> None:
+def test_a_run_with_firefox_names_it_and_its_version(request: pytest.FixtureRequest) -> None:
     binary, missing = find_firefox()
     if binary is None:
+        browsers_used(request.config).skip("Firefox", missing)
         pytest.skip(f"Firefox: {missing}")
     output = firefox_test_run({})
     assert "1 passed" in output, output
