@@ -13,6 +13,7 @@ import pytest
 import uvloop
 
 from agentcast import Broadcaster
+from browsers import BROWSERS_USED
 from echo_server import echo_server
 from js_clients import ClientResult, require_js_clients, run_client
 from redis_server import RedisServer
@@ -34,6 +35,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_itemcollected(item: pytest.Item) -> None:
     if "redis_server" in getattr(item, "fixturenames", ()):
         item.add_marker(pytest.mark.redis)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which browsers the page tests ran in (Firefox is optional: say when it was not)."""
+    used = terminalreporter.config.stash.get(BROWSERS_USED, None)
+    if used is not None:
+        terminalreporter.write_line(used.summary())
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they deselect

@@ -1,9 +1,13 @@
 """The live page (``GET /``): its files and headers over real sockets, and the page itself
-in a real browser, headless Chromium from Debian's ``chromium`` and ``chromium-driver``
-driven by selenium, against real agentcast servers on 127.0.0.1.
+in real browsers against real agentcast servers on 127.0.0.1: headless Chromium from
+Debian's ``chromium`` and ``chromium-driver`` driven by selenium, and headless Firefox
+driven over Marionette.
 
-The browser tests are marked ``browser``; without Chromium they fail saying what to
-install (CI installs it: see the README's test command).
+The browser tests are marked ``browser``. Without Chromium they fail saying what to install
+(CI installs it: see the README's test command). Firefox is taken where it is
+(``browsers.find_firefox``: Debian's firefox-esr, Mozilla's own build, or
+``AGENTCAST_FIREFOX``); without one its test is skipped saying how to install it, and the
+run's summary says which browsers the page tests ran in.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import http.client
 import io
 import itertools
 import json
+import os
 import re
 import socket
 import subprocess
@@ -51,13 +56,12 @@ from agentcast.notices import skipped as skipped_notice
 from agentcast.serve.auth import JWTAuthenticator
 from agentcast.serve.page import PAGE_FILES
 from agentcast.serve.tls import server_context
+from browsers import CHROMIUM_INSTALL, BrowsersUsed, browsers_used, find_firefox
 from clients import run, user_message, wait_for, websockets_clients
 from redis_server import RedisServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FIREFOX = Path("/usr/lib/firefox-esr/firefox-esr")  # the binary, next to application.ini
-INSTALL = "apt-get install -y chromium chromium-driver firefox-esr"
 SECRET = b"p" * 32
 WAIT = 20.0  # seconds a page has to show what a test waits for
 REPO = Path(__file__).resolve().parent.parent
@@ -233,11 +237,13 @@ def spki_hash(pem: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(certificates: tuple[Path, Path, str]) -> Iterator[WebDriver]:
+def browser(
+    request: pytest.FixtureRequest, certificates: tuple[Path, Path, str]
+) -> Iterator[WebDriver]:
     """One headless Chromium for the module; each test opens its pages in it."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not path.exists():
-            pytest.fail(f"{path} is missing: {INSTALL}", pytrace=False)
+            pytest.fail(f"{path} is missing: {CHROMIUM_INSTALL}", pytrace=False)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in (
@@ -250,6 +256,7 @@ def browser(certificates: tuple[Path, Path, str]) -> Iterator[WebDriver]:
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browsers_used(request.config).started["Chromium"] = driver.capabilities["browserVersion"]
     driver.get("about:blank")
     yield driver
     driver.quit()
@@ -722,7 +729,7 @@ def test_two_pages_on_one_agent_both_see_the_stream(
     say(chromium, "to both")
     chromium.switch_to.window(first)
     until_reply(chromium, "to both")
-    assert said(chromium) == demo_reply("to both")
+    assert shown(chromium)[:-1] == [("you", "to both"), *demo_reply("to both")]
     assert [outcome for outcome, _ in footers(chromium)] == ["success"]
 
 
@@ -984,6 +991,112 @@ def test_token_from_the_fragment_is_used_and_a_bad_one_is_shown_as_refused(
 
 
 @pytest.mark.browser
+def test_at_the_root_the_page_offers_the_demo_agent_and_one_click_opens_it(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    """No agent in the URL: the field is off, and the page says what to do to turn it on."""
+    open_page(chromium, f"http://127.0.0.1:{agent_server.port}/")
+    field = chromium.find_element(By.ID, "message")
+    placeholder = field.get_attribute("placeholder") or ""
+    assert not field.is_enabled() and "try demo" in placeholder, placeholder
+    offer = chromium.find_element(By.ID, "try-demo")
+    assert offer.is_displayed() and "demo" in offer.text, offer.text
+    offer.click()
+    wait(chromium, lambda d: d.find_element(By.ID, "status-agent").text == "demo", "agent demo")
+    assert chromium.execute_script("return location.search") == "?agent=demo"
+    assert chromium.find_element(By.ID, "agent").get_attribute("value") == "demo"
+    say(chromium, "first words")
+    assert said(chromium) == demo_reply("first words")
+
+
+def field_refused(driver: WebDriver) -> bool:
+    """Whether the message field is off and says the agent is not allowed."""
+    field = driver.find_element(By.ID, "message")
+    return not field.is_enabled() and "not allowed" in (field.get_attribute("placeholder") or "")
+
+
+def open_agent(driver: WebDriver, agent: str) -> None:
+    """Type ``agent`` into the picker; until the page has opened it."""
+    picker = driver.find_element(By.ID, "agent")
+    picker.clear()
+    picker.send_keys(agent, Keys.ENTER)
+    wait(driver, lambda d: d.find_element(By.ID, "status-agent").text == agent, f"agent {agent}")
+
+
+@pytest.mark.browser
+def test_an_agent_the_token_may_not_read_turns_the_field_off_until_another_is_opened(
+    chromium: WebDriver,
+) -> None:
+    with AgentServer(port=0, authenticate=JWTAuthenticator(secret=SECRET)) as server:
+        base = f"http://127.0.0.1:{server.port}/?agent=other"
+        open_page(chromium, f"{base}#token={token(agents=['demo'])}")
+        wait(chromium, field_refused, "the field off, saying why")
+        assert notices(chromium) == ["forbidden: not allowed to read this agent (other)"]
+        open_agent(chromium, "demo")
+        say(chromium, "allowed")
+        assert shown(chromium)[:-1] == [("you", "allowed"), *demo_reply("allowed")]
+
+
+@pytest.mark.browser
+def test_a_line_the_token_may_not_say_is_marked_refused_and_the_field_turned_off(
+    chromium: WebDriver,
+) -> None:
+    """Read allowed, talk not: the page learns it from the line's refusal. The line is
+    marked refused (not a step in flight that never ends) and nothing more can be typed
+    to that agent; another agent the token allows works as before."""
+    with AgentServer(port=0, authenticate=JWTAuthenticator(secret=SECRET)) as server:
+        rights = token(agents=["demo"], watch=["other"])
+        open_page(chromium, f"http://127.0.0.1:{server.port}/?agent=other#token={rights}")
+        field = chromium.find_element(By.ID, "message")
+        field.send_keys("not mine to say", Keys.ENTER)
+        wait(chromium, field_refused, "the field off, saying why")
+        (step,) = chromium.find_elements(By.CSS_SELECTOR, "#log .run")
+        assert step.get_attribute("class") == "run refused"
+        assert shown(chromium) == [
+            ("you", "not mine to say"),
+            ("foot", "refused", "refused · not allowed to talk to this agent", None),
+        ]
+        assert notices(chromium) == ["forbidden: not allowed to talk to this agent (other)"]
+        assert server.hub.stats()["forbidden"] == 1
+        open_agent(chromium, "demo")
+        say(chromium, "mine to say")
+        assert said(chromium) == demo_reply("mine to say")
+
+
+STEPS = """
+const log = document.getElementById('log').cloneNode(true);
+for (const outcome of log.querySelectorAll('.run-foot .outcome')) outcome.textContent = '';
+return [...log.querySelectorAll(':scope > .run')].map(run => run.outerHTML);
+"""
+
+
+def steps(driver: WebDriver) -> list[str]:
+    """Each step's card as HTML, but for how long it took (a watcher cannot tell)."""
+    return list(driver.execute_script(STEPS))
+
+
+@pytest.mark.browser
+def test_a_watcher_is_shown_the_history_in_the_same_steps_as_the_page_that_typed_it(
+    chromium: WebDriver, agent_server: AgentServer
+) -> None:
+    url = f"http://127.0.0.1:{agent_server.port}/?agent=history"
+    open_page(chromium, url)
+    for text in ("first line", "second line"):
+        say(chromium, text)
+    typed = steps(chromium)
+    chromium.switch_to.new_window("tab")
+    open_page(chromium, url)
+    wait(chromium, lambda d: len(footers(d)) == 2, "the two steps replayed")
+    assert steps(chromium) == typed
+    assert [item for item in shown(chromium) if item[0] != "foot"] == [
+        ("you", "first line"),
+        *demo_reply("first line"),
+        ("you", "second line"),
+        *demo_reply("second line"),
+    ]
+
+
+@pytest.mark.browser
 def test_the_page_over_https_talks_over_wss(
     chromium: WebDriver, certificates: tuple[Path, Path, str]
 ) -> None:
@@ -1025,18 +1138,20 @@ FIREFOX_PREFS = {
 
 
 @pytest.fixture
-def firefox(tmp_path: Path) -> Iterator[Marionette]:
-    """Headless Firefox ESR driven over Marionette by Mozilla's own client (Debian has no
+def firefox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Marionette]:
+    """Headless Firefox driven over Marionette by Mozilla's own client (Debian has no
     geckodriver; Marionette is the protocol geckodriver itself speaks to Firefox). The
     browser is started here and its port awaited, then the client attaches to it."""
-    if not FIREFOX.exists():
-        pytest.fail(f"{FIREFOX} is missing: {INSTALL}", pytrace=False)
+    binary, missing = find_firefox()
+    if binary is None:
+        browsers_used(request.config).skip("Firefox", missing)
+        pytest.skip(f"Firefox: {missing}")
     port = free_port()
     prefs = {**FIREFOX_PREFS, "marionette.port": port}
     (tmp_path / "user.js").write_text(
         "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
     )
-    command = [str(FIREFOX), "--headless", "--marionette", "--no-remote", "--profile"]
+    command = [str(binary), "--headless", "--marionette", "--no-remote", "--profile"]
     process = subprocess.Popen(
         [*command, str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -1048,6 +1163,8 @@ def firefox(tmp_path: Path) -> Iterator[Marionette]:
             time.sleep(0.05)
         client = Marionette(host="127.0.0.1", port=port)
         client.start_session()
+        version = client.session_capabilities["browserVersion"]
+        browsers_used(request.config).started["Firefox"] = f"{version} ({binary})"
         try:
             yield client
         finally:
@@ -1110,3 +1227,76 @@ def test_the_page_works_in_firefox_and_survives_a_restart(firefox: Marionette) -
         "return [...document.querySelectorAll('#log .run-foot')].map(e => e.dataset.seqs)"
     )
     assert [seqs.split()[0] for seqs in first_seqs] == ["1", "1"]  # counted anew
+
+
+# ---- which browsers ran ----------------------------------------------------------------
+
+
+def test_firefox_is_a_binary_found_where_it_is_never_a_wrapper_script(tmp_path: Path) -> None:
+    """Ubuntu's ``firefox`` is a shell script that starts (or installs) a snap: passed
+    over; a ``firefox-esr`` on PATH linking to a binary is taken, as the binary."""
+    binary = tmp_path / "lib" / "firefox-esr"
+    binary.parent.mkdir()
+    binary.write_bytes(Path(sys.executable).resolve().read_bytes())  # any ELF executable
+    binary.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "firefox"
+    wrapper.write_text('#!/bin/sh\nexec snap run firefox "$@"\n')
+    wrapper.chmod(0o755)
+    assert find_firefox({"PATH": str(bin_dir)}, paths=()) == (
+        None,
+        "not installed (apt-get install -y firefox-esr)",
+    )
+    (bin_dir / "firefox-esr").symlink_to(binary)
+    assert find_firefox({"PATH": str(bin_dir)}, paths=()) == (binary, "")
+    own = {"PATH": str(bin_dir), "AGENTCAST_FIREFOX": str(wrapper)}
+    assert find_firefox(own, paths=()) == (
+        None,
+        f"AGENTCAST_FIREFOX={wrapper} is not an executable binary",
+    )
+
+
+def test_the_summary_names_each_browser_run_and_each_missing_with_its_skips() -> None:
+    used = BrowsersUsed()
+    used.started["Chromium"] = "156.0.1"
+    used.skip("Firefox", "not installed (apt-get install -y firefox-esr)")
+    assert used.summary() == (
+        "page tests ran in: Chromium 156.0.1; Firefox: not installed"
+        " (apt-get install -y firefox-esr), its 1 test skipped"
+    )
+
+
+def firefox_test_run(environ: dict[str, str]) -> str:
+    """The output of a pytest run of this module's Firefox test alone."""
+    test = "tests/test_page.py::test_the_page_works_in_firefox_and_survives_a_restart"
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q"],
+        cwd=REPO,
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    return finished.stdout
+
+
+def test_a_run_without_firefox_skips_its_test_and_says_so() -> None:
+    output = firefox_test_run({"AGENTCAST_FIREFOX": "/nonexistent/firefox"})
+    assert "1 skipped" in output, output
+    assert (
+        "page tests ran in: no browser; Firefox: AGENTCAST_FIREFOX=/nonexistent/firefox is not an"
+        " executable binary, its 1 test skipped"
+    ) in output, output
+
+
+@pytest.mark.browser
+def test_a_run_with_firefox_names_it_and_its_version(request: pytest.FixtureRequest) -> None:
+    binary, missing = find_firefox()
+    if binary is None:
+        browsers_used(request.config).skip("Firefox", missing)
+        pytest.skip(f"Firefox: {missing}")
+    output = firefox_test_run({})
+    assert "1 passed" in output, output
+    assert re.search(rf"page tests ran in: Firefox \d+\.\d+\S* \({binary}\)", output), output

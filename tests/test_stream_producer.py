@@ -80,6 +80,13 @@ def test_steps_state_and_results_are_events_of_the_run() -> None:
     assert emit.events[0] == {"type": "run_start", "run_id": "r", "thread_id": "t"}
 
 
+def test_a_run_names_the_prompt_it_answers_in_its_start() -> None:
+    emit = Recorder()
+    with Run(emit, "a", run_id="r", prompt="what is new?"):
+        pass
+    assert emit.events[0] == {"type": "run_start", "run_id": "r", "prompt": "what is new?"}
+
+
 def test_async_with_from_an_event_loop_streams_to_a_watcher(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:

@@ -57,6 +57,7 @@ def test_a_native_watcher_sees_the_demo_run_stream_and_memgpt_the_whole_messages
     check_stream(events)
     kinds = [e["type"] for e in events]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert events[0]["prompt"] == "hi there"  # a watcher sees what the step answers
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     starts = [e for e in events if e["type"] == "message_start"]
     assert [(s["role"], s["kind"]) for s in starts] == [

@@ -262,7 +262,7 @@ class AgentServer:
 
     def _run_step(self, client_id: int, message: protocol.UserMessage) -> None:
         try:
-            with self.interface.step(message.agent_id):
+            with self.interface.step(message.agent_id, prompt=message.message):
                 self.backend.user_message(self.user_id, message.agent_id, message.message)
         except Exception as exc:
             reason = clip(str(exc), ERROR_LIMIT)  # it may repeat the client's input

@@ -88,12 +88,15 @@ class _WebSocketInterface:
             _serving.reset(token)
 
     @contextlib.contextmanager
-    def step(self, agent_id: str) -> Iterator[Run | None]:
+    def step(self, agent_id: str, prompt: str | None = None) -> Iterator[Run | None]:
         """One MemGPT step of ``agent_id`` as a run on its channel (route "agent"):
-        ``run_start``, the step's messages, then ``run_end`` (``run_error`` if it raised).
+        ``run_start`` (with ``prompt``, the user's message it answers, if given), the
+        step's messages, then ``run_end`` (``run_error`` if it raised).
         Within it the agent's messages belong to ``agent_id`` (as in ``serving``) and
         ``current_run()`` is the run, for a backend that streams."""
-        run = Run(self.hub.publish_event, agent_id) if self.route == "agent" else None
+        run = None
+        if self.route == "agent":
+            run = Run(self.hub.publish_event, agent_id, prompt=prompt)
         token = _running.set(run)
         try:
             with self.serving(agent_id):

@@ -145,7 +145,11 @@ class ToolCallStream(_Stream):
 
 
 class Run:
-    """One run of an agent on a channel: its boundaries, messages, tool calls and state."""
+    """One run of an agent on a channel: its boundaries, messages, tool calls and state.
+
+    ``prompt``: the user's message the run answers, sent in its ``run_start`` so that
+    whoever watches the channel (live or from its history) sees what each run answers.
+    """
 
     def __init__(
         self,
@@ -155,6 +159,7 @@ class Run:
         thread_id: str | None = None,
         rollup: float = 0.0,
         schedule: Schedule | None = None,
+        prompt: str | None = None,
     ) -> None:
         if channel is None:
             raise ValueError("a run needs a channel")
@@ -167,6 +172,7 @@ class Run:
         self.channel = channel
         self.id = run_id or new_id("run")
         self.thread_id = thread_id
+        self.prompt = prompt
         self.started = self.ended = False
 
     def start(self) -> Run:
@@ -177,6 +183,8 @@ class Run:
         event: dict[str, Any] = {"type": "run_start", "run_id": self.id}
         if self.thread_id is not None:
             event["thread_id"] = self.thread_id
+        if self.prompt is not None:
+            event["prompt"] = self.prompt
         self._send(event)
         return self
 

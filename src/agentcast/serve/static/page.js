@@ -4,7 +4,10 @@
 // server's SSE encodings (/?transport=sse&protocol=agentcast|agui|aisdk|letta), each decoded
 // into the calls the native events make. Each run of the agent is a card: its messages
 // grow delta by delta as the tokens arrive, its tool calls are collapsible cards (name,
-// arguments as they stream, result), and a footer says how the run ended.
+// arguments as they stream, result), and a footer says how the run ended. A line typed
+// here and the run answering it are one card, a step; a run that names the line it
+// answers (run_start's `prompt`, as AgentServer's steps do) is shown as the same step to
+// every other page watching the agent, live or from its history.
 // Server text is only ever set as text (textContent, Text nodes; never innerHTML): it is
 // client and agent input. After a drop the page resumes with `since` = the last seq it
 // applied (EventSource by itself, with Last-Event-ID) and drops any event it has applied
@@ -33,6 +36,7 @@ const view = {
   agent: $("agent"),
   watch: $("watch"),
   recent: $("recent-agents"),
+  tryDemo: $("try-demo"),
   tokenForm: $("token-form"),
   token: $("token"),
   message: $("message"),
@@ -64,6 +68,7 @@ const session = {
   messages: new Map(), // message_id -> an open message
   tools: new Map(), // tool_call_id -> a tool call waiting for its end or result
   ending: null, // over SSE: how the open run ends, told before its last event
+  refused: "", // why the token may not have this agent (forbidden); cleared by another
 };
 
 // ---- rendering -------------------------------------------------------------
@@ -179,9 +184,23 @@ function usageText(usage) {
 function setState(state, text) {
   view.state.dataset.state = state;
   view.state.textContent = text || state;
-  const usable = state === "open" && session.agent !== "" && session.transport === "ws";
+  const usable =
+    state === "open" && session.agent !== "" && session.transport === "ws" && !session.refused;
   view.message.disabled = !usable;
   view.send.disabled = !usable;
+  view.message.placeholder = composerHint();
+}
+
+// What the message field says: how to send, or what to do first.
+function composerHint() {
+  if (session.transport === "sse") return "Watching over SSE: pick WebSocket to send messages";
+  if (!session.agent) return "Pick an agent above first (new here? try demo)";
+  if (session.refused) return `${session.refused}: open another agent`;
+  return "Message the agent (Enter sends)";
+}
+
+function refreshState() {
+  setState(view.state.dataset.state, view.state.textContent);
 }
 
 function setLastSeq(seq) {
@@ -693,6 +712,7 @@ function startRun(event) {
   } else {
     node = element("section", "run");
     body = element("div", "run-body");
+    if (typeof event.prompt === "string") node.append(userEntry(event.prompt)); // as a step
     node.append(body);
     append(node);
   }
@@ -846,10 +866,27 @@ function serverError(frame) {
   } else if (frame.code === "skipped") {
     skipped(frame);
   } else if (frame.code === "forbidden") {
-    show(notice("error", `forbidden: ${frame.message}`));
+    forbidden(frame);
   } else {
     show(notice("error", frame.code ? `${frame.code}: ${frame.message}` : frame.message));
   }
+}
+
+// The token does not allow the page this agent (to read it, or to talk to it): the lines
+// not yet answered are refused, and the field stays off until another agent is opened.
+function forbidden(frame) {
+  const channel = noticeChannel(frame);
+  const about = channel === null || channel === undefined ? "" : ` (${channel})`;
+  show(notice("error", `forbidden: ${frame.message}${about}`));
+  if (channel !== session.agent) return;
+  session.refused = String(frame.message);
+  for (const step of session.steps.filter((s) => !s.started)) {
+    step.node.classList.remove("queued");
+    step.node.classList.add("refused");
+    append(footer("refused", `refused · ${session.refused}`), step.node);
+  }
+  session.steps = session.steps.filter((s) => s.started);
+  refreshState();
 }
 
 function noticeChannel(frame) {
@@ -962,6 +999,7 @@ function openAgent(agent) {
     sendJson({ type: "unsubscribe", channel: session.agent });
   }
   session.agent = agent;
+  session.refused = "";
   session.steps = [];
   session.run = null;
   session.messages.clear();
@@ -980,7 +1018,7 @@ function openAgent(agent) {
   history.replaceState(null, "", url);
   document.title = `${agent} · agentcast`;
   rememberAgent(agent);
-  setState(view.state.dataset.state, view.state.textContent);
+  refreshState();
   subscribe();
 }
 
@@ -991,13 +1029,16 @@ $("agent-form").addEventListener("submit", (event) => {
   view.message.focus();
 });
 
+view.tryDemo.addEventListener("click", () => {
+  openAgent("demo");
+  view.message.focus();
+});
+
 // How the page watches: the select's value, kept in the URL (?transport=sse&protocol=...).
 function showWatch() {
   const sse = session.transport === "sse";
   view.watch.value = sse ? `sse ${session.protocol}` : "ws";
-  view.message.placeholder = sse
-    ? "Watching over SSE: pick WebSocket to send messages"
-    : "Message the agent (Enter sends)";
+  refreshState();
   const url = new URL(location.href);
   url.searchParams.delete("transport");
   url.searchParams.delete("protocol");
@@ -1021,6 +1062,7 @@ view.watch.addEventListener("change", () => {
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   session.token = view.token.value.trim();
+  session.refused = ""; // the new token may allow the agent: the server says
   view.tokenForm.hidden = true;
   session.failures = 0;
   connect();
