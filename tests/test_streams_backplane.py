@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 import websockets
 
-from agentcast import Broadcaster
+from agentcast import Broadcaster, Publisher
 from backplane_nodes import Process
 from clients import run, wait_for
 from redis_server import RedisServer
 from sse_checks import parse_sse, raw_get, read_all
-from stream_checks import check_stream, text
+from stream_checks import check_stream, read_until, subscribe, subscribing_hub, text
 
 DELTAS = 2000
 RATE = 1000.0  # deltas per second: a two-second run, killed in its first half
@@ -117,3 +117,25 @@ def test_a_node_that_did_not_follow_a_chat_resumes_its_open_run(
     finally:
         nothing.close()
     run(wait_for(lambda: other.client_count == 0, what="the followers gone"))
+
+
+def test_a_publishers_run_names_its_prompt_to_a_nodes_watchers(
+    redis_server: RedisServer, hub_factory: Callable[..., Broadcaster]
+) -> None:
+    """A worker with no clients starts a run through Redis with the user's line it answers:
+    a node's native watcher gets it in run_start."""
+    node = subscribing_hub(hub_factory, backplane=redis_server.url)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(f"ws://127.0.0.1:{node.port}/?protocol=agentcast") as ws:
+            await subscribe(ws, "w")
+            with (
+                Publisher(redis_server.url) as publisher,
+                publisher.run("w", prompt="hello there") as agent_run,
+            ):
+                agent_run.say("hi")
+            return await read_until(ws, "run_end")
+
+    events = run(scenario())
+    check_stream(events)
+    assert events[0]["type"] == "run_start" and events[0]["prompt"] == "hello there"

@@ -102,7 +102,7 @@ def test_a_watcher_joining_mid_run_gets_a_valid_stream_from_its_first_frame(
     full = "".join(f"token{i} " for i in range(40))
 
     async def scenario() -> list[dict[str, Any]]:
-        run_ = hub.run("a", run_id="r1")
+        run_ = hub.run("a", run_id="r1", prompt="count to 40")
         run_.start()
         message = run_.message(message_id="m1")
         for i in range(20):
@@ -117,7 +117,13 @@ def test_a_watcher_joining_mid_run_gets_a_valid_stream_from_its_first_frame(
 
     events = run(scenario())
     check_stream(events)
-    assert events[0] == {"type": "run_start", "channel": "a", "seq": 1, "run_id": "r1"}
+    assert events[0] == {
+        "type": "run_start",
+        "channel": "a",
+        "seq": 1,
+        "run_id": "r1",
+        "prompt": "count to 40",  # what the run answers, in the snapshot too
+    }
     assert events[2]["from_seq"] == 3 and events[2]["seq"] == 22  # the 20 deltas so far, merged
     assert text(events, "m1") == full
 

@@ -102,10 +102,11 @@ class AsyncPublisher:
         thread_id: str | None = None,
         *,
         rollup: float = 0.0,
+        prompt: str | None = None,
     ) -> Run:
         """A run on ``channel`` (see ``agentcast.streams.producer``); ``rollup`` s: deltas
-        that come close together go as one."""
-        return Run(self.publish_event, channel, run_id, thread_id, rollup, self._later)
+        that come close together go as one; ``prompt``: the user's message it answers."""
+        return Run(self.publish_event, channel, run_id, thread_id, rollup, self._later, prompt)
 
     def _later(self, delay: float, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the publisher's loop in ``delay`` s (from any thread)."""
@@ -177,8 +178,9 @@ class Publisher:
         thread_id: str | None = None,
         *,
         rollup: float = 0.0,
+        prompt: str | None = None,
     ) -> Run:
-        return self._async.run(channel, run_id, thread_id, rollup=rollup)
+        return self._async.run(channel, run_id, thread_id, rollup=rollup, prompt=prompt)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until Redis has applied everything published so far; False on timeout."""

@@ -549,10 +549,14 @@ class Broadcaster:
         thread_id: str | None = None,
         *,
         rollup: float = 0.0,
+        prompt: str | None = None,
     ) -> Run:
         """A run on ``channel``: ``with hub.run("agent-1") as run: ...`` (see
-        ``agentcast.streams.producer``); ``rollup`` s: deltas that close together go as one."""
-        return Run(self._router.publish_event, channel, run_id, thread_id, rollup, self._later)
+        ``agentcast.streams.producer``); ``rollup`` s: deltas that close together go as one;
+        ``prompt``: the user's message it answers, in its ``run_start`` for every watcher."""
+        return Run(
+            self._router.publish_event, channel, run_id, thread_id, rollup, self._later, prompt
+        )
 
     def _later(self, delay: float, callback: Callable[[], None]) -> None:
         """Call ``callback`` on the loop thread in ``delay`` s (from any thread)."""
