@@ -138,6 +138,13 @@ async def _unless_over(awaitable: Awaitable[T], reader: asyncio.Task[None]) -> T
     raise _StreamOver
 
 
+async def _connected_once(client: Client, session: _Session, reader: asyncio.Task[None]) -> None:
+    """Until the first connection holds, so that input which ends at once (``< /dev/null``)
+    still says whether the server could be reached: 1 and a hint if not, not a silent 0."""
+    while not client.connected:
+        await _unless_over(session.wake.wait(), reader)
+
+
 async def _ask(client: Client, text: str, session: _Session, reader: asyncio.Task[None]) -> None:
     """Send ``text`` and wait for its answer, or for its connection to drop."""
     while True:
@@ -179,6 +186,7 @@ async def chat(
     typed = TypedLines(sys.stdin.fileno(), asyncio.get_running_loop())
     reader = asyncio.create_task(_read(client, session))
     try:
+        await _connected_once(client, session, reader)
         while (text := await _unless_over(typed.get(), reader)) is not None:
             if text:
                 await _ask(client, text, session, reader)
