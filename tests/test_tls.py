@@ -354,6 +354,17 @@ def test_the_transport_is_picked_per_protocol_unless_asked(
 # ---- the client: what no retry can fix ends at once -------------------------------------
 
 
+def client_with_open_input(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``agentcast client`` run to its end with an input that stays open, so that it ends
+    on what the server does, not on the end of its input."""
+    typed, typing = os.pipe()
+    try:
+        return subprocess.run(argv, stdin=typed, capture_output=True, text=True, timeout=timeout)
+    finally:
+        os.close(typed)
+        os.close(typing)
+
+
 @pytest.fixture(scope="module")
 def cn_only(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A certificate naming 127.0.0.1 in its CN only, as older tools issue them: an IP
@@ -410,12 +421,7 @@ def test_a_first_connect_no_retry_can_fix_is_one_line_and_exit_1(
         argv += ["--retries", "12", "--backoff", "10"]  # no fast way out but failing fast
         if cafile is not None:
             argv += ["--cafile", str((certificates if cafile == "ca" else cn_only).cafile)]
-        typed, typing = os.pipe()  # an input that stays open: the client waits on it
-        try:
-            result = subprocess.run(argv, stdin=typed, capture_output=True, text=True, timeout=30)
-        finally:
-            os.close(typed)
-            os.close(typing)
+        result = client_with_open_input(argv, timeout=30)
         assert running.hub.client_count == 0
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.splitlines()
@@ -457,12 +463,7 @@ def test_wss_to_a_plain_port_ends_the_client_before_the_servers_handshake_timeou
     with AgentServer(port=0, handshake_timeout=30.0) as running:
         url = f"wss://127.0.0.1:{running.port}/"
         argv = [*AGENTCAST, "client", url, "--agent-id", "demo", "--retries", "12"]
-        typed, typing = os.pipe()  # an input that stays open: the client waits on it
-        try:
-            result = subprocess.run(argv, stdin=typed, capture_output=True, text=True, timeout=10)
-        finally:
-            os.close(typed)
-            os.close(typing)
+        result = client_with_open_input(argv, timeout=10)
         assert running.hub.stats()["upgrades_refused_handshake"] == 1
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.splitlines()
