@@ -39,7 +39,7 @@ from clients import (
     websockets_clients,
 )
 from redis_server import free_port
-from tls_certificates import Certificates, issue
+from tls_certificates import Certificates, issue, issue_cn_only
 
 AGENTCAST = [sys.executable, "-m", "agentcast"]
 
@@ -369,14 +369,7 @@ def client_with_open_input(argv: list[str], timeout: float) -> subprocess.Comple
 def cn_only(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A certificate naming 127.0.0.1 in its CN only, as older tools issue them: an IP
     address is matched against the subjectAltName alone."""
-    directory = tmp_path_factory.mktemp("cn-only")
-    ca = trustme.CA()
-    issued = ca.issue_cert(common_name="127.0.0.1")
-    files = Certificates(ca, directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-    ca.cert_pem.write_to_path(str(files.cafile))
-    issued.private_key_pem.write_to_path(str(files.keyfile))
-    issued.cert_chain_pems[0].write_to_path(str(files.certfile))
-    return files
+    return issue_cn_only(tmp_path_factory.mktemp("cn-only"))
 
 
 @pytest.mark.parametrize("protocol", ["agentcast", "memgpt"])
