@@ -601,8 +601,8 @@ def test_a_short_secret_is_a_one_line_error(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"agentcast: cannot load the --auth-* key: {tmp_path / 'secret'}: "
+        f"agentcast serve: error: cannot load the --auth-* key: {tmp_path / 'secret'}: "
         "an HS256 secret must be at least 32 bytes"
     ]

@@ -184,6 +184,21 @@ def test_serve_redis_without_the_redis_extra_names_the_install_line() -> None:
     )
 
 
+def test_a_bad_auth_key_is_one_line_before_any_worker_starts(tmp_path: Path) -> None:
+    """Checked by the parent, like a certificate: not by each worker, dying in turn."""
+    key = tmp_path / "secret"
+    key.write_bytes(b"short")
+    key.chmod(0o600)  # else serve warns
+    serve = ["serve", "--port", str(free_port()), "--auth-secret-file", str(key)]
+    workers = ["--workers", "2", "--redis", "redis://127.0.0.1:1/0"]
+    line = (
+        f"agentcast serve: error: cannot load the --auth-* key: {key}:"
+        " an HS256 secret must be at least 32 bytes"
+    )
+    assert one_line_error(run(*AGENTCAST, *serve)) == line
+    assert one_line_error(run(*AGENTCAST, *serve, *workers)) == line
+
+
 def test_plot_without_matplotlib_names_the_source_install_line(tmp_path: Path) -> None:
     result = run(
         *WITHOUT, "matplotlib", "-m", "agentcast", "bench", "--plot", str(tmp_path / "p.png")

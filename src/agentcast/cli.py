@@ -449,15 +449,14 @@ def supervise(args: argparse.Namespace, argv: Sequence[str], scheme: str) -> int
     return code
 
 
-def serve(args: argparse.Namespace, tls: ssl.SSLContext | None = None) -> int:
+def serve(
+    args: argparse.Namespace,
+    tls: ssl.SSLContext | None = None,
+    authenticate: Authenticate | None = None,
+) -> int:
     backend = args.backend
     if backend is None:
         backend = functools.partial(DemoAgentServer, word_delay=args.word_delay)
-    try:
-        authenticate = _authenticator(args)
-    except (OSError, ValueError) as exc:
-        print(f"agentcast: cannot load the --auth-* key: {exc}", file=sys.stderr)
-        return 1
     connections_per_ip = _per_ip(args.max_connections_per_ip, PUBLIC_CONNECTIONS_PER_IP, args.host)
     server = AgentServer(
         backend,
@@ -565,6 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls = None if args.certfile is None else server_context(args.certfile, args.keyfile)
     except ValueError as exc:
         command.error(str(exc))
+    try:  # here, not in each worker: a bad key is one line, not workers dying in turn
+        authenticate = _authenticator(args)
+    except (OSError, ValueError) as exc:
+        command.error(f"cannot load the --auth-* key: {exc}")
     if args.workers > 1:
         if args.metrics_port is not None:
             command.error("--metrics-port serves one process: it cannot be combined with --workers")
@@ -582,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             " port would serve its own agents, unseen by clients of the others"
         )
     try:
-        return serve(args, tls)
+        return serve(args, tls, authenticate)
     except BadBackend as exc:  # built, but not a backend
         command.error(f"argument --backend: {exc}")
     except ValueError as exc:  # a setting the server refuses
