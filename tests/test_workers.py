@@ -145,3 +145,14 @@ def test_a_crashed_worker_is_restarted_and_sigterm_drains_both(
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert parent.wait(TIMEOUT) == 0
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+
+
+def test_an_unreachable_redis_is_one_line_before_any_worker_starts() -> None:
+    """As without --workers: not 'serving', then each worker failing in turn."""
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    command = [*AGENTCAST, "serve", "--workers", "2", "--redis", url, "--port", str(free_port())]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"agentcast: cannot reach Redis at {url}: "), line

@@ -578,6 +578,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.port == 0:
             command.error("--workers needs a fixed --port: each worker would pick its own")
+        from agentcast.backplane.redis import check_reachable  # the redis extra is there
+
+        try:
+            check_reachable(args.redis)
+        except ConnectionError as exc:  # as a single process says it, not once per worker
+            print(f"agentcast: {exc}", file=sys.stderr)
+            return 1
         return supervise(args, argv, "ws" if tls is None else "wss")
     if args.reuse_port and args.redis is None:
         command.error(

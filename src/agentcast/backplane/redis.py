@@ -132,6 +132,18 @@ async def reach(client: Any, url: str) -> None:
         raise
 
 
+def check_reachable(url: str) -> None:
+    """Raise ``ConnectionError`` unless Redis at ``url`` answers a ping: what each node's
+    start would find, told once by the parent of ``--workers`` before it starts any."""
+
+    async def ping() -> None:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+        await reach(client, url)
+        await client.aclose()
+
+    asyncio.run(ping())
+
+
 class RedisBackplane:
     """Connects a ``FanoutCore`` to the other nodes through Redis; lives on the core's loop."""
 
