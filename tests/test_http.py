@@ -204,6 +204,17 @@ def test_a_dns_host_reads_state_when_allowed_or_with_authentication(
     assert get(authenticated.port, "/metrics", named)[0] == 200
 
 
+def test_behind_a_tls_proxy_the_allowed_https_origin_names_its_host(
+    hub_factory: Callable[..., Broadcaster],
+) -> None:
+    """nginx serves https://agents.example and passes Host: agents.example to a plain
+    server: the live page's /status read passes, as its WebSocket's Origin does."""
+    hub = hub_factory(allowed_origins=["https://agents.example"])
+    assert get(hub.port, "/status", {"Host": "agents.example"})[0] == 200
+    assert get(hub.port, "/status", {"Host": "agents.example:443"})[0] == 200
+    assert get(hub.port, "/status", {"Host": "other.example"})[0] == 403
+
+
 def test_the_metrics_port_answers_garbage_and_keeps_serving(
     hub_factory: Callable[..., Broadcaster],
 ) -> None:

@@ -74,7 +74,22 @@ class OriginPolicy:
             return False
         if self.host_names or _is_address(own[0]):
             return True
-        return any(fnmatchcase(f"{self.scheme}://{host.strip().lower()}", g) for g in self.allowed)
+        return self._names_allowed(host.strip().lower())
+
+    def _names_allowed(self, host: str) -> bool:
+        """Whether an ``allowed`` origin names ``host``, under either scheme: behind a
+        proxy that terminates TLS the page's origin is https, this server's scheme http."""
+        for scheme, default_port in _DEFAULT_PORTS.items():
+            parsed = _host_port(host, scheme)
+            if parsed is None:
+                continue
+            name, port = parsed
+            origins = {f"{scheme}://{host}", f"{scheme}://{name}:{port}"}
+            if port == default_port:
+                origins.add(f"{scheme}://{name}")
+            if any(fnmatchcase(origin, glob) for origin in origins for glob in self.allowed):
+                return True
+        return False
 
     def _is_own(self, origin: str, host: str) -> bool:
         try:
