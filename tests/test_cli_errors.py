@@ -260,3 +260,37 @@ def test_bench_without_a_peer_library_names_the_source_install_line() -> None:
         "skipped socketify: socketify is not available here (No module named 'socketify');"
         ' pip install ".[bench]"'
     ) in result.stdout.splitlines()
+
+
+def test_backend_modules_are_found_in_the_current_directory(tmp_path: Path) -> None:
+    """As the ``agentcast`` console script runs: its directory is sys.path[0], not the
+    current one, where ``--backend mypkg.server:SyncServer``'s package sits."""
+    launcher = tmp_path / "bin" / "agentcast"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom agentcast.cli import main\nsys.exit(main())\n")
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "server.py").write_text(
+        "class SyncServer:\n    def __init__(self, default_interface):\n        pass\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(launcher),
+            "serve",
+            "--port",
+            "0",
+            "--backend",
+            "mypkg.server:SyncServer",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Found and imported: refused only for what it lacks, not as a module nowhere.
+    assert one_line_error(result) == (
+        "agentcast serve: error: argument --backend: backend 'SyncServer' has no"
+        " create_agent or user_message method"
+        " (a backend needs MemGPT SyncServer's create_agent and user_message)"
+    )

@@ -75,7 +75,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _backend(spec: str) -> Any:
-    """``--backend module:attr``: the factory, checked while the user's words are at hand."""
+    """``--backend module:attr``: the factory, checked while the user's words are at hand.
+    The module is looked for in the current directory first, as ``python -m`` would: the
+    ``agentcast`` script's own directory stands in its place on ``sys.path``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return load_backend(spec)
     except ValueError as exc:
