@@ -260,7 +260,8 @@ class SseEndpoints:
         since_text = request.headers.get("Last-Event-ID") or _last(query, "since", "")
         if not since_text:
             return channel, protocol, None, resume
-        if not since_text.isdigit() or len(since_text) > 19:
+        # ASCII: str.isdigit takes "²" (int() refuses it) and Arabic-Indic digits (int() reads)
+        if not (since_text.isascii() and since_text.isdigit()) or len(since_text) > 19:
             return _bad(f"Last-Event-ID or since must be a seq, not {quote(since_text)}")
         return channel, protocol, int(since_text), resume
 
