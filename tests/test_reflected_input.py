@@ -3,7 +3,9 @@ escaped excerpt of it (an unknown type of 500,000 characters once came back whol
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -12,6 +14,7 @@ import websockets
 
 from agentcast.memgpt.app import AgentServer
 from agentcast.memgpt.interface import SyncWebSocketInterface
+from agentcast.serve.connect_log import BURST, RATE
 from clients import DEMO_STEP, memgpt_exchange, run, user_message
 
 HUGE = "\x1b[2J" + "x" * 500_000  # a terminal escape first: it must reach no log raw
@@ -150,3 +153,29 @@ def test_invalid_json_is_answered_every_time_counted_and_logged_once_per_connect
     lines = [r.getMessage() for r in caplog.records if "not valid JSON" in r.getMessage()]
     assert len(lines) == 2, lines
     assert all("further ones on this connection are only counted" in line for line in lines)
+
+
+def test_a_flood_of_connections_each_sending_one_bad_request_is_counted_not_logged_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each connection's first bad request is its own first: without a bound across
+    connections a connect flood wrote one line each (1000 connections, 1000 lines)."""
+    caplog.set_level(logging.INFO)
+    connections = BURST + 60
+    with AgentServer(port=0) as server:
+
+        async def one(gate: asyncio.Semaphore) -> None:
+            async with gate, websockets.connect(f"ws://127.0.0.1:{server.port}") as ws:
+                await ws.send("{not json")
+                assert "not valid JSON" in orjson.loads(await ws.recv())["message"]
+
+        async def flood() -> None:
+            gate = asyncio.Semaphore(20)
+            await asyncio.gather(*(one(gate) for _ in range(connections)))
+
+        started = time.monotonic()
+        run(flood())
+        elapsed = time.monotonic() - started
+        assert server.stats()["invalid_requests"] == connections
+    lines = [r for r in caplog.records if "not valid JSON" in r.getMessage()]
+    assert len(lines) <= BURST + RATE * elapsed + 1, (len(lines), elapsed)

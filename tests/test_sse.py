@@ -166,6 +166,11 @@ def test_a_head_over_16_kib_is_answered_431(hub: Broadcaster) -> None:
         ("/sse/a?protocol=x", "", 400, b"one of agentcast, agui, aisdk, letta"),
         ("/sse/a?since=-1", "", 400, b"must be a seq"),
         ("/sse/a", "Last-Event-ID: 1e9\r\n", 400, b"must be a seq"),
+        ("/sse/a?since=%C2%B2", "", 400, b"must be a seq"),  # "²" is a digit to str.isdigit
+        ("/sse/a?since=%D9%A1", "", 400, b"must be a seq"),  # an Arabic-Indic 1 is no seq
+        ("/sse/a?protocol=agui&protocol=letta", "", 400, b"unknown protocol 'agui, letta'"),
+        ("/sse/a?since=1&since=5", "", 400, b"must be a seq, not '1, 5'"),
+        ("/sse/a", "Last-Event-ID: 1\r\nLast-Event-ID: 7\r\n", 400, b"not '1, 7'"),
         ("/sse/", "", 404, b"name one channel"),
         ("/sse/a/b", "", 404, b"name one channel"),
         ("/sse/%ff", "", 400, b"UTF-8, percent-encoded"),  # no 500, no traceback logged

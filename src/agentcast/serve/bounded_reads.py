@@ -34,14 +34,14 @@ from picows.picows import WSProtocol, _parse_http_request  # type: ignore[attr-d
 
 from agentcast.serve import refusals
 
-__all__ = ["HEAD_LIMIT", "BoundedReadsProtocol"]
+__all__ = ["HEAD_LIMIT", "LINGER", "TLS_HANDSHAKE_BYTE", "BoundedReadsProtocol"]
 
 HEAD_LIMIT = 16 * 1024  # picows 2.3.1 drops a request head of this many bytes
 READ_SIZE = 16 * 1024
 LINGER = 2.0  # seconds a refused client may go on sending before it is closed
 
 
-TLS_HANDSHAKE = 0x16  # the content type of a TLS record that opens a handshake
+TLS_HANDSHAKE_BYTE = 0x16  # the content type of a TLS record that opens a handshake
 # What refused clients still send lands here, never read (shared: no one reads it).
 _DISCARDED = memoryview(bytearray(READ_SIZE))
 # A taken request's head is read here, then copied (shared: each read is copied at once).
@@ -120,7 +120,7 @@ class BoundedReadsProtocol(WSProtocol):  # type: ignore[misc]
         assert view is not None
         if self._head_seen is None:  # else _decide reads it next
             self._head_view = None
-        if view[0] != TLS_HANDSHAKE:  # a read is never empty
+        if view[0] != TLS_HANDSHAKE_BYTE:  # a read is never empty
             return False
         self._head_view = self._head_seen = None
         self._refuse(refusals.TLS_HANDSHAKE)

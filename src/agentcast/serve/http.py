@@ -10,6 +10,7 @@ a generic 500 and one logged error instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -19,7 +20,9 @@ from picows import WSUpgradeRequest, WSUpgradeResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from agentcast.serve import refusals
 from agentcast.serve.auth import Refused
+from agentcast.serve.bounded_reads import LINGER, TLS_HANDSHAKE_BYTE
 from agentcast.serve.gate import Gate
 from agentcast.serve.refusals import text_response
 
@@ -104,13 +107,15 @@ class Probes:
 
 async def serve_plain(endpoints: HttpEndpoints, host: str, port: int) -> asyncio.Server:
     """Serve ``endpoints`` on ``host:port`` of their own: one GET per connection (as picows
-    answers them), 404 for other paths, 405 for other methods."""
+    answers them), 404 for other paths, 405 for other methods, 431 for a head over
+    ``HEAD_LIMIT``, 400 for a TLS handshake (an ``https://`` scrape of this plain port)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-            request = _parse(head)
-            if request is None:
+            head = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
+            if isinstance(head, WSUpgradeResponse):
+                response = head
+            elif (request := _parse(head)) is None:
                 response = text_response(HTTPStatus.BAD_REQUEST, "bad request")
             elif request.method != b"GET":
                 response = text_response(HTTPStatus.METHOD_NOT_ALLOWED, "GET only")
@@ -122,14 +127,40 @@ async def serve_plain(endpoints: HttpEndpoints, host: str, port: int) -> asyncio
             response.headers["Connection"] = "close"
             writer.write(response.to_bytes())
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass  # the client went away or sent too much: nothing to answer
+            if isinstance(head, WSUpgradeResponse):
+                await _linger(reader)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away, or never ended its head: nothing to answer
         except ConnectionError:
             pass
         finally:
             writer.close()
 
     return await asyncio.start_server(answer, host, port, limit=HEAD_LIMIT)
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes | WSUpgradeResponse:
+    """The request head, or the refusal of one too long or of a TLS handshake."""
+    first = await reader.readexactly(1)
+    if first[0] == TLS_HANDSHAKE_BYTE:
+        return refusals.TLS_HANDSHAKE.response()
+    try:
+        return first + await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        return text_response(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head over 8 KiB")
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Read and drop what a refused client still sends, until it closes or ``LINGER``
+    seconds pass: closing on unread bytes resets the connection, and the reset can erase
+    the answer before the client reads it (RFC 9112 9.6)."""
+
+    async def drain() -> None:
+        while await reader.read(HEAD_LIMIT):
+            pass
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(drain(), LINGER)
 
 
 def _parse(head: bytes) -> WSUpgradeRequest | None:

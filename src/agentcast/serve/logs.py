@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
+
+from agentcast.serve.connect_log import BURST, RATE
 
 __all__ = ["CLIENT_FAULTS", "FIELDS", "ClientFaultLog", "JsonFormatter", "OncePerClient"]
 
@@ -39,16 +42,37 @@ class ClientFaultLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class OncePerClient:
     """Which clients were logged already, so a client repeating a bad request costs one log
     line, not one a message. It remembers the last ``capacity`` clients it said yes for
-    (client ids are never reused): bounded whatever the clients do. One thread only."""
+    (client ids are never reused): bounded whatever the clients do. Across clients the
+    lines are drawn from a bucket of ``burst`` refilled at ``rate`` a second, as connect
+    lines are (``agentcast.serve.connect_log``): a flood of connections that each send one
+    bad request is counted by the caller, not logged line by line. One thread only."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(
+        self,
+        capacity: int = 4096,
+        rate: float = RATE,
+        burst: int = BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._capacity = capacity
         self._logged: dict[int, None] = {}  # insertion order: oldest first
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._refilled_at = clock()
 
     def first(self, client_id: int) -> bool:
-        """True the first time ``client_id`` is asked about (log it then)."""
+        """True the first time ``client_id`` is asked about while the bucket holds a line
+        (log it then)."""
         if client_id in self._logged:
             return False
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
         if len(self._logged) >= self._capacity:
             del self._logged[next(iter(self._logged))]
         self._logged[client_id] = None

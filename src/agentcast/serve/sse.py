@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
@@ -238,7 +238,7 @@ class SseEndpoints:
             protocol = "aisdk"
         elif path.startswith(SSE_PREFIX):
             name = path[len(SSE_PREFIX) :]
-            protocol = _last(query, "protocol", DEFAULT_PROTOCOL)
+            protocol = _value(query.get("protocol", ()), DEFAULT_PROTOCOL)
         else:
             return text_response(HTTPStatus.NOT_FOUND, "not found")
         try:
@@ -257,10 +257,13 @@ class SseEndpoints:
             )
         if protocol not in SSE_PROTOCOLS:
             return _bad(f"unknown protocol {quote(protocol)}: one of {', '.join(SSE_PROTOCOLS)}")
-        since_text = request.headers.get("Last-Event-ID") or _last(query, "since", "")
+        since_text = _value(request.headers.getall("Last-Event-ID", ()), "") or _value(
+            query.get("since", ()), ""
+        )
         if not since_text:
             return channel, protocol, None, resume
-        if not since_text.isdigit() or len(since_text) > 19:
+        # ASCII: str.isdigit takes "²" (int() refuses it) and Arabic-Indic digits (int() reads)
+        if not (since_text.isascii() and since_text.isdigit()) or len(since_text) > 19:
             return _bad(f"Last-Event-ID or since must be a seq, not {quote(since_text)}")
         return channel, protocol, int(since_text), resume
 
@@ -356,9 +359,11 @@ def _head(protocol: str, origin: str | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _last(query: dict[str, list[str]], name: str, default: str) -> str:
-    values = query.get(name)
-    return default if not values else values[-1]
+def _value(values: Iterable[str], default: str) -> str:
+    """A parameter's value; given several times, differently, all of them joined, which
+    no check accepts: ambiguous, refused (as WebSocket upgrades refuse ``?protocol=``)."""
+    distinct = list(dict.fromkeys(values))
+    return ", ".join(distinct) if distinct else default
 
 
 def _bad(reason: str) -> WSUpgradeResponse:
