@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agentcast.serve.token_bucket import TokenBucket
+
 __all__ = ["BURST", "RATE", "SUMMARY_INTERVAL", "ConnectLog"]
 
 RATE = 10.0
@@ -50,26 +52,19 @@ class ConnectLog:
     ) -> None:
         self._logger = logger
         self._call_later = call_later
-        self.rate = rate
-        self.burst = burst
+        self._lines = TokenBucket(rate, burst, clock)
         self.interval = interval
         self._clock = clock
-        self._tokens = float(burst)
-        self._refilled_at = clock()
         self._left_out = 0
         self._left_out_since = 0.0
         self._summary: Any = None  # the pending timer handle, while connections are left out
 
     def allows(self) -> bool:
         """Whether this new connection's lines are written; if not, it is counted."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._refilled_at) * self.rate)
-        self._refilled_at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._lines.take():
             return True
         if not self._left_out:
-            self._left_out_since = now
+            self._left_out_since = self._clock()
             self._summary = self._call_later(self.interval, self._summarize)
         self._left_out += 1
         return False
@@ -89,7 +84,7 @@ class ConnectLog:
             " (lines for at most %g connections a second, bursts of %d)",
             left_out,
             window,
-            self.rate,
-            self.burst,
+            self._lines.rate,
+            self._lines.burst,
             extra={"not_logged": left_out, "window_s": window},
         )

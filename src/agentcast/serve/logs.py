@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agentcast.serve.connect_log import BURST, RATE
+from agentcast.serve.token_bucket import TokenBucket
 
 __all__ = ["CLIENT_FAULTS", "FIELDS", "ClientFaultLog", "JsonFormatter", "OncePerClient"]
 
@@ -56,23 +57,15 @@ class OncePerClient:
     ) -> None:
         self._capacity = capacity
         self._logged: dict[int, None] = {}  # insertion order: oldest first
-        self._rate = rate
-        self._burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._refilled_at = clock()
+        self._lines = TokenBucket(rate, burst, clock)
 
     def first(self, client_id: int) -> bool:
         """True the first time ``client_id`` is asked about while the bucket holds a line
         (log it then)."""
         if client_id in self._logged:
             return False
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
-        self._refilled_at = now
-        if self._tokens < 1.0:
+        if not self._lines.take():
             return False
-        self._tokens -= 1.0
         if len(self._logged) >= self._capacity:
             del self._logged[next(iter(self._logged))]
         self._logged[client_id] = None
