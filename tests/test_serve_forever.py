@@ -123,6 +123,51 @@ def test_serve_forever_outside_the_main_thread_is_refused_before_starting() -> N
     assert not hub.running
 
 
+# An agent whose step never ends: a stop waits for it.
+STUCK = """
+import threading
+from agentcast import AgentServer
+
+class Stuck:
+    def __init__(self, default_interface):
+        pass
+
+    def create_agent(self, user_id, agent_config):
+        return "a"
+
+    def user_message(self, user_id, agent_id, message):
+        print("step", flush=True)
+        threading.Event().wait()
+
+server = AgentServer(Stuck, port=0)
+server.serve_forever(ready=lambda: print("ready", server.port, flush=True))
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_ends_a_stop_that_waits_on_a_step_that_never_ends(
+    stop: signal.Signals,
+) -> None:
+    with _started([sys.executable, "-c", STUCK]) as (process, first):
+        port = int(first.split()[1])
+        with connect(f"ws://127.0.0.1:{port}/") as client:
+            client.send('{"type": "user_message", "message": "hi", "agent_id": "a"}')
+            assert process.stdout is not None and process.stdout.readline() == "step\n"
+            process.send_signal(stop)  # the stop waits for the step: it would wait for ever
+            assert process.stderr is not None
+            hint = process.stderr.readline()  # after 1 s: the first signal was taken
+            process.send_signal(stop)
+            _, rest = process.communicate(timeout=15)
+    assert process.returncode == 128 + stop, rest
+    assert hint == (
+        "agentcast: still stopping, waiting for what runs; a second Ctrl-C or SIGTERM exits now\n"
+    )
+    assert rest == (
+        "agentcast: a second signal while stopping: exiting now, without waiting for what"
+        " still runs\n"
+    )
+
+
 STOPPED = re.compile(
     r"agentcast: stopped after \d+\.\d s: \d+ messages published, 5 deliveries,"
     r" 1 client closed with 1001 \(going away\)"

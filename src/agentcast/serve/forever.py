@@ -4,20 +4,27 @@ The wait is a ``select`` on a socket the signal's C-level handler writes to
 (``signal.set_wakeup_fd``), whichever thread the kernel delivered the signal to.
 A main thread blocked on a lock or an event would not wake when the loop thread
 takes the signal, and the server would never stop.
+
+A second signal while it stops ends the process at once (exit 128 + the signal), as a
+second Ctrl-C does for other servers: a stop waits for running work, such as an agent step
+that streams for minutes, and nothing else could end it short of SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Protocol
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SLOW_STOP = 1.0  # seconds of stopping after which it says how to end it short
 
 __all__ = ["STOP_SIGNALS", "Servable", "serve_forever", "stop_signals"]
 
@@ -54,13 +61,64 @@ def stop_signals() -> Iterator[socket.socket]:
         writer.close()
 
 
-def _wait(wakeups: socket.socket) -> int:
-    """Block until one of ``STOP_SIGNALS`` arrives; return its number."""
+def _stop_signals_read(wakeups: socket.socket) -> list[int]:
+    """The ``STOP_SIGNALS`` among the wake-up bytes waiting on ``wakeups``."""
+    return [signum for signum in wakeups.recv(64) if signum in STOP_SIGNALS]
+
+
+def _wait(wakeups: socket.socket) -> list[int]:
+    """Block until one of ``STOP_SIGNALS`` arrives; those that came (two, if a second came
+    at once)."""
     while True:
         select.select([wakeups], [], [])
-        for signum in wakeups.recv(64):
-            if signum in STOP_SIGNALS:
-                return signum
+        signals = _stop_signals_read(wakeups)
+        if signals:
+            return signals
+
+
+def _say(line: str) -> None:
+    print(f"agentcast: {line}", file=sys.stderr, flush=True)
+
+
+def _exit_at_once(signum: int) -> None:
+    _say("a second signal while stopping: exiting now, without waiting for what still runs")
+    os._exit(128 + signum)
+
+
+def _stop(server: Servable, timeout: float, wakeups: socket.socket) -> None:
+    """``server.stop(timeout)`` in a thread of its own, the main thread watching for a
+    second signal meanwhile (``_exit_at_once``)."""
+    finished, finishing = socket.socketpair()
+    failures: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            server.stop(timeout)
+        except BaseException as exc:  # raised in the caller's thread below
+            failures.append(exc)
+        finally:
+            finishing.send(b"\0")
+
+    stopper = threading.Thread(target=stop, name="agentcast-stop", daemon=True)
+    stopper.start()
+    try:
+        hint_after: float | None = SLOW_STOP
+        while True:
+            readable, _, _ = select.select([wakeups, finished], [], [], hint_after)
+            if not readable:  # still stopping: say how to end it short
+                _say("still stopping, waiting for what runs; a second Ctrl-C or SIGTERM exits now")
+                hint_after = None
+                continue
+            if finished in readable:
+                break
+            for signum in _stop_signals_read(wakeups):
+                _exit_at_once(signum)
+    finally:
+        stopper.join()
+        finished.close()
+        finishing.close()
+    if failures:
+        raise failures[0]
 
 
 def serve_forever(
@@ -71,7 +129,8 @@ def serve_forever(
 
     ``ready()`` is called once it serves and the signals are caught: a Ctrl-C from then
     on stops it cleanly (say "listening" there). Returns ``server.stats()`` as they stood
-    when the signal came. Main thread only.
+    when the signal came. A second signal while it stops ends the process at once, exit
+    128 + the signal, with one line on stderr. Main thread only.
     """
     with stop_signals() as wakeups:
         try:
@@ -79,7 +138,10 @@ def serve_forever(
                 server.start()
             if ready is not None:
                 ready()
-            _wait(wakeups)
-            return server.stats()
+            signals = _wait(wakeups)
+            stats = server.stats()
+            if len(signals) > 1:  # the second came with the first
+                _exit_at_once(signals[1])
+            return stats
         finally:
-            server.stop(timeout)
+            _stop(server, timeout, wakeups)
