@@ -155,7 +155,7 @@ def test_a_second_signal_ends_a_stop_that_waits_on_a_step_that_never_ends(
             assert process.stdout is not None and process.stdout.readline() == "step\n"
             process.send_signal(stop)  # the stop waits for the step: it would wait for ever
             assert process.stderr is not None
-            hint = process.stderr.readline()  # after 1 s: the first signal was taken
+            hint = process.stderr.readline()  # after SLOW_STOP: the first signal was taken
             process.send_signal(stop)
             _, rest = process.communicate(timeout=15)
     assert process.returncode == 128 + stop, rest

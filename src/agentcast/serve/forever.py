@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Protocol
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SLOW_STOP = 1.0  # seconds of stopping after which it says how to end it short
+SLOW_STOP = 3.0  # seconds of stopping after which it says how to end it short
 
 __all__ = ["STOP_SIGNALS", "Servable", "serve_forever", "stop_signals"]
 
