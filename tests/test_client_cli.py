@@ -323,16 +323,19 @@ def test_a_refused_first_connect_ends_at_once_with_a_hint(
     ), line
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_input_that_ends_at_once_still_says_whether_the_server_was_reached(
-    processes: Callable[..., Process],
+    processes: Callable[..., Process], protocol: str
 ) -> None:
     port = free_port()
-    away = client(processes, f"ws://127.0.0.1:{port}/", stdin=subprocess.DEVNULL)
+    away = client(processes, f"ws://127.0.0.1:{port}/", stdin=subprocess.DEVNULL, protocol=protocol)
     assert away.wait() == 1  # not a silent 0 for a server it never reached
     [line] = away.err.rest()
     assert f"cannot connect to ws://127.0.0.1:{port}/: nothing listens" in line, line
     serve(processes, port)
-    there = client(processes, f"ws://127.0.0.1:{port}/", stdin=subprocess.DEVNULL)
+    there = client(
+        processes, f"ws://127.0.0.1:{port}/", stdin=subprocess.DEVNULL, protocol=protocol
+    )
     assert there.wait() == 0
     assert there.err.rest() == [
         f"agentcast client: connected to ws://127.0.0.1:{port}/; type a message, Ctrl-D to quit"

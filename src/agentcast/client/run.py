@@ -195,8 +195,12 @@ async def _connect(
 ) -> tuple[websockets.ClientConnection, str | None] | None:
     """Connect, taking the next typed line meanwhile if none is pending: the connection
     and the line to send on it, or None if the input ended first with nothing to send
-    (Ctrl-D quits while the server is away)."""
+    (Ctrl-D quits while the server is away). The first connection is made whatever the
+    input does, so that input which ends at once (``< /dev/null``) still says whether the
+    server could be reached, as the native protocol's client does."""
     connecting = asyncio.ensure_future(dialer.connect())
+    if not dialer.connected_before:
+        return await connecting, pending
     while pending is None and not typed.ended:
         reading = asyncio.ensure_future(typed.get())
         await asyncio.wait({connecting, reading}, return_when=asyncio.FIRST_COMPLETED)
