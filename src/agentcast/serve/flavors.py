@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from picows import WSUpgradeRequest
 
 from agentcast.printable import quote
+from agentcast.serve.params import one_value
 from agentcast.serve.refusals import HANDSHAKE, Refusal
 from agentcast.streams.encodings import MEMGPT, PROTOCOLS, encoding_id
 
@@ -25,14 +26,13 @@ def wire_encoding(request: WSUpgradeRequest) -> tuple[int, str | None] | Refusal
     """The encoding the request asks for (an index of ``ENCODINGS``) and the subprotocol
     to answer with (None: none asked for by header), or its refusal (400)."""
     query = parse_qs(request.path.decode("latin-1").partition("?")[2])
-    names = query.get("protocol")
-    if names:
-        name = names[-1]
-        if len(set(names)) > 1 or name not in PROTOCOLS:
+    name = one_value(query.get("protocol", ()), "")
+    if name:
+        if name not in PROTOCOLS:
             return Refusal(
                 HTTPStatus.BAD_REQUEST,
                 HANDSHAKE,
-                f"unknown protocol {quote(', '.join(names))}: one of {', '.join(PROTOCOLS)}",
+                f"unknown protocol {quote(name)}: one of {', '.join(PROTOCOLS)}",
             )
         return encoding_id(name), None
     offered = request.headers.getall("Sec-WebSocket-Protocol", ())

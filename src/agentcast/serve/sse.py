@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
@@ -42,6 +42,7 @@ from agentcast.memgpt.protocol import MAX_AGENT_ID_BYTES
 from agentcast.printable import quote
 from agentcast.serve.auth import Identity, Refused
 from agentcast.serve.gate import Gate
+from agentcast.serve.params import one_value
 from agentcast.serve.refusals import HANDSHAKE, SERVER_FULL, Refusal, text_response
 from agentcast.serve.server import set_notsent_lowat
 from agentcast.serve.sessions import Sessions
@@ -238,7 +239,7 @@ class SseEndpoints:
             protocol = "aisdk"
         elif path.startswith(SSE_PREFIX):
             name = path[len(SSE_PREFIX) :]
-            protocol = _value(query.get("protocol", ()), DEFAULT_PROTOCOL)
+            protocol = one_value(query.get("protocol", ()), DEFAULT_PROTOCOL)
         else:
             return text_response(HTTPStatus.NOT_FOUND, "not found")
         try:
@@ -257,7 +258,7 @@ class SseEndpoints:
             )
         if protocol not in SSE_PROTOCOLS:
             return _bad(f"unknown protocol {quote(protocol)}: one of {', '.join(SSE_PROTOCOLS)}")
-        since_text = _value(request.headers.getall("Last-Event-ID", ()), "") or _value(
+        since_text = one_value(request.headers.getall("Last-Event-ID", ()), "") or one_value(
             query.get("since", ()), ""
         )
         if not since_text:
@@ -357,13 +358,6 @@ def _head(protocol: str, origin: str | None) -> bytes:
     if origin is not None:  # an allowed page of another origin: the gate checked it
         lines += [f"Access-Control-Allow-Origin: {origin}", "Vary: Origin"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _value(values: Iterable[str], default: str) -> str:
-    """A parameter's value; given several times, differently, all of them joined, which
-    no check accepts: ambiguous, refused (as WebSocket upgrades refuse ``?protocol=``)."""
-    distinct = list(dict.fromkeys(values))
-    return ", ".join(distinct) if distinct else default
 
 
 def _bad(reason: str) -> WSUpgradeResponse:
